@@ -1,0 +1,63 @@
+# One entry point. Every target is idempotent; `test` and `demo` install what is missing first.
+# Settings come from RTREC_* environment variables (docs/CONFIG.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON_BIN ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+JARS_STAMP := jvm/lib/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+QUICK ?=
+
+.PHONY: help install redis-server test demo bench lint stack-up stack-down stack-status clean distclean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install: $(VENV_STAMP) $(JARS_STAMP) redis-server  ## venv + package (editable) + JVM jars + redis-server
+
+$(VENV_STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+$(JARS_STAMP): jvm/pom.xml
+	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)"; exit 1; }
+	mvn -q -B -f jvm/pom.xml -P connector package
+	mvn -q -B -f jvm/pom.xml -P broker package
+	@touch $@
+
+redis-server:  ## Debian's redis-server, installed when missing
+	@command -v redis-server >/dev/null || [ -x /usr/sbin/redis-server ] || [ -x /usr/bin/redis-server ] || \
+	  { echo "installing Debian's redis-server"; $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+test: install  ## the whole test suite (starts its own Kafka + Redis + Flink on free ports)
+	$(PY) -m pytest
+
+demo: install  ## the system end to end on embedded defaults (QUICK=1 for a short run)
+	$(PY) -m devstack demo $(if $(QUICK),--quick,)
+
+bench: install  ## benchmarks -> results/*.json
+	$(PY) -m bench
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check .
+
+stack-up: install  ## start Kafka + Redis on 127.0.0.1 (no-op when running)
+	$(PY) -m devstack up
+
+stack-down:  ## stop exactly what stack-up started
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+stack-status:  ## show the stack's processes, ports and logs
+	$(PY) -m devstack status
+
+clean: stack-down  ## remove generated state (var/, results/, caches)
+	rm -rf var results .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+distclean: clean  ## also remove the venv and the JVM jars
+	rm -rf $(VENV) jvm/lib jvm/target *.egg-info

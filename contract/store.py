@@ -1,0 +1,102 @@
+"""Where parameters live in Redis, and the only code that reads or writes them.
+
+Layout (prefix ``rtrec`` by default, see :class:`contract.config.Settings`):
+
+- ``<prefix>:arm:<product_id>``: the encoded parameters (:mod:`contract.codec`);
+- ``<prefix>:versions``: hash product_id -> version, for cheap polling of what changed;
+- ``<prefix>:updates``: pub/sub channel; each message is ``<product_id>:<version>``.
+
+A write goes through one Lua script that compares versions inside Redis, so a replayed older
+value (after a Flink restore) can never replace a newer one, and the three keys change
+together. Writes of many products go in one pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from contract.codec import Params, decode, peek_version
+
+# KEYS[1] arm key, KEYS[2] versions hash; ARGV[1] product id, ARGV[2] version, ARGV[3] value,
+# ARGV[4] channel. Returns 1 when written, 0 when an equal or newer version is there already.
+_WRITE_IF_NEWER = """
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[1] .. ':' .. ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class StoreKeys:
+    prefix: str = "rtrec"
+
+    def arm(self, product_id: str) -> str:
+        return f"{self.prefix}:arm:{product_id}"
+
+    @property
+    def versions(self) -> str:
+        return f"{self.prefix}:versions"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:updates"
+
+
+def connect(host: str, port: int, password: str = "", db: int = 0,
+            timeout_s: float = 0.5) -> redis.Redis:
+    """A client that fails fast: redis-py waits for minutes on a dead server without timeouts."""
+    return redis.Redis(host=host, port=port, password=password or None, db=db,
+                       socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                       health_check_interval=10)
+
+
+class ParamStore:
+    """Versioned parameter store on one Redis client."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "rtrec") -> None:
+        self.client = client
+        self.keys = StoreKeys(prefix)
+        self._script = client.register_script(_WRITE_IF_NEWER)
+
+    def write_many(self, items: Iterable[tuple[str, bytes]]) -> list[bool]:
+        """Write encoded values in one pipeline; True where written, False where refused
+        because Redis already holds an equal or newer version."""
+        pipe = self.client.pipeline(transaction=False)
+        n = 0
+        for product_id, blob in items:
+            self._script(keys=[self.keys.arm(product_id), self.keys.versions],
+                         args=[product_id, peek_version(blob), blob, self.keys.channel],
+                         client=pipe)
+            n += 1
+        if n == 0:
+            return []
+        return [bool(r) for r in pipe.execute()]
+
+    def write(self, product_id: str, blob: bytes) -> bool:
+        return self.write_many([(product_id, blob)])[0]
+
+    def versions(self) -> dict[str, int]:
+        """product_id -> version of everything published (one HGETALL)."""
+        return {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.versions).items()}
+
+    def read_many(self, product_ids: Sequence[str], dim: int | None = None) -> dict[str, Params]:
+        """Decode the values of these products (one MGET); missing ones are left out."""
+        if not product_ids:
+            return {}
+        blobs = self.client.mget([self.keys.arm(p) for p in product_ids])
+        return {p: decode(b, dim) for p, b in zip(product_ids, blobs, strict=True) if b is not None}
+
+    def read_all(self, dim: int | None = None) -> dict[str, Params]:
+        return self.read_many(sorted(self.versions()), dim)
+
+    def clear(self) -> None:
+        """Delete every key of this prefix (tests and `make clean`)."""
+        keys = list(self.client.scan_iter(match=f"{self.keys.prefix}:*", count=1000))
+        if keys:
+            self.client.delete(*keys)

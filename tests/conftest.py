@@ -1,0 +1,57 @@
+"""Session fixtures: one real Kafka broker and one real Redis server for the whole test run.
+
+Both come from :mod:`devstack` (the same code as ``make stack-up``) on free ports in a temp
+folder, and are stopped at the end of the session whatever happened.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contract.config import Settings
+from devstack.stack import Stack, free_port
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A running Kafka + Redis; ``stack.settings`` points at them."""
+    root: Path = tmp_path_factory.mktemp("stack")
+    kafka_port = free_port()
+    settings = Settings.from_env(
+        {},
+        kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+        redis_port=free_port(),
+        stack_dir=str(root),
+        checkpoint_dir=str(root / "checkpoints"),
+        data_dir=str(root / "data"),
+    )
+    s = Stack(settings, kafka_controller_port=free_port())
+    try:
+        s.up(timeout_s=120)
+        yield s
+    finally:
+        s.down()
+
+
+@pytest.fixture
+def unique_settings(stack: Stack) -> Settings:
+    """The stack's settings with topics and a Redis prefix of this test's own (created)."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings.from_env(
+        {},
+        **{**_fields(stack.settings), "topic_impressions": f"impressions-{tag}",
+           "topic_clicks": f"clicks-{tag}", "topic_dead_letter": f"dead-letter-{tag}",
+           "redis_prefix": f"t{tag}"},
+    )
+    Stack(settings, kafka_controller_port=stack.kafka_controller_port).create_topics()
+    return settings
+
+
+def _fields(settings: Settings) -> dict:
+    import dataclasses
+
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}

@@ -1,0 +1,100 @@
+"""The local stack is real: Kafka round-trips records, Redis round-trips values, and
+``down`` leaves nothing of ours running."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+
+from contract.config import Settings
+from devstack.stack import Stack, StackError, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_kafka_round_trip_1000_records(stack: Stack) -> None:
+    topic = stack.settings.topic_impressions
+    producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "linger.ms": 5})
+    sent = {f"rec-{i}-{uuid.uuid4().hex}" for i in range(1000)}
+    for value in sent:
+        producer.produce(topic, value.encode())
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap,
+                         "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got: set[str] = set()
+    deadline = time.monotonic() + 60
+    while not sent <= got and time.monotonic() < deadline:
+        for msg in consumer.consume(500, timeout=1):
+            assert msg.error() is None, msg.error()
+            got.add(msg.value().decode())
+    consumer.close()
+    assert sent <= got
+
+
+def test_topics_have_explicit_partitions(stack: Stack) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": stack.settings.kafka_bootstrap}).list_topics(timeout=10)
+    for topic in (stack.settings.topic_impressions, stack.settings.topic_clicks,
+                  stack.settings.topic_dead_letter):
+        assert len(md.topics[topic].partitions) == stack.settings.topic_partitions
+
+
+def test_redis_round_trip(stack: Stack) -> None:
+    client = redis.Redis(port=stack.settings.redis_port, socket_timeout=2)
+    payload = os.urandom(2048)
+    client.set("round-trip", payload)
+    assert client.get("round-trip") == payload
+    assert client.config_get("save")["save"] == ""  # no persistence by default
+
+
+def test_second_up_is_a_no_op(stack: Stack) -> None:
+    before = {n: s["pid"] for n, s in stack.status().items()}
+    stack.up()
+    assert {n: s["pid"] for n, s in stack.status().items()} == before
+
+
+def test_down_stops_exactly_what_up_started(tmp_path) -> None:
+    settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                                 redis_port=free_port(), redis_password="s3cret-for-test",
+                                 stack_dir=str(tmp_path))
+    own = Stack(settings, kafka_controller_port=free_port())
+    own.up(timeout_s=120)
+    try:
+        pids = {n: s["pid"] for n, s in own.status().items()}
+        assert all(pids.values())
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=settings.redis_port).ping()
+        assert redis.Redis(port=settings.redis_port, password="s3cret-for-test").ping()
+    finally:
+        stopped = own.down()
+    assert sorted(stopped) == ["kafka", "redis"]
+    for pid in pids.values():
+        assert not _alive(pid)
+    assert own.down() == []  # nothing left to stop
+
+
+def test_unready_service_names_itself_and_its_log(tmp_path) -> None:
+    taken = free_port()
+    import socket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", taken))
+        blocker.listen()
+        settings = Settings.from_env({}, redis_port=taken, stack_dir=str(tmp_path))
+        with pytest.raises(StackError, match="port .* is taken"):
+            Stack(settings).up(timeout_s=5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
