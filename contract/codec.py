@@ -75,12 +75,12 @@ def encode(state: ArmState, updated_at_ms: int = 0) -> bytes:
 
 def peek_version(blob: bytes) -> int:
     """The version (n) without decoding the arrays; raises CodecError on a bad header."""
-    return _header(blob)[3]
+    return _header(blob)[4]
 
 
 def decode(blob: bytes, dim: int | None = None) -> Params:
     """Decode and verify one value; ``dim`` (when given) must match."""
-    magic, fmt, flags, d, n, updated_at_ms = _header(blob)
+    _magic, _fmt, _flags, d, n, updated_at_ms = _header(blob)
     if dim is not None and d != dim:
         raise CodecError(f"dimension {d} != expected {dim}")
     if len(blob) != encoded_size(d):

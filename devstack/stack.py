@@ -15,6 +15,7 @@ Kafka comes from Maven Central (jvm/pom.xml, ``make install``) and runs as
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import shutil
@@ -86,8 +87,9 @@ class Service:
     def start(self, cmd: list[str], env: dict[str, str] | None = None) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as logf:
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.root, env=env, start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=self.root, env=env,
+                                    start_new_session=True)
         self.pid_file.write_text(f"{proc.pid} {_start_time(proc.pid)}\n{' '.join(cmd)}\n")
         return proc.pid
 
@@ -122,10 +124,8 @@ def _start_time(pid: int) -> str | None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 @dataclass

@@ -1,0 +1,77 @@
+"""Parameter codec: bit-exact round trips, the documented layout, and clear rejections."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from contract import codec, linucb
+
+
+def _state(d: int = 15, seed: int = 0) -> linucb.ArmState:
+    rng = np.random.default_rng(seed)
+    s = linucb.init_state(d)
+    for _ in range(50):
+        s = linucb.update(s, rng.uniform(-1, 1, d), float(rng.uniform() < 0.3))
+    return s
+
+
+@pytest.mark.parametrize("d", [1, 15, 40])
+def test_round_trip_is_bit_exact(d: int) -> None:
+    s = _state(d)
+    p = codec.decode(codec.encode(s, updated_at_ms=1_700_000_000_123))
+    assert p.state.A_inv.tobytes() == s.A_inv.tobytes()
+    assert p.state.b.tobytes() == s.b.tobytes()
+    assert (p.state.n, p.version, p.updated_at_ms) == (50, 50, 1_700_000_000_123)
+
+
+def test_golden_layout_follows_the_spec() -> None:
+    """docs/PARAMS_FORMAT.md, byte by byte, for d=1 after one observation x=[1], r=1."""
+    s = linucb.update(linucb.init_state(1), np.array([1.0]), 1.0)  # A = 1 + 1 -> A^-1 = 0.5
+    body = b"LUCB" + bytes([1, 0]) + struct.pack("<HQQ", 1, 1, 42) + struct.pack("<dd", 0.5, 1.0)
+    expected = body + struct.pack("<I", zlib.crc32(body))
+    assert codec.encode(s, updated_at_ms=42) == expected
+    assert codec.peek_version(expected) == 1
+
+
+def test_truncated_value_is_rejected() -> None:
+    blob = codec.encode(_state())
+    for cut in (0, 10, 31, len(blob) - 1):
+        with pytest.raises(codec.CodecError, match="shorter|length"):
+            codec.decode(blob[:cut])
+
+
+def test_every_single_bit_flip_in_the_payload_is_caught() -> None:
+    blob = bytearray(codec.encode(_state(d=3)))
+    for i in range(24, len(blob) - 4):  # the arrays
+        for bit in (0, 7):
+            bad = bytearray(blob)
+            bad[i] ^= 1 << bit
+            with pytest.raises(codec.CodecError, match="CRC"):
+                codec.decode(bytes(bad))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda b: b"XXXX" + b[4:], "magic"),
+        (lambda b: b[:4] + bytes([9]) + b[5:], "format version 9"),
+        (lambda b: b + b"\0", "length"),
+    ],
+)
+def test_bad_header_is_rejected(mutate, match: str) -> None:
+    with pytest.raises(codec.CodecError, match=match):
+        codec.decode(mutate(codec.encode(_state())))
+
+
+def test_dimension_mismatch_is_rejected() -> None:
+    with pytest.raises(codec.CodecError, match="dimension 15 != expected 20"):
+        codec.decode(codec.encode(_state()), dim=20)
+
+
+def test_not_bytes_is_rejected() -> None:
+    with pytest.raises(codec.CodecError, match="expected bytes"):
+        codec.decode("LUCB")  # type: ignore[arg-type]

@@ -1,0 +1,121 @@
+"""LinUCB math: Sherman-Morrison against direct inverses, and rankings against MABWiser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mabwiser.mab import MAB, LearningPolicy
+
+from contract import linucb
+
+
+def _random_log(rng: np.random.Generator, arms: int, d: int, events: int):
+    arm = rng.integers(0, arms, events)
+    X = rng.uniform(-1, 1, (events, d))
+    r = (rng.uniform(size=events) < 0.3).astype(float)
+    return arm, X, r
+
+
+def _learn(arms: int, d: int, arm, X, r, l2: float = 1.0) -> list[linucb.ArmState]:
+    states = [linucb.init_state(d, l2) for _ in range(arms)]
+    for a, x, y in zip(arm, X, r, strict=True):
+        states[a] = linucb.update(states[a], x, y)
+    return states
+
+
+def test_one_step_by_hand() -> None:
+    s = linucb.update(linucb.init_state(2, l2=2.0), np.array([1.0, 1.0]), 1.0)
+    # A = 2I + [[1,1],[1,1]] = [[3,1],[1,3]]; A^-1 = [[3,-1],[-1,3]] / 8
+    np.testing.assert_allclose(s.A_inv, np.array([[3, -1], [-1, 3]]) / 8, atol=1e-15)
+    np.testing.assert_allclose(linucb.theta(s), [0.25, 0.25], atol=1e-15)
+    assert s.n == 1 and s.version == 1
+
+
+@pytest.mark.parametrize("d", [15, 40])
+def test_sherman_morrison_matches_direct_inverse(d: int) -> None:
+    rng = np.random.default_rng(d)
+    arms = 200
+    arm, X, r = _random_log(rng, arms, d, 6000)
+    states = _learn(arms, d, arm, X, r)
+    for a in range(arms):
+        mask = arm == a
+        A = np.eye(d) + X[mask].T @ X[mask]
+        np.testing.assert_allclose(states[a].A_inv, np.linalg.inv(A), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(states[a].b, r[mask] @ X[mask], atol=1e-9)
+        assert states[a].n == mask.sum()
+
+
+def test_batch_update_equals_sequential() -> None:
+    rng = np.random.default_rng(3)
+    d = 15
+    X = rng.uniform(-1, 1, (37, d))
+    r = rng.uniform(size=37)
+    seq = linucb.init_state(d)
+    for x, y in zip(X, r, strict=True):
+        seq = linucb.update(seq, x, y)
+    batch = linucb.init_state(d)
+    for chunk in np.array_split(np.arange(37), 5):
+        batch = linucb.update_batch(batch, X[chunk], r[chunk])
+    np.testing.assert_allclose(batch.A_inv, seq.A_inv, atol=1e-12)
+    np.testing.assert_allclose(batch.b, seq.b, atol=1e-12)
+    assert batch.n == seq.n == 37
+
+
+@pytest.mark.parametrize("d", [15, 40])
+def test_ucb_ranking_matches_mabwiser(d: int) -> None:
+    rng = np.random.default_rng(100 + d)
+    arms, alpha = 200, 1.25
+    arm, X, r = _random_log(rng, arms, d, 4000)
+    states = _learn(arms, d, arm, X, r)
+    policy = LearningPolicy.LinUCB(alpha=alpha, l2_lambda=1.0)
+    mab = MAB(arms=list(range(arms)), learning_policy=policy, seed=7)
+    mab.fit(decisions=arm, rewards=r, contexts=X)
+    thetas = np.stack([linucb.theta(s) for s in states])
+    A_invs = np.stack([s.A_inv for s in states])
+    contexts = rng.uniform(-1, 1, (20, d))
+    expectations = mab.predict_expectations(contexts)
+    for x, expected in zip(contexts, expectations, strict=True):
+        ours = linucb.ucb_scores(thetas, A_invs, x, alpha)
+        # same scores to rounding, hence the same full ranking
+        theirs = np.array([expected[a] for a in range(arms)])
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-9)
+        assert list(linucb.top_k(ours, 5)) == list(np.argsort(-theirs, kind="stable")[:5])
+
+
+def test_ill_conditioned_stays_finite_and_accurate() -> None:
+    """Many near-identical contexts: A is ill-conditioned, scores must stay finite and
+    A^-1 close to the direct inverse (relative to its scale)."""
+    rng = np.random.default_rng(5)
+    d = 15
+    base = rng.uniform(0, 1, d)
+    s = linucb.init_state(d, l2=1e-3)
+    X = base + 1e-7 * rng.standard_normal((5000, d))
+    for x in X:
+        s = linucb.update(s, x, 1.0)
+    direct = np.linalg.inv(1e-3 * np.eye(d) + X.T @ X)
+    assert np.isfinite(s.A_inv).all()
+    rel = np.abs(s.A_inv - direct).max() / np.abs(direct).max()
+    assert rel < 1e-6
+    scores = linucb.ucb_scores(linucb.theta(s)[None], s.A_inv[None], base, 1.0)
+    assert np.isfinite(scores).all()
+
+
+def test_prior_scores_are_finite_and_explore() -> None:
+    d = 15
+    s = linucb.init_state(d)
+    x = np.full(d, 0.5)
+    score = linucb.ucb_scores(linucb.theta(s)[None], s.A_inv[None], x, alpha=1.0)
+    assert score[0] == pytest.approx(np.sqrt(x @ x))  # mean 0 + full prior width
+    assert linucb.ucb_scores(linucb.theta(s)[None], s.A_inv[None], x, alpha=0.0)[0] == 0.0
+
+
+def test_top_k_orders_and_breaks_ties_by_index() -> None:
+    scores = np.array([0.1, 0.9, 0.5, 0.9, -1.0])
+    assert list(linucb.top_k(scores, 3)) == [1, 3, 2]
+    assert list(linucb.top_k(scores, 10)) == [1, 3, 2, 0, 4]
+
+
+@pytest.mark.parametrize(("dim", "l2", "match"), [(0, 1.0, "dim"), (3, 0.0, "l2"), (3, -1.0, "l2")])
+def test_invalid_prior(dim: int, l2: float, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        linucb.init_state(dim, l2)
