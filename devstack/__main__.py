@@ -1,4 +1,4 @@
-"""CLI of the local stack: ``python -m devstack up|down|status``.
+"""CLI of the local stack: ``python -m devstack up|down|status|smoke|demo``.
 
 Ports and folders come from the RTREC_* settings (docs/CONFIG.md): RTREC_KAFKA_BOOTSTRAP,
 RTREC_REDIS_PORT, RTREC_REDIS_PASSWORD, RTREC_STACK_DIR.
@@ -18,7 +18,8 @@ from devstack.stack import Stack, StackError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "smoke", "demo"])
+    parser.add_argument("--quick", action="store_true", help="demo: a short run")
     parser.add_argument("--timeout", type=float, default=90.0, help="readiness wait, seconds")
     parser.add_argument("--json", action="store_true", help="status as JSON")
     args = parser.parse_args(argv)
@@ -32,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stopped = stack.down()
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        elif args.command == "demo":
+            from devstack.demo import run_demo
+
+            return run_demo(stack.settings, quick=args.quick)
+        elif args.command == "smoke":
+            from devstack.smoke import smoke
+
+            for line in smoke(stack.settings):
+                print(f"ok  {line}")
         else:
             status = _print_status(stack, args.json)
             return 0 if all(s["running"] and s["listening"] for s in status.values()) else 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from contract.config import Settings, env_names, markdown_table
@@ -43,3 +45,5 @@ def test_round_trip_through_env() -> None:
 def test_docs_table_lists_every_variable() -> None:
     table = markdown_table()
     assert all(f"`{name}`" in table for name in env_names())
+    doc = (Path(__file__).parents[2] / "docs" / "CONFIG.md").read_text()
+    assert table in doc, "docs/CONFIG.md is stale: regenerate with `python -m contract.config`"
