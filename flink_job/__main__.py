@@ -1,0 +1,91 @@
+"""``python -m flink_job``: run the learner, warm it from history, or drive a local cluster.
+
+  run        the job on a local Flink mini-cluster (blocks; Ctrl-C or SIGTERM stops it)
+             --restore latest|PATH  start from the newest checkpoint or a given savepoint
+  bootstrap  append a historical log (JSON lines of contract events) to the job's topics, with
+             the events' own timestamps, so the job learns history before live traffic
+  cluster    up|submit|down|status: a standalone cluster from the pip distribution (web UI on
+             127.0.0.1:<RTREC_FLINK_REST_PORT>)
+
+Settings come from RTREC_* variables (docs/CONFIG.md); the job reads nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+from contract.config import Settings
+
+log = logging.getLogger("flink_job")
+
+
+def load_products(path: str | None) -> frozenset[str] | None:
+    """Known product ids: from a file (CSV with product_id, or one id per line), else the
+    shipped catalog when present, else None (no catalog check, with a warning)."""
+    if path:
+        text = Path(path).read_text()
+        if text.startswith("product_id"):
+            return frozenset(r["product_id"] for r in csv.DictReader(text.splitlines()))
+        return frozenset(line.strip() for line in text.splitlines() if line.strip())
+    try:
+        from contract.features import load_catalog
+
+        return frozenset(p.product_id for p in load_catalog())
+    except Exception as exc:  # catalog not shipped yet
+        log.warning("no product catalog (%s): unknown products are not checked", exc)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flink_job", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the job on a local mini-cluster")
+    run.add_argument("--restore", default=None,
+                     help="'latest' (newest completed checkpoint, if any) or a checkpoint/"
+                          "savepoint path")
+    run.add_argument("--products", default=None, help="known product ids (CSV or list file)")
+    run.add_argument("--group-id", default=None, help="Kafka consumer group (default derived)")
+    run.add_argument("--noop", action="store_true", help="bench: the no-op job of same shape")
+    boot = sub.add_parser("bootstrap", help="append a historical JSONL log to the topics")
+    boot.add_argument("log", help="JSON lines of impression/click events")
+    cl = sub.add_parser("cluster", help="standalone cluster from the pip distribution")
+    cl.add_argument("action", choices=["up", "submit", "down", "status"])
+    cl.add_argument("--products", default=None)
+    cl.add_argument("--restore", default=None, help="savepoint/checkpoint for submit (-s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+
+    if args.command == "run":
+        from flink_job import checkpoints
+        from flink_job.job import JobOptions
+        from flink_job.job import run as run_job
+
+        restore = args.restore
+        if restore == "latest":
+            found = checkpoints.latest(settings.checkpoint_dir)
+            restore = str(found) if found else None
+            log.info("restore latest: %s", restore or "no completed checkpoint, fresh start")
+        opts = JobOptions(known_products=load_products(args.products), restore_path=restore,
+                          group_id=args.group_id, noop=args.noop)
+        run_job(settings, opts)
+        return 0
+    if args.command == "bootstrap":
+        from flink_job.bootstrap import append_log
+
+        n = append_log(settings, Path(args.log))
+        log.info("appended %d events", n)
+        return 0
+    from flink_job import cluster
+
+    return cluster.main(settings, args.action, products=args.products, restore=args.restore)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Find the checkpoint to restore from: the newest completed one under the checkpoint folder.
+
+Flink writes ``<dir>/<job-id>/chk-<n>/_metadata`` when checkpoint n completes (the metadata
+file is written last, so its presence means complete); a restarted job gets a new job id, so
+"latest" looks across job ids by the metadata's modification time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def completed(checkpoint_dir: str | Path) -> list[Path]:
+    """Completed checkpoint folders, oldest first."""
+    root = Path(str(checkpoint_dir).removeprefix("file://"))
+    if not root.is_dir():
+        return []
+    found = [m.parent for m in root.glob("*/chk-*/_metadata")]
+    return sorted(found, key=lambda p: (p / "_metadata").stat().st_mtime_ns)
+
+
+def latest(checkpoint_dir: str | Path) -> Path | None:
+    """The newest completed checkpoint, or None."""
+    done = completed(checkpoint_dir)
+    return done[-1] if done else None

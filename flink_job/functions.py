@@ -1,0 +1,219 @@
+"""PyFlink functions: thin shells that hold state descriptors and clients (made in ``open``) and
+call the pure logic of :mod:`flink_job.records`, :mod:`flink_job.join`, :mod:`flink_job.publish`
+and the shared contract.
+
+Records between operators (pickled by PyFlink, never stored):
+
+- validated event: ``("i", request_id, event_ts, (x, products), meta)`` or
+  ``("c", request_id, event_ts, product_id, meta)``; ``meta`` is a :class:`SourceMeta` tuple;
+- reward: ``(product_id, x, reward)``;
+- parameters: ``(product_id, codec blob, learned_at_ms)``.
+
+Keyed state holds only bytes: the reward join's JSON document and the codec's blob of the
+product's :class:`contract.linucb.ArmState` (ONE packed value per product: 3 separate states
+halve throughput, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from pyflink.common.typeinfo import Types
+from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
+
+from contract import codec, linucb
+from contract.config import Settings
+from contract.events import Click, EventError, Impression, parse_event
+from flink_job import join as joinmod
+from flink_job.publish import Publisher
+from flink_job.records import SourceMeta, dead_letter, meta_only, split_record
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+REASONS = ("unparseable", "oversized", "missing_field", "wrong_type", "not_finite",
+           "wrong_dimension", "bad_value", "unknown_product", "unsupported_version",
+           "duplicate_impression", "late_click", "orphan_click")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _DeadLetterCounters:
+    """One Flink counter per reason plus a total (visible in the web UI)."""
+
+    def __init__(self, ctx: RuntimeContext) -> None:
+        group = ctx.get_metrics_group()
+        self.total = group.counter("dead_letters")
+        self.by_reason = {r: group.counter(f"dead_letters_{r}") for r in REASONS}
+
+    def inc(self, reason: str) -> None:
+        self.total.inc()
+        c = self.by_reason.get(reason)
+        if c is not None:
+            c.inc()
+
+
+class Validate(ProcessFunction):
+    """Parse each source record against the contract; bad ones to the dead-letter side output."""
+
+    def __init__(self, dim: int, known_products: frozenset[str] | None, max_bytes: int) -> None:
+        self.dim = dim
+        self.known = known_products
+        self.max_bytes = max_bytes
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        group = runtime_context.get_metrics_group()
+        self.events_in = group.counter("events_in")
+        self.impressions = group.counter("impressions_valid")
+        self.clicks = group.counter("clicks_valid")
+        self.dead = _DeadLetterCounters(runtime_context)
+
+    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterable[Any]:
+        self.events_in.inc()
+        meta = None
+        try:
+            meta, raw = split_record(value)
+            event = parse_event(raw, self.dim, self.known, self.max_bytes)
+        except EventError as exc:
+            meta = meta or meta_only(value)
+            self.dead.inc(exc.reason)
+            yield DEAD_LETTERS, dead_letter(meta, exc.reason, exc.field, exc.message)
+            return
+        except Exception as exc:  # a bug must not fail the job: dead-letter it with its class
+            meta = meta or meta_only(value)
+            self.dead.inc("unparseable")
+            log.exception("unexpected error validating %s:%s@%s", meta.topic, meta.partition,
+                          meta.offset)
+            yield DEAD_LETTERS, dead_letter(meta, "unparseable", "$", str(exc),
+                                            type(exc).__name__)
+            return
+        ts = meta.timestamp if meta.timestamp >= 0 else event.ts_ms
+        if isinstance(event, Impression):
+            self.impressions.inc()
+            yield "i", event.request_id, ts, (event.x, event.products), tuple(meta)
+        elif isinstance(event, Click):
+            self.clicks.inc()
+            yield "c", event.request_id, ts, event.product_id, tuple(meta)
+
+
+class JoinRewards(KeyedProcessFunction):
+    """Keyed by request_id: the reward join of :mod:`flink_job.join` on event-time timers."""
+
+    def __init__(self, window_ms: int, retain_ms: int) -> None:
+        self.logic = joinmod.RewardJoin(window_ms=window_ms, retain_ms=retain_ms)
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("join", Types.PICKLED_BYTE_ARRAY()))
+        group = runtime_context.get_metrics_group()
+        self.rewards_1 = group.counter("rewards_click")
+        self.rewards_0 = group.counter("rewards_no_click")
+        self.dead = _DeadLetterCounters(runtime_context)
+
+    def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
+        kind, _rid, ts, payload, meta = value
+        st = joinmod.loads(self.state.value())
+        if kind == "i":
+            x, products = payload
+            st, out = self.logic.on_impression(st, joinmod.Imp(ts, tuple(x), tuple(products)),
+                                               meta)
+        else:
+            st, out = self.logic.on_click(st, joinmod.Clk(ts, payload), meta)
+        yield from self._apply(st, out, ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
+        st, out = self.logic.on_timer(joinmod.loads(self.state.value()), timestamp)
+        yield from self._apply(st, out, ctx)
+
+    def _apply(self, st: dict | None, out: joinmod.Out, ctx: Any) -> Iterable[Any]:
+        if st is None:
+            self.state.clear()
+        else:
+            self.state.update(joinmod.dumps(st))
+        for t in out.timers:
+            ctx.timer_service().register_event_time_timer(t)
+        for reason, field, message, meta in out.dead:
+            self.dead.inc(reason)
+            yield DEAD_LETTERS, dead_letter(SourceMeta(*meta), reason, field, message)
+        for reward in out.rewards:
+            (self.rewards_1 if reward[2] else self.rewards_0).inc()
+            yield reward
+
+
+class Learn(KeyedProcessFunction):
+    """Keyed by product_id: Sherman-Morrison update of ONE packed state (codec bytes), and a
+    processing-time timer on a grid of ``publish_interval_ms`` so each product publishes at
+    most once per interval (Flink keeps one timer per key and timestamp: free coalescing)."""
+
+    def __init__(self, dim: int, l2: float, publish_interval_ms: int) -> None:
+        self.dim = dim
+        self.l2 = l2
+        self.interval = max(1, publish_interval_ms)
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("arm", Types.PICKLED_BYTE_ARRAY()))
+        group = runtime_context.get_metrics_group()
+        self.learned = group.counter("updates_learned")
+        self.emitted = group.counter("updates_emitted")
+
+    def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
+        _pid, x, reward = value
+        blob = self.state.value()
+        st = codec.decode(blob).state if blob is not None else linucb.init_state(self.dim, self.l2)
+        st = linucb.update(st, np.asarray(x, dtype=np.float64), float(reward))
+        self.state.update(codec.encode(st, _now_ms()))
+        self.learned.inc()
+        now = ctx.timer_service().current_processing_time()
+        due = (now // self.interval + 1) * self.interval  # grid: one timer per interval
+        ctx.timer_service().register_processing_time_timer(due)
+        return ()
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
+        blob = self.state.value()
+        if blob is not None:
+            self.emitted.inc()
+            yield ctx.get_current_key(), blob, codec.decode(blob).updated_at_ms
+
+
+class PublishToRedis(ProcessFunction):
+    """The Redis sink: versioned, pipelined writes through :class:`contract.store.ParamStore`,
+    retried with backoff while Redis is down (the job waits; it does not fail)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from contract.store import ParamStore, connect
+
+        s = self.settings
+        client = connect(s.redis_host, s.redis_port, s.redis_password, s.redis_db,
+                         s.redis_timeout_s)
+        try:
+            client.ping()
+        except Exception as exc:  # keep going: the publisher retries until Redis is back
+            log.warning("Redis %s:%d not reachable at start (%s); writes will retry",
+                        s.redis_host, s.redis_port, exc)
+        self.publisher = Publisher(ParamStore(client, s.redis_prefix))
+        group = runtime_context.get_metrics_group()
+        self.published = group.counter("updates_published")
+        self.refused = group.counter("updates_refused_older")
+        self.lag_ms = 0
+        group.gauge("publish_lag_ms", lambda: int(self.lag_ms))
+        group.gauge("redis_retries", lambda: int(self.publisher.retries))
+
+    def process_element(self, value: tuple, ctx: ProcessFunction.Context) -> Iterable[Any]:
+        pid, blob, learned_at = value
+        written = self.publisher.publish([(pid, blob)])
+        self.published.inc(written)
+        if not written:
+            self.refused.inc()
+        self.lag_ms = _now_ms() - learned_at
+        return ()

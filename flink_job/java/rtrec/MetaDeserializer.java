@@ -1,0 +1,64 @@
+package rtrec;
+
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+import java.util.Base64;
+
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema;
+import org.apache.flink.util.Collector;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+
+/**
+ * Keeps what PyFlink's value-only schemas drop: topic, partition, offset and timestamp, so a
+ * dead letter can name its source record. Never throws: bytes that are not UTF-8 travel as
+ * base64, oversized values as a base64 prefix, so the Python side decides what is bad.
+ *
+ * <p>Output, one String per record: topic TAB partition TAB offset TAB timestamp TAB kind TAB
+ * body, with kind u (UTF-8 text), b (base64 of the whole value), o (oversized: "size:base64
+ * of the first 1 KiB") or n (null value).
+ */
+public final class MetaDeserializer implements KafkaRecordDeserializationSchema<String> {
+    private static final long serialVersionUID = 1L;
+    private final int maxBytes;
+
+    public MetaDeserializer(int maxBytes) {
+        this.maxBytes = maxBytes;
+    }
+
+    @Override
+    public void deserialize(ConsumerRecord<byte[], byte[]> r, Collector<String> out) {
+        byte[] v = r.value();
+        String kind;
+        String body;
+        if (v == null) {
+            kind = "n";
+            body = "";
+        } else if (v.length > maxBytes) {
+            kind = "o";
+            body = v.length + ":" + Base64.getEncoder().encodeToString(Arrays.copyOf(v, 1024));
+        } else {
+            try {
+                body = StandardCharsets.UTF_8.newDecoder()
+                        .onMalformedInput(CodingErrorAction.REPORT)
+                        .onUnmappableCharacter(CodingErrorAction.REPORT)
+                        .decode(ByteBuffer.wrap(v)).toString();
+                kind = "u";
+            } catch (CharacterCodingException e) {
+                body = Base64.getEncoder().encodeToString(v);
+                kind = "b";
+            }
+        }
+        out.collect(r.topic() + "\t" + r.partition() + "\t" + r.offset() + "\t" + r.timestamp()
+                + "\t" + kind + "\t" + body);
+    }
+
+    @Override
+    public TypeInformation<String> getProducedType() {
+        return Types.STRING;
+    }
+}

@@ -1,0 +1,189 @@
+"""Build the Flink configuration and the job graph from :class:`contract.config.Settings`.
+
+::
+
+    KafkaSource(impressions, clicks)  -- MetaDeserializer keeps topic/partition/offset
+      -> Validate (contract.parse_event)       --side output--> dead letters
+      -> key_by(request_id) -> JoinRewards     --side output--> dead letters
+      -> key_by(product_id) -> Learn (RocksDB, one codec blob per product, publish timer)
+      -> PublishToRedis (contract.store.ParamStore: write-if-newer + PUBLISH)
+    dead letters -> KafkaSink(dead-letter topic, at least once)
+
+Every setting the job reads arrives in ``Settings`` (pickled into the functions), so the job
+and the process that started it agree; nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import site
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from contract.config import Settings
+from flink_job import jars
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB_NAME = "rtrec-linucb-learner"
+# Event-time slack: a record may be this late (ms) relative to the newest of its partition.
+OUT_OF_ORDERNESS_MS = 500
+# A partition silent this long stops holding the watermark back (the clicks topic is sparse).
+IDLENESS_MS = 1000
+# How long a closed request is remembered, so a late click is told apart from an orphan.
+RETAIN_MS = 60_000
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the job needs beyond Settings: products, restore point and run-time knobs."""
+
+    known_products: frozenset[str] | None = None
+    restore_path: str | None = None  # a checkpoint (chk-N) or savepoint folder
+    group_id: str | None = None
+    noop: bool = False  # bench: source -> Python operator -> discard (the platform ceiling)
+    max_restarts: int = 20
+
+    def group(self, settings: Settings) -> str:
+        return self.group_id or f"rtrec-job-{settings.redis_prefix}"
+
+
+def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
+    """Flink configuration (key -> value) for the mini-cluster and for cluster submission."""
+    ckpt = Path(settings.checkpoint_dir)
+    ckpt_uri = settings.checkpoint_dir if "://" in settings.checkpoint_dir \
+        else ckpt.resolve().as_uri()
+    pythonpath = [str(ROOT), *site.getsitepackages()]
+    conf = {
+        "pipeline.name": JOB_NAME,
+        "parallelism.default": str(settings.job_parallelism),
+        "python.execution-mode": settings.python_mode,
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "python.pythonpath": ":".join(pythonpath),
+        # latency (DESIGN.md): bundles of 1000 ms / 100k records would delay every output
+        "python.fn-execution.bundle.time": "20",
+        "python.fn-execution.bundle.size": "100",
+        "execution.buffer-timeout.interval": "10 ms",
+        # state and checkpoints
+        "state.backend.type": "rocksdb",
+        "execution.checkpointing.dir": ckpt_uri,
+        "execution.checkpointing.interval": f"{settings.checkpoint_interval_ms} ms",
+        "execution.checkpointing.incremental": "true",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "3",
+        "execution.checkpointing.min-pause": "500 ms",
+        # bounded restarts: the default would restart a broken job forever
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(opts.max_restarts),
+        "restart-strategy.fixed-delay.delay": "2 s",
+        "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars.job_jars()),
+        "pipeline.auto-watermark-interval": "50 ms",
+        "metrics.latency.interval": "0",
+    }
+    if opts.restore_path:
+        conf["execution.savepoint.path"] = opts.restore_path
+    return conf
+
+
+def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no-untyped-def]
+    """Add the job's operators to ``env`` (a StreamExecutionEnvironment)."""
+    from pyflink.common import Duration, WatermarkStrategy
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream.connectors.base import DeliveryGuarantee, Sink
+    from pyflink.datastream.connectors.kafka import (
+        KafkaRecordSerializationSchema,
+        KafkaSink,
+        KafkaSource,
+    )
+    from pyflink.java_gateway import get_gateway
+
+    from flink_job import functions as fn
+
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(settings.kafka_bootstrap)
+        .set_topics(settings.topic_impressions, settings.topic_clicks)
+        .set_group_id(opts.group(settings))
+        .set_property("fetch.max.wait.ms", "10")
+        .set_property("commit.offsets.on.checkpoint", "true")
+        .set_property("partition.discovery.interval.ms", "60000")
+        .set_property("client.id.prefix", f"rtrec-job-{settings.redis_prefix}")
+    )
+    jvm = get_gateway().jvm
+    # committed offsets when the group has them, else the whole log; after a restore the
+    # offsets come from the checkpoint (Flink's exactly-once), not from these. Built in Java:
+    # PyFlink's KafkaOffsetResetStrategy names the shaded class of the SQL connector jar.
+    builder._j_builder.setStartingOffsets(
+        jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
+        .committedOffsets(jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST))
+    builder._j_builder.setDeserializer(get_gateway().jvm.rtrec.MetaDeserializer(
+        int(settings.max_event_bytes)))
+    source = builder.build()
+    # Event time = the Kafka record timestamp (the producer's create time), taken by the
+    # source itself: no Python timestamp assigner on the hot path, per-partition watermarks.
+    watermarks = (WatermarkStrategy
+                  .for_bounded_out_of_orderness(Duration.of_millis(OUT_OF_ORDERNESS_MS))
+                  .with_idleness(Duration.of_millis(IDLENESS_MS)))
+    raw = env.from_source(source, watermarks, "kafka: impressions+clicks").uid("kafka-source")
+    pickled = Types.PICKLED_BYTE_ARRAY()
+    if opts.noop:
+        (raw.map(lambda line: len(line), output_type=Types.INT()).name("noop").uid("noop")
+         .sink_to(Sink("org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"))
+         .name("discard"))
+        return
+
+    valid = (raw.process(fn.Validate(settings.dim, opts.known_products, settings.max_event_bytes),
+                         output_type=pickled)
+             .name("validate").uid("validate"))
+    window_ms = round(settings.reward_window_s * 1000)
+    rewards = (valid.key_by(lambda e: e[1], key_type=Types.STRING())
+               .process(fn.JoinRewards(window_ms, max(RETAIN_MS, 10 * window_ms)),
+                        output_type=pickled)
+               .name("reward-join").uid("reward-join"))
+    params = (rewards.key_by(lambda r: r[0], key_type=Types.STRING())
+              .process(fn.Learn(settings.dim, settings.l2, settings.publish_interval_ms),
+                       output_type=pickled)
+              .name("learn-linucb").uid("learn-linucb"))
+    (params.process(fn.PublishToRedis(settings), output_type=Types.INT())
+     .name("publish-redis").uid("publish-redis")
+     .sink_to(Sink("org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"))
+     .name("discard").uid("discard"))
+
+    dead = valid.get_side_output(fn.DEAD_LETTERS).union(rewards.get_side_output(fn.DEAD_LETTERS))
+    dl_sink = (KafkaSink.builder()
+               .set_bootstrap_servers(settings.kafka_bootstrap)
+               .set_record_serializer(KafkaRecordSerializationSchema.builder()
+                                      .set_topic(settings.topic_dead_letter)
+                                      .set_value_serialization_schema(SimpleStringSchema())
+                                      .build())
+               .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+               .set_property("linger.ms", "5")
+               .build())
+    dead.sink_to(dl_sink).name("kafka: dead letters").uid("dead-letter-sink")
+
+
+def make_env(settings: Settings, opts: JobOptions):  # type: ignore[no-untyped-def]
+    """A StreamExecutionEnvironment configured for this job (local mini-cluster or client)."""
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    config = Configuration()
+    for k, v in flink_config(settings, opts).items():
+        config.set_string(k, v)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    env.add_jars(*[p.resolve().as_uri() for p in jars.job_jars()])
+    return env
+
+
+def run(settings: Settings, opts: JobOptions) -> None:
+    """Build and execute the job; blocks while it runs (it is unbounded)."""
+    env = make_env(settings, opts)
+    build(env, settings, opts)
+    log.info("starting %s (mode %s, parallelism %d, restore %s)", JOB_NAME, settings.python_mode,
+             settings.job_parallelism, opts.restore_path or "none")
+    env.execute(JOB_NAME + ("-noop" if opts.noop else ""))

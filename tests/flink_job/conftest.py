@@ -1,0 +1,27 @@
+"""Fixtures of the job's tests: per-test settings (own topics, Redis prefix, checkpoint folder)
+and the product list the job checks against."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from contract.config import Settings
+
+PRODUCTS = [f"p{i:03d}" for i in range(200)]
+
+
+@pytest.fixture
+def products_file(tmp_path: Path) -> Path:
+    path = tmp_path / "products.txt"
+    path.write_text("\n".join(PRODUCTS) + "\n")
+    return path
+
+
+@pytest.fixture
+def job_settings(unique_settings: Settings, tmp_path: Path) -> Settings:
+    """The stack's settings with this test's topics, prefix and checkpoint folder."""
+    return dataclasses.replace(unique_settings, checkpoint_dir=str(tmp_path / "checkpoints"),
+                               checkpoint_interval_ms=1000)

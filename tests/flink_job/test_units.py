@@ -1,0 +1,71 @@
+"""Records, dead letters, the publisher's retry and version rule, checkpoint discovery."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract.codec import encode
+from contract.events import EventError
+from contract.linucb import init_state, update
+from flink_job import checkpoints
+from flink_job.publish import MemoryStore, Publisher
+from flink_job.records import dead_letter, meta_only, split_record
+
+
+def _blob(n: int) -> bytes:
+    s = init_state(2)
+    for _ in range(n):
+        s = update(s, np.ones(2), 1.0)
+    return encode(s)
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("t\t0\t1\t5\to\t70000:AAAA", "oversized"),
+    ("t\t0\t1\t5\tn\t", "unparseable"),
+])
+def test_values_that_cannot_be_events(line: str, reason: str) -> None:
+    with pytest.raises(EventError, match=reason):
+        split_record(line)
+
+
+def test_dead_letter_keeps_source_and_original_bytes() -> None:
+    raw = b"\xff\x00bad"
+    line = f"impressions\t3\t42\t1700\tb\t{base64.b64encode(raw).decode()}"
+    meta, value = split_record(line)
+    assert value == raw
+    env = json.loads(dead_letter(meta, "unparseable", "$", "not UTF-8"))
+    assert (env["topic"], env["partition"], env["offset"], env["timestamp"]) == \
+        ("impressions", 3, 42, 1700)
+    assert base64.b64decode(env["value_b64"]) == raw
+    text = dead_letter(meta_only("clicks\t0\t7\t1\tu\t{\"a\":\t1}"), "bad_value", "a", "m")
+    assert json.loads(text)["value"] == '{"a":\t1}'  # tabs inside the body survive
+
+
+def test_publisher_never_moves_a_product_backwards_and_retries_outages() -> None:
+    store = MemoryStore()
+    sleeps: list[float] = []
+    pub = Publisher(store, sleep=sleeps.append)
+    assert pub.publish([("p1", _blob(5))]) == 1
+    assert pub.publish([("p1", _blob(3))]) == 0  # a replayed older version is refused
+    assert store.versions == {"p1": 5}
+    store.fail_next = 3
+    assert pub.publish([("p1", _blob(6)), ("p2", _blob(1))]) == 2
+    assert sleeps == [0.05, 0.1, 0.2] and pub.retries == 3
+    assert store.versions == {"p1": 6, "p2": 1}
+
+
+def test_latest_checkpoint_is_the_newest_completed_across_job_ids(tmp_path: Path) -> None:
+    assert checkpoints.latest(tmp_path) is None
+    for job, n in (("a", 3), ("b", 1), ("b", 2)):
+        d = tmp_path / job / f"chk-{n}"
+        d.mkdir(parents=True)
+        (d / "_metadata").write_bytes(b"x")
+        time.sleep(0.01)
+    (tmp_path / "b" / "chk-9").mkdir()  # in progress: no _metadata yet
+    assert checkpoints.latest(tmp_path) == tmp_path / "b" / "chk-2"
