@@ -1,0 +1,295 @@
+"""The library apps call: ``Recommender.recommend(...)`` ranks products for a user now.
+
+Per request: build x with the shared feature transforms (``contract.features``), score every
+product from the in-process :class:`~serving.snapshot.Snapshot` in one vectorised expression,
+take the top k, queue an impression event, return. No network call, no lock, no wait: the
+snapshot is kept fresh by :class:`~serving.refresher.SnapshotRefresher` in the background and
+events are sent by :class:`~serving.eventlog.KafkaEventLog` in the background.
+
+>>> import numpy as np
+>>> from contract.config import Settings
+>>> rec = Recommender(Settings.from_env({}), product_ids=["p0", "p1", "p2"], seed=1)
+>>> r = rec.recommend(7, x=np.ones(15), k=2, policy="greedy")
+>>> [i.product_id for i in r.items], r.propensity, r.model_version
+(['p0', 'p1'], 1.0, 0)
+>>> rec.feedback(r.request_id, "p1").product_id
+'p1'
+>>> rec.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from contract.config import Settings
+from contract.events import MAX_ID_LEN, MAX_SHOWN, Click, Impression
+from serving.eventlog import EventSink, EventStats, MemoryEventLog
+from serving.policies import POLICIES, UnknownPolicyError, check_policy, rank
+from serving.refresher import RefresherHealth, SnapshotRefresher
+from serving.snapshot import Snapshot
+
+if TYPE_CHECKING:  # the feature module is only needed when users are looked up by id
+    from contract.features import FeatureSpace, User
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(ValueError):
+    """A request the recommender cannot answer; the HTTP layer maps subclasses to 4xx."""
+
+
+class InvalidRequestError(ServingError):
+    """Arguments out of range or inconsistent (HTTP 422)."""
+
+
+class UnknownUserError(ServingError):
+    """No features for this user id and none given (HTTP 404)."""
+
+
+class NotShownError(ServingError):
+    """Feedback for a product that the (known) request did not show (HTTP 422)."""
+
+
+__all__ = ["InvalidRequestError", "Item", "NotShownError", "Recommendation", "Recommender",
+           "ServingError", "UnknownPolicyError", "UnknownUserError"]
+
+
+@dataclass(frozen=True)
+class Item:
+    product_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What was shown, and everything needed to learn from it and evaluate it later."""
+
+    request_id: str
+    user_id: int
+    ts_ms: int
+    items: tuple[Item, ...]
+    policy: str
+    model_version: int
+    propensity: float | None
+    snapshot_age_s: float
+    x: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Health:
+    """``status`` is "ready" or "degraded"; ``reasons`` say why it is degraded."""
+
+    status: str
+    reasons: tuple[str, ...]
+    params: RefresherHealth | None
+    events: EventStats
+
+
+class Recommender:
+    """Scores from a snapshot, logs impressions and clicks.
+
+    Build it with :meth:`from_settings` for the real thing (catalog, users, features, Redis,
+    Kafka), or directly with explicit ``product_ids`` (and optionally a ``snapshot``, an event
+    sink, users and features) for tests and embedding. ``seed`` makes the random policy
+    reproducible.
+    """
+
+    def __init__(self, settings: Settings, product_ids: Sequence[str] | None = None, *,
+                 snapshot: Snapshot | None = None, refresher: SnapshotRefresher | None = None,
+                 events: EventSink | None = None, users: Mapping[int, User] | None = None,
+                 features: FeatureSpace | None = None, seed: int | None = None,
+                 remember_requests: int = 100_000) -> None:
+        self.settings = settings
+        if refresher is None and snapshot is None:
+            if product_ids is None:
+                raise InvalidRequestError("product_ids: give product_ids, a snapshot or a "
+                                          "refresher")
+            snapshot = Snapshot.prior(product_ids, settings.dim, settings.l2)
+        self._refresher = refresher
+        self._snapshot = snapshot
+        self.events: EventSink = events if events is not None else MemoryEventLog()
+        self._users = dict(users) if users is not None else None
+        self._features = features
+        self._rng = np.random.default_rng(seed)
+        self._rng_lock = threading.Lock()
+        self._recent: dict[str, tuple[str, frozenset[str]]] = {}
+        self._recent_max = remember_requests
+        self._recent_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
+        self.impressions: dict[str, int] = dict.fromkeys(POLICIES, 0)
+        self.clicks: dict[str, int] = {**dict.fromkeys(POLICIES, 0), "unknown": 0}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, notifications: bool = True,
+                      kafka: bool = True, wait_s: float = 2.0, seed: int | None = None
+                      ) -> Recommender:
+        """Catalog, users and features from ``contract.features``; parameters from Redis;
+        events to Kafka (``kafka=False``: kept in memory). Waits up to ``wait_s`` for the
+        first load from Redis, then serves anyway (from the prior if Redis is down)."""
+        from contract.features import FeatureSpace, load_catalog, load_users
+        from serving.eventlog import KafkaEventLog
+
+        product_ids = [p.product_id for p in load_catalog()]
+        refresher = SnapshotRefresher(settings, product_ids, notifications=notifications)
+        if not refresher.start(wait_s=wait_s):
+            log.warning("parameters not loaded from Redis within %.1fs; serving the prior "
+                        "until they are", wait_s)
+        events: EventSink = KafkaEventLog(settings) if kafka else MemoryEventLog()
+        return cls(settings, refresher=refresher, events=events,
+                   users={u.user_id: u for u in load_users()}, features=FeatureSpace.load(),
+                   seed=seed)
+
+    # --- state ---------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._refresher is not None:
+            return self._refresher.snapshot
+        assert self._snapshot is not None
+        return self._snapshot
+
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the parameters (embedding without a refresher, and benchmarks)."""
+        if self._refresher is not None:
+            self._refresher.snapshot = snapshot
+        else:
+            self._snapshot = snapshot
+
+    def health(self) -> Health:
+        reasons: list[str] = []
+        params = self._refresher.health() if self._refresher is not None else None
+        if params is not None:
+            if not params.redis_ok:
+                reasons.append(params.last_error or "redis unreachable")
+            if not params.loaded:
+                reasons.append("parameters never loaded from Redis: serving the prior")
+            if params.notifications == "down":
+                reasons.append("change notifications down: polling")
+        ev = self.events.stats()
+        if ev.last_error and (ev.dropped or ev.failed) and ev.published == 0:
+            reasons.append(f"events: none published yet; {ev.last_error}")
+        if ev.queued > 10_000:
+            reasons.append(f"events: {ev.queued} waiting for Kafka")
+        return Health("degraded" if reasons else "ready", tuple(reasons), params, ev)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the refresher and flush the event log (what was accepted gets sent)."""
+        if self._refresher is not None:
+            self._refresher.stop()
+        self.events.close(timeout_s)
+
+    # --- requests ------------------------------------------------------------------------
+    def context(self, user_id: int, user: User | None = None, at: datetime | None = None
+                ) -> np.ndarray:
+        """x (d,) for this user at this time, by the shared feature transforms."""
+        if self._features is None:
+            raise InvalidRequestError("x: this recommender has no feature space; pass x")
+        if user is None:
+            user = self._users.get(user_id) if self._users is not None else None
+            if user is None:
+                raise UnknownUserError(f"user_id: {user_id} is unknown; pass the user's features")
+        return self._features.context_vector(user, _utc(at or datetime.now(UTC)))
+
+    def recommend(self, user_id: int, *, user: User | None = None, x: Any = None,
+                  at: datetime | None = None, k: int | None = None, policy: str | None = None,
+                  alpha: float | None = None) -> Recommendation:
+        """Top-k products for ``user_id`` at ``at`` (default now, UTC).
+
+        The context comes from ``x`` if given, else from ``user`` (raw features), else from the
+        user table by id. ``policy`` and ``alpha`` default to the settings'.
+        """
+        when = _utc(at) if at is not None else datetime.now(UTC)
+        policy = policy or self.settings.policy
+        check_policy(policy)
+        alpha = self.settings.alpha if alpha is None else float(alpha)
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
+        k = self.settings.top_k if k is None else k
+        if not 1 <= k <= MAX_SHOWN:
+            raise InvalidRequestError(f"k: must be in 1..{MAX_SHOWN}, got {k}")
+        if isinstance(user_id, bool) or not isinstance(user_id, int | np.integer):
+            raise InvalidRequestError(f"user_id: expected an integer, got {type(user_id).__name__}")
+        ts_ms = _ts_ms(when)
+        vec = self._x(x) if x is not None else self.context(int(user_id), user, when)
+        snap = self.snapshot
+        if policy == "random":
+            with self._rng_lock:
+                ranking = rank(policy, snap.scores, len(snap), vec, k, alpha, self._rng)
+        else:
+            ranking = rank(policy, snap.scores, len(snap), vec, k, alpha, self._rng)
+        ids = snap.product_ids
+        shown = tuple(ids[i] for i in ranking.indices.tolist())
+        scores = tuple(ranking.scores.tolist())
+        if not np.isfinite(ranking.scores).all():
+            raise InvalidRequestError("x: the scores overflow for this context; scale x down")
+        request_id = uuid.uuid4().hex
+        xs = tuple(vec.tolist())
+        self.events.publish(Impression(
+            request_id=request_id, user_id=int(user_id), ts_ms=ts_ms, x=xs, products=shown,
+            scores=scores, policy=policy, model_version=snap.model_version,
+            propensity=ranking.propensity))
+        with self._recent_lock:
+            self._recent[request_id] = (policy, frozenset(shown))
+            if len(self._recent) > self._recent_max:
+                del self._recent[next(iter(self._recent))]
+        with self._counts_lock:
+            self.impressions[policy] += 1
+        return Recommendation(request_id, int(user_id), ts_ms,
+                              tuple(Item(p, s) for p, s in zip(shown, scores, strict=True)),
+                              policy, snap.model_version, ranking.propensity, snap.age_s(), xs)
+
+    def feedback(self, request_id: str, product_id: str, at: datetime | None = None) -> Click:
+        """The user of ``request_id`` clicked ``product_id``: publish a click event.
+
+        A request this process does not remember (served by another replica, or older than
+        the last ``remember_requests``) is still published: the job joins it or dead-letters
+        it. A remembered request that did not show ``product_id`` is refused.
+        """
+        for name, value in (("request_id", request_id), ("product_id", product_id)):
+            if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LEN:
+                raise InvalidRequestError(f"{name}: must be a string of 1..{MAX_ID_LEN} chars")
+        with self._recent_lock:
+            known = self._recent.get(request_id)
+        if known is not None and product_id not in known[1]:
+            raise NotShownError(f"product_id: {product_id!r} was not shown in request "
+                                f"{request_id!r}")
+        when = _utc(at) if at is not None else datetime.now(UTC)
+        click = Click(request_id=request_id, product_id=product_id, ts_ms=_ts_ms(when))
+        self.events.publish(click)
+        with self._counts_lock:
+            self.clicks[known[0] if known is not None else "unknown"] += 1
+        return click
+
+    def _x(self, x: Any) -> np.ndarray:
+        try:
+            vec = np.asarray(x, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"x: not a vector of numbers: {exc}") from exc
+        if vec.shape != (self.settings.dim,):
+            raise InvalidRequestError(f"x: length {vec.size} != dim {self.settings.dim}")
+        if not np.isfinite(vec).all():
+            raise InvalidRequestError("x: every value must be finite")
+        return vec
+
+
+def _utc(at: datetime) -> datetime:
+    """Naive datetimes are taken as UTC (the simulated world's clock)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+
+
+def _ts_ms(at: datetime) -> int:
+    """Epoch milliseconds, in the range events allow."""
+    ts = int(at.timestamp() * 1000)
+    if not 0 <= ts < 2**53:
+        raise InvalidRequestError(f"at: {at.isoformat()} is outside 1970..year 285,000")
+    return ts

@@ -1,0 +1,228 @@
+"""Keeps the snapshot fresh from Redis in one background thread; requests never wait on it.
+
+Start-up: subscribe to the job's change channel first, then load every product's parameters
+(``HGETALL`` of the versions hash, then the values in pipelined ``MGET`` chunks), so a change
+published during the load is not missed. Then:
+
+- **notifications** (``<product_id>:<version>`` on ``ParamStore.keys.channel``): collect the
+  products whose announced version is newer than the snapshot's, read just those, apply;
+- **polling**: when notifications are off or the subscription is broken, compare the versions
+  hash every ``poll_interval_s`` and read what changed; while notifications work, the same
+  reconciliation still runs every ``reconcile_every`` polls as a safety net (pub/sub is
+  fire-and-forget: a message lost on a reconnect is never re-sent).
+
+Every change goes through :meth:`Snapshot.with_params`, which applies a product only when its
+version is strictly newer: a late notification or a replayed write never moves it backwards.
+
+If Redis is unreachable (at start or later) the last snapshot - or the prior - keeps serving,
+:meth:`health` says degraded with the reason, and the thread retries with a capped backoff and
+re-synchronises by versions when Redis is back, all by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from contract.codec import CodecError, Params, decode
+from contract.config import Settings
+from contract.store import ParamStore, connect
+from serving.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+MGET_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class RefresherHealth:
+    """What /healthz reports about parameters."""
+
+    redis_ok: bool
+    loaded: bool  # parameters were read from Redis at least once
+    notifications: str  # "subscribed", "down" or "off"
+    last_error: str | None
+    snapshot_age_s: float
+    model_version: int
+    products_with_params: int
+    updates_applied: int
+    syncs: int
+
+
+class SnapshotRefresher:
+    """Owns the current :class:`Snapshot`; ``snapshot`` is read by requests without a lock."""
+
+    def __init__(self, settings: Settings, product_ids: Sequence[str], *,
+                 notifications: bool = True, reconcile_every: int = 10,
+                 client_factory: Callable[[], redis.Redis] | None = None) -> None:
+        self.settings = settings
+        self.snapshot = Snapshot.prior(product_ids, settings.dim, settings.l2)
+        self.notifications = notifications
+        self.reconcile_every = max(1, reconcile_every)
+        self._client_factory = client_factory or (lambda: connect(
+            settings.redis_host, settings.redis_port, settings.redis_password,
+            settings.redis_db, settings.redis_timeout_s))
+        self._stop = threading.Event()
+        self._loaded = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._redis_ok = False
+        self._subscribed = False
+        self._last_error: str | None = "not started"
+        self._updates = 0
+        self._syncs = 0
+        self._warned_unknown = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self, wait_s: float = 0.0) -> bool:
+        """Start the thread; wait up to ``wait_s`` for the first load. True if loaded."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rtrec-refresher", daemon=True)
+            self._thread.start()
+        return self._loaded.wait(wait_s) if wait_s > 0 else self._loaded.is_set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def wait_loaded(self, timeout_s: float) -> bool:
+        return self._loaded.wait(timeout_s)
+
+    def health(self) -> RefresherHealth:
+        snap = self.snapshot
+        notif = "off" if not self.notifications else "subscribed" if self._subscribed else "down"
+        return RefresherHealth(
+            redis_ok=self._redis_ok, loaded=self._loaded.is_set(), notifications=notif,
+            last_error=self._last_error, snapshot_age_s=snap.age_s(),
+            model_version=snap.model_version,
+            products_with_params=int((snap.versions > 0).sum()),
+            updates_applied=self._updates, syncs=self._syncs)
+
+    # --- the thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            client: redis.Redis | None = None
+            pubsub = None
+            try:
+                client = self._client_factory()
+                store = ParamStore(client, self.settings.redis_prefix)
+                if self.notifications:
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(store.keys.channel)  # before the load: miss nothing
+                    self._subscribed = True
+                self._sync_by_versions(store)
+                self._redis_ok, self._last_error, backoff = True, None, 0.1
+                self._loaded.set()
+                self._follow(store, pubsub)
+            except (redis.RedisError, OSError) as exc:
+                self._fail(f"redis unreachable: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug must not kill the refresher: report, retry
+                log.exception("snapshot refresher error")
+                self._fail(f"refresher error: {type(exc).__name__}: {exc}")
+            finally:
+                self._subscribed = False
+                for closable in (pubsub, client):
+                    if closable is not None:
+                        with contextlib.suppress(Exception):  # a dead connection may raise
+                            closable.close()
+            if not self._stop.is_set():
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, max(0.5, self.settings.poll_interval_s))
+
+    def _fail(self, reason: str) -> None:
+        if self._redis_ok or self._last_error != reason:
+            log.warning("%s; serving the last snapshot (model_version %d)", reason,
+                        self.snapshot.model_version)
+        self._redis_ok, self._last_error = False, reason
+
+    def _follow(self, store: ParamStore, pubsub) -> None:  # type: ignore[no-untyped-def]
+        """Apply notifications as they come; poll versions on schedule. Returns only by raising
+        (Redis trouble) or when stopped."""
+        interval = self.settings.poll_interval_s
+        polls = 0
+        next_poll = time.monotonic() + interval
+        while not self._stop.is_set():
+            if pubsub is not None:
+                changed: dict[str, int] = {}
+                msg = pubsub.get_message(timeout=min(0.1, interval))
+                while msg is not None:
+                    self._note(msg, changed)
+                    msg = pubsub.get_message(timeout=0.0)
+                stamp = time.monotonic()
+                if changed:
+                    self._apply(self._read(store, list(changed)), stamp)
+                else:  # the subscription is alive and had nothing new: still in sync
+                    self.snapshot = self.snapshot.restamped(stamp)
+            else:
+                self._stop.wait(max(0.0, next_poll - time.monotonic()))
+            if time.monotonic() >= next_poll:
+                polls += 1
+                if pubsub is None or polls % self.reconcile_every == 0:
+                    self._sync_by_versions(store)
+                next_poll = time.monotonic() + interval
+
+    def _note(self, msg: dict, changed: dict[str, int]) -> None:  # type: ignore[type-arg]
+        if msg.get("type") != "message":
+            return
+        data = msg.get("data")
+        try:
+            text = data.decode() if isinstance(data, bytes | bytearray) else str(data)
+            pid, version_text = text.rsplit(":", 1)
+            version = int(version_text)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("ignoring malformed notification %r", data)
+            return
+        current = self.snapshot.version_of(pid)
+        if current is not None and version > current:
+            changed[pid] = max(version, changed.get(pid, 0))
+
+    def _sync_by_versions(self, store: ParamStore) -> None:
+        """Read every product whose version in Redis is newer than the snapshot's."""
+        stamp = time.monotonic()  # taken before the reads: the age never understates
+        versions = store.versions()
+        snap = self.snapshot
+        stale = []
+        for pid, v in versions.items():
+            current = snap.version_of(pid)
+            if current is None:
+                if not self._warned_unknown:
+                    self._warned_unknown = True
+                    log.warning("Redis holds parameters of %r, not in this catalog; ignored", pid)
+            elif v > current:
+                stale.append(pid)
+        self._apply(self._read(store, stale), stamp)
+        self._syncs += 1
+
+    def _read(self, store: ParamStore, product_ids: list[str]) -> dict[str, Params]:
+        """Values of these products in pipelined MGET chunks; a corrupt value is skipped."""
+        if not product_ids:
+            return {}
+        pipe = store.client.pipeline(transaction=False)
+        chunks = [product_ids[i:i + MGET_CHUNK] for i in range(0, len(product_ids), MGET_CHUNK)]
+        for chunk in chunks:
+            pipe.mget([store.keys.arm(p) for p in chunk])
+        out: dict[str, Params] = {}
+        for chunk, blobs in zip(chunks, pipe.execute(), strict=True):
+            for pid, blob in zip(chunk, blobs, strict=True):
+                if blob is None:
+                    continue
+                try:
+                    out[pid] = decode(blob, self.settings.dim)
+                except CodecError as exc:
+                    log.error("skipping corrupt parameters of %s: %s", pid, exc)
+        return out
+
+    def _apply(self, params: dict[str, Params], stamp: float) -> None:
+        snap, changed = self.snapshot.with_params(params, synced_at=stamp)
+        self.snapshot = snap
+        self._updates += len(changed)
+        if changed:
+            log.debug("applied %d product updates (model_version %d)", len(changed),
+                      snap.model_version)
