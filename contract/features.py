@@ -1,0 +1,309 @@
+"""Features of the simulated world, computed one way only: users, products and contexts.
+
+The producer fits the transforms once with scikit-learn (MinMaxScaler, OneHotEncoder,
+TfidfVectorizer + TruncatedSVD) and saves their fitted parameters as versioned JSON
+(``contract/data/features.json``); serving and the oracle apply them here with numpy, so the
+x logged at serving time is exactly the x the job learns from and the producer trains on.
+No pickle: a JSON file cannot run code when loaded, and its format version is in the bytes.
+This module holds no click rules (the oracle lives in producer/, which serving never imports).
+
+>>> fs = FeatureSpace.load()
+>>> user = load_users()[0]
+>>> x = fs.context_vector(user, utc(2026, 1, 5, 8, 30))
+>>> x.shape, float(x[10]), float(x[13])   # morning bucket on, weekday on
+((15,), 1.0, 1.0)
+>>> len(load_catalog()), fs.product_vector(load_catalog()[0]).shape
+(200, (19,))
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CATEGORIES: tuple[str, ...] = (
+    "Appetizers & Sides",
+    "Aussie Pub Classics",
+    "Burgers & Sandwiches",
+    "Drinks & Desserts",
+    "Mexican Specialties",
+    "Pasta & Risotto",
+    "Pizzas",
+    "Salads & Healthy Options",
+)
+SOURCES: tuple[str, ...] = ("Display", "Email", "Facebook", "Organic", "Search")
+GENDERS: tuple[str, ...] = ("F", "M")
+TIME_BUCKETS: tuple[str, ...] = ("morning", "afternoon", "evening")
+DAY_KINDS: tuple[str, ...] = ("weekday", "weekend")
+
+FEATURES_FORMAT = "rtrec.features"
+FEATURES_VERSION = 1
+DATA_DIR = Path(__file__).resolve().parent / "data"
+CATALOG_FIELDS = ("product_id", "name", "description", "price", "category")
+USER_FIELDS = ("user_id", "age", "gender", "lat", "lon", "source")
+CONTEXT_NAMES: tuple[str, ...] = (
+    "age", "lat", "lon",
+    *(f"gender_{g}" for g in GENDERS),
+    *(f"source_{s}" for s in SOURCES),
+    *(f"tod_{b}" for b in TIME_BUCKETS),
+    *(f"day_{d}" for d in DAY_KINDS),
+)
+CONTEXT_DIM = len(CONTEXT_NAMES)  # 15, the d of the bandit
+
+
+@dataclass(frozen=True)
+class Product:
+    """One catalog item; ``product_id`` is the arm of the bandit ("p000".."p199")."""
+
+    product_id: str
+    name: str
+    description: str
+    price: float
+    category: str
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"category: {self.category!r} is not one of {CATEGORIES}")
+        if not (math.isfinite(self.price) and self.price > 0):
+            raise ValueError(f"price: must be a positive finite number, got {self.price}")
+
+
+@dataclass(frozen=True)
+class User:
+    """A simulated customer; everything the context vector knows about them."""
+
+    user_id: int
+    age: int
+    gender: str
+    lat: float
+    lon: float
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.gender not in GENDERS:
+            raise ValueError(f"gender: {self.gender!r} is not one of {GENDERS}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source: {self.source!r} is not one of {SOURCES}")
+
+
+def is_morning(at: datetime) -> bool:
+    """6:00 <= local clock time < 12:00 (the time the oracle favours drinks and desserts)."""
+    return 6 <= at.hour < 12
+
+
+def is_weekend(at: datetime) -> bool:
+    """Saturday or Sunday."""
+    return at.weekday() >= 5
+
+
+def time_bucket(at: datetime) -> int:
+    """0 morning [6, 12), 1 afternoon [12, 18), 2 evening/night (the rest)."""
+    if 6 <= at.hour < 12:
+        return 0
+    if 12 <= at.hour < 18:
+        return 1
+    return 2
+
+
+def load_catalog(path: str | Path | None = None) -> list[Product]:
+    """The product catalog (default: the shipped contract/data/catalog.csv)."""
+    path = Path(path) if path is not None else DATA_DIR / "catalog.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        return [
+            Product(r["product_id"], r["name"], r["description"], float(r["price"]), r["category"])
+            for r in csv.DictReader(f)
+        ]
+
+
+def load_users(path: str | Path | None = None) -> list[User]:
+    """The simulated users (default: the shipped contract/data/users.csv)."""
+    path = Path(path) if path is not None else DATA_DIR / "users.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        return [
+            User(int(r["user_id"]), int(r["age"]), r["gender"], float(r["lat"]), float(r["lon"]),
+                 r["source"])
+            for r in csv.DictReader(f)
+        ]
+
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """Fitted feature transforms as plain numbers; applied with numpy.
+
+    ``min_``/``max_`` are MinMaxScaler's data_min_/data_max_ (clipped to [0, 1] at apply time,
+    so a user outside the fitted range cannot push x off the unit cube); ``vocabulary``,
+    ``idf`` and ``svd_components`` are TfidfVectorizer's vocabulary_/idf_ and TruncatedSVD's
+    components_ (sublinear_tf=False, norm="l2", lowercase, default token pattern).
+    """
+
+    user_min: tuple[float, float, float]  # age, lat, lon
+    user_max: tuple[float, float, float]
+    price_min: float
+    price_max: float
+    vocabulary: dict[str, int]
+    idf: tuple[float, ...]
+    svd_components: tuple[tuple[float, ...], ...]  # (k, V)
+    seed: int = 0
+
+    # --- persistence -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FEATURES_FORMAT,
+            "version": FEATURES_VERSION,
+            "seed": self.seed,
+            "context": {
+                "names": list(CONTEXT_NAMES),
+                "minmax": {"columns": ["age", "lat", "lon"], "data_min": list(self.user_min),
+                           "data_max": list(self.user_max), "clip": True},
+                "onehot": {"gender": list(GENDERS), "source": list(SOURCES)},
+                "time_buckets": {"morning": [6, 12], "afternoon": [12, 18], "evening": "rest"},
+                "day_kinds": {"weekday": [0, 1, 2, 3, 4], "weekend": [5, 6]},
+            },
+            "product": {
+                "categories": list(CATEGORIES),
+                "price_minmax": {"data_min": self.price_min, "data_max": self.price_max,
+                                 "clip": True},
+                "tfidf": {"token_pattern": _TOKEN.pattern, "lowercase": True, "norm": "l2",
+                          "sublinear_tf": False,
+                          "vocabulary": dict(sorted(self.vocabulary.items())),
+                          "idf": list(self.idf)},
+                "svd": {"components": [list(r) for r in self.svd_components]},
+            },
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=False, allow_nan=False) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureSpace:
+        if d.get("format") != FEATURES_FORMAT:
+            raise ValueError(f"format: expected {FEATURES_FORMAT!r}, got {d.get('format')!r}")
+        if d.get("version") != FEATURES_VERSION:
+            raise ValueError(f"version: {d.get('version')!r} is not supported "
+                             f"(this code reads {FEATURES_VERSION})")
+        ctx, prod = d["context"], d["product"]
+        if tuple(ctx["names"]) != CONTEXT_NAMES or tuple(prod["categories"]) != CATEGORIES:
+            raise ValueError("context.names/product.categories differ from this code's layout")
+        mm = ctx["minmax"]
+        return cls(
+            user_min=tuple(float(v) for v in mm["data_min"]),  # type: ignore[arg-type]
+            user_max=tuple(float(v) for v in mm["data_max"]),  # type: ignore[arg-type]
+            price_min=float(prod["price_minmax"]["data_min"]),
+            price_max=float(prod["price_minmax"]["data_max"]),
+            vocabulary={str(k): int(v) for k, v in prod["tfidf"]["vocabulary"].items()},
+            idf=tuple(float(v) for v in prod["tfidf"]["idf"]),
+            svd_components=tuple(tuple(float(v) for v in r) for r in prod["svd"]["components"]),
+            seed=int(d.get("seed", 0)),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> FeatureSpace:
+        """Read the JSON written by :meth:`save` (default: contract/data/features.json)."""
+        path = Path(path) if path is not None else DATA_DIR / "features.json"
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    # --- context ---------------------------------------------------------------------------
+    def _scale(self, values: np.ndarray) -> np.ndarray:
+        lo, hi = np.asarray(self.user_min), np.asarray(self.user_max)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        return np.clip((values - lo) / span, 0.0, 1.0)
+
+    def context_vector(self, user: User, at: datetime) -> np.ndarray:
+        """x of shape (15,): the user's scaled and one-hot features plus the visit's context."""
+        return self.context_matrix([user], [at])[0]
+
+    def context_matrix(self, users: Sequence[User], times: Sequence[datetime]) -> np.ndarray:
+        """x for many visits at once, shape (n, 15), float64."""
+        if len(users) != len(times):
+            raise ValueError(f"times: {len(times)} times for {len(users)} users")
+        n = len(users)
+        out = np.zeros((n, CONTEXT_DIM), dtype=np.float64)
+        if n == 0:
+            return out
+        raw = np.array([(u.age, u.lat, u.lon) for u in users], dtype=np.float64)
+        out[:, 0:3] = self._scale(raw)
+        rows = np.arange(n)
+        out[rows, 3 + np.array([GENDERS.index(u.gender) for u in users])] = 1.0
+        out[rows, 5 + np.array([SOURCES.index(u.source) for u in users])] = 1.0
+        out[rows, 10 + np.array([time_bucket(t) for t in times])] = 1.0
+        out[rows, 13 + np.array([int(is_weekend(t)) for t in times])] = 1.0
+        return out
+
+    def normalized_age(self, user: User) -> float:
+        """Age MinMax-scaled over the fitted users, in [0, 1]."""
+        return float(self._scale(np.array([user.age, user.lat, user.lon], dtype=float))[0])
+
+    def normalized_price(self, product: Product) -> float:
+        """Price MinMax-scaled over the fitted catalog, in [0, 1]."""
+        span = self.price_max - self.price_min
+        value = (product.price - self.price_min) / span if span > 0 else 0.0
+        return float(min(1.0, max(0.0, value)))
+
+    # --- products --------------------------------------------------------------------------
+    def text_embedding(self, texts: Sequence[str]) -> np.ndarray:
+        """TF-IDF (l2-normalised) then the SVD projection; shape (n, k)."""
+        idf = np.asarray(self.idf)
+        tfidf = np.zeros((len(texts), len(idf)), dtype=np.float64)
+        for i, text in enumerate(texts):
+            for token in _TOKEN.findall(text.lower()):
+                j = self.vocabulary.get(token)
+                if j is not None:
+                    tfidf[i, j] += 1.0
+        tfidf *= idf
+        norms = np.linalg.norm(tfidf, axis=1, keepdims=True)
+        tfidf /= np.where(norms > 0, norms, 1.0)
+        return tfidf @ np.asarray(self.svd_components).T
+
+    def product_matrix(self, products: Sequence[Product]) -> np.ndarray:
+        """[text embedding (k), category one-hot (8), scaled price (1)] per product."""
+        emb = self.text_embedding([p.description for p in products])
+        cats = np.zeros((len(products), len(CATEGORIES)))
+        cats[np.arange(len(products)), [CATEGORIES.index(p.category) for p in products]] = 1.0
+        price = np.array([[self.normalized_price(p)] for p in products]).reshape(-1, 1)
+        return np.hstack([emb, cats, price])
+
+    def product_vector(self, product: Product) -> np.ndarray:
+        """The product's features for the oracle, evaluation and cold start."""
+        return self.product_matrix([product])[0]
+
+    # --- back to scikit-learn ----------------------------------------------------------------
+    def to_sklearn(self) -> dict[str, Any]:
+        """Rebuild fitted scikit-learn transforms from the JSON (for notebooks and checks).
+
+        Imported lazily so that serving does not pay for scikit-learn unless it asks.
+        """
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.preprocessing import MinMaxScaler
+
+        scaler = MinMaxScaler(clip=True)
+        scaler.fit(np.array([self.user_min, self.user_max]))
+        price = MinMaxScaler(clip=True)
+        price.fit(np.array([[self.price_min], [self.price_max]]))
+        tfidf = TfidfVectorizer(token_pattern=_TOKEN.pattern, lowercase=True, norm="l2")
+        tfidf.vocabulary_ = dict(self.vocabulary)
+        tfidf.idf_ = np.asarray(self.idf)
+        svd = TruncatedSVD(n_components=len(self.svd_components))
+        svd.components_ = np.asarray(self.svd_components)
+        svd.n_features_in_ = len(self.idf)
+        return {"user_scaler": scaler, "price_scaler": price, "tfidf": tfidf, "svd": svd}
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """A UTC datetime; the simulated world's clock is UTC."""
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)

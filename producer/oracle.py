@@ -1,0 +1,137 @@
+"""The hidden ground truth: how likely a user is to click a product in a context.
+
+Only the simulator uses it (serving and the job never import producer/). The default
+:class:`RulesOracle` is DESIGN.md's rule set; another oracle plugs in by registry name
+(``--oracle flat``) or by dotted path (``--oracle mypkg.mymod:MyOracle`` or
+``mypkg.mymod.MyOracle``): any class taking ``(features: FeatureSpace)`` and providing
+:meth:`Oracle.click_probability` and :meth:`Oracle.click_probabilities`.
+
+>>> from contract.features import FeatureSpace, load_catalog, load_users, utc
+>>> oracle = load_oracle("rules", FeatureSpace.load())
+>>> drink = next(p for p in load_catalog() if p.category == "Drinks & Desserts")
+>>> user = next(u for u in load_users() if u.source != "Search")
+>>> monday_8am = utc(2026, 1, 5, 8)
+>>> round(oracle.click_probability(user, drink, monday_8am), 3)   # sigmoid(-2.5 + 2.5)
+0.5
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from contract.features import CATEGORIES, FeatureSpace, Product, User, is_morning, is_weekend
+
+# DESIGN.md, "The simulated world": the default oracle's logit terms.
+BASE_LOGIT = -2.5
+MORNING_DRINKS = 2.5
+WEEKEND_PIZZA_BURGER = 1.8
+YOUNG_EXPENSIVE = -3.0
+SEARCH_SOURCE = 0.5
+YOUNG_AGE_BELOW = 0.25
+EXPENSIVE_PRICE_ABOVE = 0.8
+
+
+class OracleError(ValueError):
+    """An oracle name or path that does not resolve to a usable oracle."""
+
+
+@runtime_checkable
+class Oracle(Protocol):
+    """Click probability of a product shown to a user at a time."""
+
+    def click_probability(self, user: User, product: Product, at: datetime) -> float: ...
+
+    def click_probabilities(self, users: Sequence[User], products: Sequence[Product],
+                            times: Sequence[datetime]) -> np.ndarray:
+        """Aligned sequences (user i saw product i at time i) -> probabilities, shape (n,)."""
+        ...
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class RulesOracle:
+    """DESIGN.md's rules: base -2.5; +2.5 morning x Drinks & Desserts; +1.8 weekend x (Pizzas
+    or Burgers & Sandwiches); -3.0 young (age < 0.25) x expensive (price > 0.8); +0.5 Search."""
+
+    name = "rules"
+
+    def __init__(self, features: FeatureSpace) -> None:
+        self.features = features
+
+    def logits(self, users: Sequence[User], products: Sequence[Product],
+               times: Sequence[datetime]) -> np.ndarray:
+        if not len(users) == len(products) == len(times):
+            raise ValueError(f"users/products/times: lengths {len(users)}, {len(products)}, "
+                             f"{len(times)} differ")
+        fs = self.features
+        morning = np.array([is_morning(t) for t in times])
+        weekend = np.array([is_weekend(t) for t in times])
+        cat = np.array([CATEGORIES.index(p.category) for p in products])
+        age = np.array([fs.normalized_age(u) for u in users])
+        price = np.array([fs.normalized_price(p) for p in products])
+        search = np.array([u.source == "Search" for u in users])
+        z = np.full(len(users), BASE_LOGIT)
+        z += MORNING_DRINKS * (morning & (cat == CATEGORIES.index("Drinks & Desserts")))
+        pizza_burger = (cat == CATEGORIES.index("Pizzas")) | (
+            cat == CATEGORIES.index("Burgers & Sandwiches"))
+        z += WEEKEND_PIZZA_BURGER * (weekend & pizza_burger)
+        z += YOUNG_EXPENSIVE * ((age < YOUNG_AGE_BELOW) & (price > EXPENSIVE_PRICE_ABOVE))
+        z += SEARCH_SOURCE * search
+        return z
+
+    def click_probabilities(self, users: Sequence[User], products: Sequence[Product],
+                            times: Sequence[datetime]) -> np.ndarray:
+        return _sigmoid(self.logits(users, products, times))
+
+    def click_probability(self, user: User, product: Product, at: datetime) -> float:
+        return float(self.click_probabilities([user], [product], [at])[0])
+
+
+class FlatOracle(RulesOracle):
+    """Every product equally likely (the base rate, sigmoid(-2.5) ~ 7.6%): no signal to learn.
+
+    A control world: any policy should do as well as random in it.
+    """
+
+    name = "flat"
+
+    def logits(self, users: Sequence[User], products: Sequence[Product],
+               times: Sequence[datetime]) -> np.ndarray:
+        return np.full(len(users), BASE_LOGIT)
+
+
+ORACLES: dict[str, type] = {"rules": RulesOracle, "default": RulesOracle, "flat": FlatOracle}
+
+
+def load_oracle(spec: str, features: FeatureSpace) -> Oracle:
+    """An oracle by registry name or dotted path; :class:`OracleError` when it does not resolve.
+
+    >>> load_oracle("nope", FeatureSpace.load())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    producer.oracle.OracleError: unknown oracle 'nope': not one of default, flat, rules ...
+    """
+    cls = ORACLES.get(spec)
+    if cls is None:
+        if "." not in spec and ":" not in spec:
+            raise OracleError(f"unknown oracle {spec!r}: not one of {', '.join(sorted(ORACLES))} "
+                              "and not a dotted path (pkg.module:Class)")
+        module_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise OracleError(f"unknown oracle {spec!r}: {type(exc).__name__}: {exc}") from exc
+    try:
+        oracle = cls(features)
+    except TypeError as exc:
+        raise OracleError(f"oracle {spec!r} cannot be built from (features): {exc}") from exc
+    if not isinstance(oracle, Oracle):
+        raise OracleError(f"oracle {spec!r} lacks click_probability/click_probabilities")
+    return oracle
