@@ -218,3 +218,55 @@ def simulate(visits: Sequence[Visit], policies: Sequence[SimPolicy], world: Worl
         if progress:
             progress(1)
     return out
+
+
+# --- the streaming learner, through serving -----------------------------------------------------
+
+class StreamLinUCB:
+    """The real system: serving (in-process library) ranks from its Redis snapshot and logs
+    the impression to Kafka; a click goes back through serving's feedback; the Flink job
+    learns and republishes. The context x is the visit's (simulated time of day and day of
+    week); the event's timestamp is the wall clock, when the decision was really made."""
+
+    name = "linucb_stream"
+
+    def __init__(self, recommender, product_ids: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+        self.rec = recommender
+        self.product_ids = list(product_ids)
+        self.index = {p: i for i, p in enumerate(product_ids)}
+
+    def recommend(self, visit: Visit, x: np.ndarray, k: int) -> Shown:
+        r = self.rec.recommend(visit.user.user_id, x=x, k=k, policy="linucb")
+        return Shown(items=[self.index[i.product_id] for i in r.items], request_id=r.request_id,
+                     model_version=r.model_version, param_age_ms=1000.0 * r.snapshot_age_s)
+
+    def feedback(self, visit: Visit, x: np.ndarray, shown: Shown, clicked: int | None) -> None:
+        if clicked is not None:
+            self.rec.feedback(shown.request_id, self.product_ids[shown.items[clicked]])
+
+
+class HttpStreamLinUCB(StreamLinUCB):
+    """The same, over serving's HTTP API (``--via http``)."""
+
+    def __init__(self, base_url: str, product_ids: Sequence[str], timeout_s: float = 5.0) -> None:
+        import httpx
+
+        super().__init__(None, product_ids)
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def recommend(self, visit: Visit, x: np.ndarray, k: int) -> Shown:
+        resp = self.http.post("/recommend", json={"user_id": visit.user.user_id,
+                                                  "x": [float(v) for v in x], "k": k,
+                                                  "policy": "linucb"})
+        resp.raise_for_status()
+        r = resp.json()
+        return Shown(items=[self.index[i["product_id"]] for i in r["items"]],
+                     request_id=r["request_id"], model_version=r["model_version"],
+                     param_age_ms=1000.0 * r["snapshot_age_s"])
+
+    def feedback(self, visit: Visit, x: np.ndarray, shown: Shown, clicked: int | None) -> None:
+        if clicked is not None:
+            resp = self.http.post("/feedback", json={
+                "request_id": shown.request_id,
+                "product_id": self.product_ids[shown.items[clicked]]})
+            resp.raise_for_status()

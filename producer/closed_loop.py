@@ -1,0 +1,249 @@
+"""The closed loop, end to end: the real job learns from what serving showed and the oracle
+clicked, while reference policies run on the same visits.
+
+For each start (``bootstrapped`` from the historical log, or ``cold``) it gives the job a
+fresh world of its own (topics and Redis prefix with a run tag, a new checkpoint folder),
+starts ``python -m flink_job run`` as a subprocess, waits until the pipeline is live, runs the
+visits through serving (in-process library, or ``--via http`` against ``python -m serving``)
+and the reference policies, then checks that every click reached the job and stops it.
+The producer never imports flink_job: the job is a process, reached through Kafka and Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from contract.config import Settings
+from contract.features import FeatureSpace, Product, User
+from contract.store import ParamStore, connect
+from producer.oracle import Oracle
+from producer.simulate import (
+    InstantLinUCB,
+    OraclePolicy,
+    Outcome,
+    RandomPolicy,
+    SimPolicy,
+    StreamLinUCB,
+    World,
+    make_visits,
+    simulate,
+)
+
+log = logging.getLogger(__name__)
+GENDER_COLUMNS = (3, 4)  # x's one-hot gender: exactly one is 1, so b[3] + b[4] counts rewards
+
+
+class LoopError(RuntimeError):
+    """The loop could not run (job did not start, stack missing...)."""
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    visits: int = 5000
+    rate: float = 50.0  # visits per second
+    seed: int = 1237
+    via: str = "inprocess"
+    history: Path | None = None  # JSON lines for the bootstrapped start
+    work_dir: Path = Path("var/loop")
+    ready_timeout_s: float = 120.0
+
+
+def run_settings(base: Settings, tag: str, work_dir: Path) -> Settings:
+    """The settings of one run: its own topics, Redis prefix and checkpoint folder."""
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    fields.update(topic_impressions=f"impressions-{tag}", topic_clicks=f"clicks-{tag}",
+                  topic_dead_letter=f"dead-letter-{tag}", redis_prefix=f"{base.redis_prefix}-{tag}",
+                  checkpoint_dir=str((work_dir / tag / "checkpoints").resolve()))
+    return Settings(**fields)
+
+
+class JobProcess:
+    """``python -m flink_job run`` in its own process group, logs to a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RTREC_")},
+               **self.settings.to_env()}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen([sys.executable, "-m", "flink_job", "run"], env=env,
+                                         stdout=logf, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        log.info("job started (pid %d, log %s)", self.proc.pid, self.log_path)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def learned_totals(store: ParamStore, dim: int) -> tuple[int, int]:
+    """(observations, positive rewards) the job has published, summed over products."""
+    params = store.read_all(dim=dim)
+    n = sum(p.state.n for p in params.values())
+    clicks = sum(p.state.b[list(GENDER_COLUMNS)].sum() for p in params.values())
+    return n, int(np.rint(clicks))
+
+
+def wait_live(settings: Settings, job: JobProcess, timeout_s: float) -> float:
+    """Send one malformed probe record and wait for it in the dead-letter topic: proof that
+    the job consumes and produces, without touching any model state. Returns the seconds."""
+    from confluent_kafka import Consumer, Producer
+
+    t0 = time.monotonic()
+    probe = f"probe-{uuid.uuid4().hex}".encode()
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": probe.decode(),
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([settings.topic_dead_letter])
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(settings.topic_impressions, b'{"liveness-probe": "' + probe + b'"}')
+    producer.flush(10)
+    try:
+        while time.monotonic() - t0 < timeout_s:
+            if not job.alive():
+                raise LoopError(f"the job exited during start-up; see {job.log_path}")
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None and probe in (msg.value() or b""):
+                return time.monotonic() - t0
+        raise LoopError(f"the job did not dead-letter a probe within {timeout_s:.0f}s; "
+                        f"see {job.log_path}")
+    finally:
+        consumer.close()
+
+
+def wait_learned(store: ParamStore, dim: int, expected_n: int, timeout_s: float) -> tuple[int, int]:
+    """Wait until the job has published ``expected_n`` observations (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    totals = (0, 0)
+    while time.monotonic() < deadline:
+        totals = learned_totals(store, dim)
+        if totals[0] >= expected_n:
+            break
+        time.sleep(0.5)
+    return totals
+
+
+def history_stats(path: Path) -> tuple[int, int]:
+    """(impressions, clicks) in a JSON-lines history."""
+    imps = clicks = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if b'"type":"click"' in line:
+                clicks += 1
+            elif line.strip():
+                imps += 1
+    return imps, clicks
+
+
+def train_instant_on_history(policy: InstantLinUCB, path: Path, index: dict[str, int]) -> None:
+    """Give the in-process learner the same history the job bootstraps from (same rewards)."""
+    import json
+
+    shown: dict[str, tuple[np.ndarray, list[str]]] = {}
+    clicked: set[tuple[str, str]] = set()
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            e = json.loads(line)
+            if e["type"] == "impression":
+                shown[e["request_id"]] = (np.asarray(e["x"], dtype=float), e["products"])
+            else:
+                clicked.add((e["request_id"], e["product_id"]))
+    for rid, (x, products) in shown.items():
+        for pid in products:
+            policy.learn(index[pid], x, 1.0 if (rid, pid) in clicked else 0.0)
+
+
+def run_start(start: str, base: Settings, users: Sequence[User], products: Sequence[Product],
+              features: FeatureSpace, oracle: Oracle, opts: LoopOptions,
+              progress: bool = True) -> tuple[dict[str, Outcome], dict[str, object]]:
+    """One start (bootstrapped or cold) of the closed loop. Returns outcomes and facts."""
+    from serving.recommender import Recommender  # the app side of the loop
+
+    tag = f"{start[:4]}{uuid.uuid4().hex[:6]}"
+    settings = run_settings(base, tag, opts.work_dir)
+    from devstack.stack import Stack
+
+    Stack(settings).create_topics()
+    store = ParamStore(connect(settings.redis_host, settings.redis_port, settings.redis_password,
+                               settings.redis_db, timeout_s=2), prefix=settings.redis_prefix)
+    product_ids = [p.product_id for p in products]
+    index = {p: i for i, p in enumerate(product_ids)}
+    instant = InstantLinUCB(len(products), settings.dim, settings.alpha, settings.l2)
+    facts: dict[str, object] = {"run_tag": tag}
+    job = JobProcess(settings, opts.work_dir / tag / "job.log")
+    t0 = time.monotonic()
+    job.start()
+    rec = None
+    try:
+        facts["job_live_s"] = round(wait_live(settings, job, opts.ready_timeout_s), 1)
+        hist_n = hist_clicks = 0
+        if start == "bootstrapped":
+            if opts.history is None or not opts.history.is_file():
+                raise LoopError("bootstrapped start needs the historical log: run "
+                                "`python -m producer prepare-data` first")
+            hist_n, hist_clicks = history_stats(opts.history)
+            subprocess.run([sys.executable, "-m", "flink_job", "bootstrap", str(opts.history)],
+                           env={**{k: v for k, v in os.environ.items()
+                                   if not k.startswith("RTREC_")}, **settings.to_env()},
+                           check=True, capture_output=True)
+            train_instant_on_history(instant, opts.history, index)
+            got = wait_learned(store, settings.dim, hist_n,
+                               timeout_s=opts.ready_timeout_s + settings.reward_window_s)
+            facts["bootstrap_learned"] = got[0]
+            log.info("job learned %d of %d historical impressions", got[0], hist_n)
+        rec = Recommender.from_settings(settings, seed=opts.seed)
+        policies: list[SimPolicy]
+        if opts.via == "http":
+            raise LoopError("--via http: start `python -m serving` and use HttpStreamLinUCB")
+        stream = StreamLinUCB(rec, product_ids)
+        world = World(products, features, oracle)
+        policies = [stream, instant, RandomPolicy(len(products), opts.seed), OraclePolicy(world)]
+        visits = make_visits(opts.visits, opts.seed, users)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(visits), desc=f"{start} start", unit="visit")
+        outcomes = simulate(visits, policies, world, rate=opts.rate,
+                            progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+        rec.events.close(10)
+        clicks = int(np.sum(np.asarray(outcomes["linucb_stream"].clicked) >= 0))
+        expected_n = hist_n + opts.visits * settings.top_k
+        n, learned_clicks = wait_learned(store, settings.dim, expected_n,
+                                         timeout_s=30 + settings.reward_window_s)
+        facts.update(stream_clicks=clicks, expected_observations=expected_n,
+                     learned_observations=n, learned_clicks=learned_clicks - hist_clicks,
+                     seconds=round(time.monotonic() - t0, 1))
+        return outcomes, facts
+    finally:
+        if rec is not None:
+            rec.close(5)
+        job.stop()
