@@ -144,25 +144,34 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         ["route", "code"], registry=registry,
         buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
     holder: dict[str, Recommender] = {}
+    if recommender is not None:  # usable without the lifespan too (test clients, schemathesis)
+        holder["rec"] = recommender
+        registry.register(_Collector(recommender))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        owned = recommender is None
-        holder["rec"] = recommender or Recommender.from_settings(
-            settings, notifications=notifications, kafka=kafka)
-        registry.register(_Collector(holder["rec"]))
+        if recommender is not None:
+            yield
+            return
+        holder["rec"] = Recommender.from_settings(settings, notifications=notifications,
+                                                  kafka=kafka)
+        collector = _Collector(holder["rec"])
+        registry.register(collector)
         try:
             yield
         finally:
-            if owned:
-                holder["rec"].close()
+            registry.unregister(collector)
+            holder.pop("rec").close()
 
     app = FastAPI(title="rtrec serving", version="1.0",
                   description="Real-time LinUCB product recommendations.", lifespan=lifespan)
     app.add_middleware(_Timing, histogram=latency)
 
     def rec() -> Recommender:
-        return holder["rec"]
+        try:
+            return holder["rec"]
+        except KeyError:
+            raise _NotStartedError from None
 
     errors: dict[int | str, dict[str, Any]] = {
         404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
@@ -215,12 +224,21 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 422)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
+    @app.exception_handler(_NotStartedError)
+    async def not_started(_request: Request, _exc: _NotStartedError) -> JSONResponse:
+        return JSONResponse({"detail": "starting: the recommender is not built yet"},
+                            status_code=503)
+
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     return app
+
+
+class _NotStartedError(Exception):
+    """A request before the lifespan built the recommender (HTTP 503)."""
 
 
 class _Timing:

@@ -1,0 +1,86 @@
+"""Helpers and fixtures of the serving tests: parameter factories, and a Redis server of the
+test's own (so stopping it for an outage test disturbs nobody else)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from contract import codec, linucb
+from devstack.stack import free_port
+
+
+def learned_state(rng: np.random.Generator, dim: int, n: int, l2: float = 1.0
+                  ) -> linucb.ArmState:
+    """An arm after n random observations (x in [0, 1]^d, Bernoulli rewards)."""
+    state = linucb.init_state(dim, l2)
+    if n:
+        X = rng.uniform(0, 1, (n, dim))
+        state = linucb.update_batch(state, X, (rng.uniform(size=n) < 0.3).astype(float))
+    return state
+
+
+def blob(state: linucb.ArmState, updated_at_ms: int = 1) -> bytes:
+    return codec.encode(state, updated_at_ms)
+
+
+def with_version(state: linucb.ArmState, n: int) -> linucb.ArmState:
+    """The same matrices announced as version n (to stage older/newer writes)."""
+    return linucb.ArmState(state.A_inv, state.b, n)
+
+
+class OwnRedis:
+    """A redis-server started (and stopped) by this test, on a fixed free port."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(predicate, timeout_s: float = 5.0, step_s: float = 0.01) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return bool(predicate())
