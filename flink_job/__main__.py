@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--products", default=None, help="known product ids (CSV or list file)")
     run.add_argument("--group-id", default=None, help="Kafka consumer group (default derived)")
     run.add_argument("--noop", action="store_true", help="bench: the no-op job of same shape")
+    run.add_argument("--max-restarts", type=int, default=20,
+                     help="fixed-delay restart attempts before the job fails for good")
+    run.add_argument("--idle-timeout-ms", type=int, default=0,
+                     help="mark a silent partition idle after this long (0: never; keeps the "
+                          "reward join deterministic under replay)")
     boot = sub.add_parser("bootstrap", help="append a historical JSONL log to the topics")
     boot.add_argument("log", help="JSON lines of impression/click events")
     cl = sub.add_parser("cluster", help="standalone cluster from the pip distribution")
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             restore = str(found) if found else None
             log.info("restore latest: %s", restore or "no completed checkpoint, fresh start")
         opts = JobOptions(known_products=load_products(args.products), restore_path=restore,
-                          group_id=args.group_id, noop=args.noop)
+                          group_id=args.group_id, noop=args.noop,
+                          max_restarts=args.max_restarts,
+                          idle_timeout_ms=args.idle_timeout_ms)
         run_job(settings, opts)
         return 0
     if args.command == "bootstrap":

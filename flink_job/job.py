@@ -30,8 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 JOB_NAME = "rtrec-linucb-learner"
 # Event-time slack: a record may be this late (ms) relative to the newest of its partition.
 OUT_OF_ORDERNESS_MS = 500
-# A partition silent this long stops holding the watermark back (the clicks topic is sparse).
-IDLENESS_MS = 1000
 # How long a closed request is remembered, so a late click is told apart from an orphan.
 RETAIN_MS = 60_000
 
@@ -45,6 +43,9 @@ class JobOptions:
     group_id: str | None = None
     noop: bool = False  # bench: source -> Python operator -> discard (the platform ceiling)
     max_restarts: int = 20
+    # 0: every partition holds the watermark back (deterministic joins; see docs/JOB.md).
+    # >0: a partition silent this long stops holding it back (liveness over determinism).
+    idle_timeout_ms: int = 0
 
     def group(self, settings: Settings) -> str:
         return self.group_id or f"rtrec-job-{settings.redis_prefix}"
@@ -126,9 +127,10 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
     source = builder.build()
     # Event time = the Kafka record timestamp (the producer's create time), taken by the
     # source itself: no Python timestamp assigner on the hot path, per-partition watermarks.
-    watermarks = (WatermarkStrategy
-                  .for_bounded_out_of_orderness(Duration.of_millis(OUT_OF_ORDERNESS_MS))
-                  .with_idleness(Duration.of_millis(IDLENESS_MS)))
+    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(OUT_OF_ORDERNESS_MS))
+    if opts.idle_timeout_ms > 0:
+        watermarks = watermarks.with_idleness(Duration.of_millis(opts.idle_timeout_ms))
     raw = env.from_source(source, watermarks, "kafka: impressions+clicks").uid("kafka-source")
     pickled = Types.PICKLED_BYTE_ARRAY()
     if opts.noop:
