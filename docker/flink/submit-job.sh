@@ -7,6 +7,7 @@
 #   JOB_NAME        name the job registers under                 (default rtrec-linucb-learner)
 #   JOB_SAVEPOINT   savepoint or retained checkpoint to start from (default: none, fresh start)
 #   JOB_ARGS        extra arguments of `python -m flink_job run`  (e.g. --products FILE)
+#   FLINK_RUN_ARGS  extra options of `flink run`              (e.g. --allowNonRestoredState)
 #
 # The job reads only RTREC_* variables (contract/config.py). Its parallelism is
 # RTREC_JOB_PARALLELISM and must not exceed the free task slots: this script waits for them.
@@ -59,4 +60,4 @@ fi
 # -pym: `python -m flink_job run [JOB_ARGS]` runs inside the Flink client (PythonDriver), whose
 # execution environment submits the job graph to the cluster instead of a mini-cluster.
 # shellcheck disable=SC2086
-exec flink "${args[@]}" -pym flink_job run ${JOB_ARGS:-}
+exec flink "${args[@]}" ${FLINK_RUN_ARGS:-} -pym flink_job run ${JOB_ARGS:-}
