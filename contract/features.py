@@ -246,13 +246,24 @@ class FeatureSpace:
 
     def normalized_age(self, user: User) -> float:
         """Age MinMax-scaled over the fitted users, in [0, 1]."""
-        return float(self._scale(np.array([user.age, user.lat, user.lon], dtype=float))[0])
+        return float(self.normalized_ages([user])[0])
+
+    def normalized_ages(self, users: Sequence[User]) -> np.ndarray:
+        """:meth:`normalized_age` of many users, shape (n,)."""
+        lo, hi = self.user_min[0], self.user_max[0]
+        ages = np.fromiter((u.age for u in users), dtype=np.float64, count=len(users))
+        return np.clip((ages - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
 
     def normalized_price(self, product: Product) -> float:
         """Price MinMax-scaled over the fitted catalog, in [0, 1]."""
-        span = self.price_max - self.price_min
-        value = (product.price - self.price_min) / span if span > 0 else 0.0
-        return float(min(1.0, max(0.0, value)))
+        return float(self.normalized_prices([product])[0])
+
+    def normalized_prices(self, products: Sequence[Product]) -> np.ndarray:
+        """:meth:`normalized_price` of many products, shape (n,)."""
+        lo, span = self.price_min, self.price_max - self.price_min
+        prices = np.fromiter((p.price for p in products), dtype=np.float64,
+                             count=len(products))
+        return np.clip((prices - lo) / (span if span > 0 else 1.0), 0.0, 1.0)
 
     # --- products --------------------------------------------------------------------------
     def text_embedding(self, texts: Sequence[str]) -> np.ndarray:
@@ -274,7 +285,7 @@ class FeatureSpace:
         emb = self.text_embedding([p.description for p in products])
         cats = np.zeros((len(products), len(CATEGORIES)))
         cats[np.arange(len(products)), [CATEGORIES.index(p.category) for p in products]] = 1.0
-        price = np.array([[self.normalized_price(p)] for p in products]).reshape(-1, 1)
+        price = self.normalized_prices(products).reshape(-1, 1)
         return np.hstack([emb, cats, price])
 
     def product_vector(self, product: Product) -> np.ndarray:

@@ -135,8 +135,8 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "load.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"sent {stats.sent}  acked {stats.acked}  failed {stats.failed}  bad {stats.bad}  "
-          f"rate {stats.rate:,.0f} ev/s  send latency p50 {summary['latency_p50_ms']} ms  "
-          f"p99 {summary['latency_p99_ms']} ms")
+          f"rate {stats.rate:,.0f} ev/s acked ({stats.send_rate:,.0f} sent)  "
+          f"send latency p50 {summary['latency_p50_ms']} ms  p99 {summary['latency_p99_ms']} ms")
     return 0 if stats.failed == 0 and stats.acked == stats.sent else 1
 
 

@@ -247,3 +247,30 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
         if rec is not None:
             rec.close(5)
         job.stop()
+
+
+def run_loop(base: Settings, opts: LoopOptions, starts: Sequence[str] = ("bootstrapped", "cold"),
+             results_dir: Path = Path("results"), oracle_spec: str = "rules",
+             progress: bool = True) -> dict[str, object]:
+    """Every start, then the report: terminal table, results/simulate.json, results/simulate.png."""
+    from contract.features import load_catalog, load_users
+    from producer import report
+    from producer.oracle import load_oracle
+
+    features = FeatureSpace.load()
+    users, products = load_users(), load_catalog()
+    oracle = load_oracle(oracle_spec, features)
+    runs: dict[str, dict[str, Outcome]] = {}
+    facts: dict[str, dict[str, object]] = {}
+    for start in starts:
+        runs[start], facts[start] = run_start(start, base, users, products, features, oracle,
+                                              opts, progress=progress)
+        log.info("%s start: %s", start, facts[start])
+    summary = report.summarize(runs)
+    for start in summary:
+        summary[start]["facts"] = facts[start]
+    path_json = report.write_json(summary, results_dir / "simulate.json")
+    path_png = report.plot(runs, results_dir / "simulate.png")
+    print(report.table(summary))
+    print(f"wrote {path_json} and {path_png}")
+    return summary

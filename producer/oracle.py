@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from contract.features import CATEGORIES, FeatureSpace, Product, User, is_morning, is_weekend
+from contract.features import CATEGORIES, FeatureSpace, Product, User
 
 # DESIGN.md, "The simulated world": the default oracle's logit terms.
 BASE_LOGIT = -2.5
@@ -34,6 +34,9 @@ YOUNG_EXPENSIVE = -3.0
 SEARCH_SOURCE = 0.5
 YOUNG_AGE_BELOW = 0.25
 EXPENSIVE_PRICE_ABOVE = 0.8
+
+
+_CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 
 
 class OracleError(ValueError):
@@ -71,12 +74,13 @@ class RulesOracle:
             raise ValueError(f"users/products/times: lengths {len(users)}, {len(products)}, "
                              f"{len(times)} differ")
         fs = self.features
-        morning = np.array([is_morning(t) for t in times])
-        weekend = np.array([is_weekend(t) for t in times])
-        cat = np.array([CATEGORIES.index(p.category) for p in products])
-        age = np.array([fs.normalized_age(u) for u in users])
-        price = np.array([fs.normalized_price(p) for p in products])
-        search = np.array([u.source == "Search" for u in users])
+        n = len(users)
+        morning = np.fromiter((6 <= t.hour < 12 for t in times), dtype=bool, count=n)
+        weekend = np.fromiter((t.weekday() >= 5 for t in times), dtype=bool, count=n)
+        cat = np.fromiter((_CAT_INDEX[p.category] for p in products), dtype=np.int64, count=n)
+        age = fs.normalized_ages(users)
+        price = fs.normalized_prices(products)
+        search = np.fromiter((u.source == "Search" for u in users), dtype=bool, count=n)
         z = np.full(len(users), BASE_LOGIT)
         z += MORNING_DRINKS * (morning & (cat == CATEGORIES.index("Drinks & Desserts")))
         pizza_burger = (cat == CATEGORIES.index("Pizzas")) | (
