@@ -354,6 +354,10 @@ def test_flink_cluster_configuration_is_consistent(compose):
     assert props["python.executable"] == props["python.client.executable"] == "/opt/venv/bin/python"
     assert 'PY=/opt/venv/bin/python' in SUBMIT_SCRIPT.read_text()
     assert props["classloader.parent-first-patterns.additional"] == "pemja."
+    # the JobManager cannot even deserialize the job's Python operators without flink-python
+    # in lib/ (seen on a standalone 2.3.0 cluster: ClassNotFoundException
+    # EmbeddedPythonProcessOperator), because the job sets pipeline.jars itself
+    assert "cp /opt/flink/opt/flink-python*.jar /opt/flink/lib/" in FLINK_DOCKERFILE.read_text()
     submit_env = service_env(services["job-submit"])
     assert submit_env["RTREC_CHECKPOINT_DIR"] == props["execution.checkpointing.dir"]
     # checkpoints live on one named volume mounted where the checkpoint URI points
