@@ -12,8 +12,6 @@ other exception is a generic 500 that does not leak internals. Handlers are ``as
 work is ~50 µs of numpy, cheaper to run on the event loop than to hand to a thread pool.
 """
 
-from __future__ import annotations
-
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -22,10 +20,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from contract.config import Settings
 from contract.events import MAX_ID_LEN, MAX_SHOWN
@@ -49,6 +48,30 @@ _STATUS: dict[type[Exception], int] = {
 }
 _ROUTES = ("/recommend", "/feedback", "/healthz", "/metrics")
 
+def _iso_text(value: Any) -> Any:
+    """Times are ISO 8601 strings, as the schema says (pydantic's lax mode would also take
+    a number as epoch seconds)."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date-time string")
+    return value
+
+
+def _json_int(value: Any) -> Any:
+    """JSON Schema's integer: 7 or 7.0, but never true, "7" or 7.5."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+# Years 1970-9999: events carry epoch milliseconds >= 0. JSON Schema has no date minimum, so
+# the pattern says it (generated clients and the property test then know).
+Timestamp = Annotated[datetime, Field(strict=False, json_schema_extra={
+    "pattern": r"^(19[7-9][0-9]|[2-9][0-9]{3})-"}), BeforeValidator(_iso_text)]
 Policy = Literal["linucb", "greedy", "random"]
 Num = Annotated[float, Field(ge=-1e6, le=1e6)]
 
@@ -60,7 +83,7 @@ class _Strict(BaseModel):
 class UserFeatures(_Strict):
     """Raw features of a user not in the user table (or to override it)."""
 
-    age: int = Field(ge=0, le=150)
+    age: JsonInt = Field(ge=0, le=150)
     gender: Literal["F", "M"]
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
@@ -70,13 +93,14 @@ class UserFeatures(_Strict):
 class RecommendRequest(_Strict):
     """Who, when, how many. The context is ``x`` if given, else ``user``, else the user table."""
 
-    user_id: int = Field(ge=0, le=2**53, description="Logged in the impression.")
+    user_id: JsonInt = Field(ge=0, le=2**53, description="Logged in the impression.")
     user: UserFeatures | None = None
     x: list[Num] | None = Field(default=None, max_length=4096,
                                 description="An explicit context vector of length dim.")
-    at: Annotated[datetime | None, Field(strict=False)] = Field(
+    at: Timestamp | None = Field(
         default=None, description="Time of the visit (ISO 8601; default now; naive = UTC).")
-    k: int | None = Field(default=None, ge=1, le=MAX_SHOWN)
+    k: Annotated[int, Field(ge=1, le=MAX_SHOWN), BeforeValidator(_json_int)] | None = Field(
+        default=None, description="How many products (default RTREC_TOP_K).")
     policy: Policy | None = None
     alpha: float | None = Field(default=None, ge=0, le=1e6)
 
@@ -100,7 +124,7 @@ class RecommendResponse(BaseModel):
 class FeedbackRequest(_Strict):
     request_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
     product_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
-    at: Annotated[datetime | None, Field(strict=False)] = None
+    at: Timestamp | None = None
 
 
 class FeedbackResponse(BaseModel):
@@ -174,10 +198,21 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             raise _NotStartedError from None
 
     errors: dict[int | str, dict[str, Any]] = {
-        404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+        400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        503: {"model": ErrorResponse}}
+
+    # The schema states x's exact length (the settings' dim), so generated clients and
+    # property tests know it; the library checks it again for in-process callers.
+    body_model = create_model(
+        "RecommendRequest", __base__=RecommendRequest,
+        x=(list[Num] | None, Field(default=None, min_length=settings.dim,
+                                   max_length=settings.dim,
+                                   description=f"An explicit context vector ({settings.dim} "
+                                               "numbers); overrides user and user_id.")))
 
     @app.post("/recommend", response_model=RecommendResponse, responses=errors)
-    async def recommend(body: RecommendRequest) -> RecommendResponse:
+    async def recommend(body: body_model) -> RecommendResponse:  # type: ignore[valid-type]
         """Rank products for a user now and log the impression."""
         user = None
         if body.user is not None:
@@ -224,6 +259,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 422)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _describe(exc)}, status_code=422)
+
     @app.exception_handler(_NotStartedError)
     async def not_started(_request: Request, _exc: _NotStartedError) -> JSONResponse:
         return JSONResponse({"detail": "starting: the recommender is not built yet"},
@@ -235,6 +274,15 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     return app
+
+
+def _describe(exc: RequestValidationError) -> str:
+    """One readable line per problem: ``body.k: Input should be greater than or equal to 1``."""
+    parts = []
+    for err in exc.errors()[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
 
 
 class _NotStartedError(Exception):

@@ -103,6 +103,7 @@ class KafkaEventLog:
         self._closing = False
         self._lock = threading.Lock()  # counters written by the worker, read by stats()
         self._accepted = self._published = self._failed = self._dropped = 0
+        self._dropped_accepted = 0  # accepted into the queue, then refused by librdkafka
         self._last_error: str | None = None
         self._last_logged = 0.0
         self._worker = threading.Thread(target=self._run, name="rtrec-eventlog", daemon=True)
@@ -124,7 +125,7 @@ class KafkaEventLog:
 
     def stats(self) -> EventStats:
         with self._lock:
-            done = self._published + self._failed
+            done = self._published + self._failed + self._dropped_accepted
             return EventStats(accepted=self._accepted, published=self._published,
                               failed=self._failed, dropped=self._dropped,
                               queued=max(0, self._accepted - done), last_error=self._last_error)
@@ -160,6 +161,7 @@ class KafkaEventLog:
                     except BufferError:
                         with self._lock:
                             self._dropped += 1
+                            self._dropped_accepted += 1
                         self._log_error("Kafka producer queue full: event dropped")
                 except Exception as exc:  # KafkaException, bad topic...: count, never die
                     with self._lock:
