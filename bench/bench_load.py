@@ -34,6 +34,11 @@ from producer.oracle import load_oracle
 log = logging.getLogger("bench_load")
 
 
+def _version(v: object) -> str:
+    """confluent_kafka.version() is a (str, int) tuple in some releases, a str in others."""
+    return str(v[0] if isinstance(v, tuple) else v)
+
+
 def _summary(n: int, elapsed: float, lat_s: list[float]) -> dict[str, float]:
     lat = np.asarray(lat_s) * 1000
     return {"messages": n, "acked": len(lat_s), "seconds": round(elapsed, 3),
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "count": args.count, "payload_bytes_mean": round(float(np.mean([len(v) for v in values])),
                                                          1),
-        "versions": {"confluent_kafka": confluent_kafka.version()[0],
+        "versions": {"confluent_kafka": _version(confluent_kafka.version()),
                      "librdkafka": confluent_kafka.libversion()[0],
                      "kafka_python": kafka.__version__},
         **results,
