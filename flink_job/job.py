@@ -77,6 +77,9 @@ def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
         "execution.checkpointing.min-pause": "500 ms",
+        # RocksDB's own LOG files would otherwise land in the pip distribution's log/ folder
+        "state.backend.rocksdb.log.dir": str(ckpt.resolve().parent / "rocksdb-log")
+        if "://" not in settings.checkpoint_dir else "/tmp",
         # bounded restarts: the default would restart a broken job forever
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": str(opts.max_restarts),
