@@ -174,7 +174,9 @@ def connect(settings: Settings, timeout_s: float = 5.0, create_topics: bool = Tr
     from confluent_kafka.admin import AdminClient, NewTopic
 
     base = {"bootstrap.servers": settings.kafka_bootstrap, "client.id": "rtrec-load"}
-    admin = AdminClient({**base, "socket.timeout.ms": int(timeout_s * 1000)})
+    # librdkafka logs every failed connect to fd 2; the probe reports one line instead, and the
+    # producer's own client logs go through Python logging (logger "librdkafka").
+    admin = AdminClient({**base, "socket.timeout.ms": int(timeout_s * 1000), "log_level": 0})
     try:
         md = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
@@ -191,7 +193,7 @@ def connect(settings: Settings, timeout_s: float = 5.0, create_topics: bool = Tr
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise LoadError(f"cannot create topic {topic}: {exc}") from exc
-    return Producer({**base, **PRODUCER_CONFIG})
+    return Producer({**base, **PRODUCER_CONFIG, "logger": logging.getLogger("librdkafka")})
 
 
 def _messages(pool: list[Visit], settings: Settings, rng: np.random.Generator,
