@@ -44,3 +44,14 @@ def test_prepare_data_writes_the_log_and_the_figures(tmp_path: Path,
     lines = (tmp_path / "data" / "history.csv").read_text().splitlines()
     assert len(lines) == 10_001
     assert "click rate" in capsys.readouterr().out
+
+
+def test_another_seed_builds_its_own_world(tmp_path: Path) -> None:
+    code = main(["prepare-data", "--seed", "7", "--events", "500", "--data-dir",
+                 str(tmp_path / "data"), "--results-dir", str(tmp_path / "results")])
+    assert code == 0
+    shipped = main(["prepare-data", "--events", "500", "--data-dir", str(tmp_path / "d2"),
+                    "--results-dir", str(tmp_path / "r2")])
+    assert shipped == 0
+    assert (tmp_path / "data" / "history.csv").read_text() != (
+        tmp_path / "d2" / "history.csv").read_text()
