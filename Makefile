@@ -10,7 +10,7 @@ JARS_STAMP := jvm/lib/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 QUICK ?=
 
-.PHONY: help install redis-server test demo bench lint stack-up stack-down stack-status clean distclean
+.PHONY: help install redis-server test demo evaluate load simulate bench lint stack-up stack-down stack-status clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,16 @@ test: install  ## the whole test suite (starts its own Kafka + Redis + Flink on 
 
 demo: install  ## the system end to end on embedded defaults (QUICK=1 for a short run)
 	$(PY) -m devstack demo $(if $(QUICK),--quick,)
+
+evaluate: install  ## offline evaluation (Mab2Rec) -> results/offline_eval.{json,csv,png}
+	$(PY) -m producer prepare-data
+	$(PY) -m producer evaluate
+
+load: install  ## 20k events/s for 10 s into a running stack's Kafka
+	$(PY) -m producer load --rate 20000 --duration 10
+
+simulate: install  ## the closed-loop acceptance run (5,000 visits, both starts) -> results/simulate.*
+	$(PY) -m devstack demo --visits 5000
 
 bench: install  ## benchmarks -> results/*.json
 	$(PY) -m bench

@@ -64,6 +64,7 @@ class Settings:
     stack_dir: str = _var("var/stack", "Folder of the local stack's data, logs and pid files.")
     data_dir: str = _var("var/data", "Folder of generated data (historical log, features).")
     seed: int = _var(1237, "Seed of every random choice of the simulated world.")
+    oracle: str = _var("rules", "Hidden click oracle of the simulator: a name or a dotted path.")
 
     def __post_init__(self) -> None:
         if self.dim < 1:

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "smoke", "demo"])
     parser.add_argument("--quick", action="store_true", help="demo: a short run")
+    parser.add_argument("--visits", type=int, default=None, help="demo: visits per start")
+    parser.add_argument("--rate", type=float, default=50.0, help="demo: visits per second")
     parser.add_argument("--timeout", type=float, default=90.0, help="readiness wait, seconds")
     parser.add_argument("--json", action="store_true", help="status as JSON")
     args = parser.parse_args(argv)
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from devstack.demo import run_demo
 
-            return run_demo(stack.settings, quick=args.quick)
+            return run_demo(stack.settings, quick=args.quick, visits=args.visits, rate=args.rate)
         elif args.command == "smoke":
             from devstack.smoke import smoke
 

@@ -28,6 +28,7 @@ import numpy as np
 from contract.config import Settings
 from contract.features import FeatureSpace, Product, User
 from contract.store import ParamStore, connect
+from producer.context import REFERENCE, ContextDistribution
 from producer.oracle import Oracle
 from producer.simulate import (
     InstantLinUCB,
@@ -57,6 +58,7 @@ class LoopOptions:
     via: str = "inprocess"
     history: Path | None = None  # JSON lines for the bootstrapped start
     work_dir: Path = Path("var/loop")
+    dist: ContextDistribution = REFERENCE
     ready_timeout_s: float = 120.0
 
 
@@ -224,7 +226,7 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
         stream = StreamLinUCB(rec, product_ids)
         world = World(products, features, oracle)
         policies = [stream, instant, RandomPolicy(len(products), opts.seed), OraclePolicy(world)]
-        visits = make_visits(opts.visits, opts.seed, users)
+        visits = make_visits(opts.visits, opts.seed, users, settings.top_k, opts.dist)
         bar = None
         if progress:
             from tqdm import tqdm

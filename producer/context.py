@@ -33,7 +33,10 @@ class ContextDistribution:
 
     p_morning: float = 0.5
     p_weekend: float = 0.5
-    start: datetime = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+    # A Monday a year before the live system's clock: history must lie in the past, because
+    # the job runs on event time and a future timestamp would push its watermark past every
+    # live event.
+    start: datetime = datetime(2025, 1, 6, tzinfo=UTC)
     weeks: int = 52
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ Two files of the same events, both deterministic in the seed:
 
 - ``history.jsonl``: the shared event schema (:mod:`contract.events`), one impression per event
   (one product shown, ``policy="historical"``, ``propensity=1/200`` since the product was drawn
-  uniformly) followed by a click 1 s later when the user clicked. This is what the job
+  uniformly) followed by a click 0.5 s later when the user clicked. This is what the job
   bootstraps from, directly or after ``python -m producer load --replay history.jsonl``.
 - ``history.csv``: ``event_id,request_id,user_id,product_id,ts_ms,clicked`` for offline
   evaluation; the context x is recomputed from the user and ts_ms with the same FeatureSpace.
@@ -25,7 +25,7 @@ from producer.context import REFERENCE, ContextDistribution
 from producer.oracle import Oracle
 
 N_EVENTS = 10_000
-CLICK_DELAY_MS = 1000
+CLICK_DELAY_MS = 500  # within any reward window the job is likely to run with (>= 1 s)
 HISTORY_FIELDS = ("event_id", "request_id", "user_id", "product_id", "ts_ms", "clicked")
 
 
@@ -68,7 +68,9 @@ def make_history(users: list[User], products: list[Product], features: FeatureSp
 def history_jsonl(h: History, users: list[User], products: list[Product]) -> str:
     lines = []
     propensity = 1.0 / len(products)
-    for i in range(len(h.user_idx)):
+    # In time order, as a real log is: the job joins on event time, and a click read after a
+    # later impression's watermark would be late. (The arrays stay in draw order.)
+    for i in np.argsort(h.ts_ms, kind="stable"):
         rid = h.request_id(i)
         pid = products[h.product_idx[i]].product_id
         ts = int(h.ts_ms[i])
