@@ -184,13 +184,20 @@ class Learn(KeyedProcessFunction):
 
 
 class PublishToRedis(ProcessFunction):
-    """The Redis sink: versioned, pipelined writes through :class:`contract.store.ParamStore`,
-    retried with backoff while Redis is down (the job waits; it does not fail)."""
+    """The Redis sink: versioned writes through :class:`contract.store.ParamStore`.
+
+    ``process_element`` only records the newest blob per product (memory bounded by the
+    number of products); a writer thread drains them in one pipeline per round, so one slow
+    Redis round trip never stalls the Python operator, and retries with backoff while Redis is
+    down (nothing lost: a product's newest blob stays pending until Redis takes it).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        import threading
+
         from contract.store import ParamStore, connect
 
         s = self.settings
@@ -198,22 +205,85 @@ class PublishToRedis(ProcessFunction):
                          s.redis_timeout_s)
         try:
             client.ping()
-        except Exception as exc:  # keep going: the publisher retries until Redis is back
+        except Exception as exc:  # keep going: the writer retries until Redis is back
             log.warning("Redis %s:%d not reachable at start (%s); writes will retry",
                         s.redis_host, s.redis_port, exc)
         self.publisher = Publisher(ParamStore(client, s.redis_prefix))
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.closing = False
+        self.pending: dict[str, tuple[bytes, int]] = {}
+        self.written = 0
+        self.lag_ms = 0
         group = runtime_context.get_metrics_group()
         self.published = group.counter("updates_published")
-        self.refused = group.counter("updates_refused_older")
-        self.lag_ms = 0
         group.gauge("publish_lag_ms", lambda: int(self.lag_ms))
         group.gauge("redis_retries", lambda: int(self.publisher.retries))
+        group.gauge("updates_refused_older", lambda: int(self.publisher.refused))
+        group.gauge("publish_pending", lambda: len(self.pending))
+        self.thread = threading.Thread(target=self._drain_forever, name="redis-writer",
+                                       daemon=True)
+        self.thread.start()
 
     def process_element(self, value: tuple, ctx: ProcessFunction.Context) -> Iterable[Any]:
         pid, blob, learned_at = value
-        written = self.publisher.publish([(pid, blob)])
-        self.published.inc(written)
-        if not written:
-            self.refused.inc()
-        self.lag_ms = _now_ms() - learned_at
+        with self.lock:
+            old = self.pending.get(pid)
+            if old is None or codec.peek_version(blob) >= codec.peek_version(old[0]):
+                self.pending[pid] = (blob, learned_at)
+            written, self.written = self.written, 0
+        self.wake.set()
+        if written:
+            self.published.inc(written)
+        return ()
+
+    def _drain_once(self) -> None:
+        with self.lock:
+            batch, self.pending = self.pending, {}
+        if not batch:
+            return
+        n = self.publisher.publish((pid, blob) for pid, (blob, _) in batch.items())
+        now = _now_ms()
+        with self.lock:
+            self.written += n
+        self.lag_ms = now - min(t for _, t in batch.values())
+
+    def _drain_forever(self) -> None:
+        while not self.closing:
+            self.wake.wait(0.1)
+            self.wake.clear()
+            try:
+                self._drain_once()
+            except Exception:  # never let the writer die: log and go on
+                log.exception("Redis writer round failed")
+
+    def close(self) -> None:
+        self.closing = True
+        self.wake.set()
+        self.thread.join(5)
+        self._drain_once()
+
+
+class NoopCount(ProcessFunction):
+    """The bench's no-op operator (the platform ceiling): counts records and, on a record
+    containing ``bench-end``, writes (first_ms, end_ms, count) to Redis for the bench."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from contract.store import connect
+
+        s = self.settings
+        self.client = connect(s.redis_host, s.redis_port, s.redis_password, s.redis_db, 2.0)
+        self.first = 0
+        self.count = 0
+
+    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterable[Any]:
+        self.count += 1
+        if self.first == 0:
+            self.first = _now_ms()
+        if "bench-end" in value:
+            self.client.set(self.settings.redis_key("bench", "noop"),
+                            f"{self.first} {_now_ms()} {self.count}")
         return ()

@@ -137,7 +137,7 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
     raw = env.from_source(source, watermarks, "kafka: impressions+clicks").uid("kafka-source")
     pickled = Types.PICKLED_BYTE_ARRAY()
     if opts.noop:
-        (raw.map(lambda line: len(line), output_type=Types.INT()).name("noop").uid("noop")
+        (raw.process(fn.NoopCount(settings), output_type=Types.INT()).name("noop").uid("noop")
          .sink_to(Sink("org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"))
          .name("discard"))
         return

@@ -1,0 +1,242 @@
+"""Job benchmark: throughput against a no-op job of the same shape, freshness at 500 ev/s, and
+time to the first published update, in one run on this machine.
+
+Writes results/bench_job.json::
+
+    {"mode": "thread", "throughput": {"job_eps", "noop_ceiling_eps", "ratio", ...},
+     "freshness_ms": {"rate_eps", "p50", "p99", ...}, "first_update_s", "modes": {...}}
+
+It starts its own Kafka + Redis (devstack, free ports, temp folder) and runs the job as users
+do (``python -m flink_job run``, local mini-cluster). Throughput: the same backlog of seeded
+events is read by the no-op job (KafkaSource -> one Python operator -> discard) and by the
+real job; each rate is events over the time from the first record to the last (the no-op
+operator times itself; the real job is timed from its first to its last Redis update).
+Freshness: probe requests (one shown product, clicked at once) ride on 500 ev/s of background
+traffic; a probe's freshness is from its click's append to Kafka to the pub/sub notice of its
+product's new version in Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import write_result
+from contract.config import Settings
+from contract.events import Click, Impression
+from contract.store import ParamStore, connect
+from devstack.stack import Stack, free_port
+from flink_job.harness import JobProcess, now_ms, produce, seeded_traffic, sentinels, wait_for
+
+log = logging.getLogger("bench_job")
+PRODUCTS = [f"p{i:03d}" for i in range(200)]
+BACKGROUND = PRODUCTS[:190]
+PROBES = PRODUCTS[190:]
+
+
+def _fresh(base: Settings, tag: str, **over: Any) -> Settings:
+    s = dataclasses.replace(base, topic_impressions=f"imp-{tag}", topic_clicks=f"clk-{tag}",
+                            topic_dead_letter=f"dl-{tag}", redis_prefix=f"b{tag}",
+                            checkpoint_dir=str(Path(base.stack_dir) / f"ckpt-{tag}"), **over)
+    Stack(s).create_topics()
+    return s
+
+
+def _store(s: Settings) -> ParamStore:
+    return ParamStore(connect(s.redis_host, s.redis_port, timeout_s=2.0), s.redis_prefix)
+
+
+def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dict[str, Any]:
+    """Same backlog through the no-op job and the real job."""
+    out: dict[str, Any] = {"events": n_events}
+    # no-op ceiling
+    s = _fresh(base, "noop")
+    traffic = seeded_traffic(s, n_events, seed=5, start_ms=now_ms() - 3_600_000,
+                             products=BACKGROUND, step_ms=2.0)
+    produce(s, [*traffic.records, (s.topic_impressions, b"bench-end", now_ms(), None)])
+    client = connect(s.redis_host, s.redis_port, timeout_s=2.0)
+    job = JobProcess(s, work / "noop.log", ["--noop"]).start()
+    try:
+        wait_for(lambda: client.get(s.redis_key("bench", "noop")) is not None, 300,
+                 "the no-op job's end marker", job)
+    finally:
+        job.kill()
+    first, end, count = (int(v) for v in client.get(s.redis_key("bench", "noop")).split())
+    out["noop_ceiling_eps"] = round(count / max(1e-3, (end - first) / 1000), 1)
+    out["noop_seconds"] = (end - first) / 1000
+
+    # the real job on the same events (topics of its own)
+    s = _fresh(base, "job")
+    traffic = seeded_traffic(s, n_events, seed=5, start_ms=now_ms() - 3_600_000,
+                             products=BACKGROUND, step_ms=2.0)
+    produce(s, [*traffic.records, *sentinels(s, now_ms() + 10 * 60_000)])
+    want = {p: len(o) for p, o in traffic.observations.items()}
+    store = _store(s)
+    t_start = time.monotonic()
+    job = JobProcess(s, work / "throughput.log", ["--products", str(products)]).start()
+    try:
+        wait_for(lambda: bool(store.versions()), 120, "a first update", job, every_s=0.02)
+        t_first = time.monotonic()
+        wait_for(lambda: store.versions() == want, 600, "every update", job, every_s=0.05)
+        t_end = time.monotonic()
+    finally:
+        job.kill()
+    secs = t_end - t_first
+    out.update({
+        "job_eps": round(n_events / secs, 1),
+        "job_observations_per_s": round(traffic.n_observations / secs, 1),
+        "job_seconds": round(secs, 2),
+        "first_update_s": round(t_first - t_start, 2),
+    })
+    out["ratio"] = round(out["job_eps"] / out["noop_ceiling_eps"], 3)
+    return out
+
+
+def freshness(base: Settings, products: Path, work: Path, rate_eps: float, seconds: float,
+              mode: str) -> dict[str, Any]:
+    """Probe clicks on 500 ev/s background traffic -> pub/sub notice of the new version."""
+    s = _fresh(base, f"fresh-{mode}", python_mode=mode)
+    client = connect(s.redis_host, s.redis_port, timeout_s=5.0)
+    pubsub = client.pubsub()
+    pubsub.subscribe(_store(s).keys.channel)
+    seen: dict[tuple[str, int], int] = {}  # (product, version) -> ns when noticed
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            msg = pubsub.get_message(timeout=0.1)
+            if msg and msg["type"] == "message":
+                pid, _, v = msg["data"].decode().rpartition(":")
+                seen.setdefault((pid, int(v)), time.time_ns())
+
+    t_start = time.monotonic()
+    job = JobProcess(s, work / f"fresh-{mode}.log", ["--products", str(products)]).start()
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    # warm-up: wait until the job publishes (first update) before timing anything
+    warm = [(s.topic_impressions, Impression(f"warm-{i}", 1, now_ms(), (0.0,) * s.dim,
+                                             ("p000",), (0.0,), "bench", 0).to_json(),
+             now_ms(), None) for i in range(1)]
+    warm.append((s.topic_clicks, Click("warm-0", "p000", now_ms()).to_json(), now_ms(), None))
+    produce(s, warm)
+    wait_for(lambda: ("p000", 1) in seen, 120, "the first update", job, every_s=0.02)
+    first_update_s = time.monotonic() - t_start
+
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 0})
+    rng = np.random.default_rng(9)
+    sent: dict[tuple[str, int], int] = {}
+    probe_version = dict.fromkeys(PROBES, 0)
+    n_total = int(rate_eps * seconds)
+    t0 = time.perf_counter()
+    i = 0
+    pending_clicks: list[tuple[int, str, str]] = []
+    while i < n_total:
+        due = t0 + i / rate_eps
+        if (wait := due - time.perf_counter()) > 0:
+            time.sleep(wait)
+        ts = now_ms()
+        if i % 50 == 0:  # a probe: ten per second, each probe product every 0.5 s
+            pid = PROBES[(i // 50) % len(PROBES)]
+            rid = f"probe-{i}"
+            producer.produce(s.topic_impressions, Impression(
+                rid, 1, ts, tuple(float(v) for v in rng.normal(size=s.dim)), (pid,), (0.0,),
+                "bench", 0).to_json(), timestamp=ts)
+            producer.produce(s.topic_clicks, Click(rid, pid, ts).to_json(), timestamp=ts)
+            producer.flush(1)
+            probe_version[pid] += 1
+            sent[(pid, probe_version[pid])] = time.time_ns()
+            i += 2
+            continue
+        while pending_clicks and pending_clicks[0][0] <= ts:
+            cts, rid, pid = pending_clicks.pop(0)
+            producer.produce(s.topic_clicks, Click(rid, pid, cts).to_json(), timestamp=cts)
+            i += 1
+        shown = tuple(BACKGROUND[j] for j in rng.choice(len(BACKGROUND), 5, replace=False))
+        rid = f"bg-{i}"
+        producer.produce(s.topic_impressions, Impression(
+            rid, 1, ts, tuple(float(v) for v in rng.normal(size=s.dim)), shown,
+            (0.0,) * 5, "bench", 0).to_json(), timestamp=ts)
+        if rng.random() < 0.15:
+            pending_clicks.append((ts + int(rng.integers(100, 2000)), rid,
+                                   shown[int(rng.integers(5))]))
+        i += 1
+        producer.poll(0)
+    producer.flush(10)
+    sent_seconds = time.perf_counter() - t0
+    time.sleep(3.0)
+    stop.set()
+    job.kill()
+    lat = np.array([(seen[k] - t) / 1e6 for k, t in sent.items() if k in seen])
+    missing = sum(1 for k in sent if k not in seen)
+    return {"rate_eps": rate_eps, "achieved_eps": round(n_total / sent_seconds, 1),
+            "p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+            "p99": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+            "mean": round(float(lat.mean()), 1) if lat.size else None,
+            "probes": len(sent), "probes_never_seen": missing,
+            "first_update_s": round(first_update_s, 2)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_job", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000, help="throughput backlog size")
+    parser.add_argument("--rate", type=float, default=500.0, help="freshness traffic, ev/s")
+    parser.add_argument("--seconds", type=float, default=30.0, help="freshness duration")
+    parser.add_argument("--modes", default="thread,process", help="freshness modes to compare")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with tempfile.TemporaryDirectory(prefix="bench-job-") as tmp:
+        work = Path(tmp)
+        base = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                                 redis_port=free_port(), stack_dir=str(work / "stack"),
+                                 checkpoint_interval_ms=5000)
+        stack = Stack(base, kafka_controller_port=free_port())
+        products = work / "products.txt"
+        products.write_text("\n".join(PRODUCTS) + "\n")
+        try:
+            stack.up(timeout_s=120)
+            tp = throughput(base, products, work, args.events)
+            log.info("throughput: %s", tp)
+            modes = {}
+            for mode in [m for m in args.modes.split(",") if m]:
+                modes[mode] = freshness(base, products, work, args.rate, args.seconds, mode)
+                log.info("freshness %s: %s", mode, modes[mode])
+        finally:
+            stack.down()
+    main_mode = base.python_mode
+    fr = modes.get(main_mode) or next(iter(modes.values()), {})
+    result = {
+        "mode": main_mode,
+        "throughput": {k: tp[k] for k in ("job_eps", "noop_ceiling_eps", "ratio")} | {
+            "events": tp["events"], "job_observations_per_s": tp["job_observations_per_s"]},
+        "freshness_ms": {k: fr.get(k) for k in ("rate_eps", "p50", "p99", "mean",
+                                                 "achieved_eps", "probes",
+                                                 "probes_never_seen")},
+        "first_update_s": tp["first_update_s"],
+        "modes": modes,
+        "targets": {"ratio": 0.6, "freshness_p50_ms": 100, "freshness_p99_ms": 500,
+                    "first_update_s": 20},
+    }
+    path = write_result("bench_job", result)
+    print(f"throughput: job {tp['job_eps']:.0f} ev/s ({tp['job_observations_per_s']:.0f} "
+          f"updates/s) vs no-op ceiling {tp['noop_ceiling_eps']:.0f} ev/s -> ratio "
+          f"{tp['ratio']:.2f}")
+    for mode, fr in modes.items():
+        print(f"freshness ({mode}) at {fr['rate_eps']:.0f} ev/s: p50 {fr['p50']} ms, "
+              f"p99 {fr['p99']} ms ({fr['probes']} probes, {fr['probes_never_seen']} unseen)")
+    print(f"first update {tp['first_update_s']:.1f} s after start; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

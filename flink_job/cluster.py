@@ -1,0 +1,158 @@
+"""A standalone Flink cluster from the pip distribution (``make cluster-up|job-submit|
+cluster-down``): web UI and REST on 127.0.0.1:<flink_rest_port>.
+
+Everything the cluster writes (config, logs, pid files) lives under
+``<stack_dir>/flink``; the pip distribution is only read. Its lib/ is mirrored by symlinks
+plus flink-python from opt/ (a second thread-mode job on a session cluster fails without it,
+and without ``classloader.parent-first-patterns.additional: pemja.``, DESIGN.md). The Kafka
+connector and our deserializer are shipped with each job (pipeline.jars), not put in lib/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from contract.config import Settings
+from flink_job import jars
+from flink_job.job import JOB_NAME
+
+log = logging.getLogger(__name__)
+HOME = jars.PYFLINK_HOME
+
+
+def _dirs(settings: Settings) -> dict[str, Path]:
+    root = Path(settings.stack_dir).resolve() / "flink"
+    return {"root": root, "conf": root / "conf", "lib": root / "lib", "log": root / "log",
+            "pid": root / "pid"}
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    d = _dirs(settings)
+    env = dict(os.environ)
+    env.update(settings.to_env())
+    env.update({"FLINK_HOME": str(HOME), "FLINK_CONF_DIR": str(d["conf"]),
+                "FLINK_LIB_DIR": str(d["lib"]), "FLINK_LOG_DIR": str(d["log"]),
+                "PYFLINK_CLIENT_EXECUTABLE": sys.executable,
+                "PYTHONPATH": str(jars.ROOT)})
+    return env
+
+
+def prepare(settings: Settings) -> dict[str, Path]:
+    """Write the cluster's config.yaml and mirror lib/ (idempotent)."""
+    d = _dirs(settings)
+    for p in d.values():
+        p.mkdir(parents=True, exist_ok=True)
+    wanted = [*sorted((HOME / "lib").glob("*.jar")),
+              *sorted((HOME / "opt").glob("flink-python-*.jar"))]
+    for jar in wanted:
+        link = d["lib"] / jar.name
+        if not link.exists():
+            link.symlink_to(jar)
+    for name in ("log4j.properties", "log4j-cli.properties", "log4j-console.properties",
+                 "logback.xml"):
+        src = HOME / "conf" / name
+        if src.exists():
+            (d["conf"] / name).write_bytes(src.read_bytes())
+    (d["conf"] / "workers").write_text("localhost\n")
+    (d["conf"] / "masters").write_text(f"localhost:{settings.flink_rest_port}\n")
+    conf = {
+        "jobmanager.rpc.address": "localhost",
+        "jobmanager.bind-host": "127.0.0.1",
+        "taskmanager.bind-host": "127.0.0.1",
+        "taskmanager.host": "localhost",
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "rest.port": str(settings.flink_rest_port),
+        "jobmanager.memory.process.size": "1024m",
+        "taskmanager.memory.process.size": "2048m",
+        "taskmanager.numberOfTaskSlots": str(max(2, settings.job_parallelism)),
+        "parallelism.default": str(settings.job_parallelism),
+        "classloader.parent-first-patterns.additional": "pemja.",
+        "env.pid.dir": str(d["pid"]),
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+    }
+    (d["conf"] / "config.yaml").write_text(
+        "".join(f"{k}: {json.dumps(v)}\n" for k, v in conf.items()))
+    return d
+
+
+def rest(settings: Settings, path: str, timeout_s: float = 2.0) -> dict:
+    url = f"http://127.0.0.1:{settings.flink_rest_port}{path}"
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def up(settings: Settings, timeout_s: float = 90.0) -> None:
+    try:
+        rest(settings, "/overview")
+        log.info("a Flink cluster already answers on 127.0.0.1:%d", settings.flink_rest_port)
+        return
+    except OSError:
+        pass
+    prepare(settings)
+    subprocess.run([str(HOME / "bin" / "start-cluster.sh")], env=_env(settings), check=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if rest(settings, "/overview").get("taskmanagers", 0) >= 1:
+                log.info("Flink web UI: http://127.0.0.1:%d", settings.flink_rest_port)
+                return
+        except OSError:
+            pass
+        time.sleep(1.0)
+    raise RuntimeError(f"the cluster did not come up in {timeout_s:.0f}s; logs in "
+                       f"{_dirs(settings)['log']}")
+
+
+def submit(settings: Settings, products: str | None = None, restore: str | None = None) -> int:
+    """``flink run -d`` the job (the client is ``python -m flink_job.submit``)."""
+    prepare(settings)
+    cmd = [str(HOME / "bin" / "flink"), "run", "-d", "-m",
+           f"127.0.0.1:{settings.flink_rest_port}"]
+    if restore:
+        cmd += ["-s", restore]
+    cmd += ["-pym", "flink_job.submit", "-pyexec", sys.executable,
+            "-pyclientexec", sys.executable]
+    if products:
+        cmd += ["--products", products]
+    log.info("submitting %s: %s", JOB_NAME, " ".join(cmd))
+    return subprocess.run(cmd, env=_env(settings), cwd=jars.ROOT).returncode
+
+
+def down(settings: Settings) -> None:
+    prepare(settings)
+    subprocess.run([str(HOME / "bin" / "stop-cluster.sh")], env=_env(settings), check=False)
+
+
+def status(settings: Settings) -> int:
+    try:
+        overview = rest(settings, "/overview")
+        jobs = rest(settings, "/jobs/overview").get("jobs", [])
+    except OSError as exc:
+        log.info("no cluster on 127.0.0.1:%d (%s)", settings.flink_rest_port, exc)
+        return 3
+    log.info("cluster: %s", json.dumps(overview))
+    for j in jobs:
+        log.info("job %s %s %s", j.get("jid"), j.get("name"), j.get("state"))
+    return 0
+
+
+def main(settings: Settings, action: str, products: str | None = None,
+         restore: str | None = None) -> int:
+    if action == "up":
+        up(settings)
+        return 0
+    if action == "submit":
+        return submit(settings, products, restore)
+    if action == "down":
+        down(settings)
+        return 0
+    return status(settings)
