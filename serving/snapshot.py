@@ -97,7 +97,11 @@ class Snapshot:
         if alpha == 0:
             return mean
         var = self._A_flat @ np.outer(x, x).ravel()  # (m,) x^T A^-1 x per product
-        return mean + alpha * np.sqrt(np.maximum(var, 0.0))
+        np.maximum(var, 0.0, out=var)  # in place: no temporaries on the request path
+        np.sqrt(var, out=var)
+        var *= alpha
+        var += mean
+        return var
 
     # --- changing (returns a new snapshot) ---------------------------------------------------
     def with_params(self, params: Mapping[str, Params], synced_at: float | None = None

@@ -144,3 +144,24 @@ def test_k_larger_than_catalog_shows_everything_once() -> None:
     rec = Recommender(Settings.from_env({}), ["a", "b", "c"])
     r = rec.recommend(1, x=np.ones(D), k=10)
     assert sorted(i.product_id for i in r.items) == ["a", "b", "c"]
+
+
+def test_context_of_known_users_equals_the_shared_transform() -> None:
+    """The per-(user, time bucket, day kind) cache of x gives exactly context_vector's x."""
+    from datetime import UTC, datetime, timedelta
+
+    from contract.features import FeatureSpace, load_users
+
+    users = load_users()
+    fs = FeatureSpace.load()
+    rec = Recommender(Settings.from_env({}), ["a", "b"], users={u.user_id: u for u in users},
+                      features=fs)
+    rng = np.random.default_rng(9)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(500):
+        user = users[int(rng.integers(len(users)))]
+        at = base + timedelta(minutes=int(rng.integers(0, 60 * 24 * 21)))
+        np.testing.assert_array_equal(rec.context(user.user_id, at=at),
+                                      fs.context_vector(user, at))
+        r = rec.recommend(user.user_id, at=at, k=1)
+        np.testing.assert_array_equal(r.x, fs.context_vector(user, at))

@@ -1,0 +1,379 @@
+"""Serving benchmark: in-process scoring against MABWiser on the same parameters, HTTP over
+loopback with a separate load process, and the cost at 10k and 100k products, in one run.
+
+Writes results/bench_serving.json::
+
+    {"inprocess": {"p50_ms", "p99_ms", "mabwiser_p50_ms", "mabwiser_p99_ms", "speedup_p50", ...},
+     "http": {"rps", "p50_ms", "p99_ms", ...},
+     "scale": [{"products", "p50_ms", "p99_ms"}, ...]}
+
+It starts its own Kafka + Redis (devstack, free ports, temp folder) so the in-process and HTTP
+numbers include logging every impression to a real broker, and ``python -m serving`` as the
+HTTP server (the real entry point, uvicorn with what is installed). The load generator is a
+separate process (``--load-worker``): a raw asyncio HTTP/1.1 keep-alive client, so the
+client's own cost stays small next to the server's on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import percentiles_ms, write_result
+
+log = logging.getLogger("bench_serving")
+D = 15
+K = 5
+
+
+# --- in-process ------------------------------------------------------------------------------
+
+def _mabwiser_fixture(m: int, n_events: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    """MABWiser LinUCB fitted on a synthetic log, and the same parameters as our snapshot."""
+    from mabwiser.mab import MAB, LearningPolicy
+
+    from contract import linucb
+    from contract.codec import Params
+    from serving import Snapshot
+
+    rng = np.random.default_rng(seed)
+    arms = [f"p{i:03d}" for i in range(m)]
+    decisions = rng.choice(arms, n_events)
+    contexts = rng.uniform(0, 1, (n_events, D))
+    rewards = (rng.uniform(size=n_events) < 0.15).astype(int)
+    mab = MAB(arms, LearningPolicy.LinUCB(alpha=1.0, l2_lambda=1.0), seed=seed)
+    mab.fit(decisions, rewards, contexts)
+    counts = {a: int(c) for a, c in zip(*np.unique(decisions, return_counts=True), strict=True)}
+    params = {}
+    for arm, model in mab._imp.arm_to_model.items():
+        state = linucb.ArmState(np.asarray(model.A_inv), model.A @ model.beta, counts.get(arm, 0))
+        params[arm] = Params(state, 1)
+    snap, _ = Snapshot.prior(arms, D).with_params(params)
+    return mab, snap, arms
+
+
+def _time_calls(fn, args: list[Any], warmup: int = 200) -> list[float]:  # type: ignore[no-untyped-def]
+    for a in args[:warmup]:
+        fn(a)
+    gc.collect()
+    out = []
+    perf = time.perf_counter
+    for a in args:
+        t0 = perf()
+        fn(a)
+        out.append(perf() - t0)
+    return out
+
+
+def bench_inprocess(settings, n: int = 20_000, n_mab: int = 1_000) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from contract.features import FeatureSpace, load_users
+    from contract.linucb import top_k
+    from serving import Recommender
+    from serving.eventlog import KafkaEventLog
+
+    mab, snap, arms = _mabwiser_fixture(200, 10_000)
+    users = load_users()
+    events = KafkaEventLog(settings)
+    rec = Recommender(settings, snapshot=snap, events=events, seed=0,
+                      users={u.user_id: u for u in users}, features=FeatureSpace.load())
+    rng = np.random.default_rng(1)
+    xs = list(rng.uniform(0, 1, (n, D)))
+
+    # Same answers first: our top-5 equals MABWiser's on these parameters.
+    exps = mab.predict_expectations(np.array(xs[:200]))
+    agree = all(
+        [i.product_id for i in rec.recommend(0, x=x, k=K, policy="linucb").items]
+        == sorted(arms, key=lambda a, e=e: -e[a])[:K]
+        for x, e in zip(xs[:200], exps, strict=True))
+
+    ours = _time_calls(lambda x: rec.recommend(0, x=x, k=K, policy="linucb"), xs)
+    score_only = _time_calls(lambda x: top_k(snap.scores(x, 1.0), K), xs)
+    uids = [users[i % len(users)].user_id for i in range(n)]
+    with_features = _time_calls(lambda u: rec.recommend(u, k=K), uids)
+
+    def mab_top5(x: np.ndarray) -> list[str]:
+        e = mab.predict_expectations(x.reshape(1, -1))
+        return sorted(e, key=e.__getitem__, reverse=True)[:K]
+
+    theirs = _time_calls(mab_top5, xs[:n_mab], warmup=20)
+    rec.close()
+    ev = events.stats()
+    p, q = percentiles_ms(ours), percentiles_ms(theirs)
+    return {
+        "products": 200, "dim": D, "k": K,
+        "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"], "mean_ms": p["mean_ms"], "n": p["n"],
+        "mabwiser_p50_ms": q["p50_ms"], "mabwiser_p99_ms": q["p99_ms"], "mabwiser_n": q["n"],
+        "speedup_p50": q["p50_ms"] / p["p50_ms"], "speedup_p99": q["p99_ms"] / p["p99_ms"],
+        "rankings_agree_with_mabwiser": agree,
+        "what": "Recommender.recommend(x given, k=5, linucb): score 200 products + top-5 + "
+                "impression queued for Kafka; MABWiser: predict_expectations for one context "
+                "+ sort for top-5, same fitted parameters",
+        "score_topk_only": percentiles_ms(score_only),
+        "recommend_with_user_features": percentiles_ms(with_features),
+        "events": {"published": ev.published, "failed": ev.failed, "dropped": ev.dropped},
+    }
+
+
+def bench_scale(settings, sizes=(200, 10_000, 100_000)) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    from serving import Recommender, Snapshot
+    from serving.eventlog import MemoryEventLog
+
+    out = []
+    rng = np.random.default_rng(2)
+    for m in sizes:
+        G = rng.normal(0, 0.3, (m, D, D))
+        A = np.eye(D) + G @ G.transpose(0, 2, 1)
+        A_invs = np.linalg.inv(A)
+        snap = Snapshot(tuple(f"p{i:06d}" for i in range(m)), rng.normal(0, 0.1, (m, D)),
+                        A_invs, np.ones(m, dtype=np.int64), np.zeros(m, dtype=np.int64))
+        del G, A
+        rec = Recommender(settings, snapshot=snap, events=MemoryEventLog())
+        n = {200: 5000, 10_000: 1000}.get(m, 100)
+        xs = list(rng.uniform(0, 1, (n, D)))
+        t = _time_calls(lambda x, r=rec: r.recommend(0, x=x, k=K), xs, warmup=10)
+        p = percentiles_ms(t)
+        out.append({"products": m, "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"],
+                    "mean_ms": p["mean_ms"], "n": p["n"],
+                    "snapshot_mb": (snap.A_invs.nbytes + snap.thetas.nbytes) / 2**20})
+        log.info("scale %d products: p50 %.3f ms p99 %.3f ms", m, p["p50_ms"], p["p99_ms"])
+        del rec, snap, A_invs
+        gc.collect()
+    base = out[0]["p50_ms"]
+    for row in out:
+        row["p50_vs_200"] = row["p50_ms"] / base
+    return out
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+async def _load(port: int, duration_s: float, concurrency: int, rate: float) -> dict[str, Any]:
+    """Closed loop (rate 0: each connection sends as soon as its answer arrives) or open loop
+    at ``rate`` requests/s in total, latency measured from the scheduled send time (so a slow
+    server cannot hide queueing: no coordinated omission)."""
+    users = list(range(1000))
+    bodies = [json.dumps({"user_id": u}).encode() for u in users]
+    reqs = [b"POST /recommend HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(b)).encode() + b"\r\n\r\n" + b for b in bodies]
+    lat: list[float] = []
+    errors = [0]
+    start = time.perf_counter() + 0.2
+    stop = start + duration_s
+    per_conn_interval = concurrency / rate if rate > 0 else 0.0
+
+    async def conn(c: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = c
+        nxt = start + (c * per_conn_interval / concurrency if rate > 0 else 0.0)
+        while True:
+            now = time.perf_counter()
+            if rate > 0:
+                if nxt > now:
+                    await asyncio.sleep(nxt - now)
+                t0 = nxt
+                nxt += per_conn_interval
+            else:
+                t0 = now
+            if t0 >= stop:
+                break
+            writer.write(reqs[i % len(reqs)])
+            i += concurrency
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            if head[9:12] != b"200":
+                errors[0] += 1
+            if t0 >= start:
+                lat.append(time.perf_counter() - t0)
+        writer.close()
+
+    await asyncio.gather(*(conn(c) for c in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    p = percentiles_ms(lat) if lat else {"p50_ms": None, "p99_ms": None, "mean_ms": None, "n": 0}
+    return {"rps": len(lat) / elapsed, "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"],
+            "mean_ms": p["mean_ms"], "requests": len(lat), "errors": errors[0],
+            "concurrency": concurrency, "target_rate": rate or None, "seconds": duration_s}
+
+
+def _run_load(port: int, duration_s: float, concurrency: int, rate: float = 0.0
+              ) -> dict[str, Any]:
+    """The load generator in its own process (the server gets one core, the client another)."""
+    out = subprocess.run([sys.executable, "-m", "bench.bench_serving", "--load-worker",
+                          str(port), str(duration_s), str(concurrency), str(rate)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def bench_http(settings, duration_s: float, workers: int = 1) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from devstack.stack import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTREC_")}
+    env.update(settings.to_env())
+    env["RTREC_SERVING_PORT"] = str(port)
+    server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning",
+                               "--workers", str(workers)], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        in_kafka_before = _topic_count(settings, settings.topic_impressions)
+        warm = _run_load(port, 2.0, 4)["requests"]  # warm-up (also logs impressions)
+        before = httpx.get(f"{url}/healthz").json()["events"]
+        runs = {f"closed_c{c}": _run_load(port, duration_s, c) for c in (1, 4, 16)}
+        runs["open_1500rps"] = _run_load(port, duration_s, 16, rate=1500.0)
+        time.sleep(1.0)  # let the last batch be acknowledged
+        in_kafka_after = _topic_count(settings, settings.topic_impressions)
+        health = httpx.get(f"{url}/healthz").json()
+        after = health["events"]
+        server_hist = _server_latency(httpx.get(f"{url}/metrics").text)
+    finally:
+        server.terminate()
+        server.wait(30)
+    head = runs["closed_c4"]
+    sent = sum(r["requests"] for r in runs.values())
+    return {
+        "rps": head["rps"], "p50_ms": head["p50_ms"], "p99_ms": head["p99_ms"],
+        "headline": "closed loop, 4 keep-alive connections, POST /recommend {user_id} "
+                    "(features looked up and built server-side), separate load process",
+        "runs": runs,
+        "server": f"python -m serving --workers {workers} (uvicorn {_uvicorn_flavour()})",
+        "events_logged_to_kafka": {
+            "impressions_in_topic": in_kafka_after - in_kafka_before,
+            "requests_timed": sent + warm, "failed_or_dropped_per_healthz": (
+                after["failed"] - before["failed"] + after["dropped"] - before["dropped"]),
+            "how": "high-watermark offsets of the impressions topic before/after; a bit more "
+                   "than requests_timed because each run's first 0.2 s is not timed"},
+        "server_side_recommend_seconds_buckets": server_hist,
+    }
+
+
+def _topic_count(settings, topic: str) -> int:  # type: ignore[no-untyped-def]
+    """Records in a topic: the sum of its partitions' high watermarks (nothing is deleted)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-count"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in parts)
+    finally:
+        c.close()
+
+
+def _uvicorn_flavour() -> str:
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{loop} + {http}"
+
+
+def _server_latency(metrics: str) -> dict[str, float]:
+    out = {}
+    for line in metrics.splitlines():
+        if (line.startswith("rtrec_serving_request_seconds_bucket")
+                and 'route="/recommend"' in line and 'code="200"' in line):
+            le = line.split('le="')[1].split('"')[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_serving", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each HTTP run")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, short HTTP runs")
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="uvicorn workers of the HTTP server under test")
+    parser.add_argument("--parts", default="inprocess,http,scale",
+                        help="comma-separated subset of inprocess,http,scale (development)")
+    parser.add_argument("--load-worker", nargs=4, metavar=("PORT", "SECONDS", "CONC", "RATE"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_worker:
+        port, secs, conc, rate = args.load_worker
+        print(json.dumps(asyncio.run(_load(int(port), float(secs), int(conc), float(rate)))))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from contract.config import Settings
+    from devstack.stack import Stack, free_port
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as root:
+        settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                                     redis_port=free_port(), stack_dir=str(Path(root)),
+                                     checkpoint_dir=str(Path(root) / "ck"),
+                                     data_dir=str(Path(root) / "data"))
+        stack = Stack(settings, kafka_controller_port=free_port())
+        try:
+            log.info("starting Kafka + Redis in %s", root)
+            stack.up(timeout_s=120)
+            parts = set(args.parts.split(","))
+            load_before = os.getloadavg()
+            inproc = http = scale = None
+            if "inprocess" in parts:
+                log.info("in-process")
+                inproc = bench_inprocess(settings, n=5_000 if args.quick else 20_000,
+                                         n_mab=300 if args.quick else 1_000)
+                log.info("in-process p50 %.4f ms p99 %.4f ms; MABWiser p50 %.3f ms: x%.0f",
+                         inproc["p50_ms"], inproc["p99_ms"], inproc["mabwiser_p50_ms"],
+                         inproc["speedup_p50"])
+            if "http" in parts:
+                log.info("HTTP")
+                http = bench_http(settings, 3.0 if args.quick else args.seconds,
+                                  args.server_workers)
+                log.info("HTTP %.0f rps p50 %.2f ms p99 %.2f ms", http["rps"], http["p50_ms"],
+                         http["p99_ms"])
+            if "scale" in parts:
+                log.info("scale")
+                scale = bench_scale(settings)
+            load_after = os.getloadavg()
+        finally:
+            stack.down()
+    result = {"inprocess": inproc, "http": http, "scale": scale,
+              "command": "make bench (python -m bench --only serving)",
+              "load_average_1m": {"before": load_before[0], "after": load_after[0]},
+              "note": "2-core machine shared with other jobs: a load average above 2 "
+                      "means the numbers include waiting for a CPU"}
+    if parts != {"inprocess", "http", "scale"}:  # a partial run never overwrites the record
+        print(json.dumps(result, indent=1))
+        return 0
+    path = write_result("bench_serving", result)
+    assert inproc is not None and http is not None and scale is not None
+    print(f"in-process top-{K} of 200: p50 {inproc['p50_ms']:.4f} ms, p99 {inproc['p99_ms']:.4f} "
+          f"ms; MABWiser p50 {inproc['mabwiser_p50_ms']:.3f} ms, p99 "
+          f"{inproc['mabwiser_p99_ms']:.3f} ms; speedup p50 x{inproc['speedup_p50']:.0f}")
+    print(f"HTTP: {http['rps']:.0f} req/s, p50 {http['p50_ms']:.2f} ms, p99 {http['p99_ms']:.2f} "
+          f"ms; open loop 1500/s p99 {http['runs']['open_1500rps']['p99_ms']:.2f} ms")
+    for row in scale:
+        print(f"{row['products']:>7} products: p50 {row['p50_ms']:.3f} ms, p99 "
+              f"{row['p99_ms']:.3f} ms")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
