@@ -41,6 +41,7 @@ class EventStats:
     dropped: int
     queued: int
     last_error: str | None = None
+    last_failure_age_s: float | None = None  # seconds since the last failed/dropped event
 
 
 class EventSink(Protocol):
@@ -106,6 +107,7 @@ class KafkaEventLog:
         self._dropped_accepted = 0  # accepted into the queue, then refused by librdkafka
         self._last_error: str | None = None
         self._last_logged = 0.0
+        self._last_failure: float | None = None
         self._worker = threading.Thread(target=self._run, name="rtrec-eventlog", daemon=True)
         self._worker.start()
 
@@ -126,9 +128,11 @@ class KafkaEventLog:
     def stats(self) -> EventStats:
         with self._lock:
             done = self._published + self._failed + self._dropped_accepted
+            age = None if self._last_failure is None else time.monotonic() - self._last_failure
             return EventStats(accepted=self._accepted, published=self._published,
                               failed=self._failed, dropped=self._dropped,
-                              queued=max(0, self._accepted - done), last_error=self._last_error)
+                              queued=max(0, self._accepted - done), last_error=self._last_error,
+                              last_failure_age_s=age)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, send what is queued, wait up to ``timeout_s`` for acknowledgements;
@@ -188,6 +192,7 @@ class KafkaEventLog:
         """Log at most once a second: an outage must not turn into a log flood."""
         self._last_error = message
         now = time.monotonic()
+        self._last_failure = now
         if force or now - self._last_logged >= 1.0:
             self._last_logged = now
             log.warning("%s (published=%d failed=%d dropped=%d)", message, self._published,

@@ -175,8 +175,9 @@ class Recommender:
             if params.notifications == "down":
                 reasons.append("change notifications down: polling")
         ev = self.events.stats()
-        if ev.last_error and (ev.dropped or ev.failed) and ev.published == 0:
-            reasons.append(f"events: none published yet; {ev.last_error}")
+        if ev.last_failure_age_s is not None and ev.last_failure_age_s < 30.0:
+            reasons.append(f"events: {ev.failed} failed, {ev.dropped} dropped; last "
+                           f"{ev.last_failure_age_s:.0f}s ago: {ev.last_error}")
         if ev.queued > 10_000:
             reasons.append(f"events: {ev.queued} waiting for Kafka")
         return Health("degraded" if reasons else "ready", tuple(reasons), params, ev)
