@@ -2,8 +2,13 @@
 
 Going through Kafka (rather than a separate batch job writing state) means history is learned
 by exactly the same code path, validated, joined and checkpointed like live traffic, and a
-restart cannot learn it twice (the offsets are in the checkpoint). Each event is appended with
-its own ``ts_ms`` as the Kafka timestamp, so the reward join sees history's real timing.
+restart cannot learn it twice (the offsets are in the checkpoint).
+
+The Kafka timestamp is the job's event time. History keeps its relative timing (clicks stay
+inside or outside their windows) but is shifted so its last event lands at "now": a log from a
+simulated calendar ahead of the wall clock would otherwise push the watermark past live
+traffic (every live window would close at once), and Kafka refuses timestamps more than
+``log.message.timestamp.after.max.ms`` (1 h) ahead.
 """
 
 from __future__ import annotations
@@ -18,21 +23,24 @@ from contract.config import Settings
 log = logging.getLogger(__name__)
 
 
-def append_events(settings: Settings, lines: Iterable[bytes]) -> int:
+def append_events(settings: Settings, lines: Iterable[bytes], shift_to_now: bool = True) -> int:
     """Append raw event lines (impressions and clicks, contract JSON); returns the count."""
+    import time
+
     from confluent_kafka import Producer
 
+    events = [(line.strip(), _obj(line)) for line in lines if line.strip()]
+    newest = max((o["ts_ms"] for _, o in events if isinstance(o.get("ts_ms"), int)), default=0)
+    shift = time.time_ns() // 1_000_000 - newest if shift_to_now else 0
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20,
                          "enable.idempotence": True})
     n = 0
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        obj = json.loads(line)
+    for line, obj in events:
         topic = settings.topic_clicks if obj.get("type") == "click" else settings.topic_impressions
+        ts = obj.get("ts_ms")
+        ts = ts + shift if isinstance(ts, int) and not isinstance(ts, bool) else newest + shift
         producer.produce(topic, value=line, key=str(obj.get("request_id", "")).encode(),
-                         timestamp=int(obj.get("ts_ms", 0)) or 0)
+                         timestamp=max(0, ts))
         n += 1
         if n % 10_000 == 0:
             producer.poll(0)
@@ -40,6 +48,15 @@ def append_events(settings: Settings, lines: Iterable[bytes]) -> int:
     if remaining:
         raise RuntimeError(f"{remaining} events not acknowledged by Kafka within 60 s")
     return n
+
+
+def _obj(line: bytes) -> dict:
+    """The event's routing fields; a bad line still goes in (the job dead-letters it)."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def append_log(settings: Settings, path: Path) -> int:
