@@ -79,9 +79,26 @@ def prepare(settings: Settings) -> dict[str, Path]:
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
     }
+    conf.update(_java_opts())
     (d["conf"] / "config.yaml").write_text(
         "".join(f"{k}: {json.dumps(v)}\n" for k, v in conf.items()))
     return d
+
+
+def _java_opts() -> dict[str, str]:
+    """The distribution's JVM options (JDK 17 needs its --add-opens), flattened."""
+    import yaml
+
+    def flat(node: object, prefix: str = "") -> dict[str, str]:
+        if isinstance(node, dict):
+            out: dict[str, str] = {}
+            for k, v in node.items():
+                out.update(flat(v, f"{prefix}{k}."))
+            return out
+        return {prefix[:-1]: str(node)}
+
+    dist = flat(yaml.safe_load((HOME / "conf" / "config.yaml").read_text()) or {})
+    return {k: v for k, v in dist.items() if k.startswith("env.java.")}
 
 
 def rest(settings: Settings, path: str, timeout_s: float = 2.0) -> dict:
