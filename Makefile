@@ -10,7 +10,7 @@ JARS_STAMP := jvm/lib/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 QUICK ?=
 
-.PHONY: help install redis-server test demo evaluate load simulate bench lint stack-up stack-down stack-status clean distclean
+.PHONY: help install redis-server test demo evaluate load simulate bench lint cluster-up job-submit cluster-down stack-up stack-down stack-status clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,15 @@ stack-down:  ## stop exactly what stack-up started
 
 stack-status:  ## show the stack's processes, ports and logs
 	$(PY) -m devstack status
+
+cluster-up: install  ## standalone Flink cluster from the pip distribution (web UI 127.0.0.1:8081)
+	$(PY) -m flink_job cluster up
+
+job-submit: install  ## submit the job to the standalone cluster (parallelism RTREC_JOB_PARALLELISM)
+	$(PY) -m flink_job cluster submit
+
+cluster-down:  ## stop the standalone cluster
+	@if [ -x $(PY) ]; then $(PY) -m flink_job cluster down; fi
 
 clean: stack-down  ## remove generated state (var/, results/, caches)
 	rm -rf var results .pytest_cache .ruff_cache
