@@ -7,9 +7,10 @@ Little-endian, fixed layout, no pickle::
     4      1     format version (1)
     5      1     flags (0)
     6      2     d (uint16)
-    8      8     n (uint64): observations learned; the version
-    16     8     updated_at_ms (uint64): when the job produced it
-    24     8*d*d A^-1, float64, row-major
+    8      8     version (uint64): updates applied; only grows
+    16     8     n (uint64): observations learned
+    24     8     updated_at_ms (uint64): when the job produced it
+    32     8*d*d A^-1, float64, row-major
     ..     8*d   b, float64
     ..     4     CRC-32 of every byte before it
 
@@ -21,7 +22,7 @@ larger and slower (bench/bench_codec.py measures both in one run).
 >>> from contract.linucb import init_state
 >>> blob = encode(init_state(2), updated_at_ms=5)
 >>> len(blob), decode(blob).state.n
-(76, 0)
+(84, 0)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from contract.linucb import ArmState
 
 MAGIC = b"LUCB"
 FORMAT_VERSION = 1
-_HEADER = struct.Struct("<4sBBHQQ")
+_HEADER = struct.Struct("<4sBBHQQQ")
 _CRC = struct.Struct("<I")
 MAX_DIM = 1024
 
@@ -66,7 +67,7 @@ def encode(state: ArmState, updated_at_ms: int = 0) -> bytes:
     if not 0 < d <= MAX_DIM or state.A_inv.shape != (d, d):
         raise CodecError(f"bad shapes: A_inv {state.A_inv.shape}, b {state.b.shape}")
     body = b"".join((
-        _HEADER.pack(MAGIC, FORMAT_VERSION, 0, d, state.n, updated_at_ms),
+        _HEADER.pack(MAGIC, FORMAT_VERSION, 0, d, state.version, state.n, updated_at_ms),
         np.ascontiguousarray(state.A_inv, dtype="<f8").tobytes(),
         np.ascontiguousarray(state.b, dtype="<f8").tobytes(),
     ))
@@ -74,13 +75,13 @@ def encode(state: ArmState, updated_at_ms: int = 0) -> bytes:
 
 
 def peek_version(blob: bytes) -> int:
-    """The version (n) without decoding the arrays; raises CodecError on a bad header."""
+    """The version without decoding the arrays; raises CodecError on a bad header."""
     return _header(blob)[4]
 
 
 def decode(blob: bytes, dim: int | None = None) -> Params:
     """Decode and verify one value; ``dim`` (when given) must match."""
-    _magic, _fmt, _flags, d, n, updated_at_ms = _header(blob)
+    _magic, _fmt, _flags, d, version, n, updated_at_ms = _header(blob)
     if dim is not None and d != dim:
         raise CodecError(f"dimension {d} != expected {dim}")
     if len(blob) != encoded_size(d):
@@ -91,10 +92,10 @@ def decode(blob: bytes, dim: int | None = None) -> Params:
     off = _HEADER.size
     A_inv = np.frombuffer(blob, dtype="<f8", count=d * d, offset=off).reshape(d, d).copy()
     b = np.frombuffer(blob, dtype="<f8", count=d, offset=off + 8 * d * d).copy()
-    return Params(ArmState(A_inv=A_inv, b=b, n=n), updated_at_ms=updated_at_ms)
+    return Params(ArmState(A_inv=A_inv, b=b, n=n, version=version), updated_at_ms=updated_at_ms)
 
 
-def _header(blob: bytes) -> tuple[bytes, int, int, int, int, int]:
+def _header(blob: bytes) -> tuple[bytes, int, int, int, int, int, int]:
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise CodecError(f"expected bytes, got {type(blob).__name__}")
     if len(blob) < _HEADER.size + _CRC.size:

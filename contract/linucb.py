@@ -30,20 +30,25 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ArmState:
-    """Sufficient statistics of one product. ``version`` only grows (it is ``n``)."""
+    """Sufficient statistics of one product.
+
+    ``version`` counts the updates applied (observations and reward corrections); it only
+    grows, and a replay of the same events reaches the same version whatever the batching,
+    so it orders the values published to Redis. Omitted, it starts equal to ``n``.
+    """
 
     A_inv: np.ndarray  # (d, d) float64, inverse of l2*I + X^T X
     b: np.ndarray  # (d,) float64, X^T r
     n: int  # observations learned
+    version: int = -1
+
+    def __post_init__(self) -> None:
+        if self.version < 0:
+            object.__setattr__(self, "version", self.n)
 
     @property
     def dim(self) -> int:
         return int(self.b.shape[0])
-
-    @property
-    def version(self) -> int:
-        """The publication version: n is monotone and the same after a replay."""
-        return self.n
 
 
 def init_state(dim: int, l2: float = 1.0) -> ArmState:
@@ -71,7 +76,20 @@ def woodbury(A_inv: np.ndarray, X: np.ndarray) -> np.ndarray:
 def update(state: ArmState, x: np.ndarray, reward: float) -> ArmState:
     """Learn one observation (x, reward)."""
     x = np.asarray(x, dtype=np.float64)
-    return ArmState(A_inv=sherman_morrison(state.A_inv, x), b=state.b + reward * x, n=state.n + 1)
+    return ArmState(A_inv=sherman_morrison(state.A_inv, x), b=state.b + reward * x, n=state.n + 1,
+                    version=state.version + 1)
+
+
+def add_reward(state: ArmState, x: np.ndarray, reward: float) -> ArmState:
+    """Add ``reward * x`` to b for an observation already learned with reward 0.
+
+    This is how the job learns without waiting for the reward window: each shown product is
+    learned at once with the default reward 0 (A and n change), and a click that arrives
+    within the window adds its reward here. The sums end where waiting would have put them.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return ArmState(A_inv=state.A_inv, b=state.b + reward * x, n=state.n,
+                    version=state.version + 1)
 
 
 def update_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray) -> ArmState:
@@ -82,7 +100,9 @@ def update_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray) -> ArmStat
         return state
     if X.shape[0] == 1:
         return update(state, X[0], float(rewards[0]))
-    return ArmState(A_inv=woodbury(state.A_inv, X), b=state.b + rewards @ X, n=state.n + X.shape[0])
+    k = X.shape[0]
+    return ArmState(A_inv=woodbury(state.A_inv, X), b=state.b + rewards @ X, n=state.n + k,
+                    version=state.version + k)
 
 
 def theta(state: ArmState) -> np.ndarray:

@@ -31,10 +31,13 @@ def test_round_trip_is_bit_exact(d: int) -> None:
 def test_golden_layout_follows_the_spec() -> None:
     """docs/PARAMS_FORMAT.md, byte by byte, for d=1 after one observation x=[1], r=1."""
     s = linucb.update(linucb.init_state(1), np.array([1.0]), 1.0)  # A = 1 + 1 -> A^-1 = 0.5
-    body = b"LUCB" + bytes([1, 0]) + struct.pack("<HQQ", 1, 1, 42) + struct.pack("<dd", 0.5, 1.0)
+    s = linucb.add_reward(linucb.update(s, np.array([0.0]), 0.0), np.array([0.0]), 0.0)
+    # A^-1 unchanged by x = 0; version 3 (three updates), n 2 (two observations)
+    head = struct.pack("<HQQQ", 1, 3, 2, 42)
+    body = b"LUCB" + bytes([1, 0]) + head + struct.pack("<dd", 0.5, 1.0)
     expected = body + struct.pack("<I", zlib.crc32(body))
     assert codec.encode(s, updated_at_ms=42) == expected
-    assert codec.peek_version(expected) == 1
+    assert codec.peek_version(expected) == 3
 
 
 def test_truncated_value_is_rejected() -> None:
@@ -46,7 +49,7 @@ def test_truncated_value_is_rejected() -> None:
 
 def test_every_single_bit_flip_in_the_payload_is_caught() -> None:
     blob = bytearray(codec.encode(_state(d=3)))
-    for i in range(24, len(blob) - 4):  # the arrays
+    for i in range(32, len(blob) - 4):  # the arrays
         for bit in (0, 7):
             bad = bytearray(blob)
             bad[i] ^= 1 << bit
@@ -59,6 +62,7 @@ def test_every_single_bit_flip_in_the_payload_is_caught() -> None:
     [
         (lambda b: b"XXXX" + b[4:], "magic"),
         (lambda b: b[:4] + bytes([9]) + b[5:], "format version 9"),
+        (lambda b: b[:6] + b"\0\0" + b[8:], "d=0"),
         (lambda b: b + b"\0", "length"),
     ],
 )

@@ -132,3 +132,25 @@ def test_top_k_random_ties_keep_the_order_of_distinct_scores() -> None:
 def test_invalid_prior(dim: int, l2: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         linucb.init_state(dim, l2)
+
+
+def test_learn_at_once_then_add_reward_equals_waiting_for_the_reward() -> None:
+    """The job's order (observe with reward 0 now, add the click's reward later) ends at the
+    same statistics as learning each observation with its final reward."""
+    rng = np.random.default_rng(11)
+    d = 15
+    X = rng.uniform(0, 1, (60, d))
+    r = (rng.uniform(size=60) < 0.3).astype(float)
+    waited = linucb.init_state(d)
+    for x, y in zip(X, r, strict=True):
+        waited = linucb.update(waited, x, y)
+    at_once = linucb.init_state(d)
+    for x in X:
+        at_once = linucb.update(at_once, x, 0.0)
+    for x, y in zip(X, r, strict=True):
+        if y:
+            at_once = linucb.add_reward(at_once, x, y)
+    np.testing.assert_allclose(at_once.A_inv, waited.A_inv, atol=1e-12)
+    np.testing.assert_allclose(at_once.b, waited.b, atol=1e-12)
+    assert at_once.n == waited.n == 60
+    assert at_once.version == 60 + int(r.sum()) and waited.version == 60
