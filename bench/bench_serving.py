@@ -230,7 +230,7 @@ def _run_load(port: int, duration_s: float, concurrency: int, rate: float = 0.0
     return json.loads(out.stdout)
 
 
-def bench_http(settings, duration_s: float, workers: int = 1) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def bench_http(settings, duration_s: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     import httpx
 
     from devstack.stack import free_port
@@ -239,8 +239,8 @@ def bench_http(settings, duration_s: float, workers: int = 1) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RTREC_")}
     env.update(settings.to_env())
     env["RTREC_SERVING_PORT"] = str(port)
-    server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning",
-                               "--workers", str(workers)], env=env)
+    server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning"],
+                              env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -270,7 +270,7 @@ def bench_http(settings, duration_s: float, workers: int = 1) -> dict[str, Any]:
         "headline": "closed loop, 4 keep-alive connections, POST /recommend {user_id} "
                     "(features looked up and built server-side), separate load process",
         "runs": runs,
-        "server": f"python -m serving --workers {workers} (uvicorn {_uvicorn_flavour()})",
+        "server": f"python -m serving, 1 process (uvicorn {_uvicorn_flavour()})",
         "events_logged_to_kafka": {
             "impressions_in_topic": in_kafka_after - in_kafka_before,
             "requests_timed": sent + warm, "failed_or_dropped_per_healthz": (
@@ -319,8 +319,6 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each HTTP run")
     parser.add_argument("--quick", action="store_true", help="fewer samples, short HTTP runs")
-    parser.add_argument("--server-workers", type=int, default=1,
-                        help="uvicorn workers of the HTTP server under test")
     parser.add_argument("--parts", default="inprocess,http,scale",
                         help="comma-separated subset of inprocess,http,scale (development)")
     parser.add_argument("--load-worker", nargs=4, metavar=("PORT", "SECONDS", "CONC", "RATE"),
@@ -355,8 +353,7 @@ def main() -> int:
                          inproc["speedup_p50"])
             if "http" in parts:
                 log.info("HTTP")
-                http = bench_http(settings, 3.0 if args.quick else args.seconds,
-                                  args.server_workers)
+                http = bench_http(settings, 3.0 if args.quick else args.seconds)
                 log.info("HTTP %.0f rps p50 %.2f ms p99 %.2f ms", http["rps"], http["p50_ms"],
                          http["p99_ms"])
             if "scale" in parts:

@@ -20,9 +20,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not subscribe to change notifications; poll only")
     parser.add_argument("--no-kafka", action="store_true",
                         help="keep events in memory instead of Kafka (demos without a broker)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="uvicorn worker processes, each with its own snapshot and Kafka "
-                             "producer (a small fleet on one host)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -36,17 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.api import create_app
 
-    host = args.host or settings.serving_host
-    port = args.port or settings.serving_port
-    if args.workers > 1:
-        if args.no_notifications or args.no_kafka:
-            parser.error("--workers > 1 runs the default app (notifications and Kafka on)")
-        # Each worker imports the factory and builds its own app from the environment.
-        uvicorn.run("serving.api:create_app", factory=True, workers=args.workers, host=host,
-                    port=port, log_level=args.log_level, access_log=False)
-        return 0
     app = create_app(settings, notifications=not args.no_notifications, kafka=not args.no_kafka)
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level, access_log=False)
+    uvicorn.run(app, host=args.host or settings.serving_host,
+                port=args.port or settings.serving_port, log_level=args.log_level,
+                access_log=False)
     return 0
 
 
