@@ -158,7 +158,8 @@ def bench_scale(settings, sizes=(200, 10_000, 100_000)) -> list[dict[str, Any]]:
         p = percentiles_ms(t)
         out.append({"products": m, "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"],
                     "mean_ms": p["mean_ms"], "n": p["n"],
-                    "snapshot_mb": (snap.A_invs.nbytes + snap.thetas.nbytes) / 2**20})
+                    "snapshot_mb": (snap.A_invs.nbytes + snap.thetas.nbytes
+                                    + snap._A_packed.nbytes) / 2**20})
         log.info("scale %d products: p50 %.3f ms p99 %.3f ms", m, p["p50_ms"], p["p99_ms"])
         del rec, snap, A_invs
         gc.collect()
