@@ -195,7 +195,6 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
     app = FastAPI(title="rtrec serving", version="1.0",
                   description="Real-time LinUCB product recommendations.", lifespan=lifespan)
-    app.add_middleware(_Timing, histogram=latency)
 
     def rec() -> Recommender:
         try:
@@ -217,9 +216,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                                    description=f"An explicit context vector ({settings.dim} "
                                                "numbers); overrides user and user_id.")))
 
-    @app.post("/recommend", response_model=RecommendResponse, responses=errors)
-    async def recommend(body: body_model) -> Response:  # type: ignore[valid-type]
-        """Rank products for a user now and log the impression."""
+    def recommend_json(body: RecommendRequest) -> bytes:
         user = None
         if body.user is not None:
             from contract.features import User
@@ -229,11 +226,19 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                             policy=body.policy, alpha=body.alpha)
         # Serialised directly (the shape is RecommendResponse, as documented): re-validating
         # our own output through the response model cost more than the scoring.
-        return Response(json.dumps({
+        return json.dumps({
             "request_id": r.request_id, "user_id": r.user_id, "ts_ms": r.ts_ms,
             "items": [{"product_id": i.product_id, "score": i.score} for i in r.items],
             "policy": r.policy, "model_version": r.model_version, "propensity": r.propensity,
-            "snapshot_age_s": r.snapshot_age_s}, allow_nan=False), media_type="application/json")
+            "snapshot_age_s": r.snapshot_age_s}, allow_nan=False).encode()
+
+    fast = _FastRecommend(body_model, recommend_json)
+    app.add_middleware(_Timing, histogram=latency, fast=fast)
+
+    @app.post("/recommend", response_model=RecommendResponse, responses=errors)
+    async def recommend(body: body_model) -> Response:  # type: ignore[valid-type]
+        """Rank products for a user now and log the impression."""
+        return Response(recommend_json(body), media_type="application/json")
 
     @app.post("/feedback", response_model=FeedbackResponse, responses=errors)
     async def feedback(body: FeedbackRequest) -> FeedbackResponse:
@@ -297,13 +302,77 @@ class _NotStartedError(Exception):
     """A request before the lifespan built the recommender (HTTP 503)."""
 
 
+class _FastRecommend:
+    """``POST /recommend`` without FastAPI's routing and dependency machinery.
+
+    A JSON body that validates (the same pydantic model, JSON mode) is answered here; anything
+    else - a body that does not validate, another content type - is replayed to the FastAPI
+    route, so every error answer is the route's own. Measured in-process this takes ~0.1 ms
+    off each request (a third of the app's time).
+    """
+
+    def __init__(self, model: type[BaseModel], handler: Callable[[Any], bytes]) -> None:
+        self.model = model
+        self.handler = handler
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any,
+                       app: Callable[..., Awaitable[None]]) -> None:
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # disconnected: nothing to answer
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
+        try:
+            body = self.model.model_validate_json(raw)
+        except ValueError:  # pydantic's ValidationError: let the route say what is wrong
+            replayed = False
+
+            async def replay() -> MutableMapping[str, Any]:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+
+            await app(scope, replay, send)
+            return
+        try:
+            payload, code = self.handler(body), 200
+        except ServingError as exc:
+            code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 422)
+            payload = json.dumps({"detail": str(exc)}).encode()
+        except _NotStartedError:
+            payload, code = b'{"detail":"starting: the recommender is not built yet"}', 503
+        except Exception:
+            log.exception("unhandled error")
+            payload, code = b'{"detail":"internal error"}', 500
+        await send({"type": "http.response.start", "status": code,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _is_json(scope: MutableMapping[str, Any]) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/json"
+    return False
+
+
 class _Timing:
     """Pure ASGI middleware timing every HTTP request by route and status code (a
-    BaseHTTPMiddleware would cost more than the scoring itself)."""
+    BaseHTTPMiddleware would cost more than the scoring itself); it also hands
+    ``POST /recommend`` to :class:`_FastRecommend`."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], histogram: Histogram) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], histogram: Histogram,
+                 fast: _FastRecommend | None = None) -> None:
         self.app = app
         self.histogram = histogram
+        self.fast = fast
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -318,7 +387,11 @@ class _Timing:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            if (self.fast is not None and scope["path"] == "/recommend"
+                    and scope["method"] == "POST" and _is_json(scope)):
+                await self.fast(scope, receive, send_status, self.app)
+            else:
+                await self.app(scope, receive, send_status)
         finally:
             route = scope["path"] if scope["path"] in _ROUTES else "other"
             self.histogram.labels(route, str(status[0])).observe(time.perf_counter() - t0)

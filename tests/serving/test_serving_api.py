@@ -4,6 +4,7 @@ Kafka."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -169,3 +170,23 @@ def test_python_m_serving_end_to_end(unique_settings) -> None:
     messages = _consume(settings, settings.topic_impressions, 1)
     imp = parse_event(messages[0].value(), dim=settings.dim)
     assert imp.request_id == rid and imp.model_version == 9
+
+
+def test_fast_path_and_route_answer_alike(client) -> None:
+    """POST /recommend with a valid JSON body is answered by the ASGI fast path; other
+    content types go through the FastAPI route. Same shape, same errors."""
+    body = json.dumps({"user_id": USERS[1].user_id, "k": 3}).encode()
+    fast = client.post("/recommend", content=body,
+                       headers={"content-type": "application/json"})
+    routed = client.post("/recommend", content=body, headers={"content-type": "text/plain"})
+    assert fast.status_code == 200, fast.text
+    assert routed.status_code in (200, 422), routed.text
+    if routed.status_code == 200:
+        assert fast.json().keys() == routed.json().keys()
+        assert [i["product_id"] for i in fast.json()["items"]] == \
+            [i["product_id"] for i in routed.json()["items"]]
+    for bad in ({"user_id": 10**7}, {"user_id": 1, "k": 0}):
+        a = client.post("/recommend", json=bad)
+        b = client.post("/recommend", content=json.dumps(bad),
+                        headers={"content-type": "text/plain"})
+        assert a.status_code in (404, 422) and b.status_code in (404, 422)
