@@ -198,6 +198,10 @@ def main() -> int:
     parser.add_argument("--low-rate", type=float, default=100.0,
                         help="also measure thread-mode freshness at this rate (0: skip): the "
                              "pipeline's own latency when the job keeps up")
+    parser.add_argument("--mode", default="thread", choices=["thread", "process"],
+                        help="python mode of the throughput run")
+    parser.add_argument("--parallelism", type=int, default=1, help="job parallelism")
+    parser.add_argument("--out", default="bench_job", help="results/<out>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     load_before = os.getloadavg()
@@ -205,7 +209,8 @@ def main() -> int:
         work = Path(tmp)
         base = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}",
                                  redis_port=free_port(), stack_dir=str(work / "stack"),
-                                 checkpoint_interval_ms=5000)
+                                 checkpoint_interval_ms=5000, python_mode=args.mode,
+                                 job_parallelism=args.parallelism)
         stack = Stack(base, kafka_controller_port=free_port())
         products = work / "products.txt"
         products.write_text("\n".join(PRODUCTS) + "\n")
@@ -224,7 +229,7 @@ def main() -> int:
         finally:
             stack.down()
     main_mode = base.python_mode
-    fr = modes.get(main_mode) or next(iter(modes.values()), {})
+    fr = modes.get(main_mode) or next(iter(modes.values()), {"rate_eps": None})
     result = {
         "mode": main_mode,
         "throughput": {k: tp[k] for k in ("job_eps", "noop_ceiling_eps", "ratio")} | {
@@ -233,13 +238,14 @@ def main() -> int:
                                                  "achieved_eps", "probes",
                                                  "probes_never_seen")},
         "first_update_s": tp["first_update_s"],
+        "parallelism": base.job_parallelism,
         "modes": modes,
         # other work on this shared 2-core machine changes every figure: say how busy it was
         "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "targets": {"ratio": 0.6, "freshness_p50_ms": 100, "freshness_p99_ms": 500,
                     "first_update_s": 20},
     }
-    path = write_result("bench_job", result)
+    path = write_result(args.out, result)
     print(f"throughput: job {tp['job_eps']:.0f} ev/s ({tp['job_observations_per_s']:.0f} "
           f"updates/s) vs no-op ceiling {tp['noop_ceiling_eps']:.0f} ev/s -> ratio "
           f"{tp['ratio']:.2f}")
