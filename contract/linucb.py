@@ -122,21 +122,10 @@ def ucb_scores(thetas: np.ndarray, A_invs: np.ndarray, x: np.ndarray, alpha: flo
     return mean + alpha * np.sqrt(np.maximum(var, 0.0))
 
 
-def top_k(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Indices of the k largest scores, best first.
-
-    Exact ties are broken by the lower index, or at random with ``rng``. Random ties matter
-    for a learner whose feedback is delayed: every product never seen has the same prior score,
-    and index order would show the same few to every visitor until their rewards arrive.
-    """
-    m = scores.shape[0]
-    k = min(k, m)
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first; ties broken by the lower index."""
+    k = min(k, scores.shape[0])
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    if rng is None:
-        idx = np.argpartition(-scores, k - 1)[:k] if k < m else np.arange(k)
-        return idx[np.lexsort((idx, -scores[idx]))]
-    kth = np.partition(scores, m - k)[m - k] if k < m else scores.min()
-    idx = np.flatnonzero(scores >= kth)  # every candidate, including all tied at the k-th
-    tiebreak = rng.random(idx.size)
-    return idx[np.lexsort((tiebreak, -scores[idx]))][:k]
+    idx = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(k)
+    return idx[np.lexsort((idx, -scores[idx]))]

@@ -43,8 +43,7 @@ from producer.simulate import (
 )
 
 log = logging.getLogger(__name__)
-# Simulated users click within milliseconds of the answer, so a 1 s reward window loses no
-# click, and it is the delay before the job learns the zero rewards of what was shown.
+# Simulated users click within milliseconds of the answer: a 1 s reward window loses no click.
 LOOP_REWARD_WINDOW_S = 1.0
 GENDER_COLUMNS = (3, 4)  # x's one-hot gender: exactly one is 1, so b[3] + b[4] counts rewards
 
@@ -142,25 +141,6 @@ def wait_live(settings: Settings, job: JobProcess, timeout_s: float) -> float:
         consumer.close()
 
 
-def advance_watermark(settings: Settings, ts_ms: int) -> None:
-    """Move the job's event-time clock to ``ts_ms`` on every partition of both topics.
-
-    The job's watermark only moves with data, so the reward windows of the last requests stay
-    open when traffic stops (end of the history, end of a run). One heartbeat record per
-    partition, with that timestamp, closes them; the record itself is not an event, so the job
-    dead-letters it (``missing_field: v``) and learns nothing from it.
-    """
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    meta = producer.list_topics(timeout=10)
-    for topic in (settings.topic_impressions, settings.topic_clicks):
-        for partition in meta.topics[topic].partitions:
-            producer.produce(topic, b'{"watermark-heartbeat": ' + str(ts_ms).encode() + b"}",
-                             partition=partition, timestamp=ts_ms)
-    producer.flush(10)
-
-
 def wait_learned(store: ParamStore, dim: int, expected_n: int, timeout_s: float) -> tuple[int, int]:
     """Wait until the job has published ``expected_n`` observations (or the timeout)."""
     deadline = time.monotonic() + timeout_s
@@ -239,7 +219,6 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
                                    if not k.startswith("RTREC_")}, **settings.to_env()},
                            check=True, capture_output=True)
             train_instant_on_history(instant, opts.history, index)
-            advance_watermark(settings, int(time.time() * 1000) - 60_000)  # history: 2025
             got = wait_learned(store, settings.dim, hist_n,
                                timeout_s=opts.ready_timeout_s + settings.reward_window_s)
             facts["bootstrap_learned"] = got[0]
@@ -262,8 +241,6 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
         if bar:
             bar.close()
         rec.events.close(10)
-        window_ms = int(1000 * settings.reward_window_s)
-        advance_watermark(settings, int(time.time() * 1000) + window_ms + 2000)
         clicks = int(np.sum(np.asarray(outcomes["linucb_stream"].clicked) >= 0))
         expected_n = hist_n + opts.visits * settings.top_k
         n, learned_clicks = wait_learned(store, settings.dim, expected_n,
