@@ -25,3 +25,17 @@ def test_serving_md_python_blocks_run() -> None:
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/SERVING.md", "exec"), {})
+
+
+def test_serving_never_imports_producer_or_flink_job() -> None:
+    """serving meets the job only through Kafka and Redis, and must not see the oracle."""
+    import subprocess
+    import sys
+
+    code = ("import sys, serving, serving.api, serving.refresher, serving.eventlog, "
+            "serving.__main__; from serving import Recommender; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('producer', 'flink_job')); "
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.strip() == ""
