@@ -221,7 +221,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         if body.user is not None:
             from contract.features import User
 
-            user = User(user_id=body.user_id, **body.user.model_dump())
+            try:
+                user = User(user_id=body.user_id, **body.user.model_dump())
+            except ValueError as exc:  # the feature module's own checks
+                raise InvalidRequestError(f"user: {exc}") from exc
         r = rec().recommend(body.user_id, user=user, x=body.x, at=body.at, k=body.k,
                             policy=body.policy, alpha=body.alpha)
         # Serialised directly (the shape is RecommendResponse, as documented): re-validating
