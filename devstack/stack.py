@@ -245,6 +245,8 @@ class Stack:
         props = self._kafka_properties()
         if not (self.root / "kafka-data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            # an id starting with "-" reads as an option to StorageTool (1 start in 64 failed)
+            cluster_id = "A" + cluster_id[1:] if cluster_id.startswith("-") else cluster_id
             fmt = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
                 capture_output=True, text=True, timeout=120)
