@@ -272,7 +272,7 @@ def run_loop(base: Settings, opts: LoopOptions, starts: Sequence[str] = ("bootst
         runs[start], facts[start] = run_start(start, base, users, products, features, oracle,
                                               opts, progress=progress)
         log.info("%s start: %s", start, facts[start])
-    summary = report.summarize(runs)
+    summary = report.summarize(runs, len(products))
     for start in summary:
         summary[start]["facts"] = facts[start]
     path_json = report.write_json(summary, results_dir / "simulate.json")

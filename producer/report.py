@@ -14,7 +14,7 @@ from producer.simulate import Outcome
 ORDER = ("linucb_stream", "linucb_instant", "random", "oracle")
 
 
-def summarize(runs: dict[str, dict[str, Outcome]]) -> dict[str, Any]:
+def summarize(runs: dict[str, dict[str, Outcome]], n_products: int) -> dict[str, Any]:
     """{"bootstrapped": {"visits": N, "policies": {name: {top1_ctr, any5_ctr, regret}}}, ...}"""
     out: dict[str, Any] = {}
     for start, outcomes in runs.items():
@@ -23,12 +23,41 @@ def summarize(runs: dict[str, dict[str, Outcome]]) -> dict[str, Any]:
         for s in policies.values():
             s.pop("visits")
         out[start] = {"visits": visits, "policies": policies}
+        if "random" in outcomes:
+            out[start]["off_policy"] = off_policy(outcomes, n_products)
         if "linucb_stream" in outcomes:
             age = np.asarray(outcomes["linucb_stream"].param_age_ms, dtype=float)
             age = age[np.isfinite(age)]
             if age.size:
                 out[start]["param_age_ms"] = {"p50": float(np.percentile(age, 50)),
                                               "p99": float(np.percentile(age, 99))}
+    return out
+
+
+def off_policy(outcomes: dict[str, Outcome], n_products: int,
+               logging_policy: str = "random") -> dict[str, Any]:
+    """Top-1 CTR of each other policy estimated from the random policy's log by IPS and SNIPS.
+
+    The logging policy put each product first with probability 1/m (its propensity); a target
+    policy's estimate reweights the visits where it would have put the same product first:
+    IPS = mean(w r), SNIPS = sum(w r) / sum(w), with w = 1[same first item] / propensity.
+    Compared with the CTR the target actually got on the same visits.
+    """
+    log_ = outcomes[logging_policy]
+    logged = np.array([items[0] for items in log_.items])
+    reward = (np.asarray(log_.clicked) == 0).astype(float)
+    propensity = 1.0 / n_products
+    out: dict[str, Any] = {"logging": logging_policy, "propensity": propensity, "targets": {}}
+    for name, o in outcomes.items():
+        if name == logging_policy:
+            continue
+        w = (np.array([items[0] for items in o.items]) == logged) / propensity
+        out["targets"][name] = {
+            "ips": float(np.mean(w * reward)),
+            "snips": float(np.sum(w * reward) / np.sum(w)) if w.sum() else float("nan"),
+            "online": float(np.mean(np.asarray(o.clicked) == 0)),
+            "matches": int(np.count_nonzero(w)),
+        }
     return out
 
 
@@ -59,6 +88,12 @@ def table(summary: dict[str, Any]) -> str:
         if "param_age_ms" in s:
             lines.append(f"  parameter age at serving time: p50 {s['param_age_ms']['p50']:.0f} ms,"
                          f" p99 {s['param_age_ms']['p99']:.0f} ms")
+        if "off_policy" in s:
+            lines.append(f"  off-policy top-1 CTR from the {s['off_policy']['logging']} log: "
+                         "policy: IPS / SNIPS / online (visits matched)")
+            for name, t in s["off_policy"]["targets"].items():
+                lines.append(f"    {name:16} {t['ips']:.3f} / {t['snips']:.3f} / "
+                             f"{t['online']:.3f} ({t['matches']})")
     for name, value in ratios(summary).items():
         lines.append(f"{name}: {value:.3f}")
     return "\n".join(lines)

@@ -66,3 +66,17 @@ def test_instant_linucb_learns(world: World) -> None:
     learned = np.asarray(out["linucb_instant"].clicked[1000:]) == 0
     rand = np.asarray(out["random"].clicked[1000:]) == 0
     assert learned.mean() > rand.mean() + 0.05
+
+
+def test_off_policy_estimates_from_the_random_log_track_the_online_ctr(world: World) -> None:
+    from producer.report import off_policy, summarize
+
+    visits = make_visits(6000, 21, load_users())
+    out = simulate(visits, [RandomPolicy(len(world.products), 21), OraclePolicy(world)], world)
+    est = off_policy(out, len(world.products))["targets"]["oracle"]
+    assert est["matches"] > 10
+    # unbiased but noisy (about 30 matched visits): the same side of random's CTR as online
+    random_ctr = out["random"].summary()["top1_ctr"]
+    assert est["snips"] > random_ctr and est["online"] > random_ctr
+    assert abs(est["snips"] - est["online"]) < 0.25
+    assert "off_policy" in summarize({"cold": out}, len(world.products))["cold"]
