@@ -35,7 +35,15 @@ from contract.config import Settings
 from contract.events import Click, Impression
 from contract.store import ParamStore, connect
 from devstack.stack import Stack, free_port
-from flink_job.harness import JobProcess, now_ms, produce, seeded_traffic, sentinels, wait_for
+from flink_job.harness import (
+    JobProcess,
+    now_ms,
+    produce,
+    seeded_traffic,
+    sentinels,
+    versions,
+    wait_for,
+)
 
 log = logging.getLogger("bench_job")
 PRODUCTS = [f"p{i:03d}" for i in range(200)]
@@ -79,7 +87,7 @@ def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dic
     traffic = seeded_traffic(s, n_events, seed=5, start_ms=now_ms() - 3_600_000,
                              products=BACKGROUND, step_ms=2.0)
     produce(s, [*traffic.records, *sentinels(s, now_ms() + 10 * 60_000)])
-    want = {p: len(o) for p, o in traffic.observations.items()}
+    want = versions(traffic.observations)
     store = _store(s)
     t_start = time.monotonic()
     job = JobProcess(s, work / "throughput.log", ["--products", str(products)]).start()
@@ -129,7 +137,7 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
              now_ms(), None) for i in range(1)]
     warm.append((s.topic_clicks, Click("warm-0", "p000", now_ms()).to_json(), now_ms(), None))
     produce(s, warm)
-    wait_for(lambda: ("p000", 1) in seen, 120, "the first update", job, every_s=0.02)
+    wait_for(lambda: ("p000", 2) in seen, 120, "the first update", job, every_s=0.02)
     first_update_s = time.monotonic() - t_start
 
     from confluent_kafka import Producer
@@ -155,7 +163,7 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
                 "bench", 0).to_json(), timestamp=ts)
             producer.produce(s.topic_clicks, Click(rid, pid, ts).to_json(), timestamp=ts)
             producer.flush(1)
-            probe_version[pid] += 1
+            probe_version[pid] += 2  # the observation (reward 0) and the click's correction
             sent[(pid, probe_version[pid])] = time.time_ns()
             i += 2
             continue

@@ -6,7 +6,8 @@ Records between operators (pickled by PyFlink, never stored):
 
 - validated event: ``("i", request_id, event_ts, (x, products), meta)`` or
   ``("c", request_id, event_ts, product_id, meta)``; ``meta`` is a :class:`SourceMeta` tuple;
-- reward: ``(product_id, x, reward)``;
+- reward: ``(product_id, x, reward, observe)``: an observation learned at once with reward 0
+  (observe), or a click's reward added to it (not observe; ``linucb.add_reward``);
 - parameters: ``(product_id, codec blob, learned_at_ms)``.
 
 Keyed state holds only bytes: the reward join's JSON document and the codec's blob of the
@@ -114,7 +115,7 @@ class JoinRewards(KeyedProcessFunction):
             ValueStateDescriptor("join", Types.PICKLED_BYTE_ARRAY()))
         group = runtime_context.get_metrics_group()
         self.rewards_1 = group.counter("rewards_click")
-        self.rewards_0 = group.counter("rewards_no_click")
+        self.observations = group.counter("observations")
         self.dead = _DeadLetterCounters(runtime_context)
 
     def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
@@ -143,7 +144,7 @@ class JoinRewards(KeyedProcessFunction):
             self.dead.inc(reason)
             yield DEAD_LETTERS, dead_letter(SourceMeta(*meta), reason, field, message)
         for reward in out.rewards:
-            (self.rewards_1 if reward[2] else self.rewards_0).inc()
+            (self.observations if reward[3] else self.rewards_1).inc()
             yield reward
 
 
@@ -168,10 +169,11 @@ class Learn(KeyedProcessFunction):
         self.due: dict[str, int] = {}
 
     def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
-        pid, x, reward = value
+        pid, x, reward, observe = value
         blob = self.state.value()
         st = codec.decode(blob).state if blob is not None else linucb.init_state(self.dim, self.l2)
-        st = linucb.update(st, np.asarray(x, dtype=np.float64), float(reward))
+        learn = linucb.update if observe else linucb.add_reward
+        st = learn(st, np.asarray(x, dtype=np.float64), float(reward))
         self.state.update(codec.encode(st, _now_ms()))
         self.learned.inc()
         now = _now_ms()  # the same wall clock as Flink's processing time, without a Java call

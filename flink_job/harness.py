@@ -175,19 +175,17 @@ def seeded_traffic(settings: Settings, n_events: int, seed: int, start_ms: int,
     return t
 
 
+SENTINEL = b"watermark-sentinel"
+
+
 def sentinels(settings: Settings, ts_ms: int) -> list[Record]:
     """One far-future record per partition of both topics: event time jumps past every open
-    reward window, so the job closes them (the watermark only moves with data). They are
-    never learned: their own windows never close."""
-    out: list[Record] = []
-    for p in range(settings.topic_partitions):
-        imp = Impression(request_id=f"sentinel-{ts_ms}-{p}", user_id=0, ts_ms=ts_ms,
-                         x=tuple(0.0 for _ in range(settings.dim)), products=("p000",),
-                         scores=(0.0,), policy="sentinel", model_version=0)
-        out.append((settings.topic_impressions, imp.to_json(), ts_ms, p))
-        clk = Click(request_id=f"sentinel-click-{ts_ms}-{p}", product_id="p000", ts_ms=ts_ms)
-        out.append((settings.topic_clicks, clk.to_json(), ts_ms, p))
-    return out
+    window, so the job closes them and dead-letters pending orphan clicks (the watermark only
+    moves with data). They are not events: the job dead-letters them as ``unparseable``
+    (2 x partitions dead letters), so they never touch the model."""
+    return [(topic, SENTINEL, ts_ms, p) for topic in (settings.topic_impressions,
+                                                     settings.topic_clicks)
+            for p in range(settings.topic_partitions)]
 
 
 def ridge(observations: dict[str, list[tuple[np.ndarray, float]]], dim: int,
@@ -199,6 +197,12 @@ def ridge(observations: dict[str, list[tuple[np.ndarray, float]]], dim: int,
         r = np.array([r for _, r in obs])
         out[pid] = (len(obs), np.linalg.inv(l2 * np.eye(dim) + X.T @ X), X.T @ r)
     return out
+
+
+def versions(observations: dict[str, list[tuple[np.ndarray, float]]]) -> dict[str, int]:
+    """The version each product ends at: one update per observation (learned at once with
+    reward 0) plus one per non-zero reward (the click's correction)."""
+    return {pid: len(obs) + sum(1 for _, r in obs if r) for pid, obs in observations.items()}
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,

@@ -1,33 +1,35 @@
 """The reward join as a pure state machine over one request's state (keyed by request_id).
 
-Event time is the Kafka record timestamp of each event (see docs/JOB.md for why). For one
-request:
+Event time is the Kafka record timestamp of each event (see docs/JOB.md for why). The job
+learns at once with the default reward and corrects on a click (``contract.linucb.add_reward``),
+so learning never waits for the window to close:
 
-- the impression opens a window ``[t, t + W]`` and asks for a timer at ``t + W``;
-- a click on a shown product with ``ts <= t + W`` while the window is open gives reward 1 to
-  that product at once (fresh: no wait for the window);
-- the timer closes the window: every shown product without a click gets reward 0;
+- the impression emits one observation per shown product with reward 0 (A, n and b change
+  now) and asks for a timer at ``t + W``;
+- a click on a shown product with ``ts <= t + W`` while the window is open emits a correction:
+  reward 1 (b += x). The sums end where waiting for the window would have put them;
+- the timer closes the window (nothing more to learn) and the request is remembered for
+  ``retain_ms`` so a late click is recognised as late, not orphan;
 - a click after ``t + W`` (by its own timestamp, or arriving after the close) is a
-  ``late_click`` dead letter and is never learned; the closed request is remembered for
-  ``retain_ms`` so late clicks are recognised as late, not orphan;
+  ``late_click`` dead letter and is never learned;
 - a click that arrives before its impression (the two topics are read independently) waits in
   the state; if no impression comes by ``ts + W`` it is an ``orphan_click``.
 
-Every decision depends only on event timestamps and the order of records within the request,
-so a replay after a restore gives the same rewards. The state is a small JSON document (never
-a pickled object), stored as bytes.
+Emitted: ``(product_id, x, reward, observe)``; ``observe`` True for an observation
+(``linucb.update``), False for a reward added to one already learned (``linucb.add_reward``).
+The state is a small JSON document (never a pickled object), stored as bytes.
 
 >>> j = RewardJoin(window_ms=1000, retain_ms=5000)
 >>> imp = Imp(ts=100, x=(1.0, 0.0), products=("p1", "p2"))
 >>> st, out = j.on_impression(None, imp, "m1")
 >>> out.rewards, out.timers
-([], [1100])
+([('p1', (1.0, 0.0), 0.0, True), ('p2', (1.0, 0.0), 0.0, True)], [1100])
 >>> st, out = j.on_click(st, Clk(ts=600, product="p2"), "m2")
 >>> out.rewards
-[('p2', (1.0, 0.0), 1.0)]
+[('p2', (1.0, 0.0), 1.0, False)]
 >>> st, out = j.on_timer(st, 1100)
 >>> out.rewards, out.timers
-([('p1', (1.0, 0.0), 0.0)], [6100])
+([], [6100])
 >>> st, out = j.on_click(st, Clk(ts=1500, product="p1"), "m3")
 >>> out.dead[0][:2]
 ('late_click', 'request_id')
@@ -55,7 +57,7 @@ class Clk(NamedTuple):
     product: str
 
 
-Reward = tuple[str, tuple[float, ...], float]  # (product_id, x, reward)
+Reward = tuple[str, tuple[float, ...], float, bool]  # (product_id, x, reward, observe)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class RewardJoin:
             return st, out
         waiting = st["w"] if st is not None else []
         st = {"s": OPEN, "t": imp.ts, "x": list(imp.x), "p": list(imp.products), "c": []}
+        out.rewards = [(p, imp.x, 0.0, True) for p in imp.products]
         out.timers.append(imp.ts + self.window_ms)
         for ts, product, cmeta in waiting:
             st, step = self.on_click(st, Clk(ts, product), cmeta)
@@ -122,7 +125,7 @@ class RewardJoin:
                              f"{self.window_ms} ms", meta))
         else:
             st["c"].append(clk.product)
-            out.rewards.append((clk.product, tuple(st["x"]), 1.0))
+            out.rewards.append((clk.product, tuple(st["x"]), 1.0, False))
         return st, out
 
     def on_timer(self, st: dict[str, Any] | None,
@@ -132,8 +135,6 @@ class RewardJoin:
         if st is None:
             return None, out
         if st["s"] == OPEN and timestamp >= st["t"] + self.window_ms:
-            x = tuple(st["x"])
-            out.rewards = [(p, x, 0.0) for p in st["p"] if p not in st["c"]]
             st = {"s": CLOSED, "t": st["t"]}
             out.timers.append(st["t"] + self.window_ms + self.retain_ms)
             return st, out

@@ -15,22 +15,28 @@ def join() -> RewardJoin:
     return RewardJoin(window_ms=W, retain_ms=10 * W)
 
 
-def test_click_in_window_rewards_one_at_once_and_rest_zero_at_close(join: RewardJoin) -> None:
+def _observed(*products: str) -> list:
+    return [(p, X, 0.0, True) for p in products]
+
+
+def test_shown_products_are_learned_at_once_and_a_click_adds_its_reward(join: RewardJoin) -> None:
     st, out = join.on_impression(None, Imp(0, X, ("a", "b", "c")), "m")
     assert out.timers == [W]
+    assert out.rewards == _observed("a", "b", "c")  # default reward 0, no wait for the window
     st, out = join.on_click(st, Clk(W, "b"), "m")  # the window's last millisecond counts
-    assert out.rewards == [("b", X, 1.0)]
+    assert out.rewards == [("b", X, 1.0, False)]
     st, out = join.on_timer(st, W)
-    assert sorted(out.rewards) == [("a", X, 0.0), ("c", X, 0.0)]
+    assert out.rewards == []  # closing learns nothing more: the rewards are final
     assert out.timers == [W + 10 * W]
     st, out = join.on_timer(st, W + 10 * W)
     assert st is None
 
 
-def test_no_click_gives_zero_for_every_shown_product(join: RewardJoin) -> None:
-    st, _ = join.on_impression(None, Imp(5, X, ("a", "b")), "m")
+def test_no_click_leaves_reward_zero_for_every_shown_product(join: RewardJoin) -> None:
+    st, out = join.on_impression(None, Imp(5, X, ("a", "b")), "m")
+    assert out.rewards == _observed("a", "b")
     st, out = join.on_timer(st, 5 + W)
-    assert out.rewards == [("a", X, 0.0), ("b", X, 0.0)]
+    assert out.rewards == [] and st == {"s": "closed", "t": 5}
 
 
 @pytest.mark.parametrize(("click_ts", "close_first", "reason", "field"), [
@@ -40,25 +46,26 @@ def test_no_click_gives_zero_for_every_shown_product(join: RewardJoin) -> None:
 def test_late_clicks_are_dead_lettered_not_learned(join: RewardJoin, click_ts: int,
                                                    close_first: bool, reason: str,
                                                    field: str) -> None:
-    st, _ = join.on_impression(None, Imp(0, X, ("a",)), "m")
+    st, out = join.on_impression(None, Imp(0, X, ("a",)), "m")
+    assert out.rewards == _observed("a")
     if close_first:
         st, out = join.on_timer(st, W)
-        assert out.rewards == [("a", X, 0.0)]
+        assert out.rewards == []
     st, out = join.on_click(st, Clk(click_ts, "a"), "late")
     assert out.rewards == []
     assert [(d[0], d[1], d[3]) for d in out.dead] == [(reason, field, "late")]
     if not close_first:
         _, out = join.on_timer(st, W)
-        assert out.rewards == [("a", X, 0.0)]
+        assert out.rewards == []
 
 
 def test_click_before_its_impression_waits_then_counts(join: RewardJoin) -> None:
     st, out = join.on_click(None, Clk(10, "b"), "c1")
     assert out.rewards == [] and out.timers == [10 + W]
     st, out = join.on_impression(st, Imp(0, X, ("a", "b")), "i1")
-    assert out.rewards == [("b", X, 1.0)]
+    assert out.rewards == [*_observed("a", "b"), ("b", X, 1.0, False)]
     st, out = join.on_timer(st, W)
-    assert out.rewards == [("a", X, 0.0)]
+    assert out.rewards == []
     st, out = join.on_timer(st, 10 + W)  # the click's stale timer does nothing
     assert st is not None and out.rewards == [] and out.dead == []
 
