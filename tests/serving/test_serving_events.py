@@ -90,12 +90,17 @@ def test_unreachable_kafka_never_blocks_and_counts_every_event() -> None:
     settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}")
     log = KafkaEventLog(settings, max_queue=20, message_timeout_ms=1500)
     rec = Recommender(settings, ["a", "b", "c"], events=log)
-    worst = 0.0
+    waits = []
     for _ in range(200):
         t0 = time.perf_counter()
         rec.recommend(1, x=np.ones(settings.dim), k=2)
-        worst = max(worst, time.perf_counter() - t0)
-    assert worst < 0.02, f"a request waited {worst * 1000:.1f} ms on Kafka"
+        waits.append(time.perf_counter() - t0)
+    # Blocking on the dead broker would cost a network timeout (the 1.5 s message timeout, or
+    # metadata waits of seconds) on some request; scheduling noise on a shared 2-core machine
+    # costs at most a few hundred ms once (seen: 350 ms). So: no request near a timeout, and
+    # the typical request not slowed at all.
+    assert max(waits) < 1.0, f"a request waited {max(waits) * 1000:.0f} ms on Kafka"
+    assert float(np.median(waits)) < 0.005, f"median {np.median(waits) * 1000:.1f} ms"
     rec.close(timeout_s=5)
     s = log.stats()
     assert s.published == 0
