@@ -135,7 +135,10 @@ def test_redis_outage_keeps_serving_reports_degraded_and_recovers(own_redis) -> 
             latencies.append(time.perf_counter() - t)
             assert r.items == before.items and r.model_version == 6
             time.sleep(0.005)
-        assert max(latencies) < 0.05, "a request must never wait on Redis"
+        # waiting on Redis would cost its 0.5 s socket timeout; scheduling noise on a shared
+        # 2-core machine can cost a few hundred ms once, so the bound sits between the two
+        assert max(latencies) < 0.4, "a request must never wait on Redis"
+        assert float(np.median(latencies)) < 0.005
         assert wait_for(lambda: rec.health().status == "degraded", 3.0)
         health = rec.health()
         assert any("redis unreachable" in reason for reason in health.reasons), health.reasons
