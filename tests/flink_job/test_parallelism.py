@@ -1,0 +1,176 @@
+"""Parallelism 2 on the local standalone cluster (two task slots) learns the same state as
+parallelism 1 (issue 8, item 5).
+
+One seeded traffic log goes to two fresh topic sets (4 partitions each) and Redis prefixes:
+one is learned by ``python -m flink_job run`` at parallelism 1 (local mini-cluster), the other
+by the job submitted with ``flink run`` at parallelism 2 to a standalone cluster started from
+the pip distribution (:mod:`flink_job.cluster`) on free ports, with its conf/logs/pids in this
+test's temp folder. Both run at the same time to keep the test short. Every product's n, A^-1
+and b must agree between the two runs and with batch ridge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract.config import Settings
+from contract.store import ParamStore, connect
+from devstack.stack import Stack, free_port
+from flink_job import cluster
+from flink_job.harness import (
+    JobProcess,
+    now_ms,
+    produce,
+    ridge,
+    seeded_traffic,
+    sentinels,
+    versions,
+    wait_for,
+)
+from flink_job.job import JOB_NAME
+
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
+log = logging.getLogger(__name__)
+
+PRODUCTS = [f"p{i:03d}" for i in range(200)]
+N_EVENTS = 3000
+
+
+def _store(s: Settings) -> ParamStore:
+    return ParamStore(connect(s.redis_host, s.redis_port, s.redis_password, s.redis_db, 2.0),
+                      s.redis_prefix)
+
+
+def _fresh(stack: Stack, base: Settings, **over: object) -> Settings:
+    """``base`` with topics and a Redis prefix of its own (topics created)."""
+    tag = uuid.uuid4().hex[:8]
+    s = dataclasses.replace(base, topic_impressions=f"impressions-{tag}",
+                            topic_clicks=f"clicks-{tag}", topic_dead_letter=f"dead-letter-{tag}",
+                            redis_prefix=f"t{tag}", **over)
+    Stack(s, kafka_controller_port=stack.kafka_controller_port).create_topics()
+    return s
+
+
+def _cluster_pids(s: Settings) -> list[int]:
+    pids = []
+    for f in (Path(s.stack_dir) / "flink" / "pid").glob("*.pid"):
+        pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
+        stack: Stack, job_settings: Settings, products_file: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    s1 = job_settings  # parallelism 1, local mini-cluster
+    assert s1.topic_partitions >= 2
+    s2 = _fresh(stack, s1, job_parallelism=2, flink_rest_port=free_port(),
+                stack_dir=str(tmp_path / "stack"),
+                checkpoint_dir=str(tmp_path / "checkpoints-p2"))
+    assert s2.flink_rest_port != 8081
+
+    # cluster.py leaves jobmanager.rpc.port at Flink's fixed default (6123): take a free one
+    # so this cluster cannot collide with one someone else runs on this machine.
+    rpc_port = free_port()
+    prepare = cluster.prepare
+
+    def prepare_free_rpc(settings: Settings) -> dict[str, Path]:
+        d = prepare(settings)
+        with open(d["conf"] / "config.yaml", "a") as f:
+            f.write(f'jobmanager.rpc.port: "{rpc_port}"\n')
+        return d
+
+    monkeypatch.setattr(cluster, "prepare", prepare_free_rpc)
+
+    # the same seeded log (impressions + clicks) to both topic sets, then the sentinels
+    t0 = now_ms() - 30 * 60_000
+    traffic = seeded_traffic(s1, N_EVENTS, seed=s1.seed, start_ms=t0, products=PRODUCTS)
+    assert traffic.n_events == N_EVENTS
+    far = now_ms() + 10 * 60_000
+    for s in (s1, s2):
+        recs = [({s1.topic_impressions: s.topic_impressions,
+                  s1.topic_clicks: s.topic_clicks}[topic], value, ts, p)
+                for topic, value, ts, p in traffic.records]
+        produce(s, [*recs, *sentinels(s, far)])
+    want = versions(traffic.observations)
+    expected = ridge(traffic.observations, s1.dim, s1.l2)
+
+    started = time.monotonic()
+    job1 = JobProcess(s1, tmp_path / "job-p1.log",
+                      ["--products", str(products_file), "--max-restarts", "0"]).start()
+    jid = None
+    try:
+        cluster.up(s2, timeout_s=90)
+        overview = cluster.rest(s2, "/overview")
+        assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2, overview
+        log.info("cluster up on 127.0.0.1:%d in %.1fs", s2.flink_rest_port,
+                 time.monotonic() - started)
+        assert cluster.submit(s2, products=str(products_file)) == 0
+        jobs = cluster.rest(s2, "/jobs/overview")["jobs"]
+        assert [j["name"] for j in jobs] == [JOB_NAME], jobs
+        jid = jobs[0]["jid"]
+
+        store1, store2 = _store(s1), _store(s2)
+        wait_for(lambda: store2.versions() == want, 150,
+                 "parallelism 2: every product at its final version")
+        log.info("parallelism 2 learned all at %.1fs", time.monotonic() - started)
+        wait_for(lambda: store1.versions() == want, 120,
+                 "parallelism 1: every product at its final version", job1)
+        log.info("parallelism 1 learned all at %.1fs", time.monotonic() - started)
+
+        # it really ran at parallelism 2: every vertex has 2 subtasks, both slots are taken
+        detail = cluster.rest(s2, f"/jobs/{jid}")
+        assert detail["state"] == "RUNNING", detail["state"]
+        assert detail["vertices"] and all(v["parallelism"] == 2 for v in detail["vertices"]), [
+            (v["name"], v["parallelism"]) for v in detail["vertices"]]
+        assert cluster.rest(s2, "/overview")["slots-available"] == 0
+        assert job1.alive(), "the parallelism-1 job failed (no restart was allowed)"
+        time.sleep(1.0)  # nothing more may arrive
+        p1, p2 = store1.read_all(s1.dim), store2.read_all(s2.dim)
+    finally:
+        job1.kill()
+        if jid is not None:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{s2.flink_rest_port}/jobs/{jid}?mode=cancel", method="PATCH")
+            try:
+                urllib.request.urlopen(req, timeout=5).close()
+            except OSError as exc:
+                log.warning("cancel %s: %s", jid, exc)
+        pids = _cluster_pids(s2)
+        cluster.down(s2)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for p in pids:  # our own cluster's JVMs, by pid, if stop-cluster.sh left one
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+        assert not any(_alive(p) for p in pids), f"cluster processes left behind: {pids}"
+
+    assert set(p1) == set(p2) == set(expected) and len(expected) > 150
+    assert sum(p.version for p in p2.values()) == sum(want.values())
+    for pid, (n, A_inv, b) in expected.items():
+        a, c = p1[pid].state, p2[pid].state
+        assert a.n == c.n == n, pid
+        assert p1[pid].version == p2[pid].version == want[pid], pid
+        # per-product updates may interleave differently at parallelism 2: rounding only
+        np.testing.assert_allclose(c.A_inv, a.A_inv, rtol=0, atol=1e-9, err_msg=pid)
+        np.testing.assert_allclose(c.b, a.b, rtol=0, atol=1e-9, err_msg=pid)
+        np.testing.assert_allclose(c.A_inv, A_inv, rtol=0, atol=1e-9, err_msg=pid)
+        np.testing.assert_allclose(c.b, b, rtol=0, atol=1e-9, err_msg=pid)
