@@ -255,8 +255,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=50.0, help="visits per second")
     p.add_argument("--starts", default="bootstrapped,cold",
                    help="comma-separated: bootstrapped (from the historical log), cold")
-    p.add_argument("--via", choices=["inprocess"], default="inprocess",
-                   help="how visits reach serving (the library, in this process)")
+    p.add_argument("--via", choices=["inprocess", "http"], default="inprocess",
+                   help="how visits reach serving: the library in this process, or HTTP to "
+                        "`python -m serving` started on a free loopback port")
     p.add_argument("--history", type=Path, default=Path(settings.data_dir) / "history.jsonl",
                    help="historical log for the bootstrapped start (made when missing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -31,6 +31,7 @@ from contract.store import ParamStore, connect
 from producer.context import REFERENCE, ContextDistribution
 from producer.oracle import Oracle
 from producer.simulate import (
+    HttpStreamLinUCB,
     InstantLinUCB,
     OraclePolicy,
     Outcome,
@@ -75,10 +76,13 @@ def run_settings(base: Settings, tag: str, work_dir: Path) -> Settings:
     return Settings(**fields)
 
 
-class JobProcess:
-    """``python -m flink_job run`` in its own process group, logs to a file."""
+class ChildProcess:
+    """``python -m <module> <args>`` with the run's settings, in its own process group, logging
+    to a file: how the loop runs the job (``flink_job run``) and, with ``--via http``, serving."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, module: str, args: Sequence[str], settings: Settings,
+                 log_path: Path) -> None:
+        self.cmd = [sys.executable, "-m", module, *args]
         self.settings = settings
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -88,10 +92,10 @@ class JobProcess:
                **self.settings.to_env()}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen([sys.executable, "-m", "flink_job", "run"], env=env,
-                                         stdout=logf, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        log.info("job started (pid %d, log %s)", self.proc.pid, self.log_path)
+            self.proc = subprocess.Popen(self.cmd, env=env, stdout=logf,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        log.info("%s started (pid %d, log %s)", " ".join(self.cmd[2:4]), self.proc.pid,
+                 self.log_path)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -107,6 +111,33 @@ class JobProcess:
             self.proc.wait(10)
 
 
+def start_http_serving(settings: Settings, log_path: Path,
+                       timeout_s: float = 60.0) -> tuple[ChildProcess, str]:
+    """``python -m serving`` on a free loopback port; returns it and its base URL once
+    /healthz answers."""
+    import httpx
+
+    from devstack.stack import free_port
+
+    port = free_port()
+    proc = ChildProcess("serving", ["--port", str(port), "--log-level", "warning"], settings,
+                        log_path)
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise LoopError(f"serving exited during start-up; see {log_path}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.stop()
+    raise LoopError(f"serving did not answer /healthz within {timeout_s:.0f}s; see {log_path}")
+
+
 def learned_totals(store: ParamStore, dim: int) -> tuple[int, int]:
     """(observations, positive rewards) the job has published, summed over products."""
     params = store.read_all(dim=dim)
@@ -115,7 +146,7 @@ def learned_totals(store: ParamStore, dim: int) -> tuple[int, int]:
     return n, int(np.rint(clicks))
 
 
-def wait_live(settings: Settings, job: JobProcess, timeout_s: float) -> float:
+def wait_live(settings: Settings, job: ChildProcess, timeout_s: float) -> float:
     """Send one malformed probe record and wait for it in the dead-letter topic: proof that
     the job consumes and produces, without touching any model state. Returns the seconds."""
     from confluent_kafka import Consumer, Producer
@@ -202,7 +233,8 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
     index = {p: i for i, p in enumerate(product_ids)}
     instant = InstantLinUCB(len(products), settings.dim, settings.alpha, settings.l2)
     facts: dict[str, object] = {"run_tag": tag}
-    job = JobProcess(settings, opts.work_dir / tag / "job.log")
+    job = ChildProcess("flink_job", ["run"], settings, opts.work_dir / tag / "job.log")
+    server: ChildProcess | None = None
     t0 = time.monotonic()
     job.start()
     rec = None
@@ -223,13 +255,16 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
                                timeout_s=opts.ready_timeout_s + settings.reward_window_s)
             facts["bootstrap_learned"] = got[0]
             log.info("job learned %d of %d historical impressions", got[0], hist_n)
-        rec = Recommender.from_settings(settings, seed=opts.seed)
-        policies: list[SimPolicy]
+        stream: StreamLinUCB
         if opts.via == "http":
-            raise LoopError("--via http: start `python -m serving` and use HttpStreamLinUCB")
-        stream = StreamLinUCB(rec, product_ids)
+            server, url = start_http_serving(settings, opts.work_dir / tag / "serving.log")
+            stream = HttpStreamLinUCB(url, product_ids)
+        else:
+            rec = Recommender.from_settings(settings, seed=opts.seed)
+            stream = StreamLinUCB(rec, product_ids)
         world = World(products, features, oracle)
-        policies = [stream, instant, RandomPolicy(len(products), opts.seed), OraclePolicy(world)]
+        policies: list[SimPolicy] = [stream, instant, RandomPolicy(len(products), opts.seed),
+                                     OraclePolicy(world)]
         visits = make_visits(opts.visits, opts.seed, users, settings.top_k, opts.dist)
         bar = None
         if progress:
@@ -240,7 +275,10 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
                             progress=bar.update if bar else None)
         if bar:
             bar.close()
-        rec.events.close(10)
+        if rec is not None:
+            rec.events.close(10)  # flush what serving logged before counting what was learned
+        if server is not None:
+            server.stop()  # its shutdown flushes the event log
         clicks = int(np.sum(np.asarray(outcomes["linucb_stream"].clicked) >= 0))
         expected_n = hist_n + opts.visits * settings.top_k
         n, learned_clicks = wait_learned(store, settings.dim, expected_n,
@@ -252,6 +290,8 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
     finally:
         if rec is not None:
             rec.close(5)
+        if server is not None:
+            server.stop()
         job.stop()
 
 
