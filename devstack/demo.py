@@ -35,7 +35,10 @@ def run_demo(settings: Settings, quick: bool = False, visits: int | None = None,
             print(f"ok  {line}")
         history = Path(settings.data_dir) / "history.jsonl"
         if not history.is_file():
-            _prepare_history(settings, history)
+            from producer.__main__ import main as producer_cli
+
+            if producer_cli(["prepare-data", "--data-dir", str(history.parent)]) != 0:
+                return 1
         print(f"closed loop: {visits} visits per start at {rate:.0f}/s, bootstrapped then cold.\n"
               "  While it runs: the job's log is under var/loop/<run>/job.log; Redis holds the\n"
               f"  parameters (redis-cli -p {settings.redis_port} --scan --pattern "
@@ -54,14 +57,3 @@ def run_demo(settings: Settings, quick: bool = False, visits: int | None = None,
             print(f"left running what was already running: {', '.join(sorted(already))}")
     return 0
 
-
-def _prepare_history(settings: Settings, path: Path) -> None:
-    from contract.features import FeatureSpace, load_catalog, load_users
-    from producer.history import make_history, write_history
-    from producer.oracle import load_oracle
-
-    fs = FeatureSpace.load()
-    users, products = load_users(), load_catalog()
-    h = make_history(users, products, fs, load_oracle(settings.oracle, fs), settings.seed)
-    write_history(h, users, products, path.parent)
-    print(f"wrote the historical log {path} ({len(h.clicked)} events, CTR {h.ctr:.2%})")

@@ -76,6 +76,12 @@ def run_settings(base: Settings, tag: str, work_dir: Path) -> Settings:
     return Settings(**fields)
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with the run's RTREC_* settings in place of ours."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RTREC_")},
+            **settings.to_env()}
+
+
 class ChildProcess:
     """``python -m <module> <args>`` with the run's settings, in its own process group, logging
     to a file: how the loop runs the job (``flink_job run``) and, with ``--via http``, serving."""
@@ -88,8 +94,7 @@ class ChildProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RTREC_")},
-               **self.settings.to_env()}
+        env = child_env(self.settings)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(self.cmd, env=env, stdout=logf,
@@ -184,20 +189,10 @@ def wait_learned(store: ParamStore, dim: int, expected_n: int, timeout_s: float)
     return totals
 
 
-def history_stats(path: Path) -> tuple[int, int]:
-    """(impressions, clicks) in a JSON-lines history."""
-    imps = clicks = 0
-    with open(path, "rb") as f:
-        for line in f:
-            if b'"type":"click"' in line:
-                clicks += 1
-            elif line.strip():
-                imps += 1
-    return imps, clicks
-
-
-def train_instant_on_history(policy: InstantLinUCB, path: Path, index: dict[str, int]) -> None:
-    """Give the in-process learner the same history the job bootstraps from (same rewards)."""
+def train_instant_on_history(policy: InstantLinUCB, path: Path,
+                             index: dict[str, int]) -> tuple[int, int]:
+    """Give the in-process learner the same history the job bootstraps from (same rewards);
+    returns the history's (observations, clicks)."""
     import json
 
     shown: dict[str, tuple[np.ndarray, list[str]]] = {}
@@ -214,6 +209,7 @@ def train_instant_on_history(policy: InstantLinUCB, path: Path, index: dict[str,
     for rid, (x, products) in shown.items():
         for pid in products:
             policy.learn(index[pid], x, 1.0 if (rid, pid) in clicked else 0.0)
+    return sum(len(products) for _, products in shown.values()), len(clicked)
 
 
 def run_start(start: str, base: Settings, users: Sequence[User], products: Sequence[Product],
@@ -245,12 +241,9 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
             if opts.history is None or not opts.history.is_file():
                 raise LoopError("bootstrapped start needs the historical log: run "
                                 "`python -m producer prepare-data` first")
-            hist_n, hist_clicks = history_stats(opts.history)
             subprocess.run([sys.executable, "-m", "flink_job", "bootstrap", str(opts.history)],
-                           env={**{k: v for k, v in os.environ.items()
-                                   if not k.startswith("RTREC_")}, **settings.to_env()},
-                           check=True, capture_output=True)
-            train_instant_on_history(instant, opts.history, index)
+                           env=child_env(settings), check=True, capture_output=True)
+            hist_n, hist_clicks = train_instant_on_history(instant, opts.history, index)
             got = wait_learned(store, settings.dim, hist_n,
                                timeout_s=opts.ready_timeout_s + settings.reward_window_s)
             facts["bootstrap_learned"] = got[0]

@@ -80,7 +80,8 @@ class World:
         self._probs: dict[int, np.ndarray] = {}
 
     def prepare(self, visits: Sequence[Visit], chunk: int = 250) -> None:
-        """Compute every visit's probabilities up front, many visits per oracle call."""
+        """Compute the probabilities of the visits not yet known, many per oracle call."""
+        visits = [v for v in visits if v.index not in self._probs]
         m = len(self.products)
         for lo in range(0, len(visits), chunk):
             part = visits[lo : lo + chunk]
@@ -193,7 +194,7 @@ def simulate(visits: Sequence[Visit], policies: Sequence[SimPolicy], world: Worl
              ) -> dict[str, Outcome]:
     """Run every policy on every visit, in visit order; ``rate`` paces visits per second."""
     out = {p.name: Outcome() for p in policies}
-    world.prepare([v for v in visits if v.index not in world._probs])
+    world.prepare(visits)
     start = time.monotonic()
     for visit in visits:
         if rate:
