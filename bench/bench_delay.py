@@ -5,7 +5,7 @@ LinUCB whose updates arrive late, as they do through Kafka -> Flink -> Redis -> 
 - ``wait_window``: clicks after ``publish`` visits, zero rewards only when the reward window
   closes (``window`` visits): the job's first design;
 - ``at_once``: every shown product after ``publish`` visits with reward 0, the click's reward
-  as a correction at the same time: the job's design (flink_job/join.py).
+  as a correction at the same time: the job's design (flink_job/java/rtrec/RewardJoin.java).
 Each against the instant learner (no delay) on the same visits. Writes
 results/bench_delay.json: {"visits", "delay_visits": {...}, "regret": {...}, "ratio": {...}}.
 """

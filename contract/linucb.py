@@ -105,6 +105,31 @@ def update_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray) -> ArmStat
                     version=state.version + k)
 
 
+def learn_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray,
+                observe: np.ndarray) -> ArmState:
+    """Learn a micro-batch of items in one step: rows of X (k, d) with their rewards (k,);
+    ``observe[i]`` True for an observation (A, n and b change, as :func:`update`), False for a
+    reward added to one already learned (only b, as :func:`add_reward`).
+
+    The same sums as applying the items one by one, in any order (up to rounding). A^-1 moves
+    by Woodbury in chunks of at most d rows, so a large batch costs O(k d^2), not O(k^3).
+    """
+    X = np.asarray(X, dtype=np.float64).reshape(-1, state.dim)
+    rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    observe = np.asarray(observe, dtype=bool).reshape(-1)
+    k = X.shape[0]
+    if k == 0:
+        return state
+    obs = X[observe]
+    A_inv = state.A_inv
+    for i in range(0, obs.shape[0], state.dim):
+        chunk = obs[i:i + state.dim]
+        A_inv = sherman_morrison(A_inv, chunk[0]) if chunk.shape[0] == 1 \
+            else woodbury(A_inv, chunk)
+    return ArmState(A_inv=A_inv, b=state.b + rewards @ X, n=state.n + obs.shape[0],
+                    version=state.version + k)
+
+
 def theta(state: ArmState) -> np.ndarray:
     """Ridge coefficients A^-1 b, shape (d,)."""
     return state.A_inv @ state.b

@@ -1,18 +1,17 @@
 """PyFlink functions: thin shells that hold state descriptors and clients (made in ``open``) and
-call the pure logic of :mod:`flink_job.records`, :mod:`flink_job.join`, :mod:`flink_job.publish`
-and the shared contract.
+call the pure logic of :mod:`flink_job.records`, :mod:`flink_job.publish` and the shared
+contract. The reward join and the micro-batcher between them run on the JVM
+(``java/rtrec/``); docs/JOB.md says why.
 
-Records between operators (pickled by PyFlink, never stored):
+Records between operators:
 
-- validated event: ``("i", request_id, event_ts, (x, products), meta)`` or
-  ``("c", request_id, event_ts, product_id, meta)``; ``meta`` is a :class:`SourceMeta` tuple;
-- reward: ``(product_id, x, reward, observe)``: an observation learned at once with reward 0
-  (observe), or a click's reward added to it (not observe; ``linucb.add_reward``);
-- parameters: ``(product_id, codec blob, learned_at_ms)``.
+- validated event (to the JVM join): a text line, :func:`flink_job.records.join_line`;
+- micro-batch (from the JVM batcher): a text line, :func:`flink_job.records.parse_batch`;
+- parameters: ``(product_id, codec blob, learned_at_ms)`` (pickled by PyFlink, never stored).
 
-Keyed state holds only bytes: the reward join's JSON document and the codec's blob of the
-product's :class:`contract.linucb.ArmState` (ONE packed value per product: 3 separate states
-halve throughput, DESIGN.md).
+The learner's keyed state is ONE codec blob of the product's
+:class:`contract.linucb.ArmState` (one packed value per product: 3 separate states halve
+throughput, DESIGN.md).
 """
 
 from __future__ import annotations
@@ -22,24 +21,30 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from contract import codec, linucb
 from contract.config import Settings
-from contract.events import Click, EventError, Impression, parse_event
-from flink_job import join as joinmod
+from contract.events import EventError, Impression, parse_event
 from flink_job.publish import Publisher
-from flink_job.records import SourceMeta, dead_letter, meta_only, split_record
+from flink_job.records import (
+    dead_letter,
+    join_line,
+    meta_only,
+    parse_batch,
+    split_record,
+    unescape_id,
+)
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+# what the validator can reject (the JVM join counts its own: duplicate_impression,
+# late_click, orphan_click, duplicate click as bad_value)
 REASONS = ("unparseable", "oversized", "missing_field", "wrong_type", "not_finite",
-           "wrong_dimension", "bad_value", "unknown_product", "unsupported_version",
-           "duplicate_impression", "late_click", "orphan_click")
+           "wrong_dimension", "bad_value", "unknown_product", "unsupported_version")
 
 
 def _now_ms() -> int:
@@ -96,67 +101,22 @@ class Validate(ProcessFunction):
                                             type(exc).__name__)
             return
         ts = meta.timestamp if meta.timestamp >= 0 else event.ts_ms
-        if isinstance(event, Impression):
-            self.impressions.inc()
-            yield "i", event.request_id, ts, (event.x, event.products), tuple(meta)
-        elif isinstance(event, Click):
-            self.clicks.inc()
-            yield "c", event.request_id, ts, event.product_id, tuple(meta)
-
-
-class JoinRewards(KeyedProcessFunction):
-    """Keyed by request_id: the reward join of :mod:`flink_job.join` on event-time timers."""
-
-    def __init__(self, window_ms: int, retain_ms: int) -> None:
-        self.logic = joinmod.RewardJoin(window_ms=window_ms, retain_ms=retain_ms)
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.state = runtime_context.get_state(
-            ValueStateDescriptor("join", Types.PICKLED_BYTE_ARRAY()))
-        group = runtime_context.get_metrics_group()
-        self.rewards_1 = group.counter("rewards_click")
-        self.observations = group.counter("observations")
-        self.dead = _DeadLetterCounters(runtime_context)
-
-    def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
-        kind, _rid, ts, payload, meta = value
-        st = joinmod.loads(self.state.value())
-        if kind == "i":
-            x, products = payload
-            st, out = self.logic.on_impression(st, joinmod.Imp(ts, tuple(x), tuple(products)),
-                                               meta)
-        else:
-            st, out = self.logic.on_click(st, joinmod.Clk(ts, payload), meta)
-        yield from self._apply(st, out, ctx)
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
-        st, out = self.logic.on_timer(joinmod.loads(self.state.value()), timestamp)
-        yield from self._apply(st, out, ctx)
-
-    def _apply(self, st: dict | None, out: joinmod.Out, ctx: Any) -> Iterable[Any]:
-        if st is None:
-            self.state.clear()
-        else:
-            self.state.update(joinmod.dumps(st))
-        for t in out.timers:
-            ctx.timer_service().register_event_time_timer(t)
-        for reason, field, message, meta in out.dead:
-            self.dead.inc(reason)
-            yield DEAD_LETTERS, dead_letter(SourceMeta(*meta), reason, field, message)
-        for reward in out.rewards:
-            (self.observations if reward[3] else self.rewards_1).inc()
-            yield reward
+        (self.impressions if isinstance(event, Impression) else self.clicks).inc()
+        yield join_line(event, ts, value)
 
 
 class Learn(KeyedProcessFunction):
-    """Keyed by product_id: Sherman-Morrison update of ONE packed state (codec bytes), and a
-    processing-time timer on a grid of ``publish_interval_ms`` so each product publishes at
-    most once per interval (Flink keeps one timer per key and timestamp: free coalescing)."""
+    """Keyed by product_id: learn one micro-batch (``java/rtrec/MicroBatcher.java``: every item
+    of this product over one publish interval) in ONE read and ONE write of the packed state
+    (codec bytes), by :func:`contract.linucb.learn_batch`, and emit the new parameters at once.
 
-    def __init__(self, dim: int, l2: float, publish_interval_ms: int) -> None:
+    The batcher already coalesces per interval, so each product emits at most one update per
+    interval and subtask of the join, without a timer per product.
+    """
+
+    def __init__(self, dim: int, l2: float) -> None:
         self.dim = dim
         self.l2 = l2
-        self.interval = max(1, publish_interval_ms)
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(
@@ -164,33 +124,18 @@ class Learn(KeyedProcessFunction):
         group = runtime_context.get_metrics_group()
         self.learned = group.counter("updates_learned")
         self.emitted = group.counter("updates_emitted")
-        # product -> due time of the publish timer we registered: skips a Java call per record
-        # (memory only; after a restore it is empty and we register again, Flink dedups)
-        self.due: dict[str, int] = {}
 
-    def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
-        pid, x, reward, observe = value
+    def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
+        key, X, rewards, observe = parse_batch(value, self.dim)
         blob = self.state.value()
         st = codec.decode(blob).state if blob is not None else linucb.init_state(self.dim, self.l2)
-        learn = linucb.update if observe else linucb.add_reward
-        st = learn(st, np.asarray(x, dtype=np.float64), float(reward))
-        self.state.update(codec.encode(st, _now_ms()))
-        self.learned.inc()
-        now = _now_ms()  # the same wall clock as Flink's processing time, without a Java call
-        due = (now // self.interval + 1) * self.interval  # grid: one timer per interval
-        if self.due.get(pid) != due:
-            ctx.timer_service().register_processing_time_timer(due)
-            self.due[pid] = due
-        return ()
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
-        key = ctx.get_current_key()
-        if self.due.get(key) == timestamp:
-            del self.due[key]
-        blob = self.state.value()
-        if blob is not None:
-            self.emitted.inc()
-            yield key, blob, codec.decode(blob).updated_at_ms
+        st = linucb.learn_batch(st, X, rewards, observe)
+        now = _now_ms()
+        blob = codec.encode(st, now)
+        self.state.update(blob)
+        self.learned.inc(len(rewards))
+        self.emitted.inc()
+        yield unescape_id(key), blob, now
 
 
 class PublishToRedis(ProcessFunction):

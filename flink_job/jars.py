@@ -1,6 +1,7 @@
-"""The JVM jars the job needs: the Kafka connector (``make install``) and our tiny record
-deserializer, compiled on first use from ``java/rtrec/MetaDeserializer.java`` with the JDK's
-javac against the pip distribution's flink-dist (cached by source hash under ``var/``)."""
+"""The JVM jars the job needs: the Kafka connector (``make install``) and our own small
+operators (``java/rtrec/``: the record deserializer, the reward join and the micro-batcher),
+compiled on first use with the JDK's javac against the pip distribution's flink-dist (cached
+by source hash under ``var/``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTOR_LIB = ROOT / "jvm" / "lib" / "connector"
-JAVA_SRC = Path(__file__).resolve().parent / "java" / "rtrec" / "MetaDeserializer.java"
+JAVA_SRC = Path(__file__).resolve().parent / "java" / "rtrec"
 PYFLINK_HOME = Path(pyflink.__file__).resolve().parent
 
 
@@ -34,12 +35,12 @@ def connector_jars() -> list[Path]:
     return jars
 
 
-def deserializer_jar(cache_dir: Path | None = None) -> Path:
-    """The compiled MetaDeserializer jar (built once per source version)."""
-    source = JAVA_SRC.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:12]
+def operators_jar(cache_dir: Path | None = None) -> Path:
+    """The compiled jar of ``java/rtrec/*.java`` (built once per version of the sources)."""
+    sources = sorted(JAVA_SRC.glob("*.java"))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sources))
     cache_dir = cache_dir or ROOT / "var" / "flink_job"
-    jar = cache_dir / f"rtrec-meta-deserializer-{digest}.jar"
+    jar = cache_dir / f"rtrec-operators-{digest.hexdigest()[:12]}.jar"
     if jar.exists():
         return jar
     javac = shutil.which("javac")
@@ -52,7 +53,7 @@ def deserializer_jar(cache_dir: Path | None = None) -> Path:
         + [str(p) for p in connector_jars()])
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         res = subprocess.run([javac, "--release", "11", "-nowarn", "-d", tmp, "-cp", classpath,
-                              str(JAVA_SRC)], capture_output=True, text=True, timeout=120)
+                              *map(str, sources)], capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
             raise JarError(f"javac failed:\n{res.stdout}{res.stderr}")
         part = Path(tmp) / "out.jar"
@@ -66,4 +67,4 @@ def deserializer_jar(cache_dir: Path | None = None) -> Path:
 
 
 def job_jars() -> list[Path]:
-    return [*connector_jars(), deserializer_jar()]
+    return [*connector_jars(), operators_jar()]

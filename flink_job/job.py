@@ -2,10 +2,11 @@
 
 ::
 
-    KafkaSource(impressions, clicks)  -- MetaDeserializer keeps topic/partition/offset
-      -> Validate (contract.parse_event)       --side output--> dead letters
-      -> key_by(request_id) -> JoinRewards     --side output--> dead letters
-      -> key_by(product_id) -> Learn (RocksDB, one codec blob per product, publish timer)
+    KafkaSource(impressions, clicks)  -- [JVM] MetaDeserializer keeps topic/partition/offset
+      -> Validate (contract.parse_event)                    --side output--> dead letters
+      -> keyBy(request_id) -> [JVM] RewardJoin (event time) --side output--> dead letters
+      -> [JVM] MicroBatcher (per product, one publish interval; flushed before each barrier)
+      -> key_by(product_id) -> Learn (RocksDB, one codec blob per product, rank-k update)
       -> PublishToRedis (contract.store.ParamStore: write-if-newer + PUBLISH)
     dead letters -> KafkaSink(dead-letter topic, at least once)
 
@@ -104,6 +105,7 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
         KafkaSink,
         KafkaSource,
     )
+    from pyflink.datastream.data_stream import DataStream
     from pyflink.java_gateway import get_gateway
 
     from flink_job import functions as fn
@@ -143,23 +145,31 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
         return
 
     valid = (raw.process(fn.Validate(settings.dim, opts.known_products, settings.max_event_bytes),
-                         output_type=pickled)
+                         output_type=Types.STRING())
              .name("validate").uid("validate"))
+    # The reward join and the micro-batcher are JVM operators (java/rtrec/): they touch every
+    # event, and keyed state and timers through the Python bridge cost ~100x more (JOB.md).
+    string_info = Types.STRING().get_java_type_info()
     window_ms = round(settings.reward_window_s * 1000)
-    rewards = (valid.key_by(lambda e: e[1], key_type=Types.STRING())
-               .process(fn.JoinRewards(window_ms, max(RETAIN_MS, 10 * window_ms)),
-                        output_type=pickled)
-               .name("reward-join").uid("reward-join"))
-    params = (rewards.key_by(lambda r: r[0], key_type=Types.STRING())
-              .process(fn.Learn(settings.dim, settings.l2, settings.publish_interval_ms),
-                       output_type=pickled)
+    j_joined = (valid._j_data_stream
+                .keyBy(jvm.rtrec.RewardJoin.requestKey(), string_info)
+                .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms)),
+                         string_info)
+                .name("reward-join").uid("reward-join"))
+    batches = DataStream(j_joined
+                         .transform("micro-batch", string_info,
+                                    jvm.rtrec.MicroBatcher(settings.publish_interval_ms))
+                         .name("micro-batch").uid("micro-batch"))
+    params = (batches.key_by(lambda line: line[:line.index("\t")], key_type=Types.STRING())
+              .process(fn.Learn(settings.dim, settings.l2), output_type=pickled)
               .name("learn-linucb").uid("learn-linucb"))
     (params.process(fn.PublishToRedis(settings), output_type=Types.INT())
      .name("publish-redis").uid("publish-redis")
      .sink_to(Sink("org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"))
      .name("discard").uid("discard"))
 
-    dead = valid.get_side_output(fn.DEAD_LETTERS).union(rewards.get_side_output(fn.DEAD_LETTERS))
+    dead = valid.get_side_output(fn.DEAD_LETTERS).union(
+        DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters())))
     dl_sink = (KafkaSink.builder()
                .set_bootstrap_servers(settings.kafka_bootstrap)
                .set_record_serializer(KafkaRecordSerializationSchema.builder()

@@ -21,6 +21,9 @@ from __future__ import annotations
 import base64
 import json
 from typing import NamedTuple
+from urllib.parse import quote, unquote
+
+import numpy as np
 
 from contract.events import OVERSIZED, UNPARSEABLE, EventError
 
@@ -62,6 +65,63 @@ def meta_only(line: str) -> SourceMeta:
         return SourceMeta(parts[0], int(parts[1]), int(parts[2]), int(parts[3]), parts[4], parts[5])
     except ValueError:
         return SourceMeta("?", -1, -1, -1, "u", line)
+
+
+_SPECIAL = ("\t", ",", "%", "\n")
+
+
+def escape_id(value: str) -> str:
+    """An id as it travels in the JVM operators' TAB/comma separated lines.
+
+    Ids without TAB, comma, newline or ``%`` (all real ones) pass unchanged; others are
+    percent-encoded, which always yields a ``%``, so the mapping is one-to-one.
+
+    >>> escape_id("p001"), escape_id("a,b"), unescape_id(escape_id("a,b"))
+    ('p001', 'a%2Cb', 'a,b')
+    """
+    if any(c in value for c in _SPECIAL):
+        return quote(value, safe="")
+    return value
+
+
+def unescape_id(value: str) -> str:
+    return unquote(value) if "%" in value else value
+
+
+def join_line(event: object, ts: int, source_line: str) -> str:
+    """The reward join's input line for a validated event (see ``java/rtrec/RewardJoin.java``)::
+
+        i TAB request_id TAB ts TAB x-csv TAB product,product,... TAB source-line
+        c TAB request_id TAB ts TAB product_id TAB (empty) TAB source-line
+
+    x travels as ``repr`` of each float, which parses back to the same float.
+    """
+    from contract.events import Impression
+
+    if isinstance(event, Impression):
+        return "\t".join(("i", escape_id(event.request_id), str(ts),
+                          ",".join(map(repr, event.x)),
+                          ",".join(map(escape_id, event.products)), source_line))
+    return "\t".join(("c", escape_id(event.request_id), str(ts),  # type: ignore[attr-defined]
+                      escape_id(event.product_id), "", source_line))  # type: ignore[attr-defined]
+
+
+def parse_batch(line: str, dim: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """A micro-batch line of ``java/rtrec/MicroBatcher.java``: ``product TAB item TAB ...``
+    with item ``o<reward>:x-csv`` (observation) or ``a<reward>:x-csv`` (reward added).
+
+    Returns (escaped product id, X (k, d), rewards (k,), observe (k,)).
+
+    >>> pid, X, r, o = parse_batch("p1\\to0:1.0,2.0\\ta1:1.0,2.0", 2)
+    >>> pid, X.tolist(), r.tolist(), o.tolist()
+    ('p1', [[1.0, 2.0], [1.0, 2.0]], [0.0, 1.0], [True, False])
+    """
+    product, *items = line.split("\t")
+    heads, xs = zip(*(item.split(":", 1) for item in items), strict=True)
+    X = np.array(",".join(xs).split(","), dtype=np.float64).reshape(len(items), dim)
+    rewards = np.array([h[1:] for h in heads], dtype=np.float64)
+    observe = np.array([h[0] == "o" for h in heads], dtype=bool)
+    return product, X, rewards, observe
 
 
 def dead_letter(meta: SourceMeta, reason: str, field: str, message: str,

@@ -61,6 +61,24 @@ def test_batch_update_equals_sequential() -> None:
     assert batch.n == seq.n == 37
 
 
+@pytest.mark.parametrize("k", [1, 7, 45])  # one item, fewer than d, several chunks of d
+def test_learn_batch_of_mixed_items_equals_one_by_one(k: int) -> None:
+    rng = np.random.default_rng(k)
+    d = 12
+    X = rng.normal(size=(k, d))
+    observe = rng.uniform(size=k) < 0.7
+    observe[0] = True
+    r = np.where(observe, 0.0, 1.0)
+    seq = linucb.init_state(d)
+    for x, y, o in zip(X, r, observe, strict=True):
+        seq = (linucb.update if o else linucb.add_reward)(seq, x, y)
+    batch = linucb.learn_batch(linucb.init_state(d), X, r, observe)
+    np.testing.assert_allclose(batch.A_inv, seq.A_inv, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(batch.b, seq.b, rtol=0, atol=1e-12)
+    assert (batch.n, batch.version) == (seq.n, seq.version) == (observe.sum(), k)
+    assert linucb.learn_batch(seq, X[:0], r[:0], observe[:0]) is seq
+
+
 @pytest.mark.parametrize("d", [15, 40])
 def test_ucb_ranking_matches_mabwiser(d: int) -> None:
     rng = np.random.default_rng(100 + d)

@@ -1,0 +1,303 @@
+package rtrec;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.apache.flink.api.common.functions.OpenContext;
+import org.apache.flink.api.common.state.ValueState;
+import org.apache.flink.api.common.state.ValueStateDescriptor;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.api.java.functions.KeySelector;
+import org.apache.flink.metrics.Counter;
+import org.apache.flink.metrics.MetricGroup;
+import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
+import org.apache.flink.util.Collector;
+import org.apache.flink.util.OutputTag;
+
+/**
+ * The reward join, keyed by request id, on event-time timers (event time = the Kafka record
+ * timestamp). It runs on the JVM because it is plumbing that touches every event: keyed state
+ * and timers cost a few microseconds here against a few hundred through PyFlink's Python
+ * bridge. The learning math stays in Python (contract.linucb).
+ *
+ * <p>The job learns at once with the default reward and corrects on a click, so learning never
+ * waits for the window:
+ * <ul>
+ *   <li>an impression emits one observation per shown product with reward 0 and sets a timer
+ *       at t + W;</li>
+ *   <li>a click on a shown product with ts &lt;= t + W while the window is open emits a
+ *       correction, reward 1 (b += x);</li>
+ *   <li>the timer closes the window; the request is remembered for retainMs so a later click
+ *       is told apart as late (dead-lettered, never learned), not orphan;</li>
+ *   <li>a click that comes before its impression (two topics, read independently) waits; if
+ *       no impression comes by ts + W it is an orphan_click.</li>
+ * </ul>
+ *
+ * <p>Input (from the Python validator; ids escaped so they hold no TAB or comma):
+ * {@code i TAB rid TAB ts TAB x-csv TAB products-csv TAB source-line} or
+ * {@code c TAB rid TAB ts TAB product TAB (empty) TAB source-line}, where source-line is the
+ * MetaDeserializer line (kept for dead letters). Output, one per learned item:
+ * {@code product TAB o0:x-csv} (observation, reward 0) or {@code product TAB a1:x-csv}
+ * (reward added). Dead letters go to the side output {@link #deadLetters()} as the same JSON
+ * envelope the Python validator writes (flink_job/records.py).
+ */
+public final class RewardJoin extends KeyedProcessFunction<String, String, String> {
+    private static final long serialVersionUID = 1L;
+    static final int OPEN = 1;
+    static final int CLOSED = 2;
+    static final int PENDING = 3;
+    static final String[] REASONS = {"duplicate_impression", "late_click", "orphan_click",
+        "bad_value"};
+    private static final OutputTag<String> DEAD = new OutputTag<>("join-dead-letters",
+            Types.STRING);
+
+    private final long windowMs;
+    private final long retainMs;
+    private transient ValueState<JoinState> state;
+    private transient Counter observations;
+    private transient Counter rewards;
+    private transient Counter deadTotal;
+    private transient Map<String, Counter> deadByReason;
+
+    /** Per-request state: POJO fields so Flink serializes it without Kryo. */
+    public static final class JoinState {
+        public int s;
+        public long t;
+        public String x;
+        public String[] p;
+        public String[] c;
+        /** waiting clicks: "ts TAB product TAB source-line". */
+        public String[] w;
+
+        public JoinState() {}
+    }
+
+    /** Key selector: the request id, second field of the validator's line. */
+    public static final class RequestKey implements KeySelector<String, String> {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public String getKey(String line) {
+            int a = line.indexOf('\t');
+            int b = line.indexOf('\t', a + 1);
+            return line.substring(a + 1, b);
+        }
+    }
+
+    public RewardJoin(long windowMs, long retainMs) {
+        this.windowMs = windowMs;
+        this.retainMs = retainMs;
+    }
+
+    public static OutputTag<String> deadLetters() {
+        return DEAD;
+    }
+
+    public static RequestKey requestKey() {
+        return new RequestKey();
+    }
+
+    @Override
+    public void open(OpenContext ctx) {
+        state = getRuntimeContext().getState(
+                new ValueStateDescriptor<>("join", TypeInformation.of(JoinState.class)));
+        MetricGroup g = getRuntimeContext().getMetricGroup();
+        observations = g.counter("observations");
+        rewards = g.counter("rewards_click");
+        deadTotal = g.counter("dead_letters");
+        deadByReason = new HashMap<>();
+        for (String r : REASONS) {
+            deadByReason.put(r, g.counter("dead_letters_" + r));
+        }
+    }
+
+    @Override
+    public void processElement(String line, Context ctx, Collector<String> out) throws Exception {
+        String[] f = line.split("\t", 6);
+        long ts = Long.parseLong(f[2]);
+        JoinState st = state.value();
+        if (f[0].equals("i")) {
+            st = onImpression(st, ts, f[3], f[4].split(","), f[5], ctx, out);
+        } else {
+            st = onClick(st, ts, f[3], f[5], ctx, out);
+        }
+        save(st);
+    }
+
+    private JoinState onImpression(JoinState st, long ts, String x, String[] products,
+                                   String source, Context ctx, Collector<String> out) {
+        if (st != null && st.s != PENDING) {
+            dead(ctx, "duplicate_impression", "request_id",
+                    "an impression with this request_id was already seen", source);
+            return st;
+        }
+        String[] waiting = st != null ? st.w : new String[0];
+        JoinState open = new JoinState();
+        open.s = OPEN;
+        open.t = ts;
+        open.x = x;
+        open.p = products;
+        open.c = new String[0];
+        for (String p : products) {
+            out.collect(p + "\to0:" + x);
+            observations.inc();
+        }
+        ctx.timerService().registerEventTimeTimer(ts + windowMs);
+        for (String w : waiting) {
+            String[] parts = w.split("\t", 3);
+            open = onClick(open, Long.parseLong(parts[0]), parts[1], parts[2], ctx, out);
+        }
+        return open;
+    }
+
+    private JoinState onClick(JoinState st, long ts, String product, String source, Context ctx,
+                              Collector<String> out) {
+        if (st == null || st.s == PENDING) {
+            if (st == null) {
+                st = new JoinState();
+                st.s = PENDING;
+                st.w = new String[0];
+            }
+            st.w = append(st.w, ts + "\t" + product + "\t" + source);
+            ctx.timerService().registerEventTimeTimer(ts + windowMs);
+            return st;
+        }
+        if (st.s == CLOSED) {
+            dead(ctx, "late_click", "request_id", "the reward window of this request closed",
+                    source);
+        } else if (!Arrays.asList(st.p).contains(product)) {
+            dead(ctx, "orphan_click", "product_id",
+                    "'" + product + "' was not shown in this request", source);
+        } else if (Arrays.asList(st.c).contains(product)) {
+            dead(ctx, "bad_value", "product_id", "duplicate click", source);
+        } else if (ts > st.t + windowMs) {
+            dead(ctx, "late_click", "ts_ms", "click " + (ts - st.t)
+                    + " ms after the impression > window " + windowMs + " ms", source);
+        } else {
+            st.c = append(st.c, product);
+            out.collect(product + "\ta1:" + st.x);
+            rewards.inc();
+        }
+        return st;
+    }
+
+    @Override
+    public void onTimer(long timestamp, OnTimerContext ctx, Collector<String> out)
+            throws Exception {
+        JoinState st = state.value();
+        if (st == null) {
+            return;
+        }
+        if (st.s == OPEN && timestamp >= st.t + windowMs) {
+            JoinState closed = new JoinState();
+            closed.s = CLOSED;
+            closed.t = st.t;
+            ctx.timerService().registerEventTimeTimer(st.t + windowMs + retainMs);
+            save(closed);
+        } else if (st.s == CLOSED && timestamp >= st.t + windowMs + retainMs) {
+            state.clear();
+        } else if (st.s == PENDING && timestamp >= latest(st.w) + windowMs) {
+            for (String w : st.w) {
+                String[] parts = w.split("\t", 3);
+                dead(ctx, "orphan_click", "request_id",
+                        "no impression for this request within the window (click on '"
+                                + parts[1] + "')", parts[2]);
+            }
+            state.clear();
+        }
+    }
+
+    private void save(JoinState st) throws Exception {
+        if (st == null) {
+            state.clear();
+        } else {
+            state.update(st);
+        }
+    }
+
+    private static long latest(String[] waiting) {
+        long m = Long.MIN_VALUE;
+        for (String w : waiting) {
+            m = Math.max(m, Long.parseLong(w.substring(0, w.indexOf('\t'))));
+        }
+        return m;
+    }
+
+    private static String[] append(String[] a, String v) {
+        String[] r = Arrays.copyOf(a, a.length + 1);
+        r[a.length] = v;
+        return r;
+    }
+
+    private void dead(Context ctx, String reason, String field, String message, String source) {
+        deadTotal.inc();
+        Counter c = deadByReason.get(reason);
+        if (c != null) {
+            c.inc();
+        }
+        ctx.output(DEAD, deadLetter(source, reason, field, message));
+    }
+
+    /** The dead-letter envelope of flink_job/records.py dead_letter(), for a source line. */
+    static String deadLetter(String source, String reason, String field, String message) {
+        String[] m = source.split("\t", 6);
+        StringBuilder sb = new StringBuilder(256 + source.length());
+        sb.append("{\"reason\":");
+        quote(sb, reason);
+        sb.append(",\"field\":");
+        quote(sb, field);
+        sb.append(",\"message\":");
+        quote(sb, message.length() > 500 ? message.substring(0, 500) : message);
+        sb.append(",\"error_class\":\"EventError\",\"topic\":");
+        if (m.length == 6) {
+            quote(sb, m[0]);
+            sb.append(",\"partition\":").append(Long.parseLong(m[1]));
+            sb.append(",\"offset\":").append(Long.parseLong(m[2]));
+            sb.append(",\"timestamp\":").append(Long.parseLong(m[3]));
+            sb.append(m[4].equals("u") ? ",\"value\":" : ",\"value_b64\":");
+            quote(sb, m[5]);
+        } else {
+            sb.append("\"?\",\"partition\":-1,\"offset\":-1,\"timestamp\":-1,\"value\":");
+            quote(sb, source);
+        }
+        return sb.append('}').toString();
+    }
+
+    static void quote(StringBuilder sb, String s) {
+        sb.append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char ch = s.charAt(i);
+            switch (ch) {
+                case '"': sb.append("\\\""); break;
+                case '\\': sb.append("\\\\"); break;
+                case '\n': sb.append("\\n"); break;
+                case '\r': sb.append("\\r"); break;
+                case '\t': sb.append("\\t"); break;
+                default:
+                    if (ch < 0x20 || Character.isSurrogate(ch) && !validSurrogate(s, i)) {
+                        sb.append(String.format("\\u%04x", (int) ch));
+                    } else {
+                        sb.append(ch);
+                    }
+            }
+        }
+        sb.append('"');
+    }
+
+    private static boolean validSurrogate(String s, int i) {
+        char ch = s.charAt(i);
+        if (Character.isHighSurrogate(ch)) {
+            return i + 1 < s.length() && Character.isLowSurrogate(s.charAt(i + 1));
+        }
+        return i > 0 && Character.isHighSurrogate(s.charAt(i - 1));
+    }
+
+    /** For tests and docs: the reasons this operator can dead-letter. */
+    public static List<String> reasons() {
+        return new ArrayList<>(Arrays.asList(REASONS));
+    }
+}
