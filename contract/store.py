@@ -13,6 +13,7 @@ together. Writes of many products go in one pipeline.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -62,20 +63,28 @@ class ParamStore:
     def __init__(self, client: redis.Redis, prefix: str = "rtrec") -> None:
         self.client = client
         self.keys = StoreKeys(prefix)
-        self._script = client.register_script(_WRITE_IF_NEWER)
+        # EVALSHA by the script's digest, loaded on NOSCRIPT (first use, or a restarted Redis):
+        # redis-py's registered scripts ask SCRIPT EXISTS on every pipeline, a round trip more
+        self._sha = hashlib.sha1(_WRITE_IF_NEWER.encode()).hexdigest()
 
     def write_many(self, items: Iterable[tuple[str, bytes]]) -> list[bool]:
         """Write encoded values in one pipeline; True where written, False where refused
         because Redis already holds an equal or newer version."""
-        pipe = self.client.pipeline(transaction=False)
-        n = 0
-        for product_id, blob in items:
-            self._script(keys=[self.keys.arm(product_id), self.keys.versions],
-                         args=[product_id, peek_version(blob), blob, self.keys.channel],
-                         client=pipe)
-            n += 1
-        if n == 0:
+        batch = list(items)
+        if not batch:
             return []
+        try:
+            return self._write(batch)
+        except redis.exceptions.NoScriptError:
+            # the writes that ran are versioned, so running the whole batch again is safe
+            self._sha = self.client.script_load(_WRITE_IF_NEWER)
+            return self._write(batch)
+
+    def _write(self, batch: list[tuple[str, bytes]]) -> list[bool]:
+        pipe = self.client.pipeline(transaction=False)
+        for product_id, blob in batch:
+            pipe.evalsha(self._sha, 2, self.keys.arm(product_id), self.keys.versions,
+                         product_id, peek_version(blob), blob, self.keys.channel)
         return [bool(r) for r in pipe.execute()]
 
     def write(self, product_id: str, blob: bytes) -> bool:

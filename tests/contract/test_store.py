@@ -51,3 +51,12 @@ def test_pipelined_batch_and_notifications(store: ParamStore) -> None:
 def test_missing_products_are_left_out(store: ParamStore) -> None:
     store.write("p1", _blob(1))
     assert set(store.read_many(["p1", "nope"])) == {"p1"}
+
+
+def test_writes_survive_a_flushed_script_cache(store: ParamStore) -> None:
+    """EVALSHA by digest: a Redis that lost its scripts (restart, SCRIPT FLUSH) gets the
+    script again and the batch still lands, once."""
+    assert store.write_many([("p1", _blob(1))]) == [True]
+    store.client.script_flush()
+    assert store.write_many([("p1", _blob(2)), ("p2", _blob(1))]) == [True, True]
+    assert store.versions() == {"p1": 2, "p2": 1}
