@@ -105,7 +105,7 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
         KafkaSink,
         KafkaSource,
     )
-    from pyflink.datastream.data_stream import DataStream
+    from pyflink.datastream.data_stream import DataStream, KeyedStream
     from pyflink.java_gateway import get_gateway
 
     from flink_job import functions as fn
@@ -156,11 +156,18 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
                 .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms)),
                          string_info)
                 .name("reward-join").uid("reward-join"))
-    batches = DataStream(j_joined
-                         .transform("micro-batch", string_info,
-                                    jvm.rtrec.MicroBatcher(settings.publish_interval_ms))
-                         .name("micro-batch").uid("micro-batch"))
-    params = (batches.key_by(lambda line: line[:line.index("\t")], key_type=Types.STRING())
+    # the batcher emits Row(product, batch), which is what PyFlink's key_by would build with
+    # an extra Python operator; keying it on the JVM saves that Python call per batch
+    j_batches = (j_joined
+                 .transform("micro-batch",
+                            Types.ROW([Types.STRING(), Types.STRING()]).get_java_type_info(),
+                            jvm.rtrec.MicroBatcher(settings.publish_interval_ms))
+                 .name("micro-batch").uid("micro-batch"))
+    by_product = KeyedStream(
+        j_batches.keyBy(jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(),
+                        Types.ROW([Types.STRING()]).get_java_type_info()),
+        Types.STRING(), DataStream(j_batches))
+    params = (by_product
               .process(fn.Learn(settings.dim, settings.l2), output_type=pickled)
               .name("learn-linucb").uid("learn-linucb"))
     (params.process(fn.PublishToRedis(settings), output_type=Types.INT())

@@ -8,6 +8,7 @@ import org.apache.flink.metrics.Counter;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
+import org.apache.flink.types.Row;
 
 /**
  * Groups the reward join's items by product over a short processing-time interval, so the
@@ -15,13 +16,15 @@ import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
  * cost is per record (the Python bridge and one state read and write), and the statistics are
  * additive, so a batch is learned in one rank-k (Woodbury) step.
  *
- * <p>In: {@code product TAB item}. Out: {@code product TAB item TAB item ...} in arrival order.
+ * <p>In: {@code product TAB item}. Out: {@code Row(product, "product TAB item TAB item ...")},
+ * items in arrival order: the shape PyFlink's own key_by produces (key, value), so the Python
+ * learner is keyed here without an extra Python operator to extract the key.
  * Flushes on a grid of {@code intervalMs} (every subtask on the same grid, so a product's
  * batches from parallel subtasks arrive together) and before every checkpoint barrier, so no
  * buffered item is ever outside a checkpoint: exactly-once holds.
  */
-public final class MicroBatcher extends AbstractStreamOperator<String>
-        implements OneInputStreamOperator<String, String>, ProcessingTimeCallback {
+public final class MicroBatcher extends AbstractStreamOperator<Row>
+        implements OneInputStreamOperator<String, Row>, ProcessingTimeCallback {
     private static final long serialVersionUID = 1L;
     private final long intervalMs;
     private transient Map<String, StringBuilder> pending;
@@ -45,13 +48,13 @@ public final class MicroBatcher extends AbstractStreamOperator<String>
     public void processElement(StreamRecord<String> record) {
         String line = record.getValue();
         items.inc();
-        if (intervalMs <= 0) {
-            batches.inc();
-            output.collect(new StreamRecord<>(line));
-            return;
-        }
         int tab = line.indexOf('\t');
         String product = line.substring(0, tab);
+        if (intervalMs <= 0) {
+            batches.inc();
+            output.collect(new StreamRecord<>(Row.of(product, line)));
+            return;
+        }
         StringBuilder sb = pending.get(product);
         if (sb == null) {
             pending.put(product, new StringBuilder(line));
@@ -84,9 +87,9 @@ public final class MicroBatcher extends AbstractStreamOperator<String>
     }
 
     private void flush() {
-        for (StringBuilder sb : pending.values()) {
+        for (Map.Entry<String, StringBuilder> e : pending.entrySet()) {
             batches.inc();
-            output.collect(new StreamRecord<>(sb.toString()));
+            output.collect(new StreamRecord<>(Row.of(e.getKey(), e.getValue().toString())));
         }
         pending.clear();
     }
