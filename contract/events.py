@@ -178,11 +178,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _no_dup_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise EventError(UNPARSEABLE, key, "duplicate key")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # rare: find the first repeated key for the message
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise EventError(UNPARSEABLE, key, "duplicate key")
+            seen.add(key)
     return out
 
 
@@ -193,6 +195,8 @@ def _get(obj: dict[str, Any], name: str) -> Any:
 
 
 def _no_extra(obj: dict[str, Any], allowed: set[str]) -> None:
+    if obj.keys() == allowed:  # the common case: every field, nothing else
+        return
     extra = sorted(set(obj) - allowed)
     if extra:
         raise EventError(BAD_VALUE, extra[0], "unknown field")
@@ -224,6 +228,10 @@ def _floats(obj: dict[str, Any], name: str) -> tuple[float, ...]:
         raise EventError(WRONG_TYPE, name, f"expected a list, got {type(values).__name__}")
     if len(values) > 4096:
         raise EventError(OVERSIZED, name, f"{len(values)} items")
+    # fast path (C loops): all floats and finite; anything else takes the careful path below,
+    # which converts ints and names the first offending item
+    if set(map(type, values)) <= {float} and all(map(math.isfinite, values)):
+        return tuple(values)
     return tuple(_float(obj, name, v, f"{name}[{i}]") for i, v in enumerate(values))
 
 
