@@ -208,7 +208,7 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_job", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=20_000, help="throughput backlog size")
+    parser.add_argument("--events", type=int, default=100_000, help="throughput backlog size")
     parser.add_argument("--rate", type=float, default=500.0, help="freshness traffic, ev/s")
     parser.add_argument("--seconds", type=float, default=30.0, help="freshness duration")
     parser.add_argument("--modes", default="thread,process", help="freshness modes to compare")

@@ -49,6 +49,8 @@ class Settings:
     # --- Job -----------------------------------------------------------------------------
     reward_window_s: float = _var(3.0, "Seconds a shown product waits for a click before reward 0.")
     publish_interval_ms: int = _var(50, "At most one parameter write per product per interval.")
+    source_batch_max: int = _var(256, "Source records per call of the Python validator (at most).")
+    source_batch_ms: int = _var(5, "Longest a source record waits for its batch to fill (ms).")
     checkpoint_dir: str = _var("var/checkpoints", "Folder (or URI) of Flink checkpoints.")
     checkpoint_interval_ms: int = _var(5000, "Flink checkpoint interval.")
     job_parallelism: int = _var(1, "Parallelism of the Flink job.")
@@ -67,6 +69,8 @@ class Settings:
     oracle: str = _var("rules", "Hidden click oracle of the simulator: a name or a dotted path.")
 
     def __post_init__(self) -> None:
+        if self.source_batch_max < 1 or self.source_batch_ms < 0:
+            raise ValueError("source_batch_max must be >= 1 and source_batch_ms >= 0")
         if self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
         if self.alpha < 0:

@@ -95,7 +95,12 @@ def produce(settings: Settings, records: Iterable[Record], rate_eps: float | Non
             if wait > 0:
                 time.sleep(wait)
         kwargs = {"partition": partition} if partition is not None else {}
-        producer.produce(topic, value=value, timestamp=ts, **kwargs)
+        while True:
+            try:
+                producer.produce(topic, value=value, timestamp=ts, **kwargs)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.05)
         if on_sent is not None:
             on_sent(n, time.time_ns())
         n += 1

@@ -3,7 +3,10 @@
 ::
 
     KafkaSource(impressions, clicks)  -- [JVM] MetaDeserializer keeps topic/partition/offset
-      -> Validate (contract.parse_event)                    --side output--> dead letters
+      -> [JVM] SourceBatcher (<= source_batch_max records / source_batch_ms; flushed before
+         each watermark and barrier)
+      -> Validate (contract.parse_event, one call per batch) --side output--> dead letters
+      -> [JVM] Unbatch
       -> keyBy(request_id) -> [JVM] RewardJoin (event time) --side output--> dead letters
       -> [JVM] MicroBatcher (per product, one publish interval; flushed before each barrier)
       -> key_by(product_id) -> Learn (RocksDB, one codec blob per product, rank-k update)
@@ -33,6 +36,8 @@ JOB_NAME = "rtrec-linucb-learner"
 OUT_OF_ORDERNESS_MS = 500
 # How long a closed request is remembered, so a late click is told apart from an orphan.
 RETAIN_MS = 60_000
+# Longest micro-batch interval, reached when catching up on a backlog (MicroBatcher.java).
+MAX_BATCH_INTERVAL_MS = 1_000
 
 
 @dataclass(frozen=True)
@@ -144,14 +149,24 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
          .name("discard"))
         return
 
-    valid = (raw.process(fn.Validate(settings.dim, opts.known_products, settings.max_event_bytes),
-                         output_type=Types.STRING())
+    # Python is called once per batch of source records (java/rtrec/SourceBatcher.java), not
+    # once per record: the bridge costs more per call than parsing an event does (JOB.md)
+    lines = Types.BASIC_ARRAY(Types.STRING())
+    source_batches = DataStream(
+        raw._j_data_stream
+        .transform("source-batch", lines.get_java_type_info(),
+                   jvm.rtrec.SourceBatcher(settings.source_batch_max, settings.source_batch_ms))
+        .name("source-batch").uid("source-batch"))
+    valid = (source_batches
+             .process(fn.Validate(settings.dim, opts.known_products, settings.max_event_bytes),
+                      output_type=lines)
              .name("validate").uid("validate"))
     # The reward join and the micro-batcher are JVM operators (java/rtrec/): they touch every
     # event, and keyed state and timers through the Python bridge cost ~100x more (JOB.md).
     string_info = Types.STRING().get_java_type_info()
     window_ms = round(settings.reward_window_s * 1000)
     j_joined = (valid._j_data_stream
+                .flatMap(jvm.rtrec.Unbatch(), string_info).name("unbatch").uid("unbatch")
                 .keyBy(jvm.rtrec.RewardJoin.requestKey(), string_info)
                 .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms)),
                          string_info)
@@ -161,7 +176,8 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
     j_batches = (j_joined
                  .transform("micro-batch",
                             Types.ROW([Types.STRING(), Types.STRING()]).get_java_type_info(),
-                            jvm.rtrec.MicroBatcher(settings.publish_interval_ms))
+                            jvm.rtrec.MicroBatcher(settings.publish_interval_ms,
+                                                   MAX_BATCH_INTERVAL_MS))
                  .name("micro-batch").uid("micro-batch"))
     by_product = KeyedStream(
         j_batches.keyBy(jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(),

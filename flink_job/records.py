@@ -91,16 +91,17 @@ def unescape_id(value: str) -> str:
 def join_line(event: object, ts: int, source_line: str) -> str:
     """The reward join's input line for a validated event (see ``java/rtrec/RewardJoin.java``)::
 
-        i TAB request_id TAB ts TAB x-csv TAB product,product,... TAB source-line
+        i TAB request_id TAB ts TAB x-hex TAB product,product,... TAB source-line
         c TAB request_id TAB ts TAB product_id TAB (empty) TAB source-line
 
-    x travels as ``repr`` of each float, which parses back to the same float.
+    x travels as the hex of its little-endian float64 bytes: the same bits come back, and it
+    costs a tenth of formatting decimals (the JVM never looks inside).
     """
     from contract.events import Impression
 
     if isinstance(event, Impression):
         return "\t".join(("i", escape_id(event.request_id), str(ts),
-                          ",".join(map(repr, event.x)),
+                          np.asarray(event.x, dtype="<f8").tobytes().hex(),
                           ",".join(map(escape_id, event.products)), source_line))
     return "\t".join(("c", escape_id(event.request_id), str(ts),  # type: ignore[attr-defined]
                       escape_id(event.product_id), "", source_line))  # type: ignore[attr-defined]
@@ -108,17 +109,18 @@ def join_line(event: object, ts: int, source_line: str) -> str:
 
 def parse_batch(line: str, dim: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """A micro-batch line of ``java/rtrec/MicroBatcher.java``: ``product TAB item TAB ...``
-    with item ``o<reward>:x-csv`` (observation) or ``a<reward>:x-csv`` (reward added).
+    with item ``o<reward>:x-hex`` (observation) or ``a<reward>:x-hex`` (reward added).
 
     Returns (escaped product id, X (k, d), rewards (k,), observe (k,)).
 
-    >>> pid, X, r, o = parse_batch("p1\\to0:1.0,2.0\\ta1:1.0,2.0", 2)
+    >>> x = np.array([1.0, 2.0]).tobytes().hex()
+    >>> pid, X, r, o = parse_batch(f"p1\\to0:{x}\\ta1:{x}", 2)
     >>> pid, X.tolist(), r.tolist(), o.tolist()
     ('p1', [[1.0, 2.0], [1.0, 2.0]], [0.0, 1.0], [True, False])
     """
     product, *items = line.split("\t")
     heads, xs = zip(*(item.split(":", 1) for item in items), strict=True)
-    X = np.array(",".join(xs).split(","), dtype=np.float64).reshape(len(items), dim)
+    X = np.frombuffer(bytes.fromhex("".join(xs)), dtype="<f8").reshape(len(items), dim)
     rewards = np.array([h[1:] for h in heads], dtype=np.float64)
     observe = np.array([h[0] == "o" for h in heads], dtype=bool)
     return product, X, rewards, observe

@@ -11,11 +11,19 @@ import numpy as np
 import pytest
 
 from contract.codec import encode
-from contract.events import EventError
+from contract.events import Click, EventError, Impression
 from contract.linucb import init_state, update
 from flink_job import checkpoints
 from flink_job.publish import MemoryStore, Publisher
-from flink_job.records import dead_letter, meta_only, split_record
+from flink_job.records import (
+    dead_letter,
+    escape_id,
+    join_line,
+    meta_only,
+    parse_batch,
+    split_record,
+    unescape_id,
+)
 
 
 def _blob(n: int) -> bytes:
@@ -45,6 +53,32 @@ def test_dead_letter_keeps_source_and_original_bytes() -> None:
     assert base64.b64decode(env["value_b64"]) == raw
     text = dead_letter(meta_only("clicks\t0\t7\t1\tu\t{\"a\":\t1}"), "bad_value", "a", "m")
     assert json.loads(text)["value"] == '{"a":\t1}'  # tabs inside the body survive
+
+
+@pytest.mark.parametrize("pid", ["p001", "a,b", "tab\there", "100%", "line\nbreak", "%41", "é ü"])
+def test_ids_cross_the_jvm_lines_unchanged_and_one_to_one(pid: str) -> None:
+    esc = escape_id(pid)
+    assert unescape_id(esc) == pid
+    assert not any(c in esc for c in "\t,\n")
+    assert (esc == pid) == (not any(c in pid for c in "\t,\n%"))
+
+
+def test_join_lines_carry_what_the_jvm_join_and_the_learner_need() -> None:
+    """The validator's lines for RewardJoin.java, and a batch line as MicroBatcher.java builds
+    it from the join's items, parse back to the exact x and products."""
+    x = (0.1, -2.5e-300, 1e300, 1 / 3)
+    imp = Impression("r,1", 1, 5, x, ("p\t1", "p2"), (0.0, 0.0), "bench", 0)
+    src = "impressions\t0\t9\t5\tu\t{\"a\": 1}"
+    kind, rid, ts, xhex, products, source = join_line(imp, 5, src).split("\t", 5)
+    assert (kind, unescape_id(rid), ts, source) == ("i", "r,1", "5", src)
+    assert [unescape_id(p) for p in products.split(",")] == ["p\t1", "p2"]
+    click = join_line(Click("r,1", "p2", 7), 7, src).split("\t", 5)
+    assert click[:5] == ["c", escape_id("r,1"), "7", "p2", ""]
+    batch = f"{escape_id('p' + chr(9) + '1')}\to0:{xhex}\ta1:{xhex}\to0:{xhex}"
+    pid, X, rewards, observe = parse_batch(batch, len(x))
+    assert unescape_id(pid) == "p\t1"
+    assert X.tolist() == [list(x)] * 3  # bit-exact
+    assert rewards.tolist() == [0.0, 1.0, 0.0] and observe.tolist() == [True, False, True]
 
 
 def test_publisher_never_moves_a_product_backwards_and_retries_outages() -> None:

@@ -38,11 +38,11 @@ import org.apache.flink.util.OutputTag;
  * </ul>
  *
  * <p>Input (from the Python validator; ids escaped so they hold no TAB or comma):
- * {@code i TAB rid TAB ts TAB x-csv TAB products-csv TAB source-line} or
+ * {@code i TAB rid TAB ts TAB x TAB products-csv TAB source-line} or
  * {@code c TAB rid TAB ts TAB product TAB (empty) TAB source-line}, where source-line is the
- * MetaDeserializer line (kept for dead letters). Output, one per learned item:
- * {@code product TAB o0:x-csv} (observation, reward 0) or {@code product TAB a1:x-csv}
- * (reward added). Dead letters go to the side output {@link #deadLetters()} as the same JSON
+ * MetaDeserializer line (kept for dead letters); x is opaque here. Output, one per learned item:
+ * {@code ts TAB product TAB o0:x} (observation, reward 0) or {@code ts TAB product TAB a1:x}
+ * (reward added), ts the event time of the impression or click. Dead letters go to the side output {@link #deadLetters()} as the same JSON
  * envelope the Python validator writes (flink_job/records.py).
  */
 public final class RewardJoin extends KeyedProcessFunction<String, String, String> {
@@ -143,7 +143,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         open.p = products;
         open.c = new String[0];
         for (String p : products) {
-            out.collect(p + "\to0:" + x);
+            out.collect(ts + "\t" + p + "\to0:" + x);
             observations.inc();
         }
         ctx.timerService().registerEventTimeTimer(ts + windowMs);
@@ -179,7 +179,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
                     + " ms after the impression > window " + windowMs + " ms", source);
         } else {
             st.c = append(st.c, product);
-            out.collect(product + "\ta1:" + st.x);
+            out.collect(ts + "\t" + product + "\ta1:" + st.x);
             rewards.inc();
         }
         return st;
