@@ -119,7 +119,9 @@ def up(settings: Settings, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if rest(settings, "/overview").get("taskmanagers", 0) >= 1:
+            # a task manager registers before it reports its slots: wait for both
+            overview = rest(settings, "/overview")
+            if overview.get("taskmanagers", 0) >= 1 and overview.get("slots-total", 0) >= 1:
                 log.info("Flink web UI: http://127.0.0.1:%d", settings.flink_rest_port)
                 return
         except OSError:
