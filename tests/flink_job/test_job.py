@@ -318,3 +318,49 @@ def test_redis_refuses_a_replayed_older_version(job_settings: Settings) -> None:
     assert got["p001"].version == 3 and got["p001"].updated_at_ms == 30
     assert got["p002"].version == 2
     np.testing.assert_array_equal(got["p001"].state.A_inv, states[3].A_inv)
+
+
+def test_redis_outage_delays_publishing_but_loses_no_learning(
+        job_settings: Settings, products_file: Path, tmp_path: Path) -> None:
+    """Redis (a private server of this test) is killed while events keep coming and started
+    again, empty, on the same port: the job neither fails nor restarts (any failure would end
+    it: no restarts allowed), and the writer keeps what it could not write and retries, so once
+    Redis is back, with no new event, every product reaches the state batch ridge gives for
+    all the events, including those learned while Redis was down."""
+    import dataclasses
+
+    from devstack.stack import Stack, free_port
+
+    s = dataclasses.replace(job_settings, redis_port=free_port(),
+                            stack_dir=str(tmp_path / "private-redis"))
+    redis_stack = Stack(s)
+    redis_stack._start_redis()
+    redis_stack._wait_redis(30)
+    products = LOG_PRODUCTS[:20]  # few products: every chunk touches each of them
+    job = JobProcess(s, tmp_path / "job.log",
+                     ["--products", str(products_file), "--max-restarts", "0"]).start()
+    produced = Traffic()
+
+    def chunk(seed: int) -> None:
+        t = seeded_traffic(s, 300, seed=seed, start_ms=now_ms(), products=products,
+                           step_ms=3.3, click_p=0.3)
+        produce(s, t.records, rate_eps=300)
+        for pid, obs in t.observations.items():
+            produced.observations[pid].extend(obs)
+
+    try:
+        chunk(1)
+        _wait_learned(s, versions(produced.observations), job, timeout_s=120)
+        assert redis_stack.services["redis"].stop()
+        chunk(2)  # learned while Redis is down
+        time.sleep(3.0)
+        assert job.alive(), "the job failed while Redis was down"
+        redis_stack._start_redis()
+        redis_stack._wait_redis(30)
+        assert set(versions(produced.observations)) == set(products)  # all pending, all due
+        _wait_learned(s, versions(produced.observations), job, timeout_s=120)
+        assert job.alive()
+        _assert_parity(s, ridge(produced.observations, s.dim, s.l2))
+    finally:
+        job.kill()
+        redis_stack.services["redis"].stop()
