@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 # what the validator can reject (the JVM join counts its own: duplicate_impression,
 # late_click, orphan_click, duplicate click as bad_value)
+# joins the records of a batch, both ways (MetaDeserializer.SEPARATOR: no record contains it)
+RECORD_SEPARATOR = "\x1e"
 REASONS = ("unparseable", "oversized", "missing_field", "wrong_type", "not_finite",
            "wrong_dimension", "bad_value", "unknown_product", "unsupported_version")
 
@@ -79,9 +81,10 @@ class _DeadLetterCounters:
 
 
 class Validate(ProcessFunction):
-    """Parse each source record of a batch (``java/rtrec/SourceBatcher.java``) against the
-    contract: good ones leave as one array of reward-join lines, bad ones go to the
-    dead-letter side output, each with its reason."""
+    """Parse each source record of a batch (``java/rtrec/SourceBatcher.java``: records joined
+    by :data:`RECORD_SEPARATOR`) against the contract: good ones leave as one string of
+    reward-join lines (same separator), bad ones go to the dead-letter side output, each with
+    its reason."""
 
     def __init__(self, dim: int, known_products: frozenset[str] | None, max_bytes: int) -> None:
         self.dim = dim
@@ -98,10 +101,11 @@ class Validate(ProcessFunction):
             group.gauge(name, lambda name=name: self.counts[name])
         self.dead = _DeadLetterCounters(runtime_context)
 
-    def process_element(self, value: list[str], ctx: ProcessFunction.Context) -> Iterable[Any]:
+    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterable[Any]:
         lines = []
         impressions = 0
-        for record in value:
+        records = value.split(RECORD_SEPARATOR)
+        for record in records:
             try:
                 meta, raw = split_record(record)
                 event = parse_event(raw, self.dim, self.known, self.max_bytes)
@@ -111,11 +115,11 @@ class Validate(ProcessFunction):
             impressions += isinstance(event, Impression)
             ts = meta.timestamp if meta.timestamp >= 0 else event.ts_ms
             lines.append(join_line(event, ts, record))
-        self.counts["events_in"] += len(value)
+        self.counts["events_in"] += len(records)
         self.counts["impressions_valid"] += impressions
         self.counts["clicks_valid"] += len(lines) - impressions
         if lines:
-            yield lines
+            yield RECORD_SEPARATOR.join(lines)
 
     def _dead_letter(self, record: str, exc: Exception) -> str:
         meta = meta_only(record)

@@ -151,19 +151,18 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
 
     # Python is called once per batch of source records (java/rtrec/SourceBatcher.java), not
     # once per record: the bridge costs more per call than parsing an event does (JOB.md)
-    lines = Types.BASIC_ARRAY(Types.STRING())
+    string_info = Types.STRING().get_java_type_info()
     source_batches = DataStream(
         raw._j_data_stream
-        .transform("source-batch", lines.get_java_type_info(),
+        .transform("source-batch", string_info,
                    jvm.rtrec.SourceBatcher(settings.source_batch_max, settings.source_batch_ms))
         .name("source-batch").uid("source-batch"))
     valid = (source_batches
              .process(fn.Validate(settings.dim, opts.known_products, settings.max_event_bytes),
-                      output_type=lines)
+                      output_type=Types.STRING())
              .name("validate").uid("validate"))
     # The reward join and the micro-batcher are JVM operators (java/rtrec/): they touch every
     # event, and keyed state and timers through the Python bridge cost ~100x more (JOB.md).
-    string_info = Types.STRING().get_java_type_info()
     window_ms = round(settings.reward_window_s * 1000)
     j_joined = (valid._j_data_stream
                 .flatMap(jvm.rtrec.Unbatch(), string_info).name("unbatch").uid("unbatch")

@@ -6,6 +6,7 @@ job twice.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import signal
@@ -39,6 +40,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.flink]
 log = logging.getLogger(__name__)
 
 PRODUCTS = [f"p{i:03d}" for i in range(200)]
+SEPARATED = b'{"v": 1, "type":\x1e"click"}'  # the ASCII record separator, not valid JSON
 LOG_PRODUCTS = PRODUCTS[:190]  # p190.. are kept for the reward-join cases
 
 
@@ -119,6 +121,7 @@ def _join_cases(s: Settings, t0: int, rng: np.random.Generator,
         ("unparseable", b"garbage{"),
         ("unparseable", b"\xff\xfe{}"),  # not UTF-8
         ("unparseable", b"[" * 10_000),  # RecursionError in json
+        ("unparseable", SEPARATED),  # holds the batches' separator: must not split a batch
         ("oversized", b'{"pad":"' + b"x" * (s.max_event_bytes + 10) + b'"}'),
         ("missing_field", json.dumps({k: v for k, v in good.items() if k != "x"}).encode()),
         ("wrong_type", json.dumps({**good, "user_id": "7"}).encode()),
@@ -201,6 +204,8 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
     by_reason = {d["reason"]: d for d in items}
     assert by_reason["oversized"]["value_truncated"] is True
     assert by_reason["late_click"]["value"].startswith("{")
+    originals = [base64.b64decode(d["value_b64"]) for d in items if "value_b64" in d]
+    assert SEPARATED in originals and b"\xff\xfe{}" in originals
 
     # the same top-5 as MABWiser's LinUCB trained on the same observations
     from mabwiser.mab import MAB, LearningPolicy

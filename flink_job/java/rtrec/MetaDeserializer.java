@@ -20,10 +20,13 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
  *
  * <p>Output, one String per record: topic TAB partition TAB offset TAB timestamp TAB kind TAB
  * body, with kind u (UTF-8 text), b (base64 of the whole value), o (oversized: "size:base64
- * of the first 1 KiB") or n (null value).
+ * of the first 1 KiB") or n (null value). A UTF-8 value holding the ASCII record separator
+ * (0x1E, never valid in JSON) travels as base64 (kind b), so no line ever contains it.
  */
 public final class MetaDeserializer implements KafkaRecordDeserializationSchema<String> {
     private static final long serialVersionUID = 1L;
+    /** ASCII record separator: joins records into one batch string (SourceBatcher). */
+    public static final char SEPARATOR = '\u001e';
     private final int maxBytes;
 
     public MetaDeserializer(int maxBytes) {
@@ -48,6 +51,12 @@ public final class MetaDeserializer implements KafkaRecordDeserializationSchema<
                         .onUnmappableCharacter(CodingErrorAction.REPORT)
                         .decode(ByteBuffer.wrap(v)).toString();
                 kind = "u";
+                if (body.indexOf(SEPARATOR) >= 0) {
+                    // never valid JSON (a raw control character); kept whole, as base64, so
+                    // the separator of SourceBatcher's batches never occurs inside a record
+                    body = Base64.getEncoder().encodeToString(v);
+                    kind = "b";
+                }
             } catch (CharacterCodingException e) {
                 body = Base64.getEncoder().encodeToString(v);
                 kind = "b";
