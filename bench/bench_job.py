@@ -4,7 +4,8 @@ time to the first published update, in one run on this machine.
 Writes results/bench_job.json::
 
     {"mode": "thread", "throughput": {"job_eps", "noop_ceiling_eps", "ratio", ...},
-     "freshness_ms": {"rate_eps", "p50", "p99", ...}, "first_update_s", "modes": {...}}
+     "freshness_ms": {"rate_eps", "p50", "p99", ...}, "first_update_s", "modes": {...},
+     "stages_eps": {"noop", "validate", "join", "job"}}
 
 It starts its own Kafka + Redis (devstack, free ports, temp folder) and runs the job as users
 do (``python -m flink_job run``, local mini-cluster). Throughput: the same backlog of seeded
@@ -107,6 +108,39 @@ def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dic
     })
     out["ratio"] = round(out["job_eps"] / out["noop_ceiling_eps"], 3)
     return out
+
+
+def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: str) -> float:
+    """The job cut after ``stage`` (``--stop-after``) on the same kind of backlog: events over
+    the time between the dead letters of a marker record placed first and of the far-future
+    sentinels placed last (the stage's own output is discarded, its dead letters are not)."""
+    from confluent_kafka import Consumer
+
+    s = _fresh(base, f"stage-{stage}")
+    traffic = seeded_traffic(s, n_events, seed=5, start_ms=now_ms() - 3_600_000,
+                             products=BACKGROUND, step_ms=2.0)
+    ends = sentinels(s, now_ms() + 10 * 60_000)
+    produce(s, [(s.topic_impressions, b"bench-start", now_ms() - 3_700_000, 0),
+                *traffic.records, *ends])
+    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"bench-{stage}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([s.topic_dead_letter])
+    job = JobProcess(s, work / f"stage-{stage}.log",
+                     ["--products", str(products), "--stop-after", stage]).start()
+    arrivals: list[float] = []
+    try:
+        deadline = time.monotonic() + 300
+        while len(arrivals) < 1 + len(ends):
+            if time.monotonic() > deadline or not job.alive():
+                raise RuntimeError(f"stage {stage}: {len(arrivals)} dead letters of "
+                                   f"{1 + len(ends)}; see {job.log_path}")
+            msg = consumer.poll(0.01)
+            if msg is not None and not msg.error():
+                arrivals.append(time.monotonic())
+    finally:
+        job.kill()
+        consumer.close()
+    return round(n_events / max(1e-3, arrivals[-1] - arrivals[0]), 1)
 
 
 def freshness(base: Settings, products: Path, work: Path, rate_eps: float, seconds: float,
@@ -221,6 +255,8 @@ def main() -> int:
     parser.add_argument("--publish-interval-ms", type=int, default=Settings.publish_interval_ms,
                         help="the job's publish (and micro-batch) interval")
     parser.add_argument("--out", default="bench_job", help="results/<out>.json")
+    parser.add_argument("--no-stages", dest="stages", action="store_false",
+                        help="skip the runs of the job cut after validate and after the join")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     load_before = os.getloadavg()
@@ -238,6 +274,11 @@ def main() -> int:
             stack.up(timeout_s=120)
             tp = throughput(base, products, work, args.events)
             log.info("throughput: %s", tp)
+            stages = {"noop": tp["noop_ceiling_eps"]}
+            for stage in ("validate", "join") if args.stages else ():
+                stages[stage] = stage_eps(base, products, work, args.events, stage)
+                log.info("job cut after %s: %.0f ev/s", stage, stages[stage])
+            stages["job"] = tp["job_eps"]
             modes = {}
             for mode in [m for m in args.modes.split(",") if m]:
                 modes[mode] = freshness(base, products, work, args.rate, args.seconds, mode)
@@ -258,6 +299,8 @@ def main() -> int:
                                                  "achieved_eps", "probes",
                                                  "probes_never_seen")},
         "first_update_s": tp["first_update_s"],
+        # where the throughput goes: the same backlog through the job cut after each stage
+        "stages_eps": stages,
         "parallelism": base.job_parallelism,
         "publish_interval_ms": base.publish_interval_ms,
         "modes": modes,
@@ -270,6 +313,8 @@ def main() -> int:
     print(f"throughput: job {tp['job_eps']:.0f} ev/s ({tp['job_observations_per_s']:.0f} "
           f"updates/s) vs no-op ceiling {tp['noop_ceiling_eps']:.0f} ev/s -> ratio "
           f"{tp['ratio']:.2f}")
+    print("the same backlog through the job cut after each stage (ev/s): " + ", ".join(
+        f"{k} {v:.0f}" for k, v in stages.items()))
     for mode, fr in modes.items():
         print(f"freshness ({mode}) at {fr['rate_eps']:.0f} ev/s: p50 {fr['p50']} ms, "
               f"p99 {fr['p99']} ms ({fr['probes']} probes, {fr['probes_never_seen']} unseen)")

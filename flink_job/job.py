@@ -38,6 +38,7 @@ OUT_OF_ORDERNESS_MS = 500
 RETAIN_MS = 60_000
 # Longest micro-batch interval, reached when catching up on a backlog (MicroBatcher.java).
 MAX_BATCH_INTERVAL_MS = 1_000
+DISCARD = "org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class JobOptions:
     restore_path: str | None = None  # a checkpoint (chk-N) or savepoint folder
     group_id: str | None = None
     noop: bool = False  # bench: source -> Python operator -> discard (the platform ceiling)
+    # bench: "validate" or "join" ends the pipeline there (discarding its output; dead letters
+    # still go to their topic), to measure what each stage costs; "" runs the whole job
+    stop_after: str = ""
     max_restarts: int = 20
     # 0: every partition holds the watermark back (deterministic joins; see docs/JOB.md).
     # >0: a partition silent this long stops holding it back (liveness over determinism).
@@ -102,14 +106,9 @@ def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
 def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no-untyped-def]
     """Add the job's operators to ``env`` (a StreamExecutionEnvironment)."""
     from pyflink.common import Duration, WatermarkStrategy
-    from pyflink.common.serialization import SimpleStringSchema
     from pyflink.common.typeinfo import Types
-    from pyflink.datastream.connectors.base import DeliveryGuarantee, Sink
-    from pyflink.datastream.connectors.kafka import (
-        KafkaRecordSerializationSchema,
-        KafkaSink,
-        KafkaSource,
-    )
+    from pyflink.datastream.connectors.base import Sink
+    from pyflink.datastream.connectors.kafka import KafkaSource
     from pyflink.datastream.data_stream import DataStream, KeyedStream
     from pyflink.java_gateway import get_gateway
 
@@ -145,8 +144,7 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
     pickled = Types.PICKLED_BYTE_ARRAY()
     if opts.noop:
         (raw.process(fn.NoopCount(settings), output_type=Types.INT()).name("noop").uid("noop")
-         .sink_to(Sink("org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"))
-         .name("discard"))
+         .sink_to(Sink(DISCARD)).name("discard"))
         return
 
     # Python is called once per batch of source records (java/rtrec/SourceBatcher.java), not
@@ -161,6 +159,11 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
              .process(fn.Validate(settings.dim, opts.known_products, settings.max_event_bytes),
                       output_type=Types.STRING())
              .name("validate").uid("validate"))
+    dead = valid.get_side_output(fn.DEAD_LETTERS)
+    if opts.stop_after == "validate":
+        valid.sink_to(Sink(DISCARD)).name("discard")
+        _dead_letter_sink(dead, settings)
+        return
     # The reward join and the micro-batcher are JVM operators (java/rtrec/): they touch every
     # event, and keyed state and timers through the Python bridge cost ~100x more (JOB.md).
     window_ms = round(settings.reward_window_s * 1000)
@@ -170,6 +173,8 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
                 .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms)),
                          string_info)
                 .name("reward-join").uid("reward-join"))
+    dead = dead.union(DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters())))
+    _dead_letter_sink(dead, settings)
     # the batcher emits Row(product, batch), which is what PyFlink's key_by would build with
     # an extra Python operator; keying it on the JVM saves that Python call per batch
     j_batches = (j_joined
@@ -178,6 +183,9 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
                             jvm.rtrec.MicroBatcher(settings.publish_interval_ms,
                                                    MAX_BATCH_INTERVAL_MS))
                  .name("micro-batch").uid("micro-batch"))
+    if opts.stop_after == "join":
+        DataStream(j_batches).sink_to(Sink(DISCARD)).name("discard")
+        return
     by_product = KeyedStream(
         j_batches.keyBy(jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(),
                         Types.ROW([Types.STRING()]).get_java_type_info()),
@@ -187,11 +195,15 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
               .name("learn-linucb").uid("learn-linucb"))
     (params.process(fn.PublishToRedis(settings), output_type=Types.INT())
      .name("publish-redis").uid("publish-redis")
-     .sink_to(Sink("org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"))
-     .name("discard").uid("discard"))
+     .sink_to(Sink(DISCARD)).name("discard").uid("discard"))
 
-    dead = valid.get_side_output(fn.DEAD_LETTERS).union(
-        DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters())))
+
+def _dead_letter_sink(dead, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Dead letters -> their Kafka topic (at least once)."""
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+
     dl_sink = (KafkaSink.builder()
                .set_bootstrap_servers(settings.kafka_bootstrap)
                .set_record_serializer(KafkaRecordSerializationSchema.builder()
