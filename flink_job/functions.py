@@ -42,10 +42,10 @@ from flink_job.records import (
 log = logging.getLogger(__name__)
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
-# what the validator can reject (the JVM join counts its own: duplicate_impression,
-# late_click, orphan_click, duplicate click as bad_value)
 # joins the records of a batch, both ways (MetaDeserializer.SEPARATOR: no record contains it)
 RECORD_SEPARATOR = "\x1e"
+# what the validator can reject (the JVM join counts its own: duplicate_impression,
+# late_click, orphan_click, duplicate click as bad_value)
 REASONS = ("unparseable", "oversized", "missing_field", "wrong_type", "not_finite",
            "wrong_dimension", "bad_value", "unknown_product", "unsupported_version")
 
@@ -109,12 +109,13 @@ class Validate(ProcessFunction):
             try:
                 meta, raw = split_record(record)
                 event = parse_event(raw, self.dim, self.known, self.max_bytes)
+                ts = meta.timestamp if meta.timestamp >= 0 else event.ts_ms
+                line = join_line(event, ts, record)
             except Exception as exc:  # a bad record (or a bug) must never fail the job
                 yield DEAD_LETTERS, self._dead_letter(record, exc)
                 continue
             impressions += isinstance(event, Impression)
-            ts = meta.timestamp if meta.timestamp >= 0 else event.ts_ms
-            lines.append(join_line(event, ts, record))
+            lines.append(line)
         self.counts["events_in"] += len(records)
         self.counts["impressions_valid"] += impressions
         self.counts["clicks_valid"] += len(lines) - impressions

@@ -67,13 +67,14 @@ def meta_only(line: str) -> SourceMeta:
         return SourceMeta("?", -1, -1, -1, "u", line)
 
 
-_SPECIAL = ("\t", ",", "%", "\n")
+# the separators of the JVM lines (TAB, comma) and batches (0x1E), newline, and the escape
+_SPECIAL = ("\t", ",", "\x1e", "\n", "%")
 
 
 def escape_id(value: str) -> str:
     """An id as it travels in the JVM operators' TAB/comma separated lines.
 
-    Ids without TAB, comma, newline or ``%`` (all real ones) pass unchanged; others are
+    Ids without TAB, comma, 0x1E, newline or ``%`` (all real ones) pass unchanged; others are
     percent-encoded, which always yields a ``%``, so the mapping is one-to-one.
 
     >>> escape_id("p001"), escape_id("a,b"), unescape_id(escape_id("a,b"))

@@ -112,6 +112,11 @@ def _join_cases(s: Settings, t0: int, rng: np.random.Generator,
     # click appended before its impression (other topic, earlier offset): still counts
     add_click("j-first", t0 + 200, "p194")
     add_imp("j-first", t0 + 30, ("p194", "p195"), {"p194": 1.0})
+    # request ids holding the separators of the JVM lines and batches still join
+    add_imp("j-odd,\t%41\n", t0 + 35, ("p198",), {"p198": 1.0})
+    add_click("j-odd,\t%41\n", t0 + 300, "p198")
+    add_imp("j-rs\x1eonly", t0 + 36, ("p199",), {"p199": 1.0})
+    add_click("j-rs\x1eonly", t0 + 310, "p199")
     # click for a request never shown
     add_click("j-orphan", t0 + 40, "p197")
     dl["orphan_click"] += 1
@@ -188,7 +193,8 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
 
     # reward join: click in window -> 1, none -> 0, late -> not learned
     for pid, reward in (("p190", 1.0), ("p191", 0.0), ("p192", 0.0), ("p193", 0.0),
-                        ("p194", 1.0), ("p195", 0.0)):
+                        ("p194", 1.0), ("p195", 0.0), ("p198", 1.0),
+                        ("p199", 1.0)):
         n, _, b = expected[pid]
         assert params[pid].state.n == 1 and n == 1
         assert np.allclose(params[pid].state.b, b) and (np.abs(b).sum() > 0) == bool(reward)

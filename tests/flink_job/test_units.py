@@ -55,12 +55,13 @@ def test_dead_letter_keeps_source_and_original_bytes() -> None:
     assert json.loads(text)["value"] == '{"a":\t1}'  # tabs inside the body survive
 
 
-@pytest.mark.parametrize("pid", ["p001", "a,b", "tab\there", "100%", "line\nbreak", "%41", "é ü"])
+@pytest.mark.parametrize("pid", ["p001", "a,b", "tab\there", "100%", "line\nbreak", "%41", "é ü",
+                                 "rs\x1ehere"])
 def test_ids_cross_the_jvm_lines_unchanged_and_one_to_one(pid: str) -> None:
     esc = escape_id(pid)
     assert unescape_id(esc) == pid
-    assert not any(c in esc for c in "\t,\n")
-    assert (esc == pid) == (not any(c in pid for c in "\t,\n%"))
+    assert not any(c in esc for c in "\t,\n\x1e")
+    assert (esc == pid) == (not any(c in pid for c in "\t,\n%\x1e"))
 
 
 def test_join_lines_carry_what_the_jvm_join_and_the_learner_need() -> None:
