@@ -81,7 +81,10 @@ def _imp(rid: str, ts: int, products: tuple[str, ...], x: np.ndarray, **over: ob
 
 def _join_cases(s: Settings, t0: int, rng: np.random.Generator,
                 traffic: Traffic) -> tuple[list[Record], Counter]:
-    """Reward-join cases on products of their own, and one bad record of every kind."""
+    """Reward-join cases on products of their own, and one bad record of every kind, all in
+    partition 0 of their topic: the duplicate impression must be read after the original
+    (with Kafka's default partitioner it sometimes came first, from another partition, and
+    the original was the one dead-lettered)."""
     w = int(s.reward_window_s * 1000)
     imp_t, clk_t, dl = s.topic_impressions, s.topic_clicks, Counter()
     recs: list[Record] = []
@@ -91,12 +94,12 @@ def _join_cases(s: Settings, t0: int, rng: np.random.Generator,
 
     def add_imp(rid: str, ts: int, products: tuple[str, ...], rewards: dict[str, float]) -> None:
         xv = x()
-        recs.append((imp_t, _imp(rid, ts, products, xv), ts, None))
+        recs.append((imp_t, _imp(rid, ts, products, xv), ts, 0))
         for p in products:
             traffic.observe(p, xv, rewards.get(p, 0.0))
 
     def add_click(rid: str, ts: int, product: str) -> None:
-        recs.append((clk_t, Click(rid, product, ts).to_json(), ts, None))
+        recs.append((clk_t, Click(rid, product, ts).to_json(), ts, 0))
 
     # click inside the window: reward 1 for it, 0 for the other shown product
     add_imp("j-click", t0, ("p190", "p191"), {"p190": 1.0})
@@ -139,15 +142,22 @@ def _join_cases(s: Settings, t0: int, rng: np.random.Generator,
         ("duplicate_impression", _imp("j-click", t0 + 50, ("p190",), x())),
     ]
     for i, (reason, value) in enumerate(bad):
-        recs.append((imp_t, value, t0 + 60 + i, None))
+        recs.append((imp_t, value, t0 + 60 + i, 0))
         dl[reason] += 1
     return recs, dl
 
 
 def _wait_learned(s: Settings, want: dict[str, int], job: JobProcess, timeout_s: float) -> None:
     store = _store(s)
-    wait_for(lambda: store.versions() == want, timeout_s, "every product at its final version",
-             job)
+    try:
+        wait_for(lambda: store.versions() == want, timeout_s,
+                 "every product at its final version", job)
+    except AssertionError as exc:  # say which products, so a failure can be read
+        got = store.versions()
+        diff = {p: (got.get(p), v) for p, v in want.items() if got.get(p) != v}
+        extra = sorted(set(got) - set(want))
+        raise AssertionError(f"{exc}; (got, want) for {len(diff)} products: "
+                             f"{dict(list(diff.items())[:10])}; unexpected: {extra[:10]}") from exc
 
 
 def _assert_parity(s: Settings, expected: dict[str, tuple[int, np.ndarray, np.ndarray]]) -> dict:
