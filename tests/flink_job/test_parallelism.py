@@ -6,7 +6,9 @@ one is learned by ``python -m flink_job run`` at parallelism 1 (local mini-clust
 by the job submitted with ``flink run`` at parallelism 2 to a standalone cluster started from
 the pip distribution (:mod:`flink_job.cluster`) on free ports, with its conf/logs/pids in this
 test's temp folder. Both run at the same time to keep the test short. Every product's n, A^-1
-and b must agree between the two runs and with batch ridge.
+and b must agree between the two runs and with batch ridge. Then the cluster job is cancelled
+and the job submitted again (a second thread-mode job on the same session cluster), which
+must learn the whole log again.
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _cancel(s: Settings, jid: str) -> None:
+    req = urllib.request.Request(f"http://127.0.0.1:{s.flink_rest_port}/jobs/{jid}?mode=cancel",
+                                 method="PATCH")
+    try:
+        urllib.request.urlopen(req, timeout=5).close()
+    except OSError as exc:
+        log.warning("cancel %s: %s", jid, exc)
 
 
 def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
@@ -144,15 +155,26 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         assert job1.alive(), "the parallelism-1 job failed (no restart was allowed)"
         time.sleep(1.0)  # nothing more may arrive
         p1, p2 = store1.read_all(s1.dim), store2.read_all(s2.dim)
+
+        # a second thread-mode job on the same session cluster (fails unless pemja loads
+        # parent-first, DESIGN.md): cancel, resubmit under a new prefix, hence a new consumer
+        # group reading the whole log again, and it learns it all again
+        _cancel(s2, jid)
+        jid = None
+        wait_for(lambda: cluster.rest(s2, "/overview")["slots-available"] == 2, 60,
+                 "the cancelled job's slots")
+        s3 = dataclasses.replace(s2, redis_prefix=f"{s2.redis_prefix}b")
+        assert cluster.submit(s3, products=str(products_file)) == 0
+        jid = next(j["jid"] for j in cluster.rest(s2, "/jobs/overview")["jobs"]
+                   if j["state"] not in ("CANCELED", "CANCELLING"))
+        store3 = _store(s3)
+        wait_for(lambda: store3.versions() == want, 150,
+                 "the resubmitted job: every product at its final version")
+        assert cluster.rest(s2, f"/jobs/{jid}")["state"] == "RUNNING"
     finally:
         job1.kill()
         if jid is not None:
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{s2.flink_rest_port}/jobs/{jid}?mode=cancel", method="PATCH")
-            try:
-                urllib.request.urlopen(req, timeout=5).close()
-            except OSError as exc:
-                log.warning("cancel %s: %s", jid, exc)
+            _cancel(s2, jid)
         pids = _cluster_pids(s2)
         cluster.down(s2)
         deadline = time.monotonic() + 30
