@@ -3,10 +3,7 @@ package rtrec;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
-import org.apache.flink.api.common.operators.ProcessingTimeService.ProcessingTimeCallback;
 import org.apache.flink.metrics.Counter;
-import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
-import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.types.Row;
 
@@ -26,17 +23,15 @@ import org.apache.flink.types.Row;
  * {@code lag / 4}, at most {@code maxIntervalMs}: the learner's cost is per product and
  * interval, so larger batches let it catch up faster, and the wait they add is small next to
  * the lag itself. Batches flush on a grid (every subtask on the same grid, so a product's
- * batches from parallel subtasks arrive together) and before every checkpoint barrier, so no
- * buffered item is ever outside a checkpoint: exactly-once holds.
+ * batches from parallel subtasks arrive together) and before every checkpoint barrier
+ * ({@link BufferingOperator}).
  */
-public final class MicroBatcher extends AbstractStreamOperator<Row>
-        implements OneInputStreamOperator<String, Row>, ProcessingTimeCallback {
+public final class MicroBatcher extends BufferingOperator<String, Row> {
     private static final long serialVersionUID = 1L;
     static final long LAG_FRACTION = 4;
     private final long intervalMs;
     private final long maxIntervalMs;
     private transient Map<String, StringBuilder> pending;
-    private transient boolean timerSet;
     private transient long newestEventMs;
     private transient long currentIntervalMs;
     private transient Counter items;
@@ -69,7 +64,7 @@ public final class MicroBatcher extends AbstractStreamOperator<Row>
         items.inc();
         int t1 = line.indexOf('\t');
         int t2 = line.indexOf('\t', t1 + 1);
-        newestEventMs = Math.max(newestEventMs, Long.parseLong(line.substring(0, t1)));
+        newestEventMs = Math.max(newestEventMs, Long.parseLong(line, 0, t1, 10));
         String product = line.substring(t1 + 1, t2);
         if (intervalMs <= 0) {
             batches.inc();
@@ -83,34 +78,15 @@ public final class MicroBatcher extends AbstractStreamOperator<Row>
         } else {
             sb.append(line, t2, line.length());
         }
-        if (!timerSet) {
+        if (!flushScheduled()) {
             long now = getProcessingTimeService().getCurrentProcessingTime();
             currentIntervalMs = interval(intervalMs, maxIntervalMs, now - newestEventMs);
-            getProcessingTimeService().registerTimer(
-                    (now / currentIntervalMs + 1) * currentIntervalMs, this);
-            timerSet = true;
+            flushAt((now / currentIntervalMs + 1) * currentIntervalMs);
         }
     }
 
     @Override
-    public void onProcessingTime(long time) {
-        timerSet = false;
-        flush();
-    }
-
-    @Override
-    public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
-        flush();
-        super.prepareSnapshotPreBarrier(checkpointId);
-    }
-
-    @Override
-    public void finish() throws Exception {
-        flush();
-        super.finish();
-    }
-
-    private void flush() {
+    protected void flush() {
         for (Map.Entry<String, StringBuilder> e : pending.entrySet()) {
             batches.inc();
             output.collect(new StreamRecord<>(Row.of(e.getKey(), e.getValue().toString())));

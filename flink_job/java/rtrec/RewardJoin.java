@@ -1,9 +1,7 @@
 package rtrec;
 
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
-import java.util.List;
 import java.util.Map;
 
 import org.apache.flink.api.common.functions.OpenContext;
@@ -37,13 +35,14 @@ import org.apache.flink.util.OutputTag;
  *       no impression comes by ts + W it is an orphan_click.</li>
  * </ul>
  *
- * <p>Input (from the Python validator; ids escaped so they hold no TAB or comma):
+ * <p>Input (from the Python validator; ids escaped so they hold no TAB, comma or 0x1E):
  * {@code i TAB rid TAB ts TAB x TAB products-csv TAB source-line} or
  * {@code c TAB rid TAB ts TAB product TAB (empty) TAB source-line}, where source-line is the
- * MetaDeserializer line (kept for dead letters); x is opaque here. Output, one per learned item:
- * {@code ts TAB product TAB o0:x} (observation, reward 0) or {@code ts TAB product TAB a1:x}
- * (reward added), ts the event time of the impression or click. Dead letters go to the side output {@link #deadLetters()} as the same JSON
- * envelope the Python validator writes (flink_job/records.py).
+ * MetaDeserializer line (kept for dead letters); x is opaque here. Output, one per learned
+ * item: {@code ts TAB product TAB o0:x} (observation, reward 0) or {@code ts TAB product TAB
+ * a1:x} (reward added), ts the event time of the impression or click. Dead letters go to the
+ * side output {@link #deadLetters()} as the same JSON envelope the Python validator writes
+ * (flink_job/records.py).
  */
 public final class RewardJoin extends KeyedProcessFunction<String, String, String> {
     private static final long serialVersionUID = 1L;
@@ -294,10 +293,5 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
             return i + 1 < s.length() && Character.isLowSurrogate(s.charAt(i + 1));
         }
         return i > 0 && Character.isHighSurrogate(s.charAt(i - 1));
-    }
-
-    /** For tests and docs: the reasons this operator can dead-letter. */
-    public static List<String> reasons() {
-        return new ArrayList<>(Arrays.asList(REASONS));
     }
 }
