@@ -136,8 +136,8 @@ class Validate(ProcessFunction):
 
 class Learn(KeyedProcessFunction):
     """Keyed by product_id: learn one micro-batch (``java/rtrec/MicroBatcher.java``: every item
-    of this product over one publish interval) in ONE read and ONE write of the packed state
-    (codec bytes), by :func:`contract.linucb.learn_batch`, and emit the new parameters at once.
+    of this product over one publish interval) in ONE write of the packed state (codec bytes),
+    by :func:`contract.linucb.learn_batch`, and emit the new parameters at once.
 
     The batcher already coalesces per interval, so each product emits at most one update per
     interval and subtask of the join, without a timer per product.

@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from contract.events import OVERSIZED, UNPARSEABLE, EventError
+from contract.events import OVERSIZED, UNPARSEABLE, Click, EventError, Impression
 
 
 class SourceMeta(NamedTuple):
@@ -89,7 +89,7 @@ def unescape_id(value: str) -> str:
     return unquote(value) if "%" in value else value
 
 
-def join_line(event: object, ts: int, source_line: str) -> str:
+def join_line(event: Impression | Click, ts: int, source_line: str) -> str:
     """The reward join's input line for a validated event (see ``java/rtrec/RewardJoin.java``)::
 
         i TAB request_id TAB ts TAB x-hex TAB product,product,... TAB source-line
@@ -98,14 +98,12 @@ def join_line(event: object, ts: int, source_line: str) -> str:
     x travels as the hex of its little-endian float64 bytes: the same bits come back, and it
     costs a tenth of formatting decimals (the JVM never looks inside).
     """
-    from contract.events import Impression
-
     if isinstance(event, Impression):
         return "\t".join(("i", escape_id(event.request_id), str(ts),
                           np.asarray(event.x, dtype="<f8").tobytes().hex(),
                           ",".join(map(escape_id, event.products)), source_line))
-    return "\t".join(("c", escape_id(event.request_id), str(ts),  # type: ignore[attr-defined]
-                      escape_id(event.product_id), "", source_line))  # type: ignore[attr-defined]
+    return "\t".join(("c", escape_id(event.request_id), str(ts), escape_id(event.product_id),
+                      "", source_line))
 
 
 def parse_batch(line: str, dim: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
