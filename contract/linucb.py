@@ -95,14 +95,7 @@ def add_reward(state: ArmState, x: np.ndarray, reward: float) -> ArmState:
 def update_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray) -> ArmState:
     """Learn k observations at once (rows of X (k, d), rewards (k,)) by Woodbury."""
     X = np.asarray(X, dtype=np.float64).reshape(-1, state.dim)
-    rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
-    if X.shape[0] == 0:
-        return state
-    if X.shape[0] == 1:
-        return update(state, X[0], float(rewards[0]))
-    k = X.shape[0]
-    return ArmState(A_inv=woodbury(state.A_inv, X), b=state.b + rewards @ X, n=state.n + k,
-                    version=state.version + k)
+    return learn_batch(state, X, rewards, np.ones(X.shape[0], dtype=bool))
 
 
 def learn_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray,
