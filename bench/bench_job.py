@@ -38,6 +38,7 @@ from contract.store import ParamStore, connect
 from devstack.stack import Stack, free_port
 from flink_job.harness import (
     JobProcess,
+    Traffic,
     now_ms,
     produce,
     seeded_traffic,
@@ -64,13 +65,18 @@ def _store(s: Settings) -> ParamStore:
     return ParamStore(connect(s.redis_host, s.redis_port, timeout_s=2.0), s.redis_prefix)
 
 
+def _backlog(s: Settings, n_events: int) -> Traffic:
+    """The throughput runs' seeded events, an hour old (so the job is catching up)."""
+    return seeded_traffic(s, n_events, seed=5, start_ms=now_ms() - 3_600_000,
+                          products=BACKGROUND, step_ms=2.0)
+
+
 def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dict[str, Any]:
     """Same backlog through the no-op job and the real job."""
     out: dict[str, Any] = {"events": n_events}
     # no-op ceiling
     s = _fresh(base, "noop")
-    traffic = seeded_traffic(s, n_events, seed=5, start_ms=now_ms() - 3_600_000,
-                             products=BACKGROUND, step_ms=2.0)
+    traffic = _backlog(s, n_events)
     produce(s, [*traffic.records, (s.topic_impressions, b"bench-end", now_ms(), None)])
     client = connect(s.redis_host, s.redis_port, timeout_s=2.0)
     job = JobProcess(s, work / "noop.log", ["--noop"]).start()
@@ -85,8 +91,7 @@ def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dic
 
     # the real job on the same events (topics of its own)
     s = _fresh(base, "job")
-    traffic = seeded_traffic(s, n_events, seed=5, start_ms=now_ms() - 3_600_000,
-                             products=BACKGROUND, step_ms=2.0)
+    traffic = _backlog(s, n_events)
     produce(s, [*traffic.records, *sentinels(s, now_ms() + 10 * 60_000)])
     want = versions(traffic.observations)
     store = _store(s)
@@ -117,8 +122,7 @@ def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: 
     from confluent_kafka import Consumer
 
     s = _fresh(base, f"stage-{stage}")
-    traffic = seeded_traffic(s, n_events, seed=5, start_ms=now_ms() - 3_600_000,
-                             products=BACKGROUND, step_ms=2.0)
+    traffic = _backlog(s, n_events)
     ends = sentinels(s, now_ms() + 10 * 60_000)
     produce(s, [(s.topic_impressions, b"bench-start", now_ms() - 3_700_000, 0),
                 *traffic.records, *ends])
