@@ -26,24 +26,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract import SCHEMA_VERSION
+# the reasons this module raises; the one list is contract/reasons.py
+from contract.reasons import (
+    BAD_VALUE,
+    DUPLICATE_IMPRESSION,
+    LATE_CLICK,
+    MISSING_FIELD,
+    NOT_FINITE,
+    ORPHAN_CLICK,
+    OVERSIZED,
+    UNKNOWN_PRODUCT,
+    UNPARSEABLE,
+    UNSUPPORTED_VERSION,
+    WRONG_DIMENSION,
+    WRONG_TYPE,
+)
 
 MAX_EVENT_BYTES = 65536
 MAX_ID_LEN = 128
 MAX_SHOWN = 100
-
-# Reasons, stable strings: dead-letter headers and metrics use them.
-UNPARSEABLE = "unparseable"
-OVERSIZED = "oversized"
-MISSING_FIELD = "missing_field"
-WRONG_TYPE = "wrong_type"
-NOT_FINITE = "not_finite"
-WRONG_DIMENSION = "wrong_dimension"
-BAD_VALUE = "bad_value"
-UNKNOWN_PRODUCT = "unknown_product"
-UNSUPPORTED_VERSION = "unsupported_version"
-DUPLICATE_IMPRESSION = "duplicate_impression"
-LATE_CLICK = "late_click"
-ORPHAN_CLICK = "orphan_click"
 
 
 class EventError(ValueError):

@@ -26,7 +26,7 @@ from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from contract import codec, linucb
+from contract import codec, linucb, reasons
 from contract.config import Settings
 from contract.events import EventError, Impression, parse_event
 from flink_job.publish import Publisher
@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 # joins the records of a batch, both ways (MetaDeserializer.SEPARATOR: no record contains it)
 RECORD_SEPARATOR = "\x1e"
-# what the validator can reject (the JVM join counts its own: duplicate_impression,
-# late_click, orphan_click, duplicate click as bad_value)
-REASONS = ("unparseable", "oversized", "missing_field", "wrong_type", "not_finite",
-           "wrong_dimension", "bad_value", "unknown_product", "unsupported_version")
 
 
 def _now_ms() -> int:
@@ -71,7 +67,7 @@ class _DeadLetterCounters:
     def __init__(self, ctx: RuntimeContext) -> None:
         group = ctx.get_metrics_group()
         self.total = group.counter("dead_letters")
-        self.by_reason = {r: group.counter(f"dead_letters_{r}") for r in REASONS}
+        self.by_reason = {r: group.counter(f"dead_letters_{r}") for r in reasons.VALIDATION}
 
     def inc(self, reason: str) -> None:
         self.total.inc()
