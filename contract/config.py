@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENV_PREFIX = "RTREC_"
+POLICIES: tuple[str, ...] = ("linucb", "greedy", "random")
+"""Ranking policies serving knows; ``RTREC_POLICY`` and a request's ``policy`` name one."""
 
 
 def _var(default: Any, doc: str) -> Any:
@@ -81,8 +83,8 @@ class Settings:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.python_mode not in ("thread", "process"):
             raise ValueError(f"python_mode must be thread or process, got {self.python_mode!r}")
-        if self.policy not in ("linucb", "greedy", "random"):
-            raise ValueError(f"policy must be linucb, greedy or random, got {self.policy!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
