@@ -38,7 +38,7 @@ test: install  ## the whole test suite (starts its own Kafka + Redis + Flink on 
 	$(PY) -m pytest
 
 demo: install  ## the system end to end on embedded defaults (QUICK=1 for a short run)
-	$(PY) -m devstack demo $(if $(QUICK),--quick,)
+	$(PY) -m endtoend demo $(if $(QUICK),--quick,)
 
 evaluate: install  ## offline evaluation (Mab2Rec) -> results/offline_eval.{json,csv,png}
 	$(PY) -m producer prepare-data
@@ -48,7 +48,7 @@ load: install  ## 20k events/s for 10 s into a running stack's Kafka
 	$(PY) -m producer load --rate 20000 --duration 10
 
 simulate: install  ## the closed-loop acceptance run (5,000 visits, both starts) -> results/simulate.*
-	$(PY) -m devstack demo --visits 5000
+	$(PY) -m endtoend demo --visits 5000
 
 bench: install  ## benchmarks -> results/*.json
 	$(PY) -m bench

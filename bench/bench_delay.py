@@ -19,8 +19,8 @@ import numpy as np
 
 from bench.common import write_result
 from contract.features import FeatureSpace, load_catalog, load_users
+from endtoend.simulation import InstantLinUCB, Shown, SimulatedShop, Visit, make_visits, simulate
 from producer.oracle import load_oracle
-from producer.simulate import InstantLinUCB, Shown, Visit, World, make_visits, simulate
 
 
 class DelayedLinUCB(InstantLinUCB):
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     fs = FeatureSpace.load()
     products = load_catalog()
-    world = World(products, fs, load_oracle("rules", fs))
+    shop = SimulatedShop(products, fs, load_oracle("rules", fs))
     visits = make_visits(args.visits, args.seed, load_users())
     publish = max(1, round(args.publish_s * args.rate))
     window = publish + round((args.window_s + 0.5) * args.rate)  # + 500 ms out-of-orderness
@@ -68,7 +68,7 @@ def main() -> None:
     policies = [InstantLinUCB(m, d),
                 DelayedLinUCB("wait_window", m, d, publish, window, at_once=False),
                 DelayedLinUCB("at_once", m, d, publish, window, at_once=True)]
-    out = simulate(visits, policies, world)
+    out = simulate(visits, policies, shop)
     regret = {name: o.summary()["regret"] for name, o in out.items()}
     ratio = {name: r / regret["linucb_instant"] for name, r in regret.items()}
     path = write_result("bench_delay", {

@@ -36,7 +36,7 @@ from contract.config import Settings
 from contract.events import Click, Impression
 from contract.store import ParamStore, connect
 from devstack.stack import Stack, free_port
-from flink_job.harness import (
+from endtoend.harness import (
     JobProcess,
     Traffic,
     now_ms,
@@ -79,7 +79,7 @@ def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dic
     traffic = _backlog(s, n_events)
     produce(s, [*traffic.records, (s.topic_impressions, b"bench-end", now_ms(), None)])
     client = connect(s.redis_host, s.redis_port, timeout_s=2.0)
-    job = JobProcess(s, work / "noop.log", ["--noop"]).start()
+    job = JobProcess(s, work / "noop.log", ["--noop"], module="bench.stage_job").start()
     try:
         wait_for(lambda: client.get(s.redis_key("bench", "noop")) is not None, 300,
                  "the no-op job's end marker", job)
@@ -130,7 +130,8 @@ def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: 
                          "auto.offset.reset": "earliest"})
     consumer.subscribe([s.topic_dead_letter])
     job = JobProcess(s, work / f"stage-{stage}.log",
-                     ["--products", str(products), "--stop-after", stage]).start()
+                     ["--products", str(products), "--stop-after", stage],
+                     module="bench.stage_job").start()
     arrivals: list[float] = []
     try:
         deadline = time.monotonic() + 300

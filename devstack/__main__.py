@@ -1,4 +1,4 @@
-"""CLI of the local stack: ``python -m devstack up|down|status|smoke|demo``.
+"""CLI of the local stack: ``python -m devstack up|down|status|smoke``.
 
 Ports and folders come from the RTREC_* settings (docs/CONFIG.md): RTREC_KAFKA_BOOTSTRAP,
 RTREC_REDIS_PORT, RTREC_REDIS_PASSWORD, RTREC_STACK_DIR.
@@ -18,10 +18,7 @@ from devstack.stack import Stack, StackError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status", "smoke", "demo"])
-    parser.add_argument("--quick", action="store_true", help="demo: a short run")
-    parser.add_argument("--visits", type=int, default=None, help="demo: visits per start")
-    parser.add_argument("--rate", type=float, default=50.0, help="demo: visits per second")
+    parser.add_argument("command", choices=["up", "down", "status", "smoke"])
     parser.add_argument("--timeout", type=float, default=90.0, help="readiness wait, seconds")
     parser.add_argument("--json", action="store_true", help="status as JSON")
     args = parser.parse_args(argv)
@@ -35,10 +32,6 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stopped = stack.down()
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-        elif args.command == "demo":
-            from devstack.demo import run_demo
-
-            return run_demo(stack.settings, quick=args.quick, visits=args.visits, rate=args.rate)
         elif args.command == "smoke":
             from devstack.smoke import smoke
 

@@ -50,9 +50,6 @@ def main(argv: list[str] | None = None) -> int:
                           "savepoint path")
     run.add_argument("--products", default=None, help="known product ids (CSV or list file)")
     run.add_argument("--group-id", default=None, help="Kafka consumer group (default derived)")
-    run.add_argument("--noop", action="store_true", help="bench: the no-op job of same shape")
-    run.add_argument("--stop-after", choices=["validate", "join"], default="",
-                     help="bench: end the pipeline after this stage (output discarded)")
     run.add_argument("--max-restarts", type=int, default=20,
                      help="fixed-delay restart attempts before the job fails for good")
     run.add_argument("--idle-timeout-ms", type=int, default=0,
@@ -80,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             restore = str(found) if found else None
             log.info("restore latest: %s", restore or "no completed checkpoint, fresh start")
         opts = JobOptions(known_products=load_products(args.products), restore_path=restore,
-                          group_id=args.group_id, noop=args.noop, stop_after=args.stop_after,
+                          group_id=args.group_id,
                           max_restarts=args.max_restarts,
                           idle_timeout_ms=args.idle_timeout_ms)
         run_job(settings, opts)

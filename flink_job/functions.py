@@ -257,28 +257,3 @@ class PublishToRedis(ProcessFunction):
         self.wake.set()
         self.thread.join(5)
         self._drain_once()
-
-
-class NoopCount(ProcessFunction):
-    """The bench's no-op operator (the platform ceiling): counts records and, on a record
-    containing ``bench-end``, writes (first_ms, end_ms, count) to Redis for the bench."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        from contract.store import connect
-
-        s = self.settings
-        self.client = connect(s.redis_host, s.redis_port, s.redis_password, s.redis_db, 2.0)
-        self.first = 0
-        self.count = 0
-
-    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterable[Any]:
-        self.count += 1
-        if self.first == 0:
-            self.first = _now_ms()
-        if "bench-end" in value:
-            self.client.set(self.settings.redis_key("bench", "noop"),
-                            f"{self.first} {_now_ms()} {self.count}")
-        return ()

@@ -48,10 +48,6 @@ class JobOptions:
     known_products: frozenset[str] | None = None
     restore_path: str | None = None  # a checkpoint (chk-N) or savepoint folder
     group_id: str | None = None
-    noop: bool = False  # bench: source -> Python operator -> discard (the platform ceiling)
-    # bench: "validate" or "join" ends the pipeline there (discarding its output; dead letters
-    # still go to their topic), to measure what each stage costs; "" runs the whole job
-    stop_after: str = ""
     max_restarts: int = 20
     # 0: every partition holds the watermark back (deterministic joins; see docs/JOB.md).
     # >0: a partition silent this long stops holding it back (liveness over determinism).
@@ -104,15 +100,20 @@ def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
 
 
 def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no-untyped-def]
-    """Add the job's operators to ``env`` (a StreamExecutionEnvironment)."""
-    from pyflink.common import Duration, WatermarkStrategy
-    from pyflink.common.typeinfo import Types
-    from pyflink.datastream.connectors.base import Sink
-    from pyflink.datastream.connectors.kafka import KafkaSource
-    from pyflink.datastream.data_stream import DataStream, KeyedStream
-    from pyflink.java_gateway import get_gateway
+    """Add the job's operators to ``env`` (a StreamExecutionEnvironment): the stages below,
+    in order. Each stage is a function so the benchmarks can run a prefix of the same graph."""
+    raw = kafka_source(env, settings, opts)
+    valid, dead = validate(raw, settings, opts)
+    batches, join_dead = join_and_batch(valid, settings)
+    dead_letter_sink(dead.union(join_dead), settings)
+    learn_and_publish(batches, settings)
 
-    from flink_job import functions as fn
+
+def kafka_source(env, settings: Settings, opts: JobOptions):  # type: ignore[no-untyped-def]
+    """Both topics, one string per record (docs/JOB_LINES.md), event time from Kafka."""
+    from pyflink.common import Duration, WatermarkStrategy
+    from pyflink.datastream.connectors.kafka import KafkaSource
+    from pyflink.java_gateway import get_gateway
 
     builder = (
         KafkaSource.builder()
@@ -131,7 +132,7 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
     builder._j_builder.setStartingOffsets(
         jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
         .committedOffsets(jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST))
-    builder._j_builder.setDeserializer(get_gateway().jvm.rtrec.MetaDeserializer(
+    builder._j_builder.setDeserializer(jvm.rtrec.MetaDeserializer(
         int(settings.max_event_bytes)))
     source = builder.build()
     # Event time = the Kafka record timestamp (the producer's create time), taken by the
@@ -140,30 +141,40 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
         Duration.of_millis(OUT_OF_ORDERNESS_MS))
     if opts.idle_timeout_ms > 0:
         watermarks = watermarks.with_idleness(Duration.of_millis(opts.idle_timeout_ms))
-    raw = env.from_source(source, watermarks, "kafka: impressions+clicks").uid("kafka-source")
-    pickled = Types.PICKLED_BYTE_ARRAY()
-    if opts.noop:
-        (raw.process(fn.NoopCount(settings), output_type=Types.INT()).name("noop").uid("noop")
-         .sink_to(Sink(DISCARD)).name("discard"))
-        return
+    return env.from_source(source, watermarks, "kafka: impressions+clicks").uid("kafka-source")
+
+
+def validate(raw, settings: Settings, opts: JobOptions):  # type: ignore[no-untyped-def]
+    """Source records -> (valid event lines, dead letters), one Python call per batch."""
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream.data_stream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    from flink_job import functions as fn
 
     # Python is called once per batch of source records (java/rtrec/SourceBatcher.java), not
     # once per record: the bridge costs more per call than parsing an event does (JOB.md)
-    string_info = Types.STRING().get_java_type_info()
     source_batches = DataStream(
         raw._j_data_stream
-        .transform("source-batch", string_info,
-                   jvm.rtrec.SourceBatcher(settings.source_batch_max, settings.source_batch_ms))
+        .transform("source-batch", Types.STRING().get_java_type_info(),
+                   get_gateway().jvm.rtrec.SourceBatcher(settings.source_batch_max,
+                                                         settings.source_batch_ms))
         .name("source-batch").uid("source-batch"))
     valid = (source_batches
              .process(fn.Validate(settings.dim, opts.known_products, settings.max_event_bytes),
                       output_type=Types.STRING())
              .name("validate").uid("validate"))
-    dead = valid.get_side_output(fn.DEAD_LETTERS)
-    if opts.stop_after == "validate":
-        valid.sink_to(Sink(DISCARD)).name("discard")
-        _dead_letter_sink(dead, settings)
-        return
+    return valid, valid.get_side_output(fn.DEAD_LETTERS)
+
+
+def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
+    """Valid events -> (the JVM's per-product micro-batches, the join's dead letters)."""
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream.data_stream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    string_info = Types.STRING().get_java_type_info()
     # The reward join and the micro-batcher are JVM operators (java/rtrec/): they touch every
     # event, and keyed state and timers through the Python bridge cost ~100x more (JOB.md).
     window_ms = round(settings.reward_window_s * 1000)
@@ -173,8 +184,7 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
                 .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms)),
                          string_info)
                 .name("reward-join").uid("reward-join"))
-    dead = dead.union(DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters())))
-    _dead_letter_sink(dead, settings)
+    dead = DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters()))
     # the batcher emits Row(product, batch), which is what PyFlink's key_by would build with
     # an extra Python operator; keying it on the JVM saves that Python call per batch
     j_batches = (j_joined
@@ -183,22 +193,33 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
                             jvm.rtrec.MicroBatcher(settings.publish_interval_ms,
                                                    MAX_BATCH_INTERVAL_MS))
                  .name("micro-batch").uid("micro-batch"))
-    if opts.stop_after == "join":
-        DataStream(j_batches).sink_to(Sink(DISCARD)).name("discard")
-        return
+    return j_batches, dead
+
+
+def learn_and_publish(j_batches, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Micro-batches -> LinUCB state per product (RocksDB) -> Redis."""
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream.connectors.base import Sink
+    from pyflink.datastream.data_stream import DataStream, KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    from flink_job import functions as fn
+
+    jvm = get_gateway().jvm
     by_product = KeyedStream(
         j_batches.keyBy(jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(),
                         Types.ROW([Types.STRING()]).get_java_type_info()),
         Types.STRING(), DataStream(j_batches))
     params = (by_product
-              .process(fn.Learn(settings.dim, settings.l2), output_type=pickled)
+              .process(fn.Learn(settings.dim, settings.l2),
+                       output_type=Types.PICKLED_BYTE_ARRAY())
               .name("learn-linucb").uid("learn-linucb"))
     (params.process(fn.PublishToRedis(settings), output_type=Types.INT())
      .name("publish-redis").uid("publish-redis")
      .sink_to(Sink(DISCARD)).name("discard").uid("discard"))
 
 
-def _dead_letter_sink(dead, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def dead_letter_sink(dead, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     """Dead letters -> their Kafka topic (at least once)."""
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors.base import DeliveryGuarantee
@@ -235,4 +256,4 @@ def run(settings: Settings, opts: JobOptions) -> None:
     build(env, settings, opts)
     log.info("starting %s (mode %s, parallelism %d, restore %s)", JOB_NAME, settings.python_mode,
              settings.job_parallelism, opts.restore_path or "none")
-    env.execute(JOB_NAME + ("-noop" if opts.noop else ""))
+    env.execute(JOB_NAME)

@@ -140,36 +140,6 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if stats.failed == 0 and stats.acked == stats.sent else 1
 
 
-def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from producer.closed_loop import LoopError, LoopOptions, run_loop
-    from producer.history import write_history
-
-    starts = [s.strip() for s in args.starts.split(",") if s.strip()]
-    bad = sorted(set(starts) - {"bootstrapped", "cold"})
-    if bad or not starts:
-        raise CliError(f"--starts: unknown start(s) {', '.join(bad) or '(none)'}; "
-                       "use bootstrapped and/or cold")
-    if "bootstrapped" in starts and not args.history.is_file():
-        args.events = 10_000
-        users, products, _fs, _o, h = _history(args)
-        write_history(h, users, products, args.history.parent)
-        log.info("wrote the historical log %s", args.history)
-    from devstack.stack import Stack
-
-    status = Stack(settings).status()
-    if not (status["kafka"]["listening"] and status["redis"]["listening"]):
-        raise CliError(f"Kafka ({settings.kafka_bootstrap}) and Redis (port "
-                       f"{settings.redis_port}) must be running: make stack-up")
-    opts = LoopOptions(visits=args.visits, rate=args.rate, seed=args.seed, via=args.via,
-                       history=args.history, dist=_dist(args))
-    try:
-        run_loop(settings, opts, starts, results_dir=args.results_dir, oracle_spec=args.oracle,
-                 progress=not args.no_progress)
-    except LoopError as exc:
-        raise CliError(str(exc)) from exc
-    return 0
-
-
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m producer",
@@ -244,24 +214,6 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("simulate", help="the closed loop through the real job and serving",
-                       description="Seeded visits sent to serving; the oracle clicks; the Flink "
-                                   "job learns; random, the oracle's best list and an instant "
-                                   "in-process LinUCB run on the same visits. Needs Kafka and "
-                                   "Redis running (make stack-up). Writes results/simulate.json "
-                                   "and results/simulate.png.")
-    common(p)
-    p.add_argument("--visits", type=int, default=5000, help="visits per start")
-    p.add_argument("--rate", type=float, default=50.0, help="visits per second")
-    p.add_argument("--starts", default="bootstrapped,cold",
-                   help="comma-separated: bootstrapped (from the historical log), cold")
-    p.add_argument("--via", choices=["inprocess", "http"], default="inprocess",
-                   help="how visits reach serving: the library in this process, or HTTP to "
-                        "`python -m serving` started on a free loopback port")
-    p.add_argument("--history", type=Path, default=Path(settings.data_dir) / "history.jsonl",
-                   help="historical log for the bootstrapped start (made when missing)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_simulate)
     return parser
 
 
@@ -275,8 +227,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "simulate":
-            return cmd_simulate(args, settings)
         if args.command == "load":
             if args.bootstrap:
                 settings = Settings.from_env(kafka_bootstrap=args.bootstrap)

@@ -23,7 +23,7 @@ from contract.events import Click, Impression
 from contract.linucb import ucb_scores
 from contract.store import ParamStore, connect
 from flink_job import checkpoints
-from flink_job.harness import (
+from endtoend.harness import (
     JobProcess,
     Record,
     Traffic,

@@ -29,7 +29,7 @@ from contract.config import Settings
 from contract.store import ParamStore, connect
 from devstack.stack import Stack, free_port
 from flink_job import cluster
-from flink_job.harness import (
+from endtoend.harness import (
     JobProcess,
     now_ms,
     produce,

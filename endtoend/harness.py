@@ -1,16 +1,11 @@
 """Drive the job from outside, as a user would: a subprocess ``python -m flink_job run`` that can be
 SIGKILLed, seeded traffic appended to Kafka with explicit timestamps, and what the learned
-model must be (batch ridge regression in numpy). Shared by tests/flink_job and bench/.
+model must be (batch ridge regression in numpy). Shared by tests/ and bench/.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -21,63 +16,25 @@ import numpy as np
 
 from contract.config import Settings
 from contract.events import Click, Impression
+from endtoend.processes import ChildProcess
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 # A Kafka record to append: (topic, value, timestamp_ms, partition or None)
 Record = tuple[str, bytes, int, int | None]
 
 
-class JobProcess:
-    """``python -m flink_job run`` in its own process group (client + its JVM)."""
+class JobProcess(ChildProcess):
+    """The job as a user starts it, ``python -m flink_job run [args]``, in its own process group
+    (the client and its JVM). ``module`` runs another entry point with the same arguments:
+    the benchmarks' cut-down graphs (``bench.stage_job``)."""
 
-    def __init__(self, settings: Settings, log_path: Path, args: Sequence[str] = ()) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.args = list(args)
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, settings: Settings, log_path: Path, args: Sequence[str] = (),
+                 module: str = "flink_job") -> None:
+        super().__init__(module, ["run", *args], settings, log_path)
 
-    def start(self, *extra: str) -> JobProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RTREC_")}
-        env.update(self.settings.to_env())
-        env["PYTHONPATH"] = str(ROOT)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as logf:
-            logf.write(f"\n=== start {' '.join([*self.args, *extra])}\n".encode())
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flink_job", "run", *self.args, *extra],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
-                env=env, start_new_session=True)
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL, timeout_s: float = 30.0) -> None:
-        """Signal the whole process group we started (the client and its JVM), then reap."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        # the group's other members (the JVM) may outlive the leader by a moment
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                break
-            if sig != signal.SIGKILL:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM, timeout_s=10.0)
+    def stop(self, timeout_s: float = 10.0) -> None:
+        super().stop(timeout_s)
 
 
 def produce(settings: Settings, records: Iterable[Record], rate_eps: float | None = None,
@@ -218,7 +175,7 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
         if predicate():
             return
         if job is not None and not job.alive():
-            tail = job.log_path.read_text(errors="replace")[-3000:]
-            raise AssertionError(f"the job exited while waiting for {what}; log tail:\n{tail}")
+            raise AssertionError(f"the job exited while waiting for {what}; log tail:\n"
+                                 f"{job.log_tail()}")
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")

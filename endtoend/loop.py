@@ -6,15 +6,15 @@ fresh world of its own (topics and Redis prefix with a run tag, a new checkpoint
 starts ``python -m flink_job run`` as a subprocess, waits until the pipeline is live, runs the
 visits through serving (in-process library, or ``--via http`` against ``python -m serving``)
 and the reference policies, then checks that every click reached the job and stops it.
-The producer never imports flink_job: the job is a process, reached through Kafka and Redis.
+The job is a process reached through Kafka and Redis, as in production: nothing here imports
+flink_job.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,25 +23,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
+from tqdm import tqdm
 
 from contract.config import Settings
-from contract.features import FeatureSpace, Product, User
+from contract.errors import RtrecError
+from contract.features import FeatureSpace, Product, User, load_catalog, load_users
 from contract.store import ParamStore, connect
-from producer.context import REFERENCE, ContextDistribution
-from producer.oracle import Oracle
-from producer.simulate import (
+from devstack.stack import Stack, free_port
+from endtoend import report
+from endtoend.processes import ChildProcess, child_env
+from endtoend.simulation import (
     HttpStreamLinUCB,
     InstantLinUCB,
     OraclePolicy,
     Outcome,
     RandomPolicy,
     SimPolicy,
+    SimulatedShop,
     StreamLinUCB,
-    World,
     make_visits,
     simulate,
 )
+from producer.context import REFERENCE, ContextDistribution
+from producer.oracle import Oracle, load_oracle
+from serving.recommender import Recommender
 
 log = logging.getLogger(__name__)
 # Simulated users click within milliseconds of the answer: a 1 s reward window loses no click.
@@ -49,20 +56,62 @@ LOOP_REWARD_WINDOW_S = 1.0
 GENDER_COLUMNS = (3, 4)  # x's one-hot gender: exactly one is 1, so b[3] + b[4] counts rewards
 
 
-class LoopError(RuntimeError):
+class LoopError(RtrecError):
     """The loop could not run (job did not start, stack missing...)."""
+
+
+STARTS = ("bootstrapped", "cold")
 
 
 @dataclass(frozen=True)
 class LoopOptions:
+    """One closed-loop run. ``oracle`` is the hidden oracle of the live visits; it should be
+    the one that wrote the historical log (the demo passes both the same setting)."""
+
     visits: int = 5000
     rate: float = 50.0  # visits per second
     seed: int = 1237
+    oracle: str = "rules"
+    starts: tuple[str, ...] = STARTS
     via: str = "inprocess"
     history: Path | None = None  # JSON lines for the bootstrapped start
     work_dir: Path = Path("var/loop")
+    results_dir: Path = Path("results")
     dist: ContextDistribution = REFERENCE
     ready_timeout_s: float = 120.0
+    progress: bool = True  # a bar on a terminal (never in a log)
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.starts) - set(STARTS))
+        if bad or not self.starts:
+            raise LoopError(f"starts: unknown start(s) {', '.join(bad) or '(none)'}; "
+                            f"use {' and/or '.join(STARTS)}")
+        if self.via not in ("inprocess", "http"):
+            raise LoopError(f"via: {self.via!r} is not inprocess or http")
+        if self.visits < 1 or self.rate <= 0:
+            raise LoopError("visits must be >= 1 and rate > 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> LoopOptions:
+        """Seed, oracle and the historical log's place from the settings; the rest given."""
+        base: dict[str, object] = {"seed": settings.seed, "oracle": settings.oracle,
+                                   "history": Path(settings.data_dir) / "history.jsonl"}
+        return cls(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class LiveWorld:
+    """What the live visits are made of: the shipped users and catalog, and the shop that
+    knows every product's click probability under the run's hidden oracle."""
+
+    users: list[User]
+    shop: SimulatedShop
+
+    @classmethod
+    def load(cls, oracle_spec: str) -> LiveWorld:
+        features = FeatureSpace.load()
+        oracle: Oracle = load_oracle(oracle_spec, features)
+        return cls(load_users(), SimulatedShop(load_catalog(), features, oracle))
 
 
 def run_settings(base: Settings, tag: str, work_dir: Path) -> Settings:
@@ -76,54 +125,10 @@ def run_settings(base: Settings, tag: str, work_dir: Path) -> Settings:
     return Settings(**fields)
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with the run's RTREC_* settings in place of ours."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("RTREC_")},
-            **settings.to_env()}
-
-
-class ChildProcess:
-    """``python -m <module> <args>`` with the run's settings, in its own process group, logging
-    to a file: how the loop runs the job (``flink_job run``) and, with ``--via http``, serving."""
-
-    def __init__(self, module: str, args: Sequence[str], settings: Settings,
-                 log_path: Path) -> None:
-        self.cmd = [sys.executable, "-m", module, *args]
-        self.settings = settings
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = child_env(self.settings)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(self.cmd, env=env, stdout=logf,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        log.info("%s started (pid %d, log %s)", " ".join(self.cmd[2:4]), self.proc.pid,
-                 self.log_path)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-
 def start_http_serving(settings: Settings, log_path: Path,
                        timeout_s: float = 60.0) -> tuple[ChildProcess, str]:
     """``python -m serving`` on a free loopback port; returns it and its base URL once
     /healthz answers."""
-    import httpx
-
-    from devstack.stack import free_port
-
     port = free_port()
     proc = ChildProcess("serving", ["--port", str(port), "--log-level", "warning"], settings,
                         log_path)
@@ -193,8 +198,6 @@ def train_instant_on_history(policy: InstantLinUCB, path: Path,
                              index: dict[str, int]) -> tuple[int, int]:
     """Give the in-process learner the same history the job bootstraps from (same rewards);
     returns the history's (observations, clicks)."""
-    import json
-
     shown: dict[str, tuple[np.ndarray, list[str]]] = {}
     clicked: set[tuple[str, str]] = set()
     with open(path, "rb") as f:
@@ -212,16 +215,12 @@ def train_instant_on_history(policy: InstantLinUCB, path: Path,
     return sum(len(products) for _, products in shown.values()), len(clicked)
 
 
-def run_start(start: str, base: Settings, users: Sequence[User], products: Sequence[Product],
-              features: FeatureSpace, oracle: Oracle, opts: LoopOptions,
-              progress: bool = True) -> tuple[dict[str, Outcome], dict[str, object]]:
+def run_start(start: str, base: Settings, world: LiveWorld,
+              opts: LoopOptions) -> tuple[dict[str, Outcome], dict[str, object]]:
     """One start (bootstrapped or cold) of the closed loop. Returns outcomes and facts."""
-    from serving.recommender import Recommender  # the app side of the loop
-
+    products: Sequence[Product] = world.shop.products
     tag = f"{start[:4]}{uuid.uuid4().hex[:6]}"
     settings = run_settings(base, tag, opts.work_dir)
-    from devstack.stack import Stack
-
     Stack(settings).create_topics()
     store = ParamStore(connect(settings.redis_host, settings.redis_port, settings.redis_password,
                                settings.redis_db, timeout_s=2), prefix=settings.redis_prefix)
@@ -255,19 +254,14 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
         else:
             rec = Recommender.from_settings(settings, seed=opts.seed)
             stream = StreamLinUCB(rec, product_ids)
-        world = World(products, features, oracle)
         policies: list[SimPolicy] = [stream, instant, RandomPolicy(len(products), opts.seed),
-                                     OraclePolicy(world)]
-        visits = make_visits(opts.visits, opts.seed, users, settings.top_k, opts.dist)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(visits), desc=f"{start} start", unit="visit")
-        outcomes = simulate(visits, policies, world, rate=opts.rate,
-                            progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+                                     OraclePolicy(world.shop)]
+        visits = make_visits(opts.visits, opts.seed, world.users, settings.top_k, opts.dist)
+        # disable=None: a bar on a terminal, nothing in a CI log
+        with tqdm(total=len(visits), desc=f"{start} start", unit="visit",
+                  disable=None if opts.progress else True) as bar:
+            outcomes = simulate(visits, policies, world.shop, rate=opts.rate,
+                                progress=bar.update)
         if rec is not None:
             rec.events.close(10)  # flush what serving logged before counting what was learned
         if server is not None:
@@ -288,28 +282,18 @@ def run_start(start: str, base: Settings, users: Sequence[User], products: Seque
         job.stop()
 
 
-def run_loop(base: Settings, opts: LoopOptions, starts: Sequence[str] = ("bootstrapped", "cold"),
-             results_dir: Path = Path("results"), oracle_spec: str = "rules",
-             progress: bool = True) -> dict[str, object]:
-    """Every start, then the report: terminal table, results/simulate.json, results/simulate.png."""
-    from contract.features import load_catalog, load_users
-    from producer import report
-    from producer.oracle import load_oracle
-
-    features = FeatureSpace.load()
-    users, products = load_users(), load_catalog()
-    oracle = load_oracle(oracle_spec, features)
+def run_loop(base: Settings, opts: LoopOptions) -> dict[str, object]:
+    """Every start, then the report: results/simulate.json, results/simulate.png and the
+    table (returned under ``"table"``, for the caller to show)."""
+    world = LiveWorld.load(opts.oracle)
     runs: dict[str, dict[str, Outcome]] = {}
     facts: dict[str, dict[str, object]] = {}
-    for start in starts:
-        runs[start], facts[start] = run_start(start, base, users, products, features, oracle,
-                                              opts, progress=progress)
+    for start in opts.starts:
+        runs[start], facts[start] = run_start(start, base, world, opts)
         log.info("%s start: %s", start, facts[start])
-    summary = report.summarize(runs, len(products))
+    summary = report.summarize(runs, len(world.shop.products))
     for start in summary:
         summary[start]["facts"] = facts[start]
-    path_json = report.write_json(summary, results_dir / "simulate.json")
-    path_png = report.plot(runs, results_dir / "simulate.png")
-    print(report.table(summary))
-    print(f"wrote {path_json} and {path_png}")
-    return summary
+    paths = [report.write_json(summary, opts.results_dir / "simulate.json"),
+             report.plot(runs, opts.results_dir / "simulate.png")]
+    return {"summary": summary, "table": report.table(summary), "paths": paths}

@@ -4,10 +4,10 @@ the SAME visits.
 A visit is a random user at a random time (:mod:`producer.context`) plus one uniform draw per
 list position. Every policy sees the same visit and the same draws: the user reads the list in
 order and clicks position i when ``draw[i] < P(click | user, product_i, time)``, stopping at
-the first click (DESIGN.md's click model). So the policies differ only by what they show, and
+the first click (a cascade click model). So the policies differ only by what they show, and
 the same seed gives the same visits and the same random/oracle outcomes.
 
-Metrics per policy (DESIGN.md): top-1 CTR (a click on the first item: the telling one), any-of-k
+Metrics per policy: top-1 CTR (a click on the first item: the telling one), any-of-k
 CTR, and cumulative expected regret against the oracle: the sum over visits of
 ``P(click on the oracle's best item) - P(click on the policy's first item)``, an expectation
 computed from the oracle, so it has none of the noise of the sampled clicks.
@@ -70,7 +70,7 @@ class SimPolicy(Protocol):
         """``clicked`` is the list position clicked, or None."""
 
 
-class World:
+class SimulatedShop:
     """The catalog, the features and the hidden oracle; P(click) of every product per visit."""
 
     def __init__(self, products: Sequence[Product], features: FeatureSpace, oracle: Oracle) -> None:
@@ -129,11 +129,11 @@ class OraclePolicy:
 
     name = "oracle"
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(self, shop: SimulatedShop) -> None:
+        self.shop = shop
 
     def recommend(self, visit: Visit, x: np.ndarray, k: int) -> Shown:
-        return Shown(items=[int(i) for i in linucb.top_k(self.world.probabilities(visit), k)])
+        return Shown(items=[int(i) for i in linucb.top_k(self.shop.probabilities(visit), k)])
 
     def feedback(self, visit: Visit, x: np.ndarray, shown: Shown, clicked: int | None) -> None:
         pass
@@ -189,20 +189,20 @@ class Outcome:
                 "any5_ctr": float(np.mean(clicked >= 0)), "regret": float(regret.sum())}
 
 
-def simulate(visits: Sequence[Visit], policies: Sequence[SimPolicy], world: World, k: int = 5,
-             rate: float | None = None, progress: Callable[[int], None] | None = None,
-             ) -> dict[str, Outcome]:
+def simulate(visits: Sequence[Visit], policies: Sequence[SimPolicy], shop: SimulatedShop,
+             k: int = 5, rate: float | None = None,
+             progress: Callable[[int], None] | None = None) -> dict[str, Outcome]:
     """Run every policy on every visit, in visit order; ``rate`` paces visits per second."""
     out = {p.name: Outcome() for p in policies}
-    world.prepare(visits)
+    shop.prepare(visits)
     start = time.monotonic()
     for visit in visits:
         if rate:
             delay = start + visit.index / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        x = world.features.context_vector(visit.user, visit.at)
-        probs = world.probabilities(visit)
+        x = shop.features.context_vector(visit.user, visit.at)
+        probs = shop.probabilities(visit)
         best = float(probs.max())
         for policy in policies:
             shown = policy.recommend(visit, x, k)

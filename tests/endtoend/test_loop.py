@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 
 from contract.config import Settings
-from contract.features import FeatureSpace, load_catalog, load_users
 from devstack.stack import Stack
-from producer.closed_loop import LoopOptions, run_start
-from producer.oracle import load_oracle
+from endtoend.loop import LiveWorld, LoopOptions, run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
@@ -20,10 +18,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.flink]
 def test_cold_start_stream_learns_and_every_click_reaches_the_job(
         stack: Stack, tmp_path: Path) -> None:
     settings: Settings = stack.settings
-    features = FeatureSpace.load()
-    opts = LoopOptions(visits=1500, rate=60.0, seed=1237, work_dir=tmp_path / "loop")
-    outcomes, facts = run_start("cold", settings, load_users(), load_catalog(), features,
-                                load_oracle("rules", features), opts, progress=False)
+    opts = LoopOptions(visits=1500, rate=60.0, seed=1237, work_dir=tmp_path / "loop",
+                       progress=False)
+    outcomes, facts = run_start("cold", settings, LiveWorld.load("rules"), opts)
 
     # every click of the streaming policy was learned by the job, and every shown product
     assert facts["learned_clicks"] == facts["stream_clicks"] > 0

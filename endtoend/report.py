@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from producer.simulate import Outcome
+from endtoend.simulation import Outcome
 
 ORDER = ("linucb_stream", "linucb_instant", "random", "oracle")
 

@@ -1,0 +1,101 @@
+"""``python -m endtoend demo``: the whole system end to end (``make demo``, ``make simulate``).
+
+Starts Kafka and Redis when they are not running (and stops what it started), writes the
+historical log when missing, then runs the closed loop: the real Flink job learns from what
+serving showed and the hidden oracle clicked, while random, the oracle's own best list and an
+instant in-process LinUCB run on the same visits. Writes results/simulate.json and
+results/simulate.png. Settings come from RTREC_* variables (docs/CONFIG.md); flags override
+them. Errors are one line on stderr: exit 2 for bad arguments, 1 when the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from contract.config import Settings
+from contract.errors import RtrecError
+from endtoend.loop import STARTS, LoopOptions
+from producer.context import ContextDistribution
+
+QUICK_VISITS = 600
+DEFAULT_VISITS = 2000
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m endtoend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("demo", help="run the whole system end to end, then stop it")
+    p.add_argument("--visits", type=int, default=None,
+                   help=f"visits per start (default {DEFAULT_VISITS}; {QUICK_VISITS} "
+                        "with --quick)")
+    p.add_argument("--quick", action="store_true", help="a short run")
+    p.add_argument("--rate", type=float, default=50.0, help="visits per second")
+    p.add_argument("--starts", default=",".join(STARTS),
+                   help="comma-separated: bootstrapped (from the historical log), cold")
+    p.add_argument("--via", choices=["inprocess", "http"], default="inprocess",
+                   help="how visits reach serving: the library in this process, or HTTP to "
+                        "`python -m serving` started on a free loopback port")
+    p.add_argument("--oracle", default=settings.oracle,
+                   help="hidden click oracle of the visits and of the historical log: a name "
+                        "(rules, flat) or pkg.module:Class (default %(default)s, RTREC_ORACLE)")
+    p.add_argument("--seed", type=int, default=settings.seed,
+                   help="seed of the visits (default %(default)s, RTREC_SEED)")
+    p.add_argument("--p-morning", type=float, default=0.5,
+                   help="probability a visit is in the morning, 6-12 h (default 0.5)")
+    p.add_argument("--p-weekend", type=float, default=0.5,
+                   help="probability a visit is on a weekend (default 0.5)")
+    p.add_argument("--history", type=Path, default=Path(settings.data_dir) / "history.jsonl",
+                   help="historical log of the bootstrapped start (written when missing)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def loop_options(args: argparse.Namespace, settings: Settings) -> LoopOptions:
+    """The run the arguments ask for (every choice in one place: nothing is dropped between
+    the command line and the loop)."""
+    try:
+        dist = ContextDistribution(args.p_morning, args.p_weekend)
+    except (TypeError, ValueError) as exc:
+        raise RtrecError(f"--p-morning/--p-weekend: {exc}") from exc
+    visits = args.visits or (QUICK_VISITS if args.quick else DEFAULT_VISITS)
+    starts = tuple(s.strip() for s in args.starts.split(",") if s.strip())
+    return LoopOptions.from_settings(
+        settings, visits=visits, rate=args.rate, seed=args.seed, oracle=args.oracle,
+        starts=starts, via=args.via, history=args.history, results_dir=args.results_dir,
+        dist=dist, progress=not args.no_progress)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(settings).parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        opts = loop_options(args, settings)
+    except RtrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from endtoend.demo import run_demo
+
+    try:
+        return run_demo(settings, opts)
+    except RtrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
