@@ -23,13 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.config import POLICIES
 from contract.linucb import top_k
+from serving.errors import UnknownPolicyError
 
-POLICIES: tuple[str, ...] = ("linucb", "greedy", "random")
-
-
-class UnknownPolicyError(ValueError):
-    """A policy name not in :data:`POLICIES`."""
+__all__ = ["POLICIES", "Ranking", "UnknownPolicyError", "check_policy", "rank",
+           "ranking_propensity"]
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,15 @@ import numpy as np
 
 from contract.config import Settings
 from contract.events import MAX_ID_LEN, MAX_SHOWN, Click, Impression
+from serving.errors import (
+    InvalidRequestError,
+    NotShownError,
+    ServingError,
+    UnknownPolicyError,
+    UnknownUserError,
+)
 from serving.eventlog import EventSink, EventStats, MemoryEventLog
-from serving.policies import POLICIES, UnknownPolicyError, check_policy, rank
+from serving.policies import POLICIES, check_policy, rank
 from serving.refresher import RefresherHealth, SnapshotRefresher
 from serving.snapshot import Snapshot
 
@@ -42,22 +49,6 @@ if TYPE_CHECKING:  # the feature module is only needed when users are looked up 
     from contract.features import FeatureSpace, User
 
 log = logging.getLogger(__name__)
-
-
-class ServingError(ValueError):
-    """A request the recommender cannot answer; the HTTP layer maps subclasses to 4xx."""
-
-
-class InvalidRequestError(ServingError):
-    """Arguments out of range or inconsistent (HTTP 422)."""
-
-
-class UnknownUserError(ServingError):
-    """No features for this user id and none given (HTTP 404)."""
-
-
-class NotShownError(ServingError):
-    """Feedback for a product that the (known) request did not show (HTTP 422)."""
 
 
 __all__ = ["InvalidRequestError", "Item", "NotShownError", "Recommendation", "Recommender",
