@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     import uvicorn
 
-    from serving.api import create_app
+    from serving.app import create_app
 
     app = create_app(settings, notifications=not args.no_notifications, kafka=not args.no_kafka)
     uvicorn.run(app, host=args.host or settings.serving_host,

@@ -24,7 +24,7 @@ from contract.features import FeatureSpace, load_catalog, load_users
 from contract.store import ParamStore, connect
 from devstack.stack import free_port
 from serving import Recommender
-from serving.api import create_app
+from serving.app import create_app
 from serving.eventlog import MemoryEventLog
 
 USERS = load_users()

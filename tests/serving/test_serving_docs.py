@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["serving.snapshot", "serving.policies", "serving.recommender"]
+MODULES = ["serving.snapshot", "serving.policies", "serving.recommender", "serving.errors"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -32,7 +32,7 @@ def test_serving_never_imports_producer_or_flink_job() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, serving, serving.api, serving.refresher, serving.eventlog, "
+    code = ("import sys, serving, serving.app, serving.refresher, serving.eventlog, "
             "serving.__main__; from serving import Recommender; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('producer', 'flink_job')); "
             "print(','.join(bad))")

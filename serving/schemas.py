@@ -1,0 +1,142 @@
+"""The HTTP API's request and response models (pydantic; FastAPI turns them into OpenAPI).
+
+Request bodies are strict: unknown fields, booleans for numbers, numeric strings and NaN are
+refused, so a client's mistake is a 422 naming the field rather than a silent coercion. The
+closed lists (policies, genders, sources) come from ``contract`` so the schema cannot drift
+from what the recommender and the feature transforms accept.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from contract.config import POLICIES
+from contract.events import MAX_ID_LEN, MAX_SHOWN
+from contract.features import GENDERS, SOURCES
+
+__all__ = ["ErrorResponse", "EventsOut", "FeedbackRequest", "FeedbackResponse",
+           "HealthResponse", "ItemOut", "RecommendRequest", "RecommendResponse",
+           "UserFeatures", "recommend_request_model"]
+
+
+def _iso_text(value: Any) -> Any:
+    """Times are ISO 8601 strings, as the schema says (pydantic's lax mode would also take
+    a number as epoch seconds)."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date-time string")
+    return value
+
+
+def _json_int(value: Any) -> Any:
+    """JSON Schema's integer: 7 or 7.0, but never true, "7" or 7.5."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+# Years 1970-9999: events carry epoch milliseconds >= 0. JSON Schema has no date minimum, so
+# the pattern says it (generated clients and the property test then know).
+Timestamp = Annotated[datetime, Field(strict=False, json_schema_extra={
+    "pattern": r"^(19[7-9][0-9]|[2-9][0-9]{3})-"}), BeforeValidator(_iso_text)]
+# Literal of a tuple is the Literal of its items: the enums are contract's lists.
+Policy = Literal[POLICIES]  # type: ignore[valid-type]
+Gender = Literal[GENDERS]  # type: ignore[valid-type]
+Source = Literal[SOURCES]  # type: ignore[valid-type]
+Num = Annotated[float, Field(ge=-1e6, le=1e6)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class UserFeatures(_Strict):
+    """Raw features of a user not in the user table (or to override it)."""
+
+    age: JsonInt = Field(ge=0, le=150)
+    gender: Gender
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    source: Source
+
+
+class RecommendRequest(_Strict):
+    """Who, when, how many. The context is ``x`` if given, else ``user``, else the user table."""
+
+    user_id: JsonInt = Field(ge=0, le=2**53, description="Logged in the impression.")
+    user: UserFeatures | None = None
+    x: list[Num] | None = Field(default=None, max_length=4096,
+                                description="An explicit context vector of length dim.")
+    at: Timestamp | None = Field(
+        default=None, description="Time of the visit (ISO 8601; default now; naive = UTC).")
+    k: Annotated[int, Field(ge=1, le=MAX_SHOWN), BeforeValidator(_json_int)] | None = Field(
+        default=None, description="How many products (default RTREC_TOP_K).")
+    policy: Policy | None = None
+    alpha: float | None = Field(default=None, ge=0, le=1e6)
+
+
+def recommend_request_model(dim: int) -> type[RecommendRequest]:
+    """:class:`RecommendRequest` with x's exact length (the settings' dim) in the schema, so
+    generated clients and property tests know it; the library checks it again for in-process
+    callers."""
+    return create_model(
+        "RecommendRequest", __base__=RecommendRequest,
+        x=(list[Num] | None, Field(default=None, min_length=dim, max_length=dim,
+                                   description=f"An explicit context vector ({dim} numbers); "
+                                               "overrides user and user_id.")))
+
+
+class ItemOut(BaseModel):
+    product_id: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    user_id: int
+    ts_ms: int
+    items: list[ItemOut]
+    policy: str
+    model_version: int
+    propensity: float | None
+    snapshot_age_s: float
+
+
+class FeedbackRequest(_Strict):
+    request_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
+    product_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
+    at: Timestamp | None = None
+
+
+class FeedbackResponse(BaseModel):
+    accepted: bool
+    request_id: str
+    product_id: str
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    published: int
+    failed: int
+    dropped: int
+    queued: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ready", "degraded"]
+    reasons: list[str]
+    model_version: int
+    snapshot_age_s: float
+    products: int
+    products_with_params: int
+    notifications: str
+    events: EventsOut
+
+
+class ErrorResponse(BaseModel):
+    detail: str
