@@ -10,12 +10,12 @@ JARS_STAMP := jvm/lib/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 QUICK ?=
 
-.PHONY: help install redis-server test demo evaluate load simulate bench lint cluster-up job-submit cluster-down stack-up stack-down stack-status clean distclean
+.PHONY: help install jdk-maven redis-server test demo evaluate load simulate bench lint cluster-up job-submit cluster-down stack-up stack-down stack-status clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: $(VENV_STAMP) $(JARS_STAMP) redis-server  ## venv + package (editable) + JVM jars + redis-server
+install: $(VENV_STAMP) $(JARS_STAMP) redis-server  ## venv + package (editable) + JDK/Maven + JVM jars + redis-server
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
@@ -23,11 +23,15 @@ $(VENV_STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-$(JARS_STAMP): jvm/pom.xml
-	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)"; exit 1; }
+$(JARS_STAMP): jvm/pom.xml | jdk-maven
 	mvn -q -B -f jvm/pom.xml -P connector package
 	mvn -q -B -f jvm/pom.xml -P broker package
 	@touch $@
+
+jdk-maven:  ## a JDK (javac) and Maven from Debian, installed when missing
+	@{ command -v javac >/dev/null && command -v mvn >/dev/null; } || \
+	  { echo "installing Debian's JDK 17 and Maven"; $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null; }
 
 redis-server:  ## Debian's redis-server, installed when missing
 	@command -v redis-server >/dev/null || [ -x /usr/sbin/redis-server ] || [ -x /usr/bin/redis-server ] || \

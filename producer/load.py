@@ -258,7 +258,9 @@ def run_load(producer, settings: Settings, rate: float, *, count: int | None = N
         # --duration: send rate x duration events; a one-second grace lets a loop that fell
         # behind catch up, and then it stops (the achieved rate shows the shortfall).
         count = int(rate * duration_s)  # type: ignore[operator]
-    bar = tqdm(total=count, unit="ev", disable=not progress, smoothing=0.1, mininterval=0.5)
+    # disable=None: drawn on a terminal only (a CI log would get a line per refresh)
+    bar = tqdm(total=count, unit="ev", disable=None if progress else True, smoothing=0.1,
+               mininterval=0.5)
     start = time.perf_counter()
     end = start + duration_s + 1.0 if duration_s is not None else float("inf")
     produce, poll = producer.produce, producer.poll
