@@ -3,18 +3,22 @@ test's own (so stopping it for an outage test disturbs nobody else)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from contract import codec, linucb
 from devstack.stack import free_port
+from serving.fastpath import FastRecommend
 
 
 def learned_state(rng: np.random.Generator, dim: int, n: int, l2: float = 1.0
@@ -84,3 +88,28 @@ def wait_for(predicate, timeout_s: float = 5.0, step_s: float = 0.01) -> bool:  
             return True
         time.sleep(step_s)
     return bool(predicate())
+
+
+def post_both(client: TestClient, body: object) -> tuple[httpx.Response, httpx.Response]:
+    """The same ``POST /recommend`` bytes through the ASGI fast path (``Content-Type:
+    application/json``) and through the FastAPI route (``application/vnd.rtrec+json``: FastAPI
+    reads any ``+json`` type as JSON, the fast path takes only ``application/json``). Asserts
+    which path each request entered, so a comparison of the two answers can never be a
+    comparison of one path with itself."""
+    raw = json.dumps(body).encode()
+    entered: list[bool] = []
+    original = FastRecommend.__call__
+
+    async def spy(self, scope, receive, send, app):  # type: ignore[no-untyped-def]
+        entered.append(True)
+        await original(self, scope, receive, send, app)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FastRecommend, "__call__", spy)
+        fast = client.post("/recommend", content=raw,
+                           headers={"content-type": "application/json"})
+        assert entered == [True], "the JSON request did not enter the fast path"
+        routed = client.post("/recommend", content=raw,
+                             headers={"content-type": "application/vnd.rtrec+json"})
+        assert entered == [True], "the +json request entered the fast path"
+    return fast, routed

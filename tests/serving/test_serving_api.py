@@ -4,7 +4,6 @@ Kafka."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from serving_helpers import blob, learned_state
+from serving_helpers import blob, learned_state, post_both
 
 from contract.config import Settings
 from contract.events import Impression, parse_event
@@ -172,21 +171,30 @@ def test_python_m_serving_end_to_end(unique_settings) -> None:
     assert imp.request_id == rid and imp.model_version == 9
 
 
-def test_fast_path_and_route_answer_alike(client) -> None:
-    """POST /recommend with a valid JSON body is answered by the ASGI fast path; other
-    content types go through the FastAPI route. Same shape, same errors."""
-    body = json.dumps({"user_id": USERS[1].user_id, "k": 3}).encode()
-    fast = client.post("/recommend", content=body,
-                       headers={"content-type": "application/json"})
-    routed = client.post("/recommend", content=body, headers={"content-type": "text/plain"})
-    assert fast.status_code == 200, fast.text
-    assert routed.status_code in (200, 422), routed.text
-    if routed.status_code == 200:
-        assert fast.json().keys() == routed.json().keys()
-        assert [i["product_id"] for i in fast.json()["items"]] == \
-            [i["product_id"] for i in routed.json()["items"]]
-    for bad in ({"user_id": 10**7}, {"user_id": 1, "k": 0}):
-        a = client.post("/recommend", json=bad)
-        b = client.post("/recommend", content=json.dumps(bad),
-                        headers={"content-type": "text/plain"})
-        assert a.status_code in (404, 422) and b.status_code in (404, 422)
+ALIKE_AT = "2026-01-05T08:30:00Z"  # a fixed time: ts_ms and the context are then equal too
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"user_id": USERS[1].user_id, "k": 3, "at": ALIKE_AT}, 200),
+    ({"user_id": 123456, "policy": "greedy", "at": ALIKE_AT,
+      "user": {"age": 33, "gender": "F", "lat": -33.9, "lon": 151.2, "source": "Search"}}, 200),
+    ({"user_id": 1, "x": [0.5] * 15, "alpha": 2.0, "at": ALIKE_AT}, 200),
+    ({"user_id": 10**7}, 404),  # refused by the recommender: each path answers on its own
+    ({"user_id": 1, "k": 0}, 422),  # refused by the schema: the fast path replays to the route
+    ({"user_id": 1, "policy": "thompson"}, 422),
+    ({"user_id": 1, "x": [1.0] * 3}, 422),
+    ({"user_id": True}, 422),
+])
+def test_fast_path_and_route_answer_alike(client, body, code) -> None:
+    """POST /recommend with a JSON content type is answered by the ASGI fast path, without one
+    by the FastAPI route: the same request must get the same status and body from both."""
+    fast, routed = post_both(client, body)
+    assert (fast.status_code, routed.status_code) == (code, code), (fast.text, routed.text)
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    a, b = fast.json(), routed.json()
+    if code == 200:
+        assert a.pop("request_id") != b.pop("request_id")  # two requests, two impressions
+        assert abs(a.pop("snapshot_age_s") - b.pop("snapshot_age_s")) < 60
+        assert a == b
+    else:
+        assert fast.content == routed.content
