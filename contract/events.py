@@ -1,10 +1,14 @@
 """Event schemas: impressions (what serving showed) and clicks (what the user took).
 
-Events travel as UTF-8 JSON objects. Parsing is strict because Python's ``json`` is not:
-it accepts ``NaN``, ``Infinity``, ``1e309`` (as inf), duplicate keys (last wins), and a
-10,000-deep nesting raises ``RecursionError``. :func:`parse_event` rejects all of these and
-raises :class:`EventError` naming the field and a machine-readable ``reason`` that the job
-writes beside a dead-lettered record.
+An :class:`Impression` or :class:`Click` is valid by construction: the constructor checks
+every field and raises :class:`EventError` naming the field and a machine-readable ``reason``
+(the one the job writes beside a dead-lettered record), so an invalid event can neither be
+published by serving nor reach the learner.
+
+Events travel as UTF-8 JSON objects. :func:`parse_event` is strict JSON (Python's ``json`` is
+not: it accepts ``NaN``, ``Infinity``, ``1e309`` as inf, duplicate keys with the last winning,
+and a 10,000-deep nesting raises ``RecursionError``), then the constructor, then the checks
+that need the reader's context: the dimension of ``x`` and the known products.
 
 >>> imp = Impression(request_id="r1", user_id=7, ts_ms=1700000000000, x=(0.0, 1.0),
 ...                  products=("p001", "p002"), scores=(0.9, 0.1), policy="linucb",
@@ -15,6 +19,10 @@ True
 Traceback (most recent call last):
 ...
 contract.events.EventError: missing_field: product_id: required field is missing
+>>> Click(request_id="r1", product_id="", ts_ms=5)
+Traceback (most recent call last):
+...
+contract.events.EventError: bad_value: product_id: length 0 not in 1..128
 """
 
 from __future__ import annotations
@@ -26,14 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract import SCHEMA_VERSION
+from contract.errors import RtrecError
+
 # the reasons this module raises; the one list is contract/reasons.py
 from contract.reasons import (
     BAD_VALUE,
-    DUPLICATE_IMPRESSION,
-    LATE_CLICK,
     MISSING_FIELD,
     NOT_FINITE,
-    ORPHAN_CLICK,
     OVERSIZED,
     UNKNOWN_PRODUCT,
     UNPARSEABLE,
@@ -45,10 +52,11 @@ from contract.reasons import (
 MAX_EVENT_BYTES = 65536
 MAX_ID_LEN = 128
 MAX_SHOWN = 100
+MAX_VALUES = 4096  # items of x or scores
 
 
-class EventError(ValueError):
-    """A record that is not a valid event. ``reason`` is one of the constants above."""
+class EventError(RtrecError, ValueError):
+    """A record that is not a valid event. ``reason`` is one of :mod:`contract.reasons`."""
 
     def __init__(self, reason: str, field: str, message: str) -> None:
         super().__init__(f"{reason}: {field}: {message}")
@@ -63,6 +71,8 @@ class Impression:
 
     ``propensity`` is the probability the policy had of showing exactly this ranking (1.0 for a
     deterministic policy), kept for off-policy evaluation; ``None`` when the policy defines none.
+    Lists are accepted for the sequences and integers for the floats; the stored values are
+    tuples of floats, so two equal events compare equal however they were built.
     """
 
     request_id: str
@@ -76,6 +86,9 @@ class Impression:
     propensity: float | None = None
     type: str = "impression"
     v: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _check_impression(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +113,13 @@ class Click:
     type: str = "click"
     v: int = SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        _check_version(self.v)
+        _check_type(self.type, "click")
+        _id(self.product_id, "product_id")
+        _id(self.request_id, "request_id")
+        _ts(self.ts_ms)
+
     def to_dict(self) -> dict[str, Any]:
         return {"v": self.v, "type": self.type, "request_id": self.request_id,
                 "product_id": self.product_id, "ts_ms": self.ts_ms}
@@ -110,6 +130,14 @@ class Click:
 
 Event = Impression | Click
 
+_FIELDS: dict[str, frozenset[str]] = {
+    "impression": frozenset({"v", "type", "request_id", "user_id", "ts_ms", "x", "products",
+                             "scores", "policy", "model_version", "propensity"}),
+    "click": frozenset({"v", "type", "request_id", "product_id", "ts_ms"}),
+}
+_OPTIONAL = frozenset({"propensity"})
+_CLASSES: dict[str, type[Impression] | type[Click]] = {"impression": Impression, "click": Click}
+
 
 def parse_event(
     raw: bytes | str,
@@ -117,7 +145,11 @@ def parse_event(
     known_products: Collection[str] | None = None,
     max_bytes: int = MAX_EVENT_BYTES,
 ) -> Event:
-    """Parse and validate one record; raise :class:`EventError` on anything off-contract."""
+    """Parse and validate one record; raise :class:`EventError` on anything off-contract.
+
+    The fields are checked once, by the event's constructor; this adds strict JSON, the set of
+    keys, and what only the reader knows: ``x`` has ``dim`` values, the products are known.
+    """
     if isinstance(raw, str):
         raw = raw.encode("utf-8", errors="surrogatepass")
     if len(raw) > max_bytes:
@@ -134,45 +166,141 @@ def parse_event(
         raise EventError(UNPARSEABLE, "$", f"not JSON: {type(exc).__name__}: {exc}"[:300]) from exc
     if not isinstance(obj, dict):
         raise EventError(WRONG_TYPE, "$", f"expected an object, got {type(obj).__name__}")
-    version = _int(obj, "v")
-    if version != SCHEMA_VERSION:
-        raise EventError(UNSUPPORTED_VERSION, "v", f"schema version {version} != {SCHEMA_VERSION}")
-    kind = _str(obj, "type")
-    if kind == "impression":
-        fields = {"v", "type", "request_id", "user_id", "ts_ms", "x", "products", "scores",
-                  "policy", "model_version", "propensity"}
-        _no_extra(obj, fields)
-        x = _floats(obj, "x")
-        if len(x) != dim:
-            raise EventError(WRONG_DIMENSION, "x", f"length {len(x)} != dim {dim}")
-        products = _ids(obj, "products", known_products)
-        scores = _floats(obj, "scores")
-        if len(scores) != len(products):
-            raise EventError(WRONG_DIMENSION, "scores",
-                             f"length {len(scores)} != products {len(products)}")
-        propensity = obj.get("propensity")
-        if propensity is not None:
-            propensity = _float(obj, "propensity")
-            if not 0.0 < propensity <= 1.0:
-                raise EventError(BAD_VALUE, "propensity", f"{propensity} not in (0, 1]")
-        model_version = _int(obj, "model_version")
-        if model_version < 0:
-            raise EventError(BAD_VALUE, "model_version", "must be >= 0")
-        return Impression(
-            request_id=_id(obj, "request_id"), user_id=_int(obj, "user_id"),
-            ts_ms=_ts(obj), x=x, products=products, scores=scores,
-            policy=_id(obj, "policy"), model_version=model_version, propensity=propensity,
-        )
-    if kind == "click":
-        _no_extra(obj, {"v", "type", "request_id", "product_id", "ts_ms"})
-        product_id = _id(obj, "product_id")
-        if known_products is not None and product_id not in known_products:
-            raise EventError(UNKNOWN_PRODUCT, "product_id", f"{product_id!r} is not in the catalog")
-        return Click(request_id=_id(obj, "request_id"), product_id=product_id, ts_ms=_ts(obj))
-    raise EventError(BAD_VALUE, "type", f"{kind!r} is neither 'impression' nor 'click'")
+    kind = obj.get("type")
+    fields = _FIELDS.get(kind) if type(kind) is str else None
+    if fields is None or obj.keys() != fields:
+        # not the common shape: name the first problem in the order version (a record of
+        # another version may have other keys), type, keys; the values are the constructor's
+        _check_version(_get(obj, "v"))
+        _check_type(_get(obj, "type"), None)
+        _no_extra(obj, fields)  # type: ignore[arg-type]  # a known type: not None
+    event = _CLASSES[kind](**obj)
+    if isinstance(event, Impression):
+        if len(event.x) != dim:
+            raise EventError(WRONG_DIMENSION, "x", f"length {len(event.x)} != dim {dim}")
+        if known_products is not None:
+            _known(event.products, "products", known_products)
+    elif known_products is not None and event.product_id not in known_products:
+        raise EventError(UNKNOWN_PRODUCT, "product_id",
+                         f"{event.product_id!r} is not in the catalog")
+    return event
 
 
-# --- helpers -------------------------------------------------------------------------------
+# --- the checks of the constructors ----------------------------------------------------------
+
+def _check_version(v: Any) -> None:
+    if _int(v, "v") != SCHEMA_VERSION:
+        raise EventError(UNSUPPORTED_VERSION, "v", f"schema version {v} != {SCHEMA_VERSION}")
+
+
+def _check_type(kind: Any, expected: str | None) -> None:
+    """``kind`` must be ``expected``, or (None) any event type."""
+    if type(kind) is not str:
+        raise EventError(WRONG_TYPE, "type", f"expected a string, got {type(kind).__name__}")
+    if expected is None:
+        if kind not in _FIELDS:
+            raise EventError(BAD_VALUE, "type", f"{kind!r} is neither 'impression' nor 'click'")
+    elif kind != expected:
+        raise EventError(BAD_VALUE, "type", f"{kind!r} is not {expected!r}")
+
+
+def _check_impression(e: Impression) -> None:
+    _check_version(e.v)
+    _check_type(e.type, "impression")
+    x = _floats(e.x, "x")
+    products = _ids(e.products, "products")
+    scores = _floats(e.scores, "scores")
+    if len(scores) != len(products):
+        raise EventError(WRONG_DIMENSION, "scores",
+                         f"length {len(scores)} != products {len(products)}")
+    propensity = e.propensity
+    if propensity is not None:
+        propensity = _float(propensity, "propensity")
+        if not 0.0 < propensity <= 1.0:
+            raise EventError(BAD_VALUE, "propensity", f"{propensity} not in (0, 1]")
+    if _int(e.model_version, "model_version") < 0:
+        raise EventError(BAD_VALUE, "model_version", "must be >= 0")
+    _id(e.request_id, "request_id")
+    _int(e.user_id, "user_id")
+    _ts(e.ts_ms)
+    _id(e.policy, "policy")
+    # store what was checked (tuples of floats) where the caller gave lists or integers
+    if x is not e.x:
+        object.__setattr__(e, "x", x)
+    if products is not e.products:
+        object.__setattr__(e, "products", products)
+    if scores is not e.scores:
+        object.__setattr__(e, "scores", scores)
+    if propensity is not e.propensity:
+        object.__setattr__(e, "propensity", propensity)
+
+
+def _int(value: Any, name: str) -> int:
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise EventError(WRONG_TYPE, name, f"expected an integer, got {type(value).__name__}")
+    return value  # type: ignore[no-any-return]
+
+
+def _float(value: Any, where: str) -> float:
+    if type(value) is not float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise EventError(WRONG_TYPE, where, f"expected a number, got {type(value).__name__}")
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float's range
+            raise EventError(NOT_FINITE, where, "integer beyond the float range") from None
+    if not math.isfinite(value):
+        raise EventError(NOT_FINITE, where, f"{value} is not finite")
+    return value  # type: ignore[no-any-return]
+
+
+_FLOAT = frozenset({float})
+_STR = frozenset({str})
+
+
+def _floats(values: Any, name: str) -> tuple[float, ...]:
+    if not isinstance(values, tuple | list):
+        raise EventError(WRONG_TYPE, name, f"expected a list, got {type(values).__name__}")
+    if len(values) > MAX_VALUES:
+        raise EventError(OVERSIZED, name, f"{len(values)} items")
+    # fast path (C loops): all floats and finite; anything else takes the careful path below,
+    # which converts ints and names the first offending item
+    if set(map(type, values)) <= _FLOAT and all(map(math.isfinite, values)):
+        return values if type(values) is tuple else tuple(values)
+    return tuple(_float(v, f"{name}[{i}]") for i, v in enumerate(values))
+
+
+def _id(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise EventError(WRONG_TYPE, where, f"expected a string, got {type(value).__name__}")
+    if not 0 < len(value) <= MAX_ID_LEN:
+        raise EventError(BAD_VALUE, where, f"length {len(value)} not in 1..{MAX_ID_LEN}")
+    return value
+
+
+def _ids(values: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(values, tuple | list):
+        raise EventError(WRONG_TYPE, name, f"expected a list, got {type(values).__name__}")
+    if not 0 < len(values) <= MAX_SHOWN:
+        raise EventError(BAD_VALUE, name, f"{len(values)} items, expected 1..{MAX_SHOWN}")
+    # fast path (C loops): all strings of a valid length; else find the first offending item
+    if not (set(map(type, values)) <= _STR and min(map(len, values)) > 0
+            and max(map(len, values)) <= MAX_ID_LEN):
+        for i, v in enumerate(values):
+            _id(v, f"{name}[{i}]")
+    ids = values if type(values) is tuple else tuple(values)
+    if len(set(ids)) != len(ids):
+        raise EventError(BAD_VALUE, name, "a product is shown twice")
+    return ids
+
+
+def _ts(ts: Any) -> int:
+    if not 0 <= _int(ts, "ts_ms") < 2**53:
+        raise EventError(BAD_VALUE, "ts_ms", f"{ts} is not a plausible epoch millisecond")
+    return ts  # type: ignore[no-any-return]
+
+
+# --- the checks of the reader ----------------------------------------------------------------
 
 def _reject_constant(name: str) -> Any:
     raise EventError(NOT_FINITE, "$", f"{name} is not allowed in events")
@@ -195,83 +323,17 @@ def _get(obj: dict[str, Any], name: str) -> Any:
     return obj[name]
 
 
-def _no_extra(obj: dict[str, Any], allowed: set[str]) -> None:
-    if obj.keys() == allowed:  # the common case: every field, nothing else
-        return
+def _no_extra(obj: dict[str, Any], allowed: frozenset[str]) -> None:
     extra = sorted(set(obj) - allowed)
     if extra:
         raise EventError(BAD_VALUE, extra[0], "unknown field")
-    for name in sorted(allowed - {"propensity"}):
+    for name in sorted(allowed - _OPTIONAL):
         _get(obj, name)
 
 
-def _int(obj: dict[str, Any], name: str) -> int:
-    value = _get(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise EventError(WRONG_TYPE, name, f"expected an integer, got {type(value).__name__}")
-    return value
-
-
-def _float(obj: dict[str, Any], name: str, value: Any = None, where: str | None = None) -> float:
-    value = _get(obj, name) if value is None else value
-    where = where or name
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise EventError(WRONG_TYPE, where, f"expected a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise EventError(NOT_FINITE, where, f"{value} is not finite")
-    return value
-
-
-def _floats(obj: dict[str, Any], name: str) -> tuple[float, ...]:
-    values = _get(obj, name)
-    if not isinstance(values, list):
-        raise EventError(WRONG_TYPE, name, f"expected a list, got {type(values).__name__}")
-    if len(values) > 4096:
-        raise EventError(OVERSIZED, name, f"{len(values)} items")
-    # fast path (C loops): all floats and finite; anything else takes the careful path below,
-    # which converts ints and names the first offending item
-    if set(map(type, values)) <= {float} and all(map(math.isfinite, values)):
-        return tuple(values)
-    return tuple(_float(obj, name, v, f"{name}[{i}]") for i, v in enumerate(values))
-
-
-def _str(obj: dict[str, Any], name: str) -> str:
-    value = _get(obj, name)
-    if not isinstance(value, str):
-        raise EventError(WRONG_TYPE, name, f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _id(obj: dict[str, Any], name: str, value: Any = None, where: str | None = None) -> str:
-    value = _get(obj, name) if value is None else value
-    where = where or name
-    if not isinstance(value, str):
-        raise EventError(WRONG_TYPE, where, f"expected a string, got {type(value).__name__}")
-    if not 0 < len(value) <= MAX_ID_LEN:
-        raise EventError(BAD_VALUE, where, f"length {len(value)} not in 1..{MAX_ID_LEN}")
-    return value
-
-
-def _ids(obj: dict[str, Any], name: str, known: Collection[str] | None) -> tuple[str, ...]:
-    values = _get(obj, name)
-    if not isinstance(values, list):
-        raise EventError(WRONG_TYPE, name, f"expected a list, got {type(values).__name__}")
-    if not 0 < len(values) <= MAX_SHOWN:
-        raise EventError(BAD_VALUE, name, f"{len(values)} items, expected 1..{MAX_SHOWN}")
-    ids = tuple(_id(obj, name, v, f"{name}[{i}]") for i, v in enumerate(values))
-    if len(set(ids)) != len(ids):
-        raise EventError(BAD_VALUE, name, "a product is shown twice")
-    if known is not None:
-        for i, pid in enumerate(ids):
-            if pid not in known:
-                raise EventError(UNKNOWN_PRODUCT, f"{name}[{i}]", f"{pid!r} is not in the catalog")
-    return ids
-
-
-def _ts(obj: dict[str, Any]) -> int:
-    ts = _int(obj, "ts_ms")
-    if not 0 <= ts < 2**53:
-        raise EventError(BAD_VALUE, "ts_ms", f"{ts} is not a plausible epoch millisecond")
-    return ts
-
+def _known(ids: tuple[str, ...], name: str, known: Collection[str]) -> None:
+    if isinstance(known, frozenset | set) and known.issuperset(ids):
+        return
+    for i, pid in enumerate(ids):
+        if pid not in known:
+            raise EventError(UNKNOWN_PRODUCT, f"{name}[{i}]", f"{pid!r} is not in the catalog")

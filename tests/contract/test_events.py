@@ -1,12 +1,18 @@
-"""Event schemas: valid events round-trip; every way to be wrong gets a named reason and field."""
+"""Event schemas: valid events round-trip; every way to be wrong gets a named reason and field,
+the same whether the event is parsed from JSON or built by its constructor."""
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contract import events
+from contract.errors import RtrecError
 from contract.events import Click, EventError, Impression, parse_event
 
 DIM = 3
@@ -55,37 +61,135 @@ def test_every_required_click_field(name: str) -> None:
         parse_event(_raw(GOOD_CLICK, **{name: _DROP}), DIM)
 
 
-@pytest.mark.parametrize(
-    ("changes", "reason", "field"),
-    [
-        ({"user_id": "7"}, events.WRONG_TYPE, "user_id"),
-        ({"user_id": True}, events.WRONG_TYPE, "user_id"),
-        ({"user_id": 7.0}, events.WRONG_TYPE, "user_id"),
-        ({"ts_ms": -1}, events.BAD_VALUE, "ts_ms"),
-        ({"x": "0.1,0.2,0.3"}, events.WRONG_TYPE, "x"),
-        ({"x": [0.1, "0.2", 0.3]}, events.WRONG_TYPE, "x[1]"),
-        ({"x": [0.1, True, 0.3]}, events.WRONG_TYPE, "x[1]"),
-        ({"x": [0.1, 0.2]}, events.WRONG_DIMENSION, "x"),
-        ({"x": [0.1, 0.2, 0.3, 0.4]}, events.WRONG_DIMENSION, "x"),
-        ({"products": []}, events.BAD_VALUE, "products"),
-        ({"products": ["p001", "p001"], "scores": [1, 2]}, events.BAD_VALUE, "products"),
-        ({"products": ["p001", 2]}, events.WRONG_TYPE, "products[1]"),
-        ({"products": ["p001", "zzz"]}, events.UNKNOWN_PRODUCT, "products[1]"),
-        ({"scores": [0.9]}, events.WRONG_DIMENSION, "scores"),
-        ({"propensity": 0.0}, events.BAD_VALUE, "propensity"),
-        ({"propensity": 1.5}, events.BAD_VALUE, "propensity"),
-        ({"model_version": -3}, events.BAD_VALUE, "model_version"),
-        ({"request_id": ""}, events.BAD_VALUE, "request_id"),
-        ({"request_id": "r" * 200}, events.BAD_VALUE, "request_id"),
-        ({"v": 2}, events.UNSUPPORTED_VERSION, "v"),
-        ({"type": "purchase"}, events.BAD_VALUE, "type"),
-        ({"extra": 1}, events.BAD_VALUE, "extra"),
-    ],
-)
+BAD_IMPRESSIONS = [
+    ({"user_id": "7"}, events.WRONG_TYPE, "user_id"),
+    ({"user_id": True}, events.WRONG_TYPE, "user_id"),
+    ({"user_id": 7.0}, events.WRONG_TYPE, "user_id"),
+    ({"ts_ms": -1}, events.BAD_VALUE, "ts_ms"),
+    ({"ts_ms": 2**53}, events.BAD_VALUE, "ts_ms"),
+    ({"x": "0.1,0.2,0.3"}, events.WRONG_TYPE, "x"),
+    ({"x": [0.1, "0.2", 0.3]}, events.WRONG_TYPE, "x[1]"),
+    ({"x": [0.1, True, 0.3]}, events.WRONG_TYPE, "x[1]"),
+    ({"x": [0.1, 10**400, 0.3]}, events.NOT_FINITE, "x[1]"),
+    ({"x": [0.1] * (events.MAX_VALUES + 1)}, events.OVERSIZED, "x"),
+    ({"x": [0.1, 0.2]}, events.WRONG_DIMENSION, "x"),
+    ({"x": [0.1, 0.2, 0.3, 0.4]}, events.WRONG_DIMENSION, "x"),
+    ({"products": []}, events.BAD_VALUE, "products"),
+    ({"products": ["p001", "p001"], "scores": [1, 2]}, events.BAD_VALUE, "products"),
+    ({"products": ["p001", 2]}, events.WRONG_TYPE, "products[1]"),
+    ({"products": ["p001", ""]}, events.BAD_VALUE, "products[1]"),
+    ({"products": "p001"}, events.WRONG_TYPE, "products"),
+    ({"products": ["p001", "zzz"]}, events.UNKNOWN_PRODUCT, "products[1]"),
+    ({"scores": [0.9]}, events.WRONG_DIMENSION, "scores"),
+    ({"scores": [0.9, None]}, events.WRONG_TYPE, "scores[1]"),
+    ({"propensity": 0.0}, events.BAD_VALUE, "propensity"),
+    ({"propensity": 1.5}, events.BAD_VALUE, "propensity"),
+    ({"propensity": "1"}, events.WRONG_TYPE, "propensity"),
+    ({"model_version": -3}, events.BAD_VALUE, "model_version"),
+    ({"model_version": 1.0}, events.WRONG_TYPE, "model_version"),
+    ({"request_id": ""}, events.BAD_VALUE, "request_id"),
+    ({"request_id": "r" * 200}, events.BAD_VALUE, "request_id"),
+    ({"request_id": 5}, events.WRONG_TYPE, "request_id"),
+    ({"policy": ""}, events.BAD_VALUE, "policy"),
+    ({"v": 2}, events.UNSUPPORTED_VERSION, "v"),
+    ({"v": "1"}, events.WRONG_TYPE, "v"),
+    ({"type": "purchase"}, events.BAD_VALUE, "type"),
+    ({"type": 3}, events.WRONG_TYPE, "type"),
+    ({"extra": 1}, events.BAD_VALUE, "extra"),
+]
+BAD_CLICKS = [
+    ({"product_id": ""}, events.BAD_VALUE, "product_id"),
+    ({"product_id": ["p001"]}, events.WRONG_TYPE, "product_id"),
+    ({"product_id": "p999"}, events.UNKNOWN_PRODUCT, "product_id"),
+    ({"request_id": "r" * 129}, events.BAD_VALUE, "request_id"),
+    ({"ts_ms": "5"}, events.WRONG_TYPE, "ts_ms"),
+    ({"ts_ms": -5}, events.BAD_VALUE, "ts_ms"),
+    ({"v": 0}, events.UNSUPPORTED_VERSION, "v"),
+    ({"type": "view"}, events.BAD_VALUE, "type"),
+    ({"extra": 1}, events.BAD_VALUE, "extra"),
+]
+# what only the reader knows: x against its dim, its catalog
+_THE_READERS = {(events.WRONG_DIMENSION, "x"), (events.UNKNOWN_PRODUCT, "products[1]"),
+                (events.UNKNOWN_PRODUCT, "product_id")}
+
+
+@pytest.mark.parametrize(("changes", "reason", "field"), BAD_IMPRESSIONS)
 def test_bad_impressions(changes: dict, reason: str, field: str) -> None:
     with pytest.raises(EventError) as err:
         parse_event(_raw(GOOD_IMPRESSION, **changes), DIM, KNOWN)
     assert (err.value.reason, err.value.field) == (reason, field)
+
+
+@pytest.mark.parametrize(("changes", "reason", "field"), BAD_CLICKS)
+def test_bad_clicks(changes: dict, reason: str, field: str) -> None:
+    with pytest.raises(EventError) as err:
+        parse_event(_raw(GOOD_CLICK, **changes), DIM, KNOWN)
+    assert (err.value.reason, err.value.field) == (reason, field)
+
+
+def _kwargs(good: dict, changes: dict) -> dict[str, Any]:
+    """Constructor arguments as a Python caller writes them (tuples, not lists)."""
+    obj = {**good, **changes}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in obj.items()}
+
+
+@pytest.mark.parametrize(
+    ("cls", "good", "changes", "reason", "field"),
+    [(Impression, GOOD_IMPRESSION, *case) for case in BAD_IMPRESSIONS]
+    + [(Click, GOOD_CLICK, *case) for case in BAD_CLICKS],
+)
+def test_the_constructor_refuses_what_parse_event_refuses(
+        cls: type, good: dict, changes: dict, reason: str, field: str) -> None:
+    """One set of checks: built directly, a bad field fails with parse_event's reason."""
+    if (reason, field) in _THE_READERS:
+        cls(**_kwargs(good, changes))  # valid in itself; the reader refuses it
+        return
+    if field == "extra":  # an unknown keyword is Python's to refuse
+        with pytest.raises(TypeError, match="extra"):
+            cls(**_kwargs(good, changes))
+        return
+    with pytest.raises(EventError) as err:
+        cls(**_kwargs(good, changes))
+    assert (err.value.reason, err.value.field) == (reason, field)
+    with pytest.raises(EventError) as err:  # lists, as JSON gives them, alike
+        cls(**{**good, **changes})
+    assert (err.value.reason, err.value.field) == (reason, field)
+
+
+def test_the_constructor_stores_tuples_of_floats() -> None:
+    imp = Impression(**{**GOOD_IMPRESSION, "x": [0, 1, 0.5], "scores": [1, 0.5],
+                        "propensity": 1})
+    assert imp.x == (0.0, 1.0, 0.5) and all(type(v) is float for v in imp.x + imp.scores)
+    assert imp.products == ("p001", "p002") and type(imp.propensity) is float
+    assert imp == parse_event(_raw(GOOD_IMPRESSION, x=[0, 1, 0.5], scores=[1, 0.5],
+                                   propensity=1), DIM)
+    hash(imp)  # frozen and of tuples: usable as a key
+
+
+_ids = st.text(min_size=1, max_size=events.MAX_ID_LEN)
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+_ts = st.integers(0, 2**53 - 1)
+
+
+@st.composite
+def _impressions(draw: st.DrawFn) -> Impression:
+    products = draw(st.lists(_ids, min_size=1, max_size=20, unique=True))
+    return Impression(
+        request_id=draw(_ids), user_id=draw(st.integers()), ts_ms=draw(_ts),
+        x=tuple(draw(st.lists(_finite, min_size=1, max_size=40))), products=tuple(products),
+        scores=tuple(draw(st.lists(_finite, min_size=len(products), max_size=len(products)))),
+        policy=draw(_ids), model_version=draw(st.integers(min_value=0)),
+        propensity=draw(st.none() | st.floats(0.0, 1.0, exclude_min=True)))
+
+
+_clicks = st.builds(Click, request_id=_ids, product_id=_ids, ts_ms=_ts)
+
+
+@given(st.one_of(_impressions(), _clicks))
+def test_any_valid_event_round_trips(event: events.Event) -> None:
+    dim = len(event.x) if isinstance(event, Impression) else 1
+    assert parse_event(event.to_json(), dim) == event
+    assert parse_event(event.to_json().decode(), dim) == event
 
 
 @pytest.mark.parametrize(
@@ -120,5 +224,14 @@ def test_unknown_clicked_product() -> None:
         parse_event(_raw(GOOD_CLICK, product_id="p999"), DIM, KNOWN)
 
 
-def test_event_error_is_a_value_error() -> None:
-    assert issubclass(EventError, ValueError)
+def test_event_error_is_a_value_error_and_ours() -> None:
+    assert issubclass(EventError, ValueError) and issubclass(EventError, RtrecError)
+
+
+def test_literal_integer_beyond_float_range_is_not_finite() -> None:
+    raw = _raw(GOOD_IMPRESSION, propensity=_DROP).replace(b'"scores": [0.9, 0.1]',
+                                                          b'"scores": [0.9, 1' + b"0" * 400 + b"]")
+    with pytest.raises(EventError) as err:
+        parse_event(raw, DIM)
+    assert (err.value.reason, err.value.field) == (events.NOT_FINITE, "scores[1]")
+    assert math.isfinite(parse_event(_raw(GOOD_IMPRESSION), DIM).scores[1])
