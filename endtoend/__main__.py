@@ -1,11 +1,15 @@
-"""``python -m endtoend demo``: the whole system end to end (``make demo``, ``make simulate``).
+"""``python -m endtoend``: the whole system end to end.
 
-Starts Kafka and Redis when they are not running (and stops what it started), writes the
-historical log when missing, then runs the closed loop: the real Flink job learns from what
-serving showed and the hidden oracle clicked, while random, the oracle's own best list and an
-instant in-process LinUCB run on the same visits. Writes results/simulate.json and
-results/simulate.png. Settings come from RTREC_* variables (docs/CONFIG.md); flags override
-them. Errors are one line on stderr: exit 2 for bad arguments, 1 when the run fails.
+  demo      ``make demo``, ``make simulate``: starts Kafka and Redis when they are not running
+            (and stops what it started), writes the historical log when missing, then runs the
+            closed loop: the real Flink job learns from what serving showed and the hidden
+            oracle clicked, while random, the oracle's own best list and an instant in-process
+            LinUCB run on the same visits. Writes results/simulate.json and simulate.png.
+  visitors  simulated users against a running serving's HTTP API (the containers' simulator):
+            recommend, read the list, click as the hidden oracle says.
+
+Settings come from RTREC_* variables (docs/CONFIG.md); flags override them. Errors are one
+line on stderr: exit 2 for bad arguments, 1 when the run fails.
 """
 
 from __future__ import annotations
@@ -53,6 +57,15 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                    help="historical log of the bootstrapped start (written when missing)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    v = sub.add_parser("visitors", help="simulated users against a running serving (HTTP)")
+    v.add_argument("--url", default=f"http://{settings.serving_host}:{settings.serving_port}",
+                   help="serving's base URL (default %(default)s, RTREC_SERVING_HOST/PORT)")
+    v.add_argument("--visits", type=int, default=5000, help="visits to make")
+    v.add_argument("--rate", type=float, default=20.0, help="visits per second")
+    v.add_argument("--oracle", default=settings.oracle, help="hidden click oracle (RTREC_ORACLE)")
+    v.add_argument("--seed", type=int, default=settings.seed, help="seed of the visits")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -80,6 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "visitors":
+        from endtoend.visitors import run_visitors
+
+        try:
+            print(run_visitors(args.url, args.visits, args.rate, args.oracle, args.seed,
+                               settings.top_k, progress=not args.no_progress))
+        except (RtrecError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         opts = loop_options(args, settings)
     except RtrecError as exc:
