@@ -18,15 +18,17 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
  * dead letter can name its source record. Never throws: bytes that are not UTF-8 travel as
  * base64, oversized values as a base64 prefix, so the Python side decides what is bad.
  *
- * <p>Output, one String per record: topic TAB partition TAB offset TAB timestamp TAB kind TAB
- * body, with kind u (UTF-8 text), b (base64 of the whole value), o (oversized: "size:base64
- * of the first 1 KiB") or n (null value). A UTF-8 value holding the ASCII record separator
+ * <p>Output, one String per record: the source record line of docs/JOB_LINES.md, {@code
+ * topic TAB partition TAB offset TAB timestamp TAB kind TAB body} with kind u (UTF-8 text), b
+ * (base64), o (oversized) or n (null). A UTF-8 value holding the ASCII record separator
  * (0x1E, never valid in JSON) travels as base64 (kind b), so no line ever contains it.
  */
 public final class MetaDeserializer implements KafkaRecordDeserializationSchema<String> {
     private static final long serialVersionUID = 1L;
     /** ASCII record separator: joins records into one batch string (SourceBatcher). */
     public static final char SEPARATOR = '\u001e';
+    /** Bytes of an oversized value kept for its dead letter. */
+    static final int PREFIX_BYTES = 1024;
     private final int maxBytes;
 
     public MetaDeserializer(int maxBytes) {
@@ -43,7 +45,8 @@ public final class MetaDeserializer implements KafkaRecordDeserializationSchema<
             body = "";
         } else if (v.length > maxBytes) {
             kind = "o";
-            body = v.length + ":" + Base64.getEncoder().encodeToString(Arrays.copyOf(v, 1024));
+            body = v.length + ":" + Base64.getEncoder().encodeToString(
+                    Arrays.copyOf(v, Math.min(v.length, PREFIX_BYTES)));
         } else {
             try {
                 body = StandardCharsets.UTF_8.newDecoder()
