@@ -13,9 +13,10 @@ import org.apache.flink.types.Row;
  * cost is per record (the Python bridge and one state write), and the statistics are
  * additive, so a batch is learned in one rank-k (Woodbury) step.
  *
- * <p>In: {@code ts TAB product TAB item}. Out: {@code Row(product, "product TAB item TAB
- * item ...")}, items in arrival order: the shape PyFlink's own key_by produces (key, value),
- * so the Python learner is keyed here without an extra Python operator to extract the key.
+ * <p>In: the reward join's item lines; out: {@code Row(product, micro-batch line)}, items in
+ * arrival order (both in docs/JOB_LINES.md): the shape PyFlink's own key_by produces (key,
+ * value), so the Python learner is keyed here without an extra Python operator to extract
+ * the key.
  *
  * <p>The interval adapts to how far behind the job is. Live (the newest event time seen is
  * recent), it is {@code intervalMs}: each product learns and publishes at most once per

@@ -1,5 +1,6 @@
 package rtrec;
 
+import java.math.BigInteger;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Map;
@@ -35,22 +36,21 @@ import org.apache.flink.util.OutputTag;
  *       no impression comes by ts + W it is an orphan_click.</li>
  * </ul>
  *
- * <p>Input (from the Python validator; ids escaped so they hold no TAB, comma or 0x1E):
- * {@code i TAB rid TAB ts TAB x TAB products-csv TAB source-line} or
- * {@code c TAB rid TAB ts TAB product TAB (empty) TAB source-line}, where source-line is the
- * MetaDeserializer line (kept for dead letters); x is opaque here. Output, one per learned
- * item: {@code ts TAB product TAB o0:x} (observation, reward 0) or {@code ts TAB product TAB
- * a1:x} (reward added), ts the event time of the impression or click. Dead letters go to the
- * side output {@link #deadLetters()} as the same JSON envelope the Python validator writes
- * (flink_job/records.py).
+ * <p>The lines in and out are specified in docs/JOB_LINES.md and tested against its golden
+ * vectors: in, the Python validator's impression and click lines (x is opaque here); out,
+ * one line per learned item for the MicroBatcher, and dead letters on the side output
+ * {@link #deadLetters()} in the envelope the Python validator writes.
  */
 public final class RewardJoin extends KeyedProcessFunction<String, String, String> {
     private static final long serialVersionUID = 1L;
     static final int OPEN = 1;
     static final int CLOSED = 2;
     static final int PENDING = 3;
+    /** The reasons this join dead-letters with: contract/reasons.py JOIN (a test checks). */
     static final String[] REASONS = {"duplicate_impression", "late_click", "orphan_click",
         "bad_value"};
+    /** Longest dead-letter message, in code points (as the Python validator cuts it). */
+    static final int MESSAGE_MAX = 500;
     private static final OutputTag<String> DEAD = new OutputTag<>("join-dead-letters",
             Types.STRING);
 
@@ -241,31 +241,81 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         ctx.output(DEAD, deadLetter(source, reason, field, message));
     }
 
-    /** The dead-letter envelope of flink_job/records.py dead_letter(), for a source line. */
+    /**
+     * The dead-letter envelope of a source line (docs/JOB_LINES.md), byte for byte what
+     * flink_job/records.py dead_letter() writes: the golden vectors test both.
+     */
     static String deadLetter(String source, String reason, String field, String message) {
         String[] m = source.split("\t", 6);
+        long[] meta = m.length == 6 ? parseMeta(m) : null;
         StringBuilder sb = new StringBuilder(256 + source.length());
         sb.append("{\"reason\":");
         quote(sb, reason);
         sb.append(",\"field\":");
         quote(sb, field);
         sb.append(",\"message\":");
-        quote(sb, message.length() > 500 ? message.substring(0, 500) : message);
+        quote(sb, firstCodePoints(message, MESSAGE_MAX));
         sb.append(",\"error_class\":\"EventError\",\"topic\":");
-        if (m.length == 6) {
-            quote(sb, m[0]);
-            sb.append(",\"partition\":").append(Long.parseLong(m[1]));
-            sb.append(",\"offset\":").append(Long.parseLong(m[2]));
-            sb.append(",\"timestamp\":").append(Long.parseLong(m[3]));
-            sb.append(m[4].equals("u") ? ",\"value\":" : ",\"value_b64\":");
-            quote(sb, m[5]);
-        } else {
+        if (meta == null) {  // not a source line (never expected): all of it is the value
             sb.append("\"?\",\"partition\":-1,\"offset\":-1,\"timestamp\":-1,\"value\":");
             quote(sb, source);
+            return sb.append('}').toString();
+        }
+        quote(sb, m[0]);
+        sb.append(",\"partition\":").append(meta[0]);
+        sb.append(",\"offset\":").append(meta[1]);
+        sb.append(",\"timestamp\":").append(meta[2]);
+        String kind = m[4];
+        String body = m[5];
+        if (kind.equals("u")) {
+            sb.append(",\"value\":");
+            quote(sb, body);
+        } else if (kind.equals("b")) {
+            sb.append(",\"value_b64\":");
+            quote(sb, body);
+        } else if (kind.equals("o")) {
+            int colon = body.indexOf(':');
+            String size = colon < 0 ? body : body.substring(0, colon);
+            sb.append(",\"value_b64\":");
+            quote(sb, colon < 0 ? "" : body.substring(colon + 1));
+            sb.append(",\"value_size\":").append(digits(size) ? new BigInteger(size) : "-1");
+            sb.append(",\"value_truncated\":true");
+        } else {
+            sb.append(",\"value\":null");
         }
         return sb.append('}').toString();
     }
 
+    /** partition, offset, timestamp of a source line's fields, or null when not integers. */
+    private static long[] parseMeta(String[] m) {
+        try {
+            return new long[] {Long.parseLong(m[1]), Long.parseLong(m[2]), Long.parseLong(m[3])};
+        } catch (NumberFormatException e) {
+            return null;
+        }
+    }
+
+    private static boolean digits(String s) {
+        if (s.isEmpty()) {
+            return false;
+        }
+        for (int i = 0; i < s.length(); i++) {
+            if (s.charAt(i) < '0' || s.charAt(i) > '9') {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** The first n code points (Python's message[:n]), never half a surrogate pair. */
+    private static String firstCodePoints(String s, int n) {
+        if (s.length() <= n) {
+            return s;
+        }
+        return s.codePointCount(0, s.length()) <= n ? s : s.substring(0, s.offsetByCodePoints(0, n));
+    }
+
+    /** A JSON string as Python's json.dumps(ensure_ascii=False) writes it. */
     static void quote(StringBuilder sb, String s) {
         sb.append('"');
         for (int i = 0; i < s.length(); i++) {
@@ -276,6 +326,8 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
                 case '\n': sb.append("\\n"); break;
                 case '\r': sb.append("\\r"); break;
                 case '\t': sb.append("\\t"); break;
+                case '\b': sb.append("\\b"); break;
+                case '\f': sb.append("\\f"); break;
                 default:
                     if (ch < 0x20 || Character.isSurrogate(ch) && !validSurrogate(s, i)) {
                         sb.append(String.format("\\u%04x", (int) ch));

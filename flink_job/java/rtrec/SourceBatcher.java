@@ -6,7 +6,8 @@ import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 
 /**
  * Packs source records into one string (joined by {@link MetaDeserializer#SEPARATOR}, which no
- * record contains) so the Python validator is called once per batch, not once
+ * record contains: the source batch of docs/JOB_LINES.md) so the Python validator is called
+ * once per batch, not once
  * per record: PyFlink's bridge costs more per call than parsing one event does (a no-op Python
  * operator tops out at 50-100k calls/s here; the job's other Python work shares the GIL).
  *

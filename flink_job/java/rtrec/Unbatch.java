@@ -5,7 +5,7 @@ import org.apache.flink.util.Collector;
 
 /**
  * The validator's output, reward-join lines joined by {@link MetaDeserializer#SEPARATOR}, back
- * to one record per line.
+ * to one record per line (docs/JOB_LINES.md).
  */
 public final class Unbatch implements FlatMapFunction<String, String> {
     private static final long serialVersionUID = 1L;
