@@ -1,0 +1,112 @@
+"""The Python side of docs/JOB_LINES.md: the validator, the learner and the dead-letter builder
+produce and parse the golden lines of tests/golden/job_lines.json byte for byte. The JVM side
+(flink_job/java/test/rtrec/JobLinesTest.java) checks the same file, so a line format cannot
+change on one side only. No Flink: the functions run on stand-ins for their runtime context.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from contract import reasons
+from contract.events import EventError
+from flink_job import functions
+from flink_job.records import dead_letter, meta_only, parse_batch, split_record, unescape_id
+
+GOLDEN_PATH = Path(__file__).resolve().parents[1] / "golden" / "job_lines.json"
+GOLDEN: dict[str, Any] = json.loads(GOLDEN_PATH.read_text(encoding="utf-8"))
+SOURCE = {r["name"]: r for r in GOLDEN["source_records"]}
+
+
+class _Metrics:
+    """Enough of a Flink metric group for the functions' open()."""
+
+    def counter(self, name: str) -> Any:
+        return type("Counter", (), {"inc": lambda self: None})()
+
+    def gauge(self, name: str, fn: Any) -> None:
+        pass
+
+
+class _Context:
+    def get_metrics_group(self) -> _Metrics:
+        return _Metrics()
+
+
+@pytest.fixture
+def validate() -> Iterator[functions.Validate]:
+    g = GOLDEN["validate"]
+    known = None if g["known_products"] is None else frozenset(g["known_products"])
+    fn = functions.Validate(g["dim"], known, g["max_bytes"])
+    interval = sys.getswitchinterval()
+    fn.open(_Context())  # type: ignore[arg-type]
+    yield fn
+    sys.setswitchinterval(interval)  # open() tunes the interpreter for the job
+
+
+def test_the_reasons_are_the_contracts() -> None:
+    """The golden list is what RewardJoin.REASONS is checked against on the JVM side."""
+    assert GOLDEN["reasons"] == {"validation": list(reasons.VALIDATION),
+                                 "join": list(reasons.JOIN)}
+    assert set(reasons.ALL) == set(reasons.VALIDATION) | set(reasons.JOIN)
+    for envelope in GOLDEN["reward_join"]["dead_letters"]:
+        assert json.loads(envelope)["reason"] in reasons.JOIN
+    for envelope in GOLDEN["validate"]["dead_letters"]:
+        assert json.loads(envelope)["reason"] in reasons.VALIDATION
+
+
+def test_the_record_separator_is_the_golden_one() -> None:
+    assert functions.RECORD_SEPARATOR == GOLDEN["record_separator"] == "\x1e"
+
+
+@pytest.mark.parametrize("record", GOLDEN["source_records"], ids=lambda r: r["name"])
+def test_source_record_lines_parse_to_their_kafka_record(record: dict[str, Any]) -> None:
+    meta = meta_only(record["line"])
+    assert (meta.topic, meta.partition, meta.offset, meta.timestamp) == \
+        (record["topic"], record["partition"], record["offset"], record["timestamp"])
+    if "rejected" in record:  # oversized or null: never an event
+        with pytest.raises(EventError) as err:
+            split_record(record["line"])
+        assert err.value.reason == record["rejected"]
+        return
+    _, raw = split_record(record["line"])
+    assert raw == base64.b64decode(record["value_b64"])
+
+
+def test_the_validator_turns_the_source_batch_into_join_lines_and_dead_letters(
+        validate: functions.Validate) -> None:
+    batch = GOLDEN["source_batch"]
+    sep = GOLDEN["record_separator"]
+    assert batch["line"] == sep.join(SOURCE[name]["line"] for name in batch["records"])
+    out = list(validate.process_element(batch["line"], None))  # type: ignore[arg-type]
+    side = [o for o in out if isinstance(o, tuple)]
+    assert all(tag is functions.DEAD_LETTERS for tag, _ in side)
+    dead = [value for _, value in side]
+    lines = [o for o in out if not isinstance(o, tuple)]
+    assert lines == [GOLDEN["validate"]["out"]]
+    assert dead == GOLDEN["validate"]["dead_letters"]
+    assert GOLDEN["validate"]["out"] == sep.join(j["line"] for j in GOLDEN["join_lines"])
+
+
+@pytest.mark.parametrize("batch", GOLDEN["learner"]["batches"], ids=lambda b: b["product"])
+def test_micro_batch_lines_parse_to_the_exact_floats(batch: dict[str, Any]) -> None:
+    assert [batch["product"], batch["batch"]] in GOLDEN["micro_batch"]["rows"]
+    product, X, rewards, observe = parse_batch(batch["batch"], GOLDEN["learner"]["dim"])
+    assert product == batch["product"] and unescape_id(product) == batch["product_id"]
+    assert X.tobytes() == np.asarray(batch["x"], dtype="<f8").tobytes()  # bit for bit, -0.0 too
+    assert rewards.tolist() == batch["rewards"] and observe.tolist() == batch["observe"]
+
+
+@pytest.mark.parametrize("case", GOLDEN["dead_letters"], ids=lambda c: c["name"])
+def test_the_dead_letter_envelope(case: dict[str, Any]) -> None:
+    """The same vectors RewardJoin.deadLetter() is checked against: one envelope, two builders."""
+    assert dead_letter(meta_only(case["source"]), case["reason"], case["field"], case["message"],
+                       case["error_class"]) == case["envelope"]
