@@ -23,9 +23,11 @@ $(VENV_STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-$(JARS_STAMP): jvm/pom.xml | jdk-maven
+$(JARS_STAMP): jvm/pom.xml tests/golden/job_lines.json \
+  $(wildcard flink_job/java/rtrec/*.java flink_job/java/test/rtrec/*.java) | jdk-maven
 	mvn -q -B -f jvm/pom.xml -P connector package
 	mvn -q -B -f jvm/pom.xml -P broker package
+	mvn -q -B -f jvm/pom.xml -P operators package
 	@touch $@
 
 jdk-maven:  ## a JDK (javac) and Maven from Debian, installed when missing
@@ -39,6 +41,7 @@ redis-server:  ## Debian's redis-server, installed when missing
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
 test: install  ## the whole test suite (starts its own Kafka + Redis + Flink on free ports)
+	mvn -q -B -f jvm/pom.xml -P operators test
 	$(PY) -m pytest
 
 demo: install  ## the system end to end on embedded defaults (QUICK=1 for a short run)
