@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from contract.events import EventError
 from flink_job import functions
 from flink_job.records import dead_letter, meta_only, parse_batch, split_record, unescape_id
 
-GOLDEN_PATH = Path(__file__).resolve().parents[1] / "golden" / "job_lines.json"
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN_PATH = ROOT / "tests" / "golden" / "job_lines.json"
 GOLDEN: dict[str, Any] = json.loads(GOLDEN_PATH.read_text(encoding="utf-8"))
 SOURCE = {r["name"]: r for r in GOLDEN["source_records"]}
 
@@ -110,3 +112,29 @@ def test_the_dead_letter_envelope(case: dict[str, Any]) -> None:
     """The same vectors RewardJoin.deadLetter() is checked against: one envelope, two builders."""
     assert dead_letter(meta_only(case["source"]), case["reason"], case["field"], case["message"],
                        case["error_class"]) == case["envelope"]
+
+
+def _golden_strings(node: Any, out: set[str]) -> set[str]:
+    if isinstance(node, str):
+        out.add(node)
+    elif isinstance(node, list):
+        out.add(json.dumps(node, ensure_ascii=False))
+        for v in node:
+            _golden_strings(v, out)
+    elif isinstance(node, dict):
+        for v in node.values():
+            _golden_strings(v, out)
+    return out
+
+
+def test_the_docs_examples_are_golden_lines() -> None:
+    """docs/JOB_LINES.md shows lines as JSON strings; every whole one (no "…") is golden."""
+    golden = _golden_strings(GOLDEN, set())
+    doc = (ROOT / "docs" / "JOB_LINES.md").read_text(encoding="utf-8")
+    examples = [line for block in re.findall(r"```\n(.*?)```", doc, re.S)
+                for line in block.splitlines() if line[:1] in '"[' and "…" not in line]
+    assert len(examples) >= 15
+    for line in examples:
+        value = json.loads(line)
+        assert (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)) \
+            in golden, line
