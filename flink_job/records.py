@@ -1,13 +1,8 @@
-"""Source records and dead letters, without Flink.
+"""The Python ends of the lines exchanged with the job's JVM operators, without Flink.
 
-The source emits one string per Kafka record (built by ``java/rtrec/MetaDeserializer.java``)::
-
-    topic TAB partition TAB offset TAB timestamp TAB kind TAB body
-
-``kind`` is ``u`` (the value is UTF-8 text, body = the text), ``b`` (not UTF-8, body = base64 of
-the value), ``o`` (oversized, body = ``size:base64 of the first 1 KiB``) or ``n`` (null value).
-Keeping topic/partition/offset lets a dead letter point at its source record, which PyFlink's
-value-only schemas cannot do.
+Every format (source record lines, join lines, micro-batch lines, the dead-letter envelope)
+is specified in docs/JOB_LINES.md; tests/flink_job/test_job_lines.py checks these functions
+against its golden vectors, the ones the Java side is tested against too.
 
 >>> meta, raw = split_record("clicks\\t2\\t17\\t1700000000000\\tu\\t{}")
 >>> meta.topic, meta.partition, meta.offset, meta.timestamp, raw
@@ -35,7 +30,7 @@ class SourceMeta(NamedTuple):
     partition: int
     offset: int
     timestamp: int  # Kafka record timestamp (ms); the job's event time
-    kind: str  # u | b | o | n, see the module docstring
+    kind: str  # u | b | o | n (docs/JOB_LINES.md)
     body: str
 
 
@@ -72,10 +67,8 @@ _SPECIAL = ("\t", ",", "\x1e", "\n", "%")
 
 
 def escape_id(value: str) -> str:
-    """An id as it travels in the JVM operators' TAB/comma separated lines.
-
-    Ids without TAB, comma, 0x1E, newline or ``%`` (all real ones) pass unchanged; others are
-    percent-encoded, which always yields a ``%``, so the mapping is one-to-one.
+    """An id as it travels in the JVM operators' lines (docs/JOB_LINES.md): unchanged unless
+    it holds a separator or ``%``, else percent-encoded, so the mapping is one-to-one.
 
     >>> escape_id("p001"), escape_id("a,b"), unescape_id(escape_id("a,b"))
     ('p001', 'a%2Cb', 'a,b')
@@ -90,13 +83,10 @@ def unescape_id(value: str) -> str:
 
 
 def join_line(event: Impression | Click, ts: int, source_line: str) -> str:
-    """The reward join's input line for a validated event (see ``java/rtrec/RewardJoin.java``)::
+    """The reward join's input line for a validated event (docs/JOB_LINES.md, join line).
 
-        i TAB request_id TAB ts TAB x-hex TAB product,product,... TAB source-line
-        c TAB request_id TAB ts TAB product_id TAB (empty) TAB source-line
-
-    x travels as the hex of its little-endian float64 bytes: the same bits come back, and it
-    costs a tenth of formatting decimals (the JVM never looks inside).
+    x travels as the hex of its float64 bytes: the same bits come back, at a tenth of the cost
+    of formatting decimals (the JVM never looks inside).
     """
     if isinstance(event, Impression):
         return "\t".join(("i", escape_id(event.request_id), str(ts),
@@ -107,10 +97,8 @@ def join_line(event: Impression | Click, ts: int, source_line: str) -> str:
 
 
 def parse_batch(line: str, dim: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-    """A micro-batch line of ``java/rtrec/MicroBatcher.java``: ``product TAB item TAB ...``
-    with item ``o<reward>:x-hex`` (observation) or ``a<reward>:x-hex`` (reward added).
-
-    Returns (escaped product id, X (k, d), rewards (k,), observe (k,)).
+    """A micro-batch line of ``java/rtrec/MicroBatcher.java`` (docs/JOB_LINES.md): returns
+    (escaped product id, X (k, d), rewards (k,), observe (k,)).
 
     >>> x = np.array([1.0, 2.0]).tobytes().hex()
     >>> pid, X, r, o = parse_batch(f"p1\\to0:{x}\\ta1:{x}", 2)
@@ -127,11 +115,11 @@ def parse_batch(line: str, dim: int) -> tuple[str, np.ndarray, np.ndarray, np.nd
 
 def dead_letter(meta: SourceMeta, reason: str, field: str, message: str,
                 error_class: str = "EventError") -> str:
-    """The dead-letter value: the original record plus why it was rejected (JSON text).
+    """The dead-letter value: the original record plus why it was rejected, as the JSON
+    envelope of docs/JOB_LINES.md (``RewardJoin.deadLetter`` writes the same bytes).
 
-    The Kafka Connect convention puts these in headers; PyFlink's KafkaSink cannot set headers,
-    so they travel in a JSON envelope. ``value`` is the original text when it was UTF-8,
-    otherwise ``value_b64`` holds the original bytes (a 1 KiB prefix for oversized values).
+    An envelope because the Kafka Connect convention's headers cannot be set by PyFlink's
+    KafkaSink.
     """
     env = {
         "reason": reason, "field": field, "message": message[:500], "error_class": error_class,
