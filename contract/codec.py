@@ -14,7 +14,8 @@ Little-endian, fixed layout, no pickle::
     ..     8*d   b, float64
     ..     4     CRC-32 of every byte before it
 
-A value that is short, long, of another magic or format, or whose CRC does not match raises
+A value that is short, long, of another magic or format, whose CRC does not match, or whose
+numbers are not a valid :class:`~contract.linucb.ArmState` (NaN, inf, ``version < n``) raises
 :class:`CodecError`. The format version lives in the bytes, so a reader always knows what it
 holds. Raw float64 keeps the round trip bit-exact and decodes with one memcpy; JSON text is
 larger and slower (bench/bench_codec.py measures both in one run).
@@ -33,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contract.linucb import ArmState
+from contract.errors import RtrecError
+from contract.linucb import ArmState, StateError
 
 MAGIC = b"LUCB"
 FORMAT_VERSION = 1
@@ -42,16 +44,23 @@ _CRC = struct.Struct("<I")
 MAX_DIM = 1024
 
 
-class CodecError(ValueError):
-    """A parameter value that cannot be decoded."""
+class CodecError(RtrecError, ValueError):
+    """A parameter value that cannot be encoded or decoded."""
 
 
 @dataclass(frozen=True)
 class Params:
-    """Decoded parameters of one product."""
+    """Decoded parameters of one product (checked like the bytes they come from)."""
 
     state: ArmState
     updated_at_ms: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, ArmState):
+            raise CodecError(f"state: expected an ArmState, got {type(self.state).__name__}")
+        ms = self.updated_at_ms
+        if isinstance(ms, bool) or not isinstance(ms, int) or not 0 <= ms < 2**64:
+            raise CodecError(f"updated_at_ms: {ms!r} is not a uint64 millisecond")
 
     @property
     def version(self) -> int:
@@ -63,11 +72,16 @@ def encoded_size(dim: int) -> int:
 
 
 def encode(state: ArmState, updated_at_ms: int = 0) -> bytes:
+    """The bytes of ``state`` (whose shapes and numbers its constructor checked)."""
     d = state.dim
-    if not 0 < d <= MAX_DIM or state.A_inv.shape != (d, d):
-        raise CodecError(f"bad shapes: A_inv {state.A_inv.shape}, b {state.b.shape}")
+    if d > MAX_DIM:
+        raise CodecError(f"dimension {d} > {MAX_DIM}")
+    try:
+        header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, d, state.version, state.n, updated_at_ms)
+    except struct.error as exc:  # a count or time beyond uint64
+        raise CodecError(f"header: {exc}") from exc
     body = b"".join((
-        _HEADER.pack(MAGIC, FORMAT_VERSION, 0, d, state.version, state.n, updated_at_ms),
+        header,
         np.ascontiguousarray(state.A_inv, dtype="<f8").tobytes(),
         np.ascontiguousarray(state.b, dtype="<f8").tobytes(),
     ))
@@ -92,7 +106,11 @@ def decode(blob: bytes, dim: int | None = None) -> Params:
     off = _HEADER.size
     A_inv = np.frombuffer(blob, dtype="<f8", count=d * d, offset=off).reshape(d, d).copy()
     b = np.frombuffer(blob, dtype="<f8", count=d, offset=off + 8 * d * d).copy()
-    return Params(ArmState(A_inv=A_inv, b=b, n=n, version=version), updated_at_ms=updated_at_ms)
+    try:
+        state = ArmState(A_inv=A_inv, b=b, n=n, version=version)
+    except StateError as exc:  # a CRC only says the bytes are those written
+        raise CodecError(f"not a valid state: {exc}") from exc
+    return Params(state, updated_at_ms=updated_at_ms)
 
 
 def _header(blob: bytes) -> tuple[bytes, int, int, int, int, int, int]:

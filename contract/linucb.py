@@ -23,40 +23,88 @@ the result beyond floating-point rounding; a replay gives the same matrices.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from contract.errors import RtrecError
+
+
+class StateError(RtrecError, ValueError):
+    """Arrays or counts that are not the statistics of one arm (shapes, counts, NaN or inf)."""
+
 
 @dataclass(frozen=True)
 class ArmState:
-    """Sufficient statistics of one product.
+    """Sufficient statistics of one product; checked on construction, so a NaN or a wrong shape
+    is refused where it appears instead of poisoning every ranking it later takes part in.
 
     ``version`` counts the updates applied (observations and reward corrections); it only
     grows, and a replay of the same events reaches the same version whatever the batching,
-    so it orders the values published to Redis. Omitted, it starts equal to ``n``.
+    so it orders the values published to Redis. ``None`` (omitted) means no corrections yet:
+    it becomes ``n``, so after construction it is always an int with ``0 <= n <= version``.
+    ``A_inv`` and ``b`` are stored as float64 arrays.
     """
 
     A_inv: np.ndarray  # (d, d) float64, inverse of l2*I + X^T X
     b: np.ndarray  # (d,) float64, X^T r
     n: int  # observations learned
-    version: int = -1
+    version: int | None = None
 
     def __post_init__(self) -> None:
-        if self.version < 0:
-            object.__setattr__(self, "version", self.n)
+        A_inv = np.asarray(self.A_inv, dtype=np.float64)
+        b = np.asarray(self.b, dtype=np.float64)
+        d = b.shape[0] if b.ndim == 1 else 0
+        if d < 1 or A_inv.shape != (d, d):
+            raise StateError(f"shapes: A_inv {A_inv.shape} and b {b.shape} are not (d, d) "
+                             f"and (d,) with d >= 1")
+        n = self.n if type(self.n) is int and self.n >= 0 else _count(self.n, "n")
+        version = self.version
+        if version is None:
+            version = n
+        elif type(version) is not int or version < 0:
+            version = _count(version, "version")
+        if version < n:
+            raise StateError(f"version {version} < n {n}: every observation is an update")
+        if not _finite(A_inv, b):
+            raise StateError("A_inv and b must be finite (a NaN or inf would poison rankings)")
+        if A_inv is not self.A_inv:
+            object.__setattr__(self, "A_inv", A_inv)
+        if b is not self.b:
+            object.__setattr__(self, "b", b)
+        if n is not self.n:
+            object.__setattr__(self, "n", n)
+        if version is not self.version:
+            object.__setattr__(self, "version", version)
 
     @property
     def dim(self) -> int:
         return int(self.b.shape[0])
 
 
+def _count(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise StateError(f"{name}: expected an integer, got {type(value).__name__}")
+    if value < 0:
+        raise StateError(f"{name}: {value} < 0")
+    return int(value)
+
+
+def _finite(A_inv: np.ndarray, b: np.ndarray) -> bool:
+    # a dot product (one BLAS call, and no overflow warning) is NaN or inf when any entry is;
+    # it also overflows for entries beyond ~1e154, so then each entry is asked
+    if math.isfinite(np.vdot(A_inv, A_inv)) and math.isfinite(np.vdot(b, b)):
+        return True
+    return bool(np.isfinite(A_inv).all() and np.isfinite(b).all())
+
+
 def init_state(dim: int, l2: float = 1.0) -> ArmState:
     """The prior: A = l2 I, b = 0 (what a product never seen scores from)."""
     if dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
-    if l2 <= 0:
-        raise ValueError(f"l2 must be > 0, got {l2}")
+        raise StateError(f"dim must be >= 1, got {dim}")
+    if not l2 > 0:
+        raise StateError(f"l2 must be > 0, got {l2}")
     return ArmState(A_inv=np.eye(dim) / l2, b=np.zeros(dim), n=0)
 
 

@@ -3,11 +3,9 @@ call the pure logic of :mod:`flink_job.records`, :mod:`flink_job.publish` and th
 contract. The reward join and the micro-batcher between them run on the JVM
 (``java/rtrec/``); docs/JOB.md says why.
 
-Records between operators:
-
-- validated event (to the JVM join): a text line, :func:`flink_job.records.join_line`;
-- micro-batch (from the JVM batcher): a text line, :func:`flink_job.records.parse_batch`;
-- parameters: ``(product_id, codec blob, learned_at_ms)`` (pickled by PyFlink, never stored).
+Records between operators: the lines exchanged with the JVM operators are specified in
+docs/JOB_LINES.md; parameters leave ``Learn`` as ``(product_id, codec blob, learned_at_ms)``
+(pickled by PyFlink, never stored).
 
 The learner's keyed state is ONE codec blob of the product's
 :class:`contract.linucb.ArmState` (one packed value per product: 3 separate states halve
@@ -42,7 +40,7 @@ from flink_job.records import (
 log = logging.getLogger(__name__)
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
-# joins the records of a batch, both ways (MetaDeserializer.SEPARATOR: no record contains it)
+# joins the lines of a batch, both ways (docs/JOB_LINES.md; MetaDeserializer.SEPARATOR)
 RECORD_SEPARATOR = "\x1e"
 
 
@@ -77,10 +75,9 @@ class _DeadLetterCounters:
 
 
 class Validate(ProcessFunction):
-    """Parse each source record of a batch (``java/rtrec/SourceBatcher.java``: records joined
-    by :data:`RECORD_SEPARATOR`) against the contract: good ones leave as one string of
-    reward-join lines (same separator), bad ones go to the dead-letter side output, each with
-    its reason."""
+    """Parse each source record of a batch (``java/rtrec/SourceBatcher.java``) against the
+    contract: good ones leave as one batch of join lines, bad ones go to the dead-letter side
+    output, each with its reason (formats: docs/JOB_LINES.md)."""
 
     def __init__(self, dim: int, known_products: frozenset[str] | None, max_bytes: int) -> None:
         self.dim = dim
@@ -158,8 +155,10 @@ class Learn(KeyedProcessFunction):
         group = runtime_context.get_metrics_group()
         self.learned = 0
         self.emitted = 0
+        self.refused = 0
         group.gauge("updates_learned", lambda: self.learned)
         group.gauge("updates_emitted", lambda: self.emitted)
+        group.gauge("batches_refused", lambda: self.refused)
         self.cache: dict[str, linucb.ArmState] = {}
 
     def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
@@ -171,7 +170,17 @@ class Learn(KeyedProcessFunction):
                 else linucb.init_state(self.dim, self.l2)
             if len(self.cache) >= self.CACHE_MAX:  # drop the least recently learned
                 del self.cache[next(iter(self.cache))]
-        st = linucb.learn_batch(st, X, rewards, observe)
+        try:
+            new = linucb.learn_batch(st, X, rewards, observe)
+        except linucb.StateError as exc:
+            # x so large that the sums overflow (finite, so the contract let it through):
+            # keep the last good state rather than fail the job into replaying the batch forever
+            self.cache[key] = st
+            self.refused += 1
+            log.warning("product %s: batch of %d item(s) not learned: %s", unescape_id(key),
+                        len(rewards), exc)
+            return
+        st = new
         now = _now_ms()
         blob = codec.encode(st, now)
         self.state.update(blob)

@@ -79,3 +79,31 @@ def test_dimension_mismatch_is_rejected() -> None:
 def test_not_bytes_is_rejected() -> None:
     with pytest.raises(codec.CodecError, match="expected bytes"):
         codec.decode("LUCB")  # type: ignore[arg-type]
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_a_value_with_a_good_crc_but_not_a_state_is_rejected() -> None:
+    """The CRC says the bytes are those written, not that they are numbers one can rank by."""
+    blob = codec.encode(_state(d=2))
+    nan = _with_crc(blob[:32] + struct.pack("<d", float("nan")) + blob[40:-4])
+    with pytest.raises(codec.CodecError, match="finite"):
+        codec.decode(nan)
+    version_below_n = _with_crc(blob[:8] + struct.pack("<Q", 1) + blob[16:-4])  # n is 50
+    with pytest.raises(codec.CodecError, match="version 1 < n 50"):
+        codec.decode(version_below_n)
+
+
+def test_encode_and_params_refuse_what_the_format_cannot_hold() -> None:
+    with pytest.raises(codec.CodecError, match="header"):
+        codec.encode(_state(d=2), updated_at_ms=-1)
+    with pytest.raises(codec.CodecError, match="header"):
+        codec.encode(linucb.ArmState(np.eye(2), np.zeros(2), 2**64))
+    with pytest.raises(codec.CodecError, match="dimension 1025"):
+        codec.encode(linucb.init_state(codec.MAX_DIM + 1))
+    with pytest.raises(codec.CodecError, match="updated_at_ms"):
+        codec.Params(_state(d=2), -5)
+    with pytest.raises(codec.CodecError, match="ArmState"):
+        codec.Params(np.eye(2), 1)  # type: ignore[arg-type]

@@ -153,3 +153,46 @@ def test_learn_at_once_then_add_reward_equals_waiting_for_the_reward() -> None:
     np.testing.assert_allclose(at_once.b, waited.b, atol=1e-12)
     assert at_once.n == waited.n == 60
     assert at_once.version == 60 + int(r.sum()) and waited.version == 60
+
+
+@pytest.mark.parametrize(
+    ("A_inv", "b", "n", "version", "match"),
+    [
+        (np.eye(3), np.zeros(2), 0, None, "shapes"),
+        (np.eye(3)[:2], np.zeros(3), 0, None, "shapes"),
+        (np.zeros(3), np.zeros(3), 0, None, "shapes"),
+        (np.eye(2), np.zeros((2, 1)), 0, None, "shapes"),
+        (np.eye(0), np.zeros(0), 0, None, "shapes"),
+        (np.eye(2), np.zeros(2), -1, None, "n: -1 < 0"),
+        (np.eye(2), np.zeros(2), 1.0, None, "n: expected an integer"),
+        (np.eye(2), np.zeros(2), True, None, "n: expected an integer"),
+        (np.eye(2), np.zeros(2), 5, 4, "version 4 < n 5"),
+        (np.eye(2), np.zeros(2), 0, -1, "version: -1 < 0"),
+        (np.full((2, 2), np.nan), np.zeros(2), 0, None, "finite"),
+        (np.eye(2), np.array([0.0, np.inf]), 0, None, "finite"),
+        (np.eye(2), np.array([0.0, -np.inf]), 0, None, "finite"),
+    ],
+)
+def test_arm_state_refuses_what_is_not_one(A_inv, b, n, version, match: str) -> None:
+    with pytest.raises(linucb.StateError, match=match):
+        linucb.ArmState(A_inv, b, n, version)
+
+
+def test_arm_state_version_defaults_to_n_and_arrays_to_float64() -> None:
+    s = linucb.ArmState([[1, 0], [0, 1]], [0, 1], np.int64(4))
+    assert (s.n, s.version, type(s.n), type(s.version)) == (4, 4, int, int)
+    assert s.A_inv.dtype == s.b.dtype == np.float64 and s.dim == 2
+    assert linucb.ArmState(s.A_inv, s.b, 4, 9).version == 9
+    big = np.full((2, 2), 1e200)  # finite, though its squares overflow
+    assert linucb.ArmState(big, np.full(2, -1e300), 0).A_inv is big
+
+
+def test_an_overflowing_update_is_refused_not_learned() -> None:
+    """x is finite (the event contract holds) but x^T A^-1 x overflows: no NaN state."""
+    s = linucb.init_state(3)
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(linucb.StateError):
+        linucb.learn_batch(s, np.full((1, 3), 1e200), np.zeros(1), np.ones(1, dtype=bool))
+    with pytest.raises(linucb.StateError, match="dim"):
+        linucb.init_state(0)
+    with pytest.raises(linucb.StateError, match="l2"):
+        linucb.init_state(2, l2=float("nan"))
