@@ -49,7 +49,8 @@ class MemoryStore:
         out = []
         for pid, blob in items:
             v = peek_version(blob)
-            ok = self.versions.get(pid, -1) < v
+            held = self.versions.get(pid)  # None: never published
+            ok = held is None or held < v
             if ok:
                 self.values[pid], self.versions[pid] = blob, v
             out.append(ok)
