@@ -161,13 +161,15 @@ def learn_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray,
     k = X.shape[0]
     if k == 0:
         return state
-    obs = X[observe]
+    n_obs = int(np.count_nonzero(observe))
+    # no boolean-index copy when the items are all of one kind (the usual batch)
+    obs = X if n_obs == k else X[observe] if n_obs else X[:0]
     A_inv = state.A_inv
     for i in range(0, obs.shape[0], state.dim):
         chunk = obs[i:i + state.dim]
         A_inv = sherman_morrison(A_inv, chunk[0]) if chunk.shape[0] == 1 \
             else woodbury(A_inv, chunk)
-    return ArmState(A_inv=A_inv, b=state.b + rewards @ X, n=state.n + obs.shape[0],
+    return ArmState(A_inv=A_inv, b=state.b + rewards @ X, n=state.n + n_obs,
                     version=state.version + k)
 
 

@@ -61,13 +61,17 @@ def test_batch_update_equals_sequential() -> None:
     assert batch.n == seq.n == 37
 
 
-@pytest.mark.parametrize("k", [1, 7, 45])  # one item, fewer than d, several chunks of d
-def test_learn_batch_of_mixed_items_equals_one_by_one(k: int) -> None:
+@pytest.mark.parametrize(("k", "kinds"), [(1, "mixed"), (7, "mixed"), (45, "mixed"),
+                                          (7, "observations"), (7, "rewards")])
+def test_learn_batch_of_mixed_items_equals_one_by_one(k: int, kinds: str) -> None:
+    """One item, fewer than d, several chunks of d; and batches of one kind of item."""
     rng = np.random.default_rng(k)
     d = 12
     X = rng.normal(size=(k, d))
     observe = rng.uniform(size=k) < 0.7
     observe[0] = True
+    if kinds != "mixed":
+        observe[:] = kinds == "observations"
     r = np.where(observe, 0.0, 1.0)
     seq = linucb.init_state(d)
     for x, y, o in zip(X, r, observe, strict=True):
