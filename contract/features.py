@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from contract.errors import RtrecError
+
 CATEGORIES: tuple[str, ...] = (
     "Appetizers & Sides",
     "Aussie Pub Classics",
@@ -58,6 +60,30 @@ CONTEXT_NAMES: tuple[str, ...] = (
     *(f"day_{d}" for d in DAY_KINDS),
 )
 CONTEXT_DIM = len(CONTEXT_NAMES)  # 15, the d of the bandit
+"""The length of every context vector x, hence the bandit's d: the one source of it."""
+
+
+class FeatureError(RtrecError, ValueError):
+    """A user, product, feature file or dimension that does not fit this feature space."""
+
+
+def check_dim(dim: int) -> None:
+    """Refuse a configured dimension other than the feature space's, at start.
+
+    The bandit's d is a setting (``RTREC_DIM``) that the job, serving and the codec take as a
+    number, but the x they see comes from :meth:`FeatureSpace.context_vector`; a different d
+    would only show later, as every impression dead-lettered or every request failing.
+    Whatever starts a component of this world calls it once, before it serves or learns.
+
+    >>> check_dim(CONTEXT_DIM)
+    >>> check_dim(16)
+    Traceback (most recent call last):
+    ...
+    contract.features.FeatureError: dim 16 != CONTEXT_DIM 15 (the length of x); set RTREC_DIM=15
+    """
+    if dim != CONTEXT_DIM:
+        raise FeatureError(f"dim {dim} != CONTEXT_DIM {CONTEXT_DIM} (the length of x); "
+                           f"set RTREC_DIM={CONTEXT_DIM}")
 
 
 @dataclass(frozen=True)
@@ -72,9 +98,9 @@ class Product:
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
-            raise ValueError(f"category: {self.category!r} is not one of {CATEGORIES}")
+            raise FeatureError(f"category: {self.category!r} is not one of {CATEGORIES}")
         if not (math.isfinite(self.price) and self.price > 0):
-            raise ValueError(f"price: must be a positive finite number, got {self.price}")
+            raise FeatureError(f"price: must be a positive finite number, got {self.price}")
 
 
 @dataclass(frozen=True)
@@ -90,9 +116,9 @@ class User:
 
     def __post_init__(self) -> None:
         if self.gender not in GENDERS:
-            raise ValueError(f"gender: {self.gender!r} is not one of {GENDERS}")
+            raise FeatureError(f"gender: {self.gender!r} is not one of {GENDERS}")
         if self.source not in SOURCES:
-            raise ValueError(f"source: {self.source!r} is not one of {SOURCES}")
+            raise FeatureError(f"source: {self.source!r} is not one of {SOURCES}")
 
 
 def is_morning(at: datetime) -> bool:
@@ -192,13 +218,13 @@ class FeatureSpace:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpace:
         if d.get("format") != FEATURES_FORMAT:
-            raise ValueError(f"format: expected {FEATURES_FORMAT!r}, got {d.get('format')!r}")
+            raise FeatureError(f"format: expected {FEATURES_FORMAT!r}, got {d.get('format')!r}")
         if d.get("version") != FEATURES_VERSION:
-            raise ValueError(f"version: {d.get('version')!r} is not supported "
+            raise FeatureError(f"version: {d.get('version')!r} is not supported "
                              f"(this code reads {FEATURES_VERSION})")
         ctx, prod = d["context"], d["product"]
         if tuple(ctx["names"]) != CONTEXT_NAMES or tuple(prod["categories"]) != CATEGORIES:
-            raise ValueError("context.names/product.categories differ from this code's layout")
+            raise FeatureError("context.names/product.categories differ from this code's layout")
         mm = ctx["minmax"]
         return cls(
             user_min=tuple(float(v) for v in mm["data_min"]),  # type: ignore[arg-type]
@@ -230,7 +256,7 @@ class FeatureSpace:
     def context_matrix(self, users: Sequence[User], times: Sequence[datetime]) -> np.ndarray:
         """x for many visits at once, shape (n, 15), float64."""
         if len(users) != len(times):
-            raise ValueError(f"times: {len(times)} times for {len(users)} users")
+            raise FeatureError(f"times: {len(times)} times for {len(users)} users")
         n = len(users)
         out = np.zeros((n, CONTEXT_DIM), dtype=np.float64)
         if n == 0:

@@ -27,6 +27,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from contract import codec, linucb, reasons
 from contract.config import Settings
 from contract.events import EventError, Impression, parse_event
+from contract.features import check_dim
 from flink_job.publish import Publisher
 from flink_job.records import (
     dead_letter,
@@ -145,6 +146,7 @@ class Learn(KeyedProcessFunction):
     CACHE_MAX = 20_000  # products (~2 KB each at d=15)
 
     def __init__(self, dim: int, l2: float) -> None:
+        check_dim(dim)  # built with the job graph: a d serving will not send fails at start
         self.dim = dim
         self.l2 = l2
 
