@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.config import Settings
+from contract.errors import RtrecError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ KAFKA_LIB = ROOT / "jvm" / "lib" / "kafka"
 CONNECTOR_LIB = ROOT / "jvm" / "lib" / "connector"
 
 
-class StackError(RuntimeError):
+class StackError(RtrecError, RuntimeError):
     """A service did not come up (or down); the message says which and where its log is."""
 
 

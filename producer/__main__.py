@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from contract.config import Settings
+from contract.errors import RtrecError
 from contract.features import DATA_DIR, FeatureSpace, load_catalog, load_users
 
 log = logging.getLogger("producer")
 
 
-class CliError(Exception):
+class CliError(RtrecError):
     """A failure to report as one line with exit code 1."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.config import Settings
+from contract.errors import RtrecError
 from contract.events import Click, Impression
 from contract.features import FeatureSpace, Product, User
 from producer.context import REFERENCE, ContextDistribution
@@ -50,7 +51,7 @@ PRODUCER_CONFIG = {
 }
 
 
-class LoadError(RuntimeError):
+class LoadError(RtrecError, RuntimeError):
     """The load cannot run (broker unreachable, bad input); the message is one line."""
 
 

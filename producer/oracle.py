@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from contract.errors import RtrecError
 from contract.features import CATEGORIES, FeatureSpace, Product, User
 
 # DESIGN.md, "The simulated world": the default oracle's logit terms.
@@ -39,7 +40,7 @@ EXPENSIVE_PRICE_ABOVE = 0.8
 _CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 
 
-class OracleError(ValueError):
+class OracleError(RtrecError, ValueError):
     """An oracle name or path that does not resolve to a usable oracle."""
 
 
