@@ -20,7 +20,6 @@ product's new version in Redis.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import tempfile
@@ -32,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import write_result
-from contract.config import Settings
+from contract.config import JobSettings, Settings
 from contract.events import Click, Impression
-from contract.store import ParamStore, connect
+from contract.kafka import kafka_producer
+from contract.store import ParamStore, redis_client
 from devstack.stack import Stack, free_port
 from endtoend.harness import (
     JobProcess,
@@ -54,15 +54,13 @@ PROBES = PRODUCTS[190:]
 
 
 def _fresh(base: Settings, tag: str, **over: Any) -> Settings:
-    s = dataclasses.replace(base, topic_impressions=f"imp-{tag}", topic_clicks=f"clk-{tag}",
-                            topic_dead_letter=f"dl-{tag}", redis_prefix=f"b{tag}",
-                            checkpoint_dir=str(Path(base.stack_dir) / f"ckpt-{tag}"), **over)
+    s = base.isolated(f"b{tag}", base.stack.dir).override(**over)
     Stack(s).create_topics()
     return s
 
 
 def _store(s: Settings) -> ParamStore:
-    return ParamStore(connect(s.redis_host, s.redis_port, timeout_s=2.0), s.redis_prefix)
+    return ParamStore.from_settings(s, timeout_s=2.0)
 
 
 def _backlog(s: Settings, n_events: int) -> Traffic:
@@ -77,15 +75,15 @@ def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dic
     # no-op ceiling
     s = _fresh(base, "noop")
     traffic = _backlog(s, n_events)
-    produce(s, [*traffic.records, (s.topic_impressions, b"bench-end", now_ms(), None)])
-    client = connect(s.redis_host, s.redis_port, timeout_s=2.0)
+    produce(s, [*traffic.records, (s.kafka.topic_impressions, b"bench-end", now_ms(), None)])
+    client = redis_client(s.redis, timeout_s=2.0)
     job = JobProcess(s, work / "noop.log", ["--noop"], module="bench.stage_job").start()
     try:
-        wait_for(lambda: client.get(s.redis_key("bench", "noop")) is not None, 300,
+        wait_for(lambda: client.get(s.redis.key("bench", "noop")) is not None, 300,
                  "the no-op job's end marker", job)
     finally:
         job.kill()
-    first, end, count = (int(v) for v in client.get(s.redis_key("bench", "noop")).split())
+    first, end, count = (int(v) for v in client.get(s.redis.key("bench", "noop")).split())
     out["noop_ceiling_eps"] = round(count / max(1e-3, (end - first) / 1000), 1)
     out["noop_seconds"] = (end - first) / 1000
 
@@ -124,11 +122,11 @@ def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: 
     s = _fresh(base, f"stage-{stage}")
     traffic = _backlog(s, n_events)
     ends = sentinels(s, now_ms() + 10 * 60_000)
-    produce(s, [(s.topic_impressions, b"bench-start", now_ms() - 3_700_000, 0),
+    produce(s, [(s.kafka.topic_impressions, b"bench-start", now_ms() - 3_700_000, 0),
                 *traffic.records, *ends])
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"bench-{stage}",
+    consumer = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"bench-{stage}",
                          "auto.offset.reset": "earliest"})
-    consumer.subscribe([s.topic_dead_letter])
+    consumer.subscribe([s.kafka.topic_dead_letter])
     job = JobProcess(s, work / f"stage-{stage}.log",
                      ["--products", str(products), "--stop-after", stage],
                      module="bench.stage_job").start()
@@ -155,8 +153,8 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
     The first ``warmup_s`` of traffic are not measured: a fresh JVM compiles its hot paths
     then, and the probes of those seconds measure the compiler, not the steady state (they
     are reported apart, as ``warmup_p50``/``warmup_p99``)."""
-    s = _fresh(base, f"fresh-{mode}-{int(rate_eps)}", python_mode=mode)
-    client = connect(s.redis_host, s.redis_port, timeout_s=5.0)
+    s = _fresh(base, f"fresh-{mode}-{int(rate_eps)}", RTREC_PYTHON_MODE=mode)
+    client = redis_client(s.redis, timeout_s=5.0)
     pubsub = client.pubsub()
     pubsub.subscribe(_store(s).keys.channel)
     seen: dict[tuple[str, int], int] = {}  # (product, version) -> ns when noticed
@@ -175,17 +173,15 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     # warm-up: wait until the job publishes (first update) before timing anything
-    warm = [(s.topic_impressions, Impression(f"warm-{i}", 1, now_ms(), (0.0,) * s.dim,
+    warm = [(s.kafka.topic_impressions, Impression(f"warm-{i}", 1, now_ms(), (0.0,) * s.model.dim,
                                              ("p000",), (0.0,), "bench", 0).to_json(),
              now_ms(), None) for i in range(1)]
-    warm.append((s.topic_clicks, Click("warm-0", "p000", now_ms()).to_json(), now_ms(), None))
+    warm.append((s.kafka.topic_clicks, Click("warm-0", "p000", now_ms()).to_json(), now_ms(), None))
     produce(s, warm)
     wait_for(lambda: ("p000", 2) in seen, 120, "the first update", job, every_s=0.02)
     first_update_s = time.monotonic() - t_start
 
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 0})
+    producer = kafka_producer(s.kafka, **{"linger.ms": 0})
     rng = np.random.default_rng(9)
     sent: dict[tuple[str, int], int] = {}
     probe_version = dict.fromkeys(PROBES, 0)
@@ -203,10 +199,10 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
         if i % 50 == 0:  # a probe: ten per second, each probe product every 0.5 s
             pid = PROBES[(i // 50) % len(PROBES)]
             rid = f"probe-{i}"
-            producer.produce(s.topic_impressions, Impression(
-                rid, 1, ts, tuple(float(v) for v in rng.normal(size=s.dim)), (pid,), (0.0,),
+            producer.produce(s.kafka.topic_impressions, Impression(
+                rid, 1, ts, tuple(float(v) for v in rng.normal(size=s.model.dim)), (pid,), (0.0,),
                 "bench", 0).to_json(), timestamp=ts)
-            producer.produce(s.topic_clicks, Click(rid, pid, ts).to_json(), timestamp=ts)
+            producer.produce(s.kafka.topic_clicks, Click(rid, pid, ts).to_json(), timestamp=ts)
             producer.flush(1)
             probe_version[pid] += 2  # the observation (reward 0) and the click's correction
             (sent if i >= n_warmup else warm_sent)[(pid, probe_version[pid])] = time.time_ns()
@@ -214,12 +210,12 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
             continue
         while pending_clicks and pending_clicks[0][0] <= ts:
             cts, rid, pid = pending_clicks.pop(0)
-            producer.produce(s.topic_clicks, Click(rid, pid, cts).to_json(), timestamp=cts)
+            producer.produce(s.kafka.topic_clicks, Click(rid, pid, cts).to_json(), timestamp=cts)
             i += 1
         shown = tuple(BACKGROUND[j] for j in rng.choice(len(BACKGROUND), 5, replace=False))
         rid = f"bg-{i}"
-        producer.produce(s.topic_impressions, Impression(
-            rid, 1, ts, tuple(float(v) for v in rng.normal(size=s.dim)), shown,
+        producer.produce(s.kafka.topic_impressions, Impression(
+            rid, 1, ts, tuple(float(v) for v in rng.normal(size=s.model.dim)), shown,
             (0.0,) * 5, "bench", 0).to_json(), timestamp=ts)
         if rng.random() < 0.15:
             pending_clicks.append((ts + int(rng.integers(100, 2000)), rid,
@@ -257,7 +253,7 @@ def main() -> int:
     parser.add_argument("--mode", default="thread", choices=["thread", "process"],
                         help="python mode of the throughput run")
     parser.add_argument("--parallelism", type=int, default=1, help="job parallelism")
-    parser.add_argument("--publish-interval-ms", type=int, default=Settings.publish_interval_ms,
+    parser.add_argument("--publish-interval-ms", type=int, default=JobSettings.publish_interval_ms,
                         help="the job's publish (and micro-batch) interval")
     parser.add_argument("--out", default="bench_job", help="results/<out>.json")
     parser.add_argument("--no-stages", dest="stages", action="store_false",
@@ -267,11 +263,11 @@ def main() -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-job-") as tmp:
         work = Path(tmp)
-        base = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                                 redis_port=free_port(), stack_dir=str(work / "stack"),
-                                 checkpoint_interval_ms=5000, python_mode=args.mode,
-                                 job_parallelism=args.parallelism,
-                                 publish_interval_ms=args.publish_interval_ms)
+        base = Settings.from_env({
+            "RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "RTREC_REDIS_PORT": free_port(),
+            "RTREC_STACK_DIR": work / "stack", "RTREC_CHECKPOINT_INTERVAL_MS": 5000,
+            "RTREC_PYTHON_MODE": args.mode, "RTREC_JOB_PARALLELISM": args.parallelism,
+            "RTREC_PUBLISH_INTERVAL_MS": args.publish_interval_ms})
         stack = Stack(base, kafka_controller_port=free_port())
         products = work / "products.txt"
         products.write_text("\n".join(PRODUCTS) + "\n")
@@ -294,7 +290,7 @@ def main() -> int:
                 log.info("freshness thread at %.0f ev/s: %s", args.low_rate, low)
         finally:
             stack.down()
-    main_mode = base.python_mode
+    main_mode = base.job.python_mode
     fr = modes.get(main_mode) or next(iter(modes.values()), {"rate_eps": None})
     result = {
         "mode": main_mode,
@@ -306,8 +302,8 @@ def main() -> int:
         "first_update_s": tp["first_update_s"],
         # where the throughput goes: the same backlog through the job cut after each stage
         "stages_eps": stages,
-        "parallelism": base.job_parallelism,
-        "publish_interval_ms": base.publish_interval_ms,
+        "parallelism": base.job.parallelism,
+        "publish_interval_ms": base.job.publish_interval_ms,
         "modes": modes,
         # other work on this shared 2-core machine changes every figure: say how busy it was
         "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},

@@ -13,7 +13,6 @@ client connection and metadata) is outside the timed part. Writes results/bench_
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import write_result
 from contract.config import Settings
 from contract.features import FeatureSpace, load_catalog, load_users
-from producer.load import connect, make_pool
+from producer.load import make_pool, open_producer
 from producer.oracle import load_oracle
 
 log = logging.getLogger("bench_load")
@@ -113,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         from devstack.stack import Stack, free_port
 
         root = Path(tempfile.mkdtemp(prefix="bench-load-"))
-        settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                                     redis_port=free_port(), stack_dir=str(root))
+        settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+                                      "RTREC_REDIS_PORT": free_port(), "RTREC_STACK_DIR": root})
         stack = Stack(settings, kafka_controller_port=free_port())
         log.info("starting Kafka + Redis in %s", root)
         stack.up(timeout_s=120)
     else:
-        settings = Settings.from_env({}, kafka_bootstrap=args.bootstrap)
+        settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": args.bootstrap})
     try:
         tag = uuid.uuid4().hex[:8]
         users, products, fs = load_users(), load_catalog(), FeatureSpace.load()
@@ -128,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for name, fn in (("confluent_kafka", bench_confluent),
                          ("kafka_python", bench_kafka_python)):
-            s = dataclasses.replace(settings, topic_impressions=f"bench-{name}-{tag}",
-                                    topic_clicks=f"bench-clicks-{tag}")
-            connect(s).flush(1)  # creates the topics
+            s = settings.override(RTREC_TOPIC_IMPRESSIONS=f"bench-{name}-{tag}",
+                                  RTREC_TOPIC_CLICKS=f"bench-clicks-{tag}")
+            open_producer(s).flush(1)  # creates the topics
             log.info("%s: %d messages", name, args.count)
-            results[name] = fn(s.kafka_bootstrap, s.topic_impressions, values, args.count)
+            results[name] = fn(s.kafka.bootstrap, s.kafka.topic_impressions, values, args.count)
             log.info("%s: %s", name, results[name])
     finally:
         if stack is not None:

@@ -251,13 +251,13 @@ def bench_http(settings, duration_s: float) -> dict[str, Any]:  # type: ignore[n
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        in_kafka_before = _topic_count(settings, settings.topic_impressions)
+        in_kafka_before = _topic_count(settings, settings.kafka.topic_impressions)
         warm = _run_load(port, 2.0, 4)["requests"]  # warm-up (also logs impressions)
         before = httpx.get(f"{url}/healthz").json()["events"]
         runs = {f"closed_c{c}": _run_load(port, duration_s, c) for c in (1, 4, 16)}
         runs["open_1500rps"] = _run_load(port, duration_s, 16, rate=1500.0)
         time.sleep(1.0)  # let the last batch be acknowledged
-        in_kafka_after = _topic_count(settings, settings.topic_impressions)
+        in_kafka_after = _topic_count(settings, settings.kafka.topic_impressions)
         health = httpx.get(f"{url}/healthz").json()
         after = health["events"]
         server_hist = _server_latency(httpx.get(f"{url}/metrics").text)
@@ -286,7 +286,7 @@ def _topic_count(settings, topic: str) -> int:  # type: ignore[no-untyped-def]
     """Records in a topic: the sum of its partitions' high watermarks (nothing is deleted)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-count"})
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "bench-count"})
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
@@ -334,10 +334,10 @@ def main() -> int:
     from devstack.stack import Stack, free_port
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as root:
-        settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                                     redis_port=free_port(), stack_dir=str(Path(root)),
-                                     checkpoint_dir=str(Path(root) / "ck"),
-                                     data_dir=str(Path(root) / "data"))
+        settings = Settings.from_env({
+            "RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "RTREC_REDIS_PORT": free_port(),
+            "RTREC_STACK_DIR": root, "RTREC_CHECKPOINT_DIR": Path(root) / "ck",
+            "RTREC_DATA_DIR": Path(root) / "data"})
         stack = Stack(settings, kafka_controller_port=free_port())
         try:
             log.info("starting Kafka + Redis in %s", root)

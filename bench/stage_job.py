@@ -17,7 +17,7 @@ from typing import Any
 from pyflink.datastream import ProcessFunction, RuntimeContext
 
 from contract.config import Settings
-from contract.store import connect
+from contract.store import redis_client
 from flink_job import job
 from flink_job.__main__ import load_products
 
@@ -39,7 +39,7 @@ class NoopCount(ProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         s = self.settings
-        self.client = connect(s.redis_host, s.redis_port, s.redis_password, s.redis_db, 2.0)
+        self.client = redis_client(s.redis, timeout_s=2.0)
         self.first = 0
         self.count = 0
 
@@ -48,7 +48,7 @@ class NoopCount(ProcessFunction):
         if self.first == 0:
             self.first = _now_ms()
         if END_MARK in value:
-            self.client.set(self.settings.redis_key(*NOOP_KEY),
+            self.client.set(self.settings.redis.key(*NOOP_KEY),
                             f"{self.first} {_now_ms()} {self.count}")
         return ()
 

@@ -1,123 +1,244 @@
 """Configuration in one place: every setting is an environment variable with a default.
 
-Each field of :class:`Settings` names its variable and says what it does; ``python -m
-contract.config`` prints the table (it is also in docs/CONFIG.md). Components build one
-``Settings.from_env()`` at start and pass it down; nothing else reads ``os.environ``.
+:class:`Settings` groups them by concern (``settings.kafka``, ``.redis``, ``.model``, ``.job``,
+``.serving``, ``.stack``, ``.world``); each field names its variable and says what it does.
+``python -m contract.config`` prints the table (it is also in docs/CONFIG.md). Components build
+one ``Settings.from_env()`` at start and pass it down; nothing else reads ``os.environ``.
 
 >>> s = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": "127.0.0.1:19092", "RTREC_ALPHA": "0.5"})
->>> s.kafka_bootstrap, s.alpha, s.dim
+>>> s.kafka.bootstrap, s.model.alpha, s.model.dim
 ('127.0.0.1:19092', 0.5, 15)
+>>> s.override(RTREC_REDIS_PREFIX="t1").redis.key("arm", "p1")
+'t1:arm:p1'
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from contract.errors import RtrecError
+from contract.features import CONTEXT_DIM
 
 ENV_PREFIX = "RTREC_"
 POLICIES: tuple[str, ...] = ("linucb", "greedy", "random")
 """Ranking policies serving knows; ``RTREC_POLICY`` and a request's ``policy`` name one."""
+PYTHON_MODES: tuple[str, ...] = ("thread", "process")
 
 
-def _var(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
+class SettingsError(RtrecError, ValueError):
+    """A setting that is unknown, of the wrong type or out of range; the message names it."""
+
+
+def _var(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where events travel."""
+
+    bootstrap: str = _var("RTREC_KAFKA_BOOTSTRAP", "127.0.0.1:9092",
+                          "Kafka bootstrap servers (host:port,...).")
+    topic_impressions: str = _var("RTREC_TOPIC_IMPRESSIONS", "impressions",
+                                  "Topic of impression events (serving -> job).")
+    topic_clicks: str = _var("RTREC_TOPIC_CLICKS", "clicks",
+                             "Topic of click events (serving -> job).")
+    topic_dead_letter: str = _var("RTREC_TOPIC_DEAD_LETTER", "dead-letter",
+                                  "Topic of rejected records, with a reason.")
+    topic_partitions: int = _var("RTREC_TOPIC_PARTITIONS", 4,
+                                 "Partitions of each topic created by the stack manager.")
+
+    @property
+    def topics(self) -> tuple[str, str, str]:
+        return (self.topic_impressions, self.topic_clicks, self.topic_dead_letter)
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where the published parameters live."""
+
+    host: str = _var("RTREC_REDIS_HOST", "127.0.0.1",
+                     "Redis host holding the published parameters.")
+    port: int = _var("RTREC_REDIS_PORT", 6379, "Redis port.")
+    password: str = _var("RTREC_REDIS_PASSWORD", "", "Redis password (empty: none).")
+    db: int = _var("RTREC_REDIS_DB", 0, "Redis database number.")
+    prefix: str = _var("RTREC_REDIS_PREFIX", "rtrec",
+                       "Prefix of every Redis key and channel of this system.")
+    timeout_s: float = _var("RTREC_REDIS_TIMEOUT_S", 0.5,
+                            "Redis socket and connect timeout in seconds.")
+
+    def key(self, *parts: str) -> str:
+        """A key of this system in Redis: ``<prefix>:<part>:...``."""
+        return ":".join((self.prefix, *parts))
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise SettingsError(f"RTREC_REDIS_TIMEOUT_S must be > 0, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The bandit: its dimension and hyper-parameters."""
+
+    dim: int = _var("RTREC_DIM", CONTEXT_DIM,
+                    "Dimension d of the context vector x (the feature space's, "
+                    "contract/features.py).")
+    alpha: float = _var("RTREC_ALPHA", 1.0, "LinUCB exploration weight (0 = greedy).")
+    l2: float = _var("RTREC_L2", 1.0, "Ridge prior: A starts as l2 * I.")
+    top_k: int = _var("RTREC_TOP_K", 5, "Products shown per recommendation.")
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise SettingsError(f"RTREC_DIM: dim must be >= 1, got {self.dim}")
+        if self.alpha < 0:
+            raise SettingsError(f"RTREC_ALPHA: alpha must be >= 0, got {self.alpha}")
+        if self.l2 <= 0:
+            raise SettingsError(f"RTREC_L2: l2 must be > 0, got {self.l2}")
+        if self.top_k < 1:
+            raise SettingsError(f"RTREC_TOP_K: top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The streaming learner (flink_job/)."""
+
+    reward_window_s: float = _var("RTREC_REWARD_WINDOW_S", 3.0,
+                                  "Seconds a shown product waits for a click before reward 0.")
+    publish_interval_ms: int = _var("RTREC_PUBLISH_INTERVAL_MS", 50,
+                                    "At most one parameter write per product per interval.")
+    source_batch_max: int = _var("RTREC_SOURCE_BATCH_MAX", 256,
+                                 "Source records per call of the Python validator (at most).")
+    source_batch_ms: int = _var("RTREC_SOURCE_BATCH_MS", 5,
+                                "Longest a source record waits for its batch to fill (ms).")
+    checkpoint_dir: str = _var("RTREC_CHECKPOINT_DIR", "var/checkpoints",
+                               "Folder (or URI) of Flink checkpoints.")
+    checkpoint_interval_ms: int = _var("RTREC_CHECKPOINT_INTERVAL_MS", 5000,
+                                       "Flink checkpoint interval.")
+    parallelism: int = _var("RTREC_JOB_PARALLELISM", 1, "Parallelism of the Flink job.")
+    python_mode: str = _var("RTREC_PYTHON_MODE", "thread",
+                            "PyFlink Python execution mode: thread or process.")
+    max_event_bytes: int = _var("RTREC_MAX_EVENT_BYTES", 65536,
+                                "Events larger than this are dead-lettered.")
+
+    def __post_init__(self) -> None:
+        if self.source_batch_max < 1 or self.source_batch_ms < 0:
+            raise SettingsError("RTREC_SOURCE_BATCH_MAX must be >= 1 and "
+                                "RTREC_SOURCE_BATCH_MS >= 0")
+        if self.python_mode not in PYTHON_MODES:
+            raise SettingsError(f"RTREC_PYTHON_MODE: python_mode must be thread or process, "
+                                f"got {self.python_mode!r}")
+        if self.parallelism < 1:
+            raise SettingsError(f"RTREC_JOB_PARALLELISM must be >= 1, got {self.parallelism}")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """The HTTP API and its snapshot (serving/)."""
+
+    host: str = _var("RTREC_SERVING_HOST", "127.0.0.1", "Address the HTTP API binds to.")
+    port: int = _var("RTREC_SERVING_PORT", 8000, "Port of the HTTP API.")
+    policy: str = _var("RTREC_POLICY", "linucb", "Default policy: linucb, greedy or random.")
+    poll_interval_s: float = _var("RTREC_POLL_INTERVAL_S", 2.0,
+                                  "Snapshot polling period when notifications stop.")
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise SettingsError(f"RTREC_POLICY: policy must be one of {', '.join(POLICIES)}, "
+                                f"got {self.policy!r}")
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The local stack the Makefile and the tests start (devstack/, the standalone cluster)."""
+
+    flink_rest_port: int = _var("RTREC_FLINK_REST_PORT", 8081,
+                                "Port of the Flink web UI / REST API (local cluster).")
+    dir: str = _var("RTREC_STACK_DIR", "var/stack",
+                    "Folder of the local stack's data, logs and pid files.")
+
+
+@dataclass(frozen=True)
+class WorldSettings:
+    """The simulated world (producer/, endtoend/)."""
+
+    data_dir: str = _var("RTREC_DATA_DIR", "var/data",
+                         "Folder of generated data (historical log, features).")
+    seed: int = _var("RTREC_SEED", 1237, "Seed of every random choice of the simulated world.")
+    oracle: str = _var("RTREC_ORACLE", "rules",
+                       "Hidden click oracle of the simulator: a name or a dotted path.")
+
+
+GROUPS: dict[str, type] = {"kafka": KafkaSettings, "redis": RedisSettings,
+                           "model": ModelSettings, "job": JobSettings,
+                           "serving": ServingSettings, "stack": StackSettings,
+                           "world": WorldSettings}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """All settings of the system. The variable of field ``foo_bar`` is ``RTREC_FOO_BAR``."""
+    """All settings of the system, grouped by concern."""
 
-    # --- Kafka ---------------------------------------------------------------------------
-    kafka_bootstrap: str = _var("127.0.0.1:9092", "Kafka bootstrap servers (host:port,...).")
-    topic_impressions: str = _var("impressions", "Topic of impression events (serving -> job).")
-    topic_clicks: str = _var("clicks", "Topic of click events (serving -> job).")
-    topic_dead_letter: str = _var("dead-letter", "Topic of rejected records, with a reason.")
-    topic_partitions: int = _var(4, "Partitions of each topic created by the stack manager.")
-    # --- Redis ---------------------------------------------------------------------------
-    redis_host: str = _var("127.0.0.1", "Redis host holding the published parameters.")
-    redis_port: int = _var(6379, "Redis port.")
-    redis_password: str = _var("", "Redis password (empty: none).")
-    redis_db: int = _var(0, "Redis database number.")
-    redis_prefix: str = _var("rtrec", "Prefix of every Redis key and channel of this system.")
-    redis_timeout_s: float = _var(0.5, "Redis socket and connect timeout in seconds.")
-    # --- Model ---------------------------------------------------------------------------
-    dim: int = _var(15, "Dimension d of the context vector x.")
-    alpha: float = _var(1.0, "LinUCB exploration weight (0 = greedy).")
-    l2: float = _var(1.0, "Ridge prior: A starts as l2 * I.")
-    top_k: int = _var(5, "Products shown per recommendation.")
-    # --- Job -----------------------------------------------------------------------------
-    reward_window_s: float = _var(3.0, "Seconds a shown product waits for a click before reward 0.")
-    publish_interval_ms: int = _var(50, "At most one parameter write per product per interval.")
-    source_batch_max: int = _var(256, "Source records per call of the Python validator (at most).")
-    source_batch_ms: int = _var(5, "Longest a source record waits for its batch to fill (ms).")
-    checkpoint_dir: str = _var("var/checkpoints", "Folder (or URI) of Flink checkpoints.")
-    checkpoint_interval_ms: int = _var(5000, "Flink checkpoint interval.")
-    job_parallelism: int = _var(1, "Parallelism of the Flink job.")
-    python_mode: str = _var("thread", "PyFlink Python execution mode: thread or process.")
-    max_event_bytes: int = _var(65536, "Events larger than this are dead-lettered.")
-    # --- Serving -------------------------------------------------------------------------
-    serving_host: str = _var("127.0.0.1", "Address the HTTP API binds to.")
-    serving_port: int = _var(8000, "Port of the HTTP API.")
-    policy: str = _var("linucb", "Default policy: linucb, greedy or random.")
-    poll_interval_s: float = _var(2.0, "Snapshot polling period when notifications stop.")
-    # --- Local stack ---------------------------------------------------------------------
-    flink_rest_port: int = _var(8081, "Port of the Flink web UI / REST API (local cluster).")
-    stack_dir: str = _var("var/stack", "Folder of the local stack's data, logs and pid files.")
-    data_dir: str = _var("var/data", "Folder of generated data (historical log, features).")
-    seed: int = _var(1237, "Seed of every random choice of the simulated world.")
-    oracle: str = _var("rules", "Hidden click oracle of the simulator: a name or a dotted path.")
-
-    def __post_init__(self) -> None:
-        if self.source_batch_max < 1 or self.source_batch_ms < 0:
-            raise ValueError("source_batch_max must be >= 1 and source_batch_ms >= 0")
-        if self.dim < 1:
-            raise ValueError(f"dim must be >= 1, got {self.dim}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        if self.l2 <= 0:
-            raise ValueError(f"l2 must be > 0, got {self.l2}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.python_mode not in ("thread", "process"):
-            raise ValueError(f"python_mode must be thread or process, got {self.python_mode!r}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    job: JobSettings = field(default_factory=JobSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
+    world: WorldSettings = field(default_factory=WorldSettings)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(cls, env: Mapping[str, Any] | None = None) -> Settings:
         """Read every ``RTREC_*`` variable (unknown ones are an error: they are typos)."""
         env = os.environ if env is None else env
-        known = {env_name(f.name): f for f in dataclasses.fields(cls)}
+        known = {name: (group, f) for name, group, f in _fields()}
         unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
         if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        values: dict[str, Any] = {}
-        for name, f in known.items():
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(known)}")
+        values: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+        for name, (group, f) in known.items():
             if name in env:
-                values[f.name] = _parse(name, env[name], type(f.default))
-        values.update(overrides)
-        return cls(**values)
+                values[group][f.name] = _parse(name, str(env[name]), type(f.default))
+        return cls(**{g: GROUPS[g](**v) for g, v in values.items()})
 
-    def redis_key(self, *parts: str) -> str:
-        """A key of this system in Redis: ``<prefix>:<part>:...``."""
-        return ":".join((self.redis_prefix, *parts))
+    def override(self, **variables: Any) -> Settings:
+        """A copy with some variables changed, named as in the environment:
+        ``settings.override(RTREC_REDIS_PORT=6390)``."""
+        return Settings.from_env({**self.to_env(), **{k: str(v) for k, v in variables.items()}})
+
+    def isolated(self, tag: str, work_dir: str | Path) -> Settings:
+        """A copy for one run that shares the servers but nothing else: topics and Redis
+        prefix suffixed with ``tag``, checkpoints under ``work_dir/tag``. Tests, benchmarks
+        and the closed loop use it so runs never read each other's events or parameters.
+        (The topics still have to be created: ``devstack.Stack(s).create_topics()``.)"""
+        k = self.kafka
+        return self.override(
+            RTREC_TOPIC_IMPRESSIONS=f"{k.topic_impressions}-{tag}",
+            RTREC_TOPIC_CLICKS=f"{k.topic_clicks}-{tag}",
+            RTREC_TOPIC_DEAD_LETTER=f"{k.topic_dead_letter}-{tag}",
+            RTREC_REDIS_PREFIX=f"{self.redis.prefix}-{tag}",
+            RTREC_CHECKPOINT_DIR=str((Path(work_dir) / tag / "checkpoints").resolve()))
 
     def to_env(self) -> dict[str, str]:
         """The variables that reproduce these settings in another process."""
-        return {env_name(f.name): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: str(getattr(getattr(self, group), f.name)) for name, group, f in _fields()}
 
 
-def env_name(field_name: str) -> str:
-    """``kafka_bootstrap`` -> ``RTREC_KAFKA_BOOTSTRAP``."""
-    return ENV_PREFIX + field_name.upper()
+def _fields() -> Iterator[tuple[str, str, dataclasses.Field]]:
+    """(variable, group, field) of every setting, in the documented order."""
+    for group, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            yield f.metadata["env"], group, f
 
 
 def env_names() -> list[str]:
     """Every environment variable the code reads."""
-    return [env_name(f.name) for f in dataclasses.fields(Settings)]
+    return [name for name, _, _ in _fields()]
 
 
 def _parse(name: str, raw: str, kind: type) -> Any:
@@ -126,15 +247,20 @@ def _parse(name: str, raw: str, kind: type) -> Any:
             return raw.strip().lower() in ("1", "true", "yes", "on")
         return kind(raw)
     except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
 
 
 def markdown_table() -> str:
-    """The settings as a Markdown table (docs/CONFIG.md is made from it)."""
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for f in dataclasses.fields(Settings):
-        rows.append(f"| `{env_name(f.name)}` | `{f.default}` | {f.metadata['doc']} |")
-    return "\n".join(rows)
+    """The settings as Markdown tables, one per group (docs/CONFIG.md is made from them)."""
+    parts = []
+    for group, cls in GROUPS.items():
+        rows = [f"### `settings.{group}`: {cls.__doc__}", "",
+                "| variable | field | default | meaning |", "| --- | --- | --- | --- |"]
+        for f in dataclasses.fields(cls):
+            rows.append(f"| `{f.metadata['env']}` | `{f.name}` | `{f.default}` | "
+                        f"{f.metadata['doc']} |")
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from contract.codec import Params, decode, peek_version
+from contract.config import RedisSettings, Settings
 
 # KEYS[1] arm key, KEYS[2] versions hash; ARGV[1] product id, ARGV[2] version, ARGV[3] value,
 # ARGV[4] channel. Returns 1 when written, 0 when an equal or newer version is there already.
@@ -49,16 +50,22 @@ class StoreKeys:
         return f"{self.prefix}:updates"
 
 
-def connect(host: str, port: int, password: str = "", db: int = 0,
-            timeout_s: float = 0.5) -> redis.Redis:
-    """A client that fails fast: redis-py waits for minutes on a dead server without timeouts."""
-    return redis.Redis(host=host, port=port, password=password or None, db=db,
-                       socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                       health_check_interval=10)
+def redis_client(r: RedisSettings, timeout_s: float | None = None) -> redis.Redis:
+    """The one way to reach the system's Redis: host, port, password and db from the settings,
+    and timeouts (``timeout_s``, else ``RTREC_REDIS_TIMEOUT_S``) so a call fails fast: redis-py
+    waits for minutes on a dead server without them."""
+    t = r.timeout_s if timeout_s is None else timeout_s
+    return redis.Redis(host=r.host, port=r.port, password=r.password or None, db=r.db,
+                       socket_timeout=t, socket_connect_timeout=t, health_check_interval=10)
 
 
 class ParamStore:
     """Versioned parameter store on one Redis client."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout_s: float | None = None) -> ParamStore:
+        """The store of ``settings`` (its Redis, its prefix)."""
+        return cls(redis_client(settings.redis, timeout_s), settings.redis.prefix)
 
     def __init__(self, client: redis.Redis, prefix: str = "rtrec") -> None:
         self.client = client

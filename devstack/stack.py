@@ -131,7 +131,7 @@ def _reap(pid: int) -> None:
 
 @dataclass
 class Stack:
-    """Kafka + Redis for one project folder (``settings.stack_dir``) and set of ports."""
+    """Kafka + Redis for one project folder (``settings.stack.dir``) and set of ports."""
 
     settings: Settings
     kafka_controller_port: int | None = None
@@ -139,14 +139,14 @@ class Stack:
     services: dict[str, Service] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.root = Path(self.settings.stack_dir).resolve()
+        self.root = Path(self.settings.stack.dir).resolve()
         self.services = {n: Service(n, self.root) for n in ("kafka", "redis")}
         if self.kafka_controller_port is None:
             self.kafka_controller_port = self.kafka_port + 1
 
     @property
     def kafka_port(self) -> int:
-        return int(self.settings.kafka_bootstrap.rsplit(":", 1)[1])
+        return int(self.settings.kafka.bootstrap.rsplit(":", 1)[1])
 
     # --- lifecycle -----------------------------------------------------------------------
     def up(self, timeout_s: float = 60.0) -> None:
@@ -166,7 +166,7 @@ class Stack:
 
     def status(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
-        ports = {"kafka": self.kafka_port, "redis": self.settings.redis_port}
+        ports = {"kafka": self.kafka_port, "redis": self.settings.redis.port}
         for name, svc in self.services.items():
             pid = svc.pid()
             out[name] = {"running": pid is not None, "pid": pid, "port": ports[name],
@@ -179,25 +179,24 @@ class Stack:
         if not Path(binary).exists():
             raise StackError("redis-server not found: run `make install` (it installs Debian's "
                              "redis-server)")
-        if port_open(self.settings.redis_port):
-            raise StackError(f"port {self.settings.redis_port} is taken by a process not started "
+        if port_open(self.settings.redis.port):
+            raise StackError(f"port {self.settings.redis.port} is taken by a process not started "
                              "by this stack; set RTREC_REDIS_PORT to another port")
         data = self.root / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        cmd = [binary, "--bind", "127.0.0.1", "--port", str(self.settings.redis_port),
+        cmd = [binary, "--bind", "127.0.0.1", "--port", str(self.settings.redis.port),
                "--save", "", "--appendonly", "no", "--dir", str(data), "--daemonize", "no",
                "--protected-mode", "yes"]
-        if self.settings.redis_password:
-            cmd += ["--requirepass", self.settings.redis_password]
+        if self.settings.redis.password:
+            cmd += ["--requirepass", self.settings.redis.password]
         self.services["redis"].start(cmd)
-        log.info("redis-server starting on 127.0.0.1:%d", self.settings.redis_port)
+        log.info("redis-server starting on 127.0.0.1:%d", self.settings.redis.port)
 
     def _wait_redis(self, timeout_s: float) -> None:
-        import redis
+        from contract.store import redis_client
 
         s = self.settings
-        client = redis.Redis(host="127.0.0.1", port=s.redis_port, password=s.redis_password or None,
-                             socket_timeout=1, socket_connect_timeout=1)
+        client = redis_client(s.redis, timeout_s=1.0)
         self._wait("redis", timeout_s, client.ping)
 
     # --- Kafka ---------------------------------------------------------------------------
@@ -215,7 +214,7 @@ class Stack:
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={data}",
-            f"num.partitions={self.settings.topic_partitions}",
+            f"num.partitions={self.settings.kafka.topic_partitions}",
             "offsets.topic.replication.factor=1",
             "offsets.topic.num.partitions=4",
             "transaction.state.log.replication.factor=1",
@@ -266,7 +265,7 @@ class Stack:
             if not port_open(self.kafka_port):  # before librdkafka, which logs every refusal
                 return False
             nonlocal admin
-            admin = admin or AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+            admin = admin or AdminClient({"bootstrap.servers": self.settings.kafka.bootstrap})
             md = admin.list_topics(timeout=2)
             return bool(md.brokers)
 
@@ -277,10 +276,10 @@ class Stack:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         s = self.settings
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+        admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
         existing = set(admin.list_topics(timeout=10).topics)
-        wanted = [s.topic_impressions, s.topic_clicks, s.topic_dead_letter]
-        new = [NewTopic(t, num_partitions=s.topic_partitions, replication_factor=1)
+        wanted = [s.kafka.topic_impressions, s.kafka.topic_clicks, s.kafka.topic_dead_letter]
+        new = [NewTopic(t, num_partitions=s.kafka.topic_partitions, replication_factor=1)
                for t in wanted if t not in existing]
         for topic, fut in admin.create_topics(new, operation_timeout=30).items() if new else ():
             try:

@@ -44,27 +44,28 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--via", choices=["inprocess", "http"], default="inprocess",
                    help="how visits reach serving: the library in this process, or HTTP to "
                         "`python -m serving` started on a free loopback port")
-    p.add_argument("--oracle", default=settings.oracle,
+    p.add_argument("--oracle", default=settings.world.oracle,
                    help="hidden click oracle of the visits and of the historical log: a name "
                         "(rules, flat) or pkg.module:Class (default %(default)s, RTREC_ORACLE)")
-    p.add_argument("--seed", type=int, default=settings.seed,
+    p.add_argument("--seed", type=int, default=settings.world.seed,
                    help="seed of the visits (default %(default)s, RTREC_SEED)")
     p.add_argument("--p-morning", type=float, default=0.5,
                    help="probability a visit is in the morning, 6-12 h (default 0.5)")
     p.add_argument("--p-weekend", type=float, default=0.5,
                    help="probability a visit is on a weekend (default 0.5)")
-    p.add_argument("--history", type=Path, default=Path(settings.data_dir) / "history.jsonl",
+    p.add_argument("--history", type=Path, default=Path(settings.world.data_dir) / "history.jsonl",
                    help="historical log of the bootstrapped start (written when missing)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     v = sub.add_parser("visitors", help="simulated users against a running serving (HTTP)")
-    v.add_argument("--url", default=f"http://{settings.serving_host}:{settings.serving_port}",
+    v.add_argument("--url", default=f"http://{settings.serving.host}:{settings.serving.port}",
                    help="serving's base URL (default %(default)s, RTREC_SERVING_HOST/PORT)")
     v.add_argument("--visits", type=int, default=5000, help="visits to make")
     v.add_argument("--rate", type=float, default=20.0, help="visits per second")
-    v.add_argument("--oracle", default=settings.oracle, help="hidden click oracle (RTREC_ORACLE)")
-    v.add_argument("--seed", type=int, default=settings.seed, help="seed of the visits")
+    v.add_argument("--oracle", default=settings.world.oracle,
+                   help="hidden click oracle (RTREC_ORACLE)")
+    v.add_argument("--seed", type=int, default=settings.world.seed, help="seed of the visits")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             print(run_visitors(args.url, args.visits, args.rate, args.oracle, args.seed,
-                               settings.top_k, progress=not args.no_progress))
+                               settings.model.top_k, progress=not args.no_progress))
         except (RtrecError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -43,8 +43,8 @@ def run_demo(settings: Settings, opts: LoopOptions) -> int:
     already = {n for n, s in stack.status().items() if s["running"]}
     t0 = time.monotonic()
     stack.up(timeout_s=120)
-    print(f"stack up in {time.monotonic() - t0:.1f}s: Kafka {settings.kafka_bootstrap}, "
-          f"Redis 127.0.0.1:{settings.redis_port} (logs in {stack.root})")
+    print(f"stack up in {time.monotonic() - t0:.1f}s: Kafka {settings.kafka.bootstrap}, "
+          f"Redis 127.0.0.1:{settings.redis.port} (logs in {stack.root})")
     try:
         for line in smoke(settings):
             print(f"ok  {line}")
@@ -52,11 +52,11 @@ def run_demo(settings: Settings, opts: LoopOptions) -> int:
         print(f"closed loop: {opts.visits} visits per start at {opts.rate:.0f}/s, "
               f"{' then '.join(opts.starts)}, oracle {opts.oracle}.\n"
               f"  While it runs: the job's log is under {opts.work_dir}/<run>/job.log; Redis "
-              f"holds the\n  parameters (redis-cli -p {settings.redis_port} --scan --pattern "
-              f"'{settings.redis_prefix}-*'); for the Flink web UI run the job on a cluster\n"
+              f"holds the\n  parameters (redis-cli -p {settings.redis.port} --scan --pattern "
+              f"'{settings.redis.prefix}-*'); for the Flink web UI run the job on a cluster\n"
               "  (make cluster-up job-submit, then http://127.0.0.1:"
-              f"{settings.flink_rest_port}); the HTTP API is `python -m serving` "
-              f"(http://{settings.serving_host}:{settings.serving_port}/docs).")
+              f"{settings.stack.flink_rest_port}); the HTTP API is `python -m serving` "
+              f"(http://{settings.serving.host}:{settings.serving.port}/docs).")
         result = run_loop(settings, opts)
         print(result["table"])
         print("wrote " + " and ".join(str(p) for p in result["paths"]))  # type: ignore[union-attr]

@@ -16,6 +16,7 @@ import numpy as np
 
 from contract.config import Settings
 from contract.events import Click, Impression
+from contract.kafka import kafka_producer
 from endtoend.processes import ChildProcess
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,8 @@ class JobProcess(ChildProcess):
 def produce(settings: Settings, records: Iterable[Record], rate_eps: float | None = None,
             on_sent: Callable[[int, int], None] | None = None) -> int:
     """Append records with their timestamps (optionally paced); returns the count."""
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 2,
-                         "enable.idempotence": True, "message.max.bytes": 2_000_000})
+    producer = kafka_producer(settings.kafka, **{"linger.ms": 2, "enable.idempotence": True,
+                                                 "message.max.bytes": 2_000_000})
     n = 0
     t0 = time.perf_counter()
     for topic, value, ts, partition in records:
@@ -100,7 +99,7 @@ def seeded_traffic(settings: Settings, n_events: int, seed: int, start_ms: int,
     """
     rng = np.random.default_rng(seed)
     t = traffic or Traffic()
-    window_ms = int(settings.reward_window_s * 1000)
+    window_ms = int(settings.job.reward_window_s * 1000)
     ts = float(start_ms)
     i = 0
     pending: list[tuple[int, bytes]] = []  # clicks waiting for their time: (ts, value)
@@ -108,13 +107,13 @@ def seeded_traffic(settings: Settings, n_events: int, seed: int, start_ms: int,
         ts += step_ms
         while pending and pending[0][0] <= ts:
             cts, value = pending.pop(0)
-            t.records.append((settings.topic_clicks, value, cts, None))
+            t.records.append((settings.kafka.topic_clicks, value, cts, None))
             t.n_events += 1
         if t.n_events + len(pending) >= n_events:
             if not pending:
                 break
             continue
-        x = np.round(rng.normal(0.0, 1.0, settings.dim), 6)
+        x = np.round(rng.normal(0.0, 1.0, settings.model.dim), 6)
         idx = rng.choice(len(products), size=shown, replace=False)
         shown_ids = tuple(products[j] for j in idx)
         rid = f"s{seed}-{i}"
@@ -123,7 +122,7 @@ def seeded_traffic(settings: Settings, n_events: int, seed: int, start_ms: int,
                          x=tuple(float(v) for v in x), products=shown_ids,
                          scores=tuple(0.0 for _ in shown_ids), policy="linucb", model_version=0,
                          propensity=1.0)
-        t.records.append((settings.topic_impressions, imp.to_json(), int(ts), None))
+        t.records.append((settings.kafka.topic_impressions, imp.to_json(), int(ts), None))
         t.n_events += 1
         clicked = None
         # a click is only "expected" if the log has room for it before n_events
@@ -145,9 +144,9 @@ def sentinels(settings: Settings, ts_ms: int) -> list[Record]:
     window, so the job closes them and dead-letters pending orphan clicks (the watermark only
     moves with data). They are not events: the job dead-letters them as ``unparseable``
     (2 x partitions dead letters), so they never touch the model."""
-    return [(topic, SENTINEL, ts_ms, p) for topic in (settings.topic_impressions,
-                                                     settings.topic_clicks)
-            for p in range(settings.topic_partitions)]
+    return [(topic, SENTINEL, ts_ms, p) for topic in (settings.kafka.topic_impressions,
+                                                     settings.kafka.topic_clicks)
+            for p in range(settings.kafka.topic_partitions)]
 
 
 def ridge(observations: dict[str, list[tuple[np.ndarray, float]]], dim: int,

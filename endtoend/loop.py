@@ -12,7 +12,6 @@ flink_job.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import subprocess
@@ -30,7 +29,8 @@ from tqdm import tqdm
 from contract.config import Settings
 from contract.errors import RtrecError
 from contract.features import FeatureSpace, Product, User, load_catalog, load_users
-from contract.store import ParamStore, connect
+from contract.kafka import kafka_producer
+from contract.store import ParamStore
 from devstack.stack import Stack, free_port
 from endtoend import report
 from endtoend.processes import ChildProcess, child_env
@@ -94,8 +94,8 @@ class LoopOptions:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> LoopOptions:
         """Seed, oracle and the historical log's place from the settings; the rest given."""
-        base: dict[str, object] = {"seed": settings.seed, "oracle": settings.oracle,
-                                   "history": Path(settings.data_dir) / "history.jsonl"}
+        base: dict[str, object] = {"seed": settings.world.seed, "oracle": settings.world.oracle,
+                                   "history": Path(settings.world.data_dir) / "history.jsonl"}
         return cls(**{**base, **overrides})  # type: ignore[arg-type]
 
 
@@ -115,14 +115,9 @@ class LiveWorld:
 
 
 def run_settings(base: Settings, tag: str, work_dir: Path) -> Settings:
-    """The settings of one run: its own topics, Redis prefix and checkpoint folder, and the
-    loop's reward window."""
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-    fields.update(reward_window_s=LOOP_REWARD_WINDOW_S,
-                  topic_impressions=f"impressions-{tag}", topic_clicks=f"clicks-{tag}",
-                  topic_dead_letter=f"dead-letter-{tag}", redis_prefix=f"{base.redis_prefix}-{tag}",
-                  checkpoint_dir=str((work_dir / tag / "checkpoints").resolve()))
-    return Settings(**fields)
+    """The settings of one run: isolated (its own topics, Redis prefix and checkpoint
+    folder), with the loop's reward window."""
+    return base.isolated(tag, work_dir).override(RTREC_REWARD_WINDOW_S=LOOP_REWARD_WINDOW_S)
 
 
 def start_http_serving(settings: Settings, log_path: Path,
@@ -159,15 +154,15 @@ def learned_totals(store: ParamStore, dim: int) -> tuple[int, int]:
 def wait_live(settings: Settings, job: ChildProcess, timeout_s: float) -> float:
     """Send one malformed probe record and wait for it in the dead-letter topic: proof that
     the job consumes and produces, without touching any model state. Returns the seconds."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer
 
     t0 = time.monotonic()
     probe = f"probe-{uuid.uuid4().hex}".encode()
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": probe.decode(),
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": probe.decode(),
                          "auto.offset.reset": "earliest"})
-    consumer.subscribe([settings.topic_dead_letter])
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(settings.topic_impressions, b'{"liveness-probe": "' + probe + b'"}')
+    consumer.subscribe([settings.kafka.topic_dead_letter])
+    producer = kafka_producer(settings.kafka)
+    producer.produce(settings.kafka.topic_impressions, b'{"liveness-probe": "' + probe + b'"}')
     producer.flush(10)
     try:
         while time.monotonic() - t0 < timeout_s:
@@ -222,11 +217,11 @@ def run_start(start: str, base: Settings, world: LiveWorld,
     tag = f"{start[:4]}{uuid.uuid4().hex[:6]}"
     settings = run_settings(base, tag, opts.work_dir)
     Stack(settings).create_topics()
-    store = ParamStore(connect(settings.redis_host, settings.redis_port, settings.redis_password,
-                               settings.redis_db, timeout_s=2), prefix=settings.redis_prefix)
+    store = ParamStore.from_settings(settings, timeout_s=2)
     product_ids = [p.product_id for p in products]
     index = {p: i for i, p in enumerate(product_ids)}
-    instant = InstantLinUCB(len(products), settings.dim, settings.alpha, settings.l2)
+    m = settings.model
+    instant = InstantLinUCB(len(products), m.dim, m.alpha, m.l2)
     facts: dict[str, object] = {"run_tag": tag}
     job = ChildProcess("flink_job", ["run"], settings, opts.work_dir / tag / "job.log")
     server: ChildProcess | None = None
@@ -243,8 +238,8 @@ def run_start(start: str, base: Settings, world: LiveWorld,
             subprocess.run([sys.executable, "-m", "flink_job", "bootstrap", str(opts.history)],
                            env=child_env(settings), check=True, capture_output=True)
             hist_n, hist_clicks = train_instant_on_history(instant, opts.history, index)
-            got = wait_learned(store, settings.dim, hist_n,
-                               timeout_s=opts.ready_timeout_s + settings.reward_window_s)
+            got = wait_learned(store, settings.model.dim, hist_n,
+                               timeout_s=opts.ready_timeout_s + settings.job.reward_window_s)
             facts["bootstrap_learned"] = got[0]
             log.info("job learned %d of %d historical impressions", got[0], hist_n)
         stream: StreamLinUCB
@@ -256,7 +251,7 @@ def run_start(start: str, base: Settings, world: LiveWorld,
             stream = StreamLinUCB(rec, product_ids)
         policies: list[SimPolicy] = [stream, instant, RandomPolicy(len(products), opts.seed),
                                      OraclePolicy(world.shop)]
-        visits = make_visits(opts.visits, opts.seed, world.users, settings.top_k, opts.dist)
+        visits = make_visits(opts.visits, opts.seed, world.users, settings.model.top_k, opts.dist)
         # disable=None: a bar on a terminal, nothing in a CI log
         with tqdm(total=len(visits), desc=f"{start} start", unit="visit",
                   disable=None if opts.progress else True) as bar:
@@ -267,9 +262,9 @@ def run_start(start: str, base: Settings, world: LiveWorld,
         if server is not None:
             server.stop()  # its shutdown flushes the event log
         clicks = int(np.sum(np.asarray(outcomes["linucb_stream"].clicked) >= 0))
-        expected_n = hist_n + opts.visits * settings.top_k
-        n, learned_clicks = wait_learned(store, settings.dim, expected_n,
-                                         timeout_s=30 + settings.reward_window_s)
+        expected_n = hist_n + opts.visits * settings.model.top_k
+        n, learned_clicks = wait_learned(store, settings.model.dim, expected_n,
+                                         timeout_s=30 + settings.job.reward_window_s)
         facts.update(stream_clicks=clicks, expected_observations=expected_n,
                      learned_observations=n, learned_clicks=learned_clicks - hist_clicks,
                      seconds=round(time.monotonic() - t0, 1))

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
         restore = args.restore
         if restore == "latest":
-            found = checkpoints.latest(settings.checkpoint_dir)
+            found = checkpoints.latest(settings.job.checkpoint_dir)
             restore = str(found) if found else None
             log.info("restore latest: %s", restore or "no completed checkpoint, fresh start")
         opts = JobOptions(known_products=load_products(args.products), restore_path=restore,

@@ -27,16 +27,16 @@ def append_events(settings: Settings, lines: Iterable[bytes], shift_to_now: bool
     """Append raw event lines (impressions and clicks, contract JSON); returns the count."""
     import time
 
-    from confluent_kafka import Producer
+    from contract.kafka import kafka_producer
 
     events = [(line.strip(), _obj(line)) for line in lines if line.strip()]
     newest = max((o["ts_ms"] for _, o in events if isinstance(o.get("ts_ms"), int)), default=0)
     shift = time.time_ns() // 1_000_000 - newest if shift_to_now else 0
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20,
-                         "enable.idempotence": True})
+    producer = kafka_producer(settings.kafka, **{"linger.ms": 20, "enable.idempotence": True})
     n = 0
     for line, obj in events:
-        topic = settings.topic_clicks if obj.get("type") == "click" else settings.topic_impressions
+        k = settings.kafka
+        topic = k.topic_clicks if obj.get("type") == "click" else k.topic_impressions
         ts = obj.get("ts_ms")
         ts = ts + shift if isinstance(ts, int) and not isinstance(ts, bool) else newest + shift
         producer.produce(topic, value=line, key=str(obj.get("request_id", "")).encode(),

@@ -4,7 +4,8 @@ cluster-down``): web UI and REST on 127.0.0.1:<flink_rest_port>.
 Everything the cluster writes (config, logs, pid files) lives under
 ``<stack_dir>/flink``; the pip distribution is only read. Its lib/ is mirrored by symlinks
 plus flink-python from opt/ (a second thread-mode job on a session cluster fails without it,
-and without ``classloader.parent-first-patterns.additional: pemja.``, DESIGN.md). The Kafka
+and without ``classloader.parent-first-patterns.additional: pemja.``: tests/flink_job/
+test_parallelism.py resubmits one). The Kafka
 connector and our deserializer are shipped with each job (pipeline.jars), not put in lib/.
 """
 
@@ -28,7 +29,7 @@ HOME = jars.PYFLINK_HOME
 
 
 def _dirs(settings: Settings) -> dict[str, Path]:
-    root = Path(settings.stack_dir).resolve() / "flink"
+    root = Path(settings.stack.dir).resolve() / "flink"
     return {"root": root, "conf": root / "conf", "lib": root / "lib", "log": root / "log",
             "pid": root / "pid"}
 
@@ -61,7 +62,7 @@ def prepare(settings: Settings) -> dict[str, Path]:
         if src.exists():
             (d["conf"] / name).write_bytes(src.read_bytes())
     (d["conf"] / "workers").write_text("localhost\n")
-    (d["conf"] / "masters").write_text(f"localhost:{settings.flink_rest_port}\n")
+    (d["conf"] / "masters").write_text(f"localhost:{settings.stack.flink_rest_port}\n")
     conf = {
         "jobmanager.rpc.address": "localhost",
         "jobmanager.bind-host": "127.0.0.1",
@@ -69,11 +70,11 @@ def prepare(settings: Settings) -> dict[str, Path]:
         "taskmanager.host": "localhost",
         "rest.address": "127.0.0.1",
         "rest.bind-address": "127.0.0.1",
-        "rest.port": str(settings.flink_rest_port),
+        "rest.port": str(settings.stack.flink_rest_port),
         "jobmanager.memory.process.size": "1024m",
         "taskmanager.memory.process.size": "2048m",
-        "taskmanager.numberOfTaskSlots": str(max(2, settings.job_parallelism)),
-        "parallelism.default": str(settings.job_parallelism),
+        "taskmanager.numberOfTaskSlots": str(max(2, settings.job.parallelism)),
+        "parallelism.default": str(settings.job.parallelism),
         "classloader.parent-first-patterns.additional": "pemja.",
         "env.pid.dir": str(d["pid"]),
         "python.executable": sys.executable,
@@ -102,7 +103,7 @@ def _java_opts() -> dict[str, str]:
 
 
 def rest(settings: Settings, path: str, timeout_s: float = 2.0) -> dict:
-    url = f"http://127.0.0.1:{settings.flink_rest_port}{path}"
+    url = f"http://127.0.0.1:{settings.stack.flink_rest_port}{path}"
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:
         return json.loads(resp.read())
 
@@ -110,7 +111,7 @@ def rest(settings: Settings, path: str, timeout_s: float = 2.0) -> dict:
 def up(settings: Settings, timeout_s: float = 90.0) -> None:
     try:
         rest(settings, "/overview")
-        log.info("a Flink cluster already answers on 127.0.0.1:%d", settings.flink_rest_port)
+        log.info("a Flink cluster already answers on 127.0.0.1:%d", settings.stack.flink_rest_port)
         return
     except OSError:
         pass
@@ -122,7 +123,7 @@ def up(settings: Settings, timeout_s: float = 90.0) -> None:
             # a task manager registers before it reports its slots: wait for both
             overview = rest(settings, "/overview")
             if overview.get("taskmanagers", 0) >= 1 and overview.get("slots-total", 0) >= 1:
-                log.info("Flink web UI: http://127.0.0.1:%d", settings.flink_rest_port)
+                log.info("Flink web UI: http://127.0.0.1:%d", settings.stack.flink_rest_port)
                 return
         except OSError:
             pass
@@ -135,7 +136,7 @@ def submit(settings: Settings, products: str | None = None, restore: str | None 
     """``flink run -d`` the job (the client is ``python -m flink_job.submit``)."""
     prepare(settings)
     cmd = [str(HOME / "bin" / "flink"), "run", "-d", "-m",
-           f"127.0.0.1:{settings.flink_rest_port}"]
+           f"127.0.0.1:{settings.stack.flink_rest_port}"]
     if restore:
         cmd += ["-s", restore]
     cmd += ["-pym", "flink_job.submit", "-pyexec", sys.executable,
@@ -156,7 +157,7 @@ def status(settings: Settings) -> int:
         overview = rest(settings, "/overview")
         jobs = rest(settings, "/jobs/overview").get("jobs", [])
     except OSError as exc:
-        log.info("no cluster on 127.0.0.1:%d (%s)", settings.flink_rest_port, exc)
+        log.info("no cluster on 127.0.0.1:%d (%s)", settings.stack.flink_rest_port, exc)
         return 3
     log.info("cluster: %s", json.dumps(overview))
     for j in jobs:

@@ -9,7 +9,7 @@ docs/JOB_LINES.md; parameters leave ``Learn`` as ``(product_id, codec blob, lear
 
 The learner's keyed state is ONE codec blob of the product's
 :class:`contract.linucb.ArmState` (one packed value per product: 3 separate states halve
-throughput, DESIGN.md).
+throughput, as measured when the job was designed).
 """
 
 from __future__ import annotations
@@ -207,17 +207,16 @@ class PublishToRedis(ProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         import threading
 
-        from contract.store import ParamStore, connect
+        from contract.store import ParamStore, redis_client
 
         s = self.settings
-        client = connect(s.redis_host, s.redis_port, s.redis_password, s.redis_db,
-                         s.redis_timeout_s)
+        client = redis_client(s.redis)
         try:
             client.ping()
         except Exception as exc:  # keep going: the writer retries until Redis is back
             log.warning("Redis %s:%d not reachable at start (%s); writes will retry",
-                        s.redis_host, s.redis_port, exc)
-        self.publisher = Publisher(ParamStore(client, s.redis_prefix))
+                        s.redis.host, s.redis.port, exc)
+        self.publisher = Publisher(ParamStore(client, s.redis.prefix))
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.closing = False

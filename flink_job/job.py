@@ -54,30 +54,30 @@ class JobOptions:
     idle_timeout_ms: int = 0
 
     def group(self, settings: Settings) -> str:
-        return self.group_id or f"rtrec-job-{settings.redis_prefix}"
+        return self.group_id or f"rtrec-job-{settings.redis.prefix}"
 
 
 def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
     """Flink configuration (key -> value) for the mini-cluster and for cluster submission."""
-    ckpt = Path(settings.checkpoint_dir)
-    ckpt_uri = settings.checkpoint_dir if "://" in settings.checkpoint_dir \
+    ckpt = Path(settings.job.checkpoint_dir)
+    ckpt_uri = settings.job.checkpoint_dir if "://" in settings.job.checkpoint_dir \
         else ckpt.resolve().as_uri()
     pythonpath = [str(ROOT), *site.getsitepackages()]
     conf = {
         "pipeline.name": JOB_NAME,
-        "parallelism.default": str(settings.job_parallelism),
-        "python.execution-mode": settings.python_mode,
+        "parallelism.default": str(settings.job.parallelism),
+        "python.execution-mode": settings.job.python_mode,
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         "python.pythonpath": ":".join(pythonpath),
-        # latency (DESIGN.md): bundles of 1000 ms / 100k records would delay every output
+        # latency: the default bundles of 1000 ms / 100k records would delay every output
         "python.fn-execution.bundle.time": "20",
         "python.fn-execution.bundle.size": "100",
         "execution.buffer-timeout.interval": "10 ms",
         # state and checkpoints
         "state.backend.type": "rocksdb",
         "execution.checkpointing.dir": ckpt_uri,
-        "execution.checkpointing.interval": f"{settings.checkpoint_interval_ms} ms",
+        "execution.checkpointing.interval": f"{settings.job.checkpoint_interval_ms} ms",
         "execution.checkpointing.incremental": "true",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
@@ -85,7 +85,7 @@ def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
         "execution.checkpointing.min-pause": "500 ms",
         # RocksDB's own LOG files would otherwise land in the pip distribution's log/ folder
         "state.backend.rocksdb.log.dir": str(ckpt.resolve().parent / "rocksdb-log")
-        if "://" not in settings.checkpoint_dir else "/tmp",
+        if "://" not in settings.job.checkpoint_dir else "/tmp",
         # bounded restarts: the default would restart a broken job forever
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": str(opts.max_restarts),
@@ -117,13 +117,13 @@ def kafka_source(env, settings: Settings, opts: JobOptions):  # type: ignore[no-
 
     builder = (
         KafkaSource.builder()
-        .set_bootstrap_servers(settings.kafka_bootstrap)
-        .set_topics(settings.topic_impressions, settings.topic_clicks)
+        .set_bootstrap_servers(settings.kafka.bootstrap)
+        .set_topics(settings.kafka.topic_impressions, settings.kafka.topic_clicks)
         .set_group_id(opts.group(settings))
         .set_property("fetch.max.wait.ms", "10")
         .set_property("commit.offsets.on.checkpoint", "true")
         .set_property("partition.discovery.interval.ms", "60000")
-        .set_property("client.id.prefix", f"rtrec-job-{settings.redis_prefix}")
+        .set_property("client.id.prefix", f"rtrec-job-{settings.redis.prefix}")
     )
     jvm = get_gateway().jvm
     # committed offsets when the group has them, else the whole log; after a restore the
@@ -133,7 +133,7 @@ def kafka_source(env, settings: Settings, opts: JobOptions):  # type: ignore[no-
         jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
         .committedOffsets(jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST))
     builder._j_builder.setDeserializer(jvm.rtrec.MetaDeserializer(
-        int(settings.max_event_bytes)))
+        int(settings.job.max_event_bytes)))
     source = builder.build()
     # Event time = the Kafka record timestamp (the producer's create time), taken by the
     # source itself: no Python timestamp assigner on the hot path, per-partition watermarks.
@@ -157,11 +157,12 @@ def validate(raw, settings: Settings, opts: JobOptions):  # type: ignore[no-unty
     source_batches = DataStream(
         raw._j_data_stream
         .transform("source-batch", Types.STRING().get_java_type_info(),
-                   get_gateway().jvm.rtrec.SourceBatcher(settings.source_batch_max,
-                                                         settings.source_batch_ms))
+                   get_gateway().jvm.rtrec.SourceBatcher(settings.job.source_batch_max,
+                                                         settings.job.source_batch_ms))
         .name("source-batch").uid("source-batch"))
     valid = (source_batches
-             .process(fn.Validate(settings.dim, opts.known_products, settings.max_event_bytes),
+             .process(fn.Validate(settings.model.dim, opts.known_products,
+                                  settings.job.max_event_bytes),
                       output_type=Types.STRING())
              .name("validate").uid("validate"))
     return valid, valid.get_side_output(fn.DEAD_LETTERS)
@@ -177,7 +178,7 @@ def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
     string_info = Types.STRING().get_java_type_info()
     # The reward join and the micro-batcher are JVM operators (java/rtrec/): they touch every
     # event, and keyed state and timers through the Python bridge cost ~100x more (JOB.md).
-    window_ms = round(settings.reward_window_s * 1000)
+    window_ms = round(settings.job.reward_window_s * 1000)
     j_joined = (valid._j_data_stream
                 .flatMap(jvm.rtrec.Unbatch(), string_info).name("unbatch").uid("unbatch")
                 .keyBy(jvm.rtrec.RewardJoin.requestKey(), string_info)
@@ -190,7 +191,7 @@ def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
     j_batches = (j_joined
                  .transform("micro-batch",
                             Types.ROW([Types.STRING(), Types.STRING()]).get_java_type_info(),
-                            jvm.rtrec.MicroBatcher(settings.publish_interval_ms,
+                            jvm.rtrec.MicroBatcher(settings.job.publish_interval_ms,
                                                    MAX_BATCH_INTERVAL_MS))
                  .name("micro-batch").uid("micro-batch"))
     return j_batches, dead
@@ -211,7 +212,7 @@ def learn_and_publish(j_batches, settings: Settings) -> None:  # type: ignore[no
                         Types.ROW([Types.STRING()]).get_java_type_info()),
         Types.STRING(), DataStream(j_batches))
     params = (by_product
-              .process(fn.Learn(settings.dim, settings.l2),
+              .process(fn.Learn(settings.model.dim, settings.model.l2),
                        output_type=Types.PICKLED_BYTE_ARRAY())
               .name("learn-linucb").uid("learn-linucb"))
     (params.process(fn.PublishToRedis(settings), output_type=Types.INT())
@@ -226,9 +227,9 @@ def dead_letter_sink(dead, settings: Settings) -> None:  # type: ignore[no-untyp
     from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 
     dl_sink = (KafkaSink.builder()
-               .set_bootstrap_servers(settings.kafka_bootstrap)
+               .set_bootstrap_servers(settings.kafka.bootstrap)
                .set_record_serializer(KafkaRecordSerializationSchema.builder()
-                                      .set_topic(settings.topic_dead_letter)
+                                      .set_topic(settings.kafka.topic_dead_letter)
                                       .set_value_serialization_schema(SimpleStringSchema())
                                       .build())
                .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
@@ -254,6 +255,6 @@ def run(settings: Settings, opts: JobOptions) -> None:
     """Build and execute the job; blocks while it runs (it is unbounded)."""
     env = make_env(settings, opts)
     build(env, settings, opts)
-    log.info("starting %s (mode %s, parallelism %d, restore %s)", JOB_NAME, settings.python_mode,
-             settings.job_parallelism, opts.restore_path or "none")
+    log.info("starting %s (mode %s, parallelism %d, restore %s)", JOB_NAME,
+             settings.job.python_mode, settings.job.parallelism, opts.restore_path or "none")
     env.execute(JOB_NAME)

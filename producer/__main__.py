@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
-    from producer.load import LoadError, connect, make_pool, read_replay, run_load
+    from producer.load import LoadError, make_pool, open_producer, read_replay, run_load
 
     if args.count is None and args.duration is None and args.replay is None:
         raise CliError("give --count N or --duration SECONDS (or --replay FILE)")
@@ -123,9 +123,9 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
             users, products, fs = _world(args.seed, args.world_dir)
             pool = make_pool(users, products, fs, _oracle(args.oracle, fs), args.seed,
                              dist=_dist(args))
-        producer = connect(settings)
-        log.info("sending to %s (topics %s, %s) at %.0f events/s", settings.kafka_bootstrap,
-                 settings.topic_impressions, settings.topic_clicks, args.rate)
+        producer = open_producer(settings)
+        log.info("sending to %s (topics %s, %s) at %.0f events/s", settings.kafka.bootstrap,
+                 settings.kafka.topic_impressions, settings.kafka.topic_clicks, args.rate)
         stats = run_load(producer, settings, args.rate, count=args.count,
                          duration_s=args.duration, pool=pool, replay=replay,
                          bad_fraction=args.bad_fraction, seed=args.seed,
@@ -150,13 +150,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser, world: bool = True) -> None:
-        p.add_argument("--seed", type=int, default=settings.seed,
+        p.add_argument("--seed", type=int, default=settings.world.seed,
                        help="seed of every random choice (default %(default)s, RTREC_SEED)")
         if world:
             p.add_argument("--world-dir", type=Path, default=None,
                            help="folder with catalog.csv, users.csv, features.json "
                                 "(default: the shipped contract/data when the seed matches)")
-            p.add_argument("--oracle", default=settings.oracle,
+            p.add_argument("--oracle", default=settings.world.oracle,
                            help="click oracle: a name (rules, flat) or a dotted path "
                                 "pkg.module:Class (default %(default)s, RTREC_ORACLE)")
             p.add_argument("--p-morning", type=float, default=0.5,
@@ -183,7 +183,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                                    "results/prepare_data.json.")
     common(p)
     p.add_argument("--events", type=int, default=10_000, help="number of events")
-    p.add_argument("--data-dir", type=Path, default=Path(settings.data_dir),
+    p.add_argument("--data-dir", type=Path, default=Path(settings.world.data_dir),
                    help="output folder of the log (default %(default)s, RTREC_DATA_DIR)")
     p.set_defaults(func=cmd_prepare_data)
 
@@ -210,7 +210,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--replay", type=Path, default=None,
                    help="send the events of a JSON-lines file instead (e.g. history.jsonl)")
     p.add_argument("--bootstrap", default=None,
-                   help=f"Kafka bootstrap servers (default {settings.kafka_bootstrap}, "
+                   help=f"Kafka bootstrap servers (default {settings.kafka.bootstrap}, "
                         "RTREC_KAFKA_BOOTSTRAP)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_load)
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "load":
             if args.bootstrap:
-                settings = Settings.from_env(kafka_bootstrap=args.bootstrap)
+                settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": args.bootstrap})
             return cmd_load(args, settings)
         return int(args.func(args))
     except CliError as exc:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 POLICIES = ("Random", "Popularity", "LinGreedy", "LinUCB", "LinTS", "ClustersTS")
 TOP_K = 5
 TRAIN_FRACTION = 0.8
-REFERENCE = {  # DESIGN.md, published table (seed 1237); None where it gives no figure
+REFERENCE = {  # the project brief's published table (seed 1237); None where it gives no figure
     "Random": {"auc": 0.55, "ctr": 0.1020}, "Popularity": {"auc": 0.2778, "ctr": None},
     "LinGreedy": {"auc": 0.8472, "ctr": None}, "LinUCB": {"auc": 0.8778, "ctr": 0.2558},
     "LinTS": {"auc": 0.6270, "ctr": None}, "ClustersTS": {"auc": 0.4154, "ctr": None},

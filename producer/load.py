@@ -1,7 +1,7 @@
 """Load generation: synthetic impression and click events into Kafka at a target rate.
 
 confluent-kafka (librdkafka) is the client because it is the faster one here (bench/
-bench_load.py measures both; DESIGN.md: kafka-python 8-12k msg/s, confluent-kafka 76-85k).
+bench_load.py measures both; docs/PRODUCER.md gives the figures).
 To reach 20k+ events/s from one Python thread, the expensive part (features, oracle, JSON) is
 done once for a pool of visits; each send only splices a fresh request id and timestamp into
 pre-serialised bytes. Visits follow the simulator: a random user at a time drawn from the
@@ -28,6 +28,7 @@ from contract.config import Settings
 from contract.errors import RtrecError
 from contract.events import Click, Impression
 from contract.features import FeatureSpace, Product, User
+from contract.kafka import kafka_producer
 from producer.context import REFERENCE, ContextDistribution
 from producer.oracle import Oracle
 
@@ -164,29 +165,31 @@ def read_replay(path: Path, settings: Settings) -> list[tuple[str, bytes]]:
                 kind = json.loads(line).get("type")
             except (ValueError, AttributeError) as exc:
                 raise LoadError(f"{path}:{n}: not a JSON event: {exc}") from exc
-            topic = settings.topic_clicks if kind == "click" else settings.topic_impressions
+            k = settings.kafka
+            topic = k.topic_clicks if kind == "click" else k.topic_impressions
             out.append((topic, line))
     return out
 
 
-def connect(settings: Settings, timeout_s: float = 5.0, create_topics: bool = True):
+def open_producer(settings: Settings, timeout_s: float = 5.0, create_topics: bool = True):
     """A confluent-kafka Producer after proving the broker answers; topics created if missing."""
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    base = {"bootstrap.servers": settings.kafka_bootstrap, "client.id": "rtrec-load"}
+    base = {"bootstrap.servers": settings.kafka.bootstrap, "client.id": "rtrec-load"}
     # librdkafka logs every failed connect to fd 2; the probe reports one line instead, and the
     # producer's own client logs go through Python logging (logger "librdkafka").
     admin = AdminClient({**base, "socket.timeout.ms": int(timeout_s * 1000), "log_level": 0})
     try:
         md = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise LoadError(f"Kafka broker unreachable at {settings.kafka_bootstrap} "
+        raise LoadError(f"Kafka broker unreachable at {settings.kafka.bootstrap} "
                         f"({exc.args[0].str() if exc.args else exc})") from exc
-    wanted = [settings.topic_impressions, settings.topic_clicks]
+    wanted = [settings.kafka.topic_impressions, settings.kafka.topic_clicks]
     missing = [t for t in wanted if t not in md.topics]
     if missing and create_topics:
-        futures = admin.create_topics([NewTopic(t, settings.topic_partitions, 1) for t in missing])
+        futures = admin.create_topics([NewTopic(t, settings.kafka.topic_partitions, 1)
+                                       for t in missing])
         for topic, fut in futures.items():
             try:
                 fut.result(timeout=timeout_s)
@@ -194,14 +197,15 @@ def connect(settings: Settings, timeout_s: float = 5.0, create_topics: bool = Tr
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise LoadError(f"cannot create topic {topic}: {exc}") from exc
-    return Producer({**base, **PRODUCER_CONFIG, "logger": logging.getLogger("librdkafka")})
+    return kafka_producer(settings.kafka, **{"client.id": "rtrec-load", **PRODUCER_CONFIG,
+                                             "logger": logging.getLogger("librdkafka")})
 
 
 def _messages(pool: list[Visit], settings: Settings, rng: np.random.Generator,
               bad_fraction: float, run_id: str) -> Iterator[tuple[str, bytes, bytes, str | None]]:
     """Endless (topic, key, value, bad_kind) in visit order; bad events replace good ones."""
     i = 0
-    timps, tclk = settings.topic_impressions, settings.topic_clicks
+    timps, tclk = settings.kafka.topic_impressions, settings.kafka.topic_clicks
     while True:
         coins = rng.random(4096)
         kinds = rng.integers(0, len(BAD_KINDS), 4096)
@@ -265,7 +269,7 @@ def run_load(producer, settings: Settings, rate: float, *, count: int | None = N
     start = time.perf_counter()
     end = start + duration_s + 1.0 if duration_s is not None else float("inf")
     produce, poll = producer.produce, producer.poll
-    timps = settings.topic_impressions
+    timps = settings.kafka.topic_impressions
     try:
         while True:
             now = time.perf_counter()

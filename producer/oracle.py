@@ -1,10 +1,11 @@
 """The hidden ground truth: how likely a user is to click a product in a context.
 
 Only the simulator uses it (serving and the job never import producer/). The default
-:class:`RulesOracle` is DESIGN.md's rule set; another oracle plugs in by registry name
-(``--oracle flat``) or by dotted path (``--oracle mypkg.mymod:MyOracle`` or
-``mypkg.mymod.MyOracle``): any class taking ``(features: FeatureSpace)`` and providing
-:meth:`Oracle.click_probability` and :meth:`Oracle.click_probabilities`.
+:class:`RulesOracle` is the project's reference rule set (docs/PRODUCER.md); another
+oracle plugs in by registry name (``--oracle flat``) or by dotted path
+(``--oracle mypkg.mymod:MyOracle`` or ``mypkg.mymod.MyOracle``): any class taking
+``(features: FeatureSpace)`` and providing :meth:`Oracle.click_probability` and
+:meth:`Oracle.click_probabilities`.
 
 >>> from contract.features import FeatureSpace, load_catalog, load_users, utc
 >>> oracle = load_oracle("rules", FeatureSpace.load())
@@ -27,7 +28,7 @@ import numpy as np
 from contract.errors import RtrecError
 from contract.features import CATEGORIES, FeatureSpace, Product, User
 
-# DESIGN.md, "The simulated world": the default oracle's logit terms.
+# The default oracle's logit terms (docs/PRODUCER.md, "The hidden oracle").
 BASE_LOGIT = -2.5
 MORNING_DRINKS = 2.5
 WEEKEND_PIZZA_BURGER = 1.8
@@ -61,7 +62,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class RulesOracle:
-    """DESIGN.md's rules: base -2.5; +2.5 morning x Drinks & Desserts; +1.8 weekend x (Pizzas
+    """The reference rules: base -2.5; +2.5 morning x Drinks & Desserts; +1.8 weekend x (Pizzas
     or Burgers & Sandwiches); -3.0 young (age < 0.25) x expensive (price > 0.8); +0.5 Search."""
 
     name = "rules"

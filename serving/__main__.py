@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from serving.app import create_app
 
     app = create_app(settings, notifications=not args.no_notifications, kafka=not args.no_kafka)
-    uvicorn.run(app, host=args.host or settings.serving_host,
-                port=args.port or settings.serving_port, log_level=args.log_level,
+    uvicorn.run(app, host=args.host or settings.serving.host,
+                port=args.port or settings.serving.port, log_level=args.log_level,
                 access_log=False)
     return 0
 

@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
         503: {"model": ErrorResponse}}
-    body_model = recommend_request_model(settings.dim)
+    body_model = recommend_request_model(settings.model.dim)
 
     def recommend_json(body: RecommendRequest) -> bytes:
         user = None

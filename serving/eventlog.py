@@ -25,6 +25,7 @@ from typing import Protocol
 
 from contract.config import Settings
 from contract.events import Click, Event, Impression
+from contract.kafka import kafka_producer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class MemoryEventLog:
 
 
 class KafkaEventLog:
-    """Impressions to ``settings.topic_impressions``, clicks to ``settings.topic_clicks``.
+    """Impressions to ``settings.kafka.topic_impressions``, clicks to ``.topic_clicks``.
 
     ``publish`` serialises the event (~10 us) and calls librdkafka's ``produce``, which copies
     it into the client's bounded queue and returns; librdkafka's own threads batch and send.
@@ -87,11 +88,9 @@ class KafkaEventLog:
     def __init__(self, settings: Settings, max_queue: int = 100_000, linger_ms: int = 5,
                  message_timeout_ms: int = 30_000, extra_config: dict[str, object] | None = None
                  ) -> None:
-        from confluent_kafka import Producer  # imported here: the library imports without it
-
-        self._topics = {"impression": settings.topic_impressions, "click": settings.topic_clicks}
+        self._topics = {"impression": settings.kafka.topic_impressions,
+                        "click": settings.kafka.topic_clicks}
         config: dict[str, object] = {
-            "bootstrap.servers": settings.kafka_bootstrap,
             "client.id": "rtrec-serving",
             "acks": "all",
             "enable.idempotence": True,
@@ -106,7 +105,7 @@ class KafkaEventLog:
             "logger": logging.getLogger("serving.eventlog.librdkafka"),  # not raw stderr
         }
         config.update(extra_config or {})
-        self._producer = Producer(config)
+        self._producer = kafka_producer(settings.kafka, **config)
         self._closing = False
         self._flushed = False
         self._lock = threading.Lock()

@@ -106,7 +106,7 @@ class Recommender:
             if product_ids is None:
                 raise InvalidRequestError("product_ids: give product_ids, a snapshot or a "
                                           "refresher")
-            snapshot = Snapshot.prior(product_ids, settings.dim, settings.l2)
+            snapshot = Snapshot.prior(product_ids, settings.model.dim, settings.model.l2)
         self._refresher = refresher
         self._snapshot = snapshot
         self.events: EventSink = events if events is not None else MemoryEventLog()
@@ -214,12 +214,12 @@ class Recommender:
         The context comes from ``x`` if given, else from ``user`` (raw features), else from the
         user table by id. ``policy`` and ``alpha`` default to the settings'.
         """
-        policy = policy or self.settings.policy
+        policy = policy or self.settings.serving.policy
         check_policy(policy)
-        alpha = self.settings.alpha if alpha is None else float(alpha)
+        alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
-        k = self.settings.top_k if k is None else k
+        k = self.settings.model.top_k if k is None else k
         if not 1 <= k <= MAX_SHOWN:
             raise InvalidRequestError(f"k: must be in 1..{MAX_SHOWN}, got {k}")
         if isinstance(user_id, bool) or not isinstance(user_id, int | np.integer):
@@ -284,8 +284,8 @@ class Recommender:
             vec = np.asarray(x, dtype=np.float64).reshape(-1)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(f"x: not a vector of numbers: {exc}") from exc
-        if vec.shape != (self.settings.dim,):
-            raise InvalidRequestError(f"x: length {vec.size} != dim {self.settings.dim}")
+        if vec.shape != (self.settings.model.dim,):
+            raise InvalidRequestError(f"x: length {vec.size} != dim {self.settings.model.dim}")
         if not np.isfinite(vec).all():
             raise InvalidRequestError("x: every value must be finite")
         return vec

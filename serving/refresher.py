@@ -32,7 +32,7 @@ import redis
 
 from contract.codec import CodecError, Params, decode
 from contract.config import Settings
-from contract.store import ParamStore, connect
+from contract.store import ParamStore, redis_client
 from serving.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,10 @@ class SnapshotRefresher:
                  notifications: bool = True, reconcile_every: int = 10,
                  client_factory: Callable[[], redis.Redis] | None = None) -> None:
         self.settings = settings
-        self.snapshot = Snapshot.prior(product_ids, settings.dim, settings.l2)
+        self.snapshot = Snapshot.prior(product_ids, settings.model.dim, settings.model.l2)
         self.notifications = notifications
         self.reconcile_every = max(1, reconcile_every)
-        self._client_factory = client_factory or (lambda: connect(
-            settings.redis_host, settings.redis_port, settings.redis_password,
-            settings.redis_db, settings.redis_timeout_s))
+        self._client_factory = client_factory or (lambda: redis_client(settings.redis))
         self._stop = threading.Event()
         self._loaded = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,7 +110,7 @@ class SnapshotRefresher:
             pubsub = None
             try:
                 client = self._client_factory()
-                store = ParamStore(client, self.settings.redis_prefix)
+                store = ParamStore(client, self.settings.redis.prefix)
                 if self.notifications:
                     pubsub = client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(store.keys.channel)  # before the load: miss nothing
@@ -134,7 +132,7 @@ class SnapshotRefresher:
                             closable.close()
             if not self._stop.is_set():
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, max(0.5, self.settings.poll_interval_s))
+                backoff = min(backoff * 2, max(0.5, self.settings.serving.poll_interval_s))
 
     def _fail(self, reason: str) -> None:
         if self._redis_ok or self._last_error != reason:
@@ -145,7 +143,7 @@ class SnapshotRefresher:
     def _follow(self, store: ParamStore, pubsub) -> None:  # type: ignore[no-untyped-def]
         """Apply notifications as they come; poll versions on schedule. Returns only by raising
         (Redis trouble) or when stopped."""
-        interval = self.settings.poll_interval_s
+        interval = self.settings.serving.poll_interval_s
         polls = 0
         next_poll = time.monotonic() + interval
         while not self._stop.is_set():
@@ -214,7 +212,7 @@ class SnapshotRefresher:
                 if blob is None:
                     continue
                 try:
-                    out[pid] = decode(blob, self.settings.dim)
+                    out[pid] = decode(blob, self.settings.model.dim)
                 except CodecError as exc:
                     log.error("skipping corrupt parameters of %s: %s", pid, exc)
         return out

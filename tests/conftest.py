@@ -21,14 +21,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A running Kafka + Redis; ``stack.settings`` points at them."""
     root: Path = tmp_path_factory.mktemp("stack")
     kafka_port = free_port()
-    settings = Settings.from_env(
-        {},
-        kafka_bootstrap=f"127.0.0.1:{kafka_port}",
-        redis_port=free_port(),
-        stack_dir=str(root),
-        checkpoint_dir=str(root / "checkpoints"),
-        data_dir=str(root / "data"),
-    )
+    settings = Settings.from_env({
+        "RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}", "RTREC_REDIS_PORT": free_port(),
+        "RTREC_STACK_DIR": root, "RTREC_CHECKPOINT_DIR": root / "checkpoints",
+        "RTREC_DATA_DIR": root / "data"})
     s = Stack(settings, kafka_controller_port=free_port())
     try:
         s.up(timeout_s=120)
@@ -41,17 +37,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def unique_settings(stack: Stack) -> Settings:
     """The stack's settings with topics and a Redis prefix of this test's own (created)."""
     tag = uuid.uuid4().hex[:8]
-    settings = Settings.from_env(
-        {},
-        **{**_fields(stack.settings), "topic_impressions": f"impressions-{tag}",
-           "topic_clicks": f"clicks-{tag}", "topic_dead_letter": f"dead-letter-{tag}",
-           "redis_prefix": f"t{tag}"},
-    )
+    settings = stack.settings.isolated(f"t{tag}", Path(stack.settings.stack.dir) / "runs")
     Stack(settings, kafka_controller_port=stack.kafka_controller_port).create_topics()
     return settings
-
-
-def _fields(settings: Settings) -> dict:
-    import dataclasses
-
-    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}

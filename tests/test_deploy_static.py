@@ -211,20 +211,20 @@ def port_problems(compose: dict[str, Any]) -> list[str]:
     def host_ports(service: str) -> dict[str, str]:
         return {container: host for _, host, container in published(svc[service])}
 
-    kafka_port = DEFAULTS.kafka_bootstrap.rsplit(":", 1)[1]
+    kafka_port = DEFAULTS.kafka.bootstrap.rsplit(":", 1)[1]
     if host_ports("kafka").get(kafka_port) != kafka_port:
         problems.append(f"kafka: host port {kafka_port} (default RTREC_KAFKA_BOOTSTRAP) "
                         "is not published")
     advertised = str(service_env(svc["kafka"]).get("KAFKA_ADVERTISED_LISTENERS"))
     if f"127.0.0.1:{kafka_port}" not in advertised:
         problems.append(f"kafka: 127.0.0.1:{kafka_port} is not an advertised listener")
-    for service, field, container in (("redis", "redis_port", "6379"),
-                                      ("jobmanager", "flink_rest_port", "8081"),
-                                      ("serving", "serving_port", "8000")):
-        want = str(getattr(DEFAULTS, field))
+    for service, variable, container in (("redis", "RTREC_REDIS_PORT", "6379"),
+                                         ("jobmanager", "RTREC_FLINK_REST_PORT", "8081"),
+                                         ("serving", "RTREC_SERVING_PORT", "8000")):
+        want = DEFAULTS.to_env()[variable]
         if host_ports(service).get(container) != want:
             problems.append(f"{service}: host port for {container} is not {want} "
-                            f"(the default of RTREC_{field.upper()})")
+                            f"(the default of {variable})")
     # inside the network, clients use the ports the servers listen on
     for name, s in svc.items():
         env = service_env(s)
@@ -245,13 +245,13 @@ def port_problems(compose: dict[str, Any]) -> list[str]:
 def topic_problems(compose: dict[str, Any]) -> list[str]:
     env = service_env(compose["services"]["kafka-init"])
     topics = (env.get("TOPICS") or "").split()
-    want = [DEFAULTS.topic_impressions, DEFAULTS.topic_clicks, DEFAULTS.topic_dead_letter]
+    want = list(DEFAULTS.kafka.topics)
     problems = []
     if topics != want:
         problems.append(f"kafka-init creates {topics}, the code's topics are {want}")
-    if env.get("PARTITIONS") != str(DEFAULTS.topic_partitions):
+    if env.get("PARTITIONS") != str(DEFAULTS.kafka.topic_partitions):
         problems.append(f"kafka-init partitions {env.get('PARTITIONS')} != "
-                        f"RTREC_TOPIC_PARTITIONS default {DEFAULTS.topic_partitions}")
+                        f"RTREC_TOPIC_PARTITIONS default {DEFAULTS.kafka.topic_partitions}")
     return problems
 
 

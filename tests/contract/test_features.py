@@ -13,15 +13,15 @@ from contract.features import CONTEXT_DIM, CONTEXT_NAMES, FeatureError, FeatureS
 
 
 def test_the_shipped_settings_and_feature_space_agree() -> None:
-    assert Settings.from_env({}).dim == CONTEXT_DIM == len(CONTEXT_NAMES)
-    check_dim(Settings.from_env({}).dim)
+    assert Settings.from_env({}).model.dim == CONTEXT_DIM == len(CONTEXT_NAMES)
+    check_dim(Settings.from_env({}).model.dim)
     assert FeatureSpace.load().to_dict()["context"]["names"] == list(CONTEXT_NAMES)
 
 
 @pytest.mark.parametrize("dim", [1, CONTEXT_DIM - 1, CONTEXT_DIM + 1, 40])
 def test_a_mismatched_dim_is_refused_naming_both_numbers(dim: int) -> None:
     with pytest.raises(FeatureError, match=f"dim {dim} != CONTEXT_DIM {CONTEXT_DIM}") as err:
-        check_dim(Settings.from_env({"RTREC_DIM": str(dim)}).dim)
+        check_dim(Settings.from_env({"RTREC_DIM": str(dim)}).model.dim)
     assert isinstance(err.value, RtrecError) and isinstance(err.value, ValueError)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from contract import codec, linucb
 from contract.config import Settings
-from contract.store import ParamStore, connect
+from contract.store import ParamStore
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def _blob(n: int, d: int = 4) -> bytes:
 @pytest.fixture
 def store(unique_settings: Settings) -> ParamStore:
     s = unique_settings
-    return ParamStore(connect(s.redis_host, s.redis_port, timeout_s=2), prefix=s.redis_prefix)
+    return ParamStore.from_settings(s, timeout_s=2)
 
 
 def test_newer_replaces_older_never_the_reverse(store: ParamStore) -> None:

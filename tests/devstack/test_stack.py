@@ -18,13 +18,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_kafka_round_trip_1000_records(stack: Stack) -> None:
-    topic = stack.settings.topic_impressions
-    producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "linger.ms": 5})
+    topic = stack.settings.kafka.topic_impressions
+    producer = Producer({"bootstrap.servers": stack.settings.kafka.bootstrap, "linger.ms": 5})
     sent = {f"rec-{i}-{uuid.uuid4().hex}" for i in range(1000)}
     for value in sent:
         producer.produce(topic, value.encode())
     assert producer.flush(30) == 0
-    consumer = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap,
+    consumer = Consumer({"bootstrap.servers": stack.settings.kafka.bootstrap,
                          "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     got: set[str] = set()
@@ -40,14 +40,14 @@ def test_kafka_round_trip_1000_records(stack: Stack) -> None:
 def test_topics_have_explicit_partitions(stack: Stack) -> None:
     from confluent_kafka.admin import AdminClient
 
-    md = AdminClient({"bootstrap.servers": stack.settings.kafka_bootstrap}).list_topics(timeout=10)
-    for topic in (stack.settings.topic_impressions, stack.settings.topic_clicks,
-                  stack.settings.topic_dead_letter):
-        assert len(md.topics[topic].partitions) == stack.settings.topic_partitions
+    md = AdminClient({"bootstrap.servers": stack.settings.kafka.bootstrap}).list_topics(timeout=10)
+    for topic in (stack.settings.kafka.topic_impressions, stack.settings.kafka.topic_clicks,
+                  stack.settings.kafka.topic_dead_letter):
+        assert len(md.topics[topic].partitions) == stack.settings.kafka.topic_partitions
 
 
 def test_redis_round_trip(stack: Stack) -> None:
-    client = redis.Redis(port=stack.settings.redis_port, socket_timeout=2)
+    client = redis.Redis(port=stack.settings.redis.port, socket_timeout=2)
     payload = os.urandom(2048)
     client.set("round-trip", payload)
     assert client.get("round-trip") == payload
@@ -61,17 +61,18 @@ def test_second_up_is_a_no_op(stack: Stack) -> None:
 
 
 def test_down_stops_exactly_what_up_started(tmp_path) -> None:
-    settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                                 redis_port=free_port(), redis_password="s3cret-for-test",
-                                 stack_dir=str(tmp_path))
+    settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+                                  "RTREC_REDIS_PORT": free_port(),
+                                  "RTREC_REDIS_PASSWORD": "s3cret-for-test",
+                                  "RTREC_STACK_DIR": tmp_path})
     own = Stack(settings, kafka_controller_port=free_port())
     own.up(timeout_s=120)
     try:
         pids = {n: s["pid"] for n, s in own.status().items()}
         assert all(pids.values())
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=settings.redis_port).ping()
-        assert redis.Redis(port=settings.redis_port, password="s3cret-for-test").ping()
+            redis.Redis(port=settings.redis.port).ping()
+        assert redis.Redis(port=settings.redis.port, password="s3cret-for-test").ping()
     finally:
         stopped = own.down()
     assert sorted(stopped) == ["kafka", "redis"]
@@ -87,7 +88,7 @@ def test_unready_service_names_itself_and_its_log(tmp_path) -> None:
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", taken))
         blocker.listen()
-        settings = Settings.from_env({}, redis_port=taken, stack_dir=str(tmp_path))
+        settings = Settings.from_env({"RTREC_REDIS_PORT": taken, "RTREC_STACK_DIR": str(tmp_path)})
         with pytest.raises(StackError, match="port .* is taken"):
             Stack(settings).up(timeout_s=5)
 

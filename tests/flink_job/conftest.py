@@ -3,7 +3,6 @@ and the product list the job checks against."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -23,5 +22,5 @@ def products_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def job_settings(unique_settings: Settings, tmp_path: Path) -> Settings:
     """The stack's settings with this test's topics, prefix and checkpoint folder."""
-    return dataclasses.replace(unique_settings, checkpoint_dir=str(tmp_path / "checkpoints"),
-                               checkpoint_interval_ms=1000)
+    return unique_settings.override(RTREC_CHECKPOINT_DIR=tmp_path / "checkpoints",
+                                    RTREC_CHECKPOINT_INTERVAL_MS=1000)

@@ -21,8 +21,7 @@ import pytest
 from contract.config import Settings
 from contract.events import Click, Impression
 from contract.linucb import ucb_scores
-from contract.store import ParamStore, connect
-from flink_job import checkpoints
+from contract.store import ParamStore
 from endtoend.harness import (
     JobProcess,
     Record,
@@ -35,6 +34,7 @@ from endtoend.harness import (
     versions,
     wait_for,
 )
+from flink_job import checkpoints
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ LOG_PRODUCTS = PRODUCTS[:190]  # p190.. are kept for the reward-join cases
 
 
 def _store(s: Settings) -> ParamStore:
-    return ParamStore(connect(s.redis_host, s.redis_port, s.redis_password, s.redis_db, 2.0),
-                      s.redis_prefix)
+    return ParamStore.from_settings(s, timeout_s=2.0)
 
 
 class DeadLetters:
@@ -55,10 +54,10 @@ class DeadLetters:
     def __init__(self, s: Settings) -> None:
         from confluent_kafka import Consumer
 
-        self.consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap,
-                                  "group.id": f"dl-reader-{s.redis_prefix}",
+        self.consumer = Consumer({"bootstrap.servers": s.kafka.bootstrap,
+                                  "group.id": f"dl-reader-{s.redis.prefix}",
                                   "auto.offset.reset": "earliest"})
-        self.consumer.subscribe([s.topic_dead_letter])
+        self.consumer.subscribe([s.kafka.topic_dead_letter])
         self.items: list[dict] = []
 
     def poll(self) -> list[dict]:
@@ -85,12 +84,12 @@ def _join_cases(s: Settings, t0: int, rng: np.random.Generator,
     partition 0 of their topic: the duplicate impression must be read after the original
     (with Kafka's default partitioner it sometimes came first, from another partition, and
     the original was the one dead-lettered)."""
-    w = int(s.reward_window_s * 1000)
-    imp_t, clk_t, dl = s.topic_impressions, s.topic_clicks, Counter()
+    w = int(s.job.reward_window_s * 1000)
+    imp_t, clk_t, dl = s.kafka.topic_impressions, s.kafka.topic_clicks, Counter()
     recs: list[Record] = []
 
     def x() -> np.ndarray:
-        return np.round(rng.normal(size=s.dim), 6)
+        return np.round(rng.normal(size=s.model.dim), 6)
 
     def add_imp(rid: str, ts: int, products: tuple[str, ...], rewards: dict[str, float]) -> None:
         xv = x()
@@ -130,10 +129,10 @@ def _join_cases(s: Settings, t0: int, rng: np.random.Generator,
         ("unparseable", b"\xff\xfe{}"),  # not UTF-8
         ("unparseable", b"[" * 10_000),  # RecursionError in json
         ("unparseable", SEPARATED),  # holds the batches' separator: must not split a batch
-        ("oversized", b'{"pad":"' + b"x" * (s.max_event_bytes + 10) + b'"}'),
+        ("oversized", b'{"pad":"' + b"x" * (s.job.max_event_bytes + 10) + b'"}'),
         ("missing_field", json.dumps({k: v for k, v in good.items() if k != "x"}).encode()),
         ("wrong_type", json.dumps({**good, "user_id": "7"}).encode()),
-        ("not_finite", json.dumps({**good, "x": [float("nan")] * s.dim}).encode()),
+        ("not_finite", json.dumps({**good, "x": [float("nan")] * s.model.dim}).encode()),
         ("not_finite", json.dumps(good).replace('"x": [', '"x": [1e309, ', 1).encode()),
         ("wrong_dimension", json.dumps({**good, "x": [0.0, 1.0, 2.0]}).encode()),
         ("unknown_product", json.dumps({**good, "products": ["p999"], "scores": [0.0]}).encode()),
@@ -161,7 +160,7 @@ def _wait_learned(s: Settings, want: dict[str, int], job: JobProcess, timeout_s:
 
 
 def _assert_parity(s: Settings, expected: dict[str, tuple[int, np.ndarray, np.ndarray]]) -> dict:
-    params = _store(s).read_all(s.dim)
+    params = _store(s).read_all(s.model.dim)
     assert set(params) == set(expected)
     for pid, (n, A_inv, b) in expected.items():
         st = params[pid].state
@@ -178,12 +177,12 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
     ranks like MABWiser's LinUCB, and every bad record is dead-lettered with its reason."""
     s = job_settings
     t0 = now_ms() - 30 * 60_000
-    traffic = seeded_traffic(s, 5000, seed=s.seed, start_ms=t0, products=LOG_PRODUCTS)
+    traffic = seeded_traffic(s, 5000, seed=s.world.seed, start_ms=t0, products=LOG_PRODUCTS)
     rng = np.random.default_rng(7)
     cases, expected_dl = _join_cases(s, t0 + 60_000, rng, traffic)
-    expected_dl["unparseable"] += 2 * s.topic_partitions  # the sentinels
+    expected_dl["unparseable"] += 2 * s.kafka.topic_partitions  # the sentinels
     produce(s, [*traffic.records, *cases, *sentinels(s, now_ms() + 10 * 60_000)])
-    expected = ridge(traffic.observations, s.dim, s.l2)
+    expected = ridge(traffic.observations, s.model.dim, s.model.l2)
 
     job = JobProcess(s, tmp_path / "job.log",
                      ["--products", str(products_file), "--max-restarts", "0"]).start()
@@ -215,7 +214,7 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
     dead.close()
     assert Counter(d["reason"] for d in items) == expected_dl
     for d in items:
-        assert d["topic"] in (s.topic_impressions, s.topic_clicks) and d["offset"] >= 0
+        assert d["topic"] in (s.kafka.topic_impressions, s.kafka.topic_clicks) and d["offset"] >= 0
         assert "value" in d or "value_b64" in d
     by_reason = {d["reason"]: d for d in items}
     assert by_reason["oversized"]["value_truncated"] is True
@@ -233,14 +232,14 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
             decisions.append(pid)
             rewards.append(r)
             contexts.append(xv)
-    mab = MAB(arms, LearningPolicy.LinUCB(alpha=s.alpha, l2_lambda=s.l2), seed=1)
+    mab = MAB(arms, LearningPolicy.LinUCB(alpha=s.model.alpha, l2_lambda=s.model.l2), seed=1)
     mab.fit(decisions, rewards, np.array(contexts))
-    queries = np.random.default_rng(11).normal(size=(25, s.dim))
+    queries = np.random.default_rng(11).normal(size=(25, s.model.dim))
     theirs = mab.predict_expectations(queries)
     thetas = np.stack([params[p].state.A_inv @ params[p].state.b for p in arms])
     A_invs = np.stack([params[p].state.A_inv for p in arms])
     for q, exp in zip(queries, theirs, strict=True):
-        ours = ucb_scores(thetas, A_invs, q, s.alpha)
+        ours = ucb_scores(thetas, A_invs, q, s.model.alpha)
         top_ours = [arms[i] for i in np.argsort(-ours)[:5]]
         top_theirs = sorted(exp, key=lambda a: -exp[a])[:5]
         assert top_ours == top_theirs
@@ -289,24 +288,24 @@ def test_exactly_once_across_two_sigkills(job_settings: Settings, products_file:
     kills = 0
     try:
         for _ in range(3):
-            seen_before = {str(p) for p in checkpoints.completed(s.checkpoint_dir)}
+            seen_before = {str(p) for p in checkpoints.completed(s.job.checkpoint_dir)}
             total = sum(store.versions().values())
             # kill only after this run learned something new AND completed a checkpoint
             wait_for(lambda t=total: sum(store.versions().values()) > t + 300, 150,
                      "progress in Redis", job)
             wait_for(lambda b=seen_before: any(
-                str(p) not in b for p in checkpoints.completed(s.checkpoint_dir)), 60,
+                str(p) not in b for p in checkpoints.completed(s.job.checkpoint_dir)), 60,
                 "a completed checkpoint", job)
             if kills == 2:
                 break
             log.info("SIGKILL %d at %d learned (checkpoint %s)", kills + 1,
-                     sum(store.versions().values()), checkpoints.latest(s.checkpoint_dir))
+                     sum(store.versions().values()), checkpoints.latest(s.job.checkpoint_dir))
             job.kill(signal.SIGKILL)
             kills += 1
             job.start("--restore", "latest")
         stop_feed.set()
         feeder.join(60)
-        expected = ridge(produced.observations, s.dim, s.l2)
+        expected = ridge(produced.observations, s.model.dim, s.model.l2)
         log.info("traffic done: %d observations; %d learned so far", produced.n_observations,
                  sum(store.versions().values()))
         _wait_learned(s, versions(produced.observations), job, timeout_s=120)
@@ -328,14 +327,14 @@ def test_redis_refuses_a_replayed_older_version(job_settings: Settings) -> None:
     from flink_job.publish import Publisher
 
     s = job_settings
-    states = [init_state(s.dim, s.l2)]
+    states = [init_state(s.model.dim, s.model.l2)]
     for i in range(3):
-        states.append(update(states[-1], np.full(s.dim, 0.1 * (i + 1)), 1.0))
+        states.append(update(states[-1], np.full(s.model.dim, 0.1 * (i + 1)), 1.0))
     store = _store(s)
     pub = Publisher(store)
     assert pub.publish([("p001", encode(states[3], 30))]) == 1
     assert pub.publish([("p001", encode(states[1], 10)), ("p002", encode(states[2], 20))]) == 1
-    got = store.read_all(s.dim)
+    got = store.read_all(s.model.dim)
     assert got["p001"].version == 3 and got["p001"].updated_at_ms == 30
     assert got["p002"].version == 2
     np.testing.assert_array_equal(got["p001"].state.A_inv, states[3].A_inv)
@@ -348,12 +347,11 @@ def test_redis_outage_delays_publishing_but_loses_no_learning(
     it: no restarts allowed), and the writer keeps what it could not write and retries, so once
     Redis is back, with no new event, every product reaches the state batch ridge gives for
     all the events, including those learned while Redis was down."""
-    import dataclasses
 
     from devstack.stack import Stack, free_port
 
-    s = dataclasses.replace(job_settings, redis_port=free_port(),
-                            stack_dir=str(tmp_path / "private-redis"))
+    s = job_settings.override(RTREC_REDIS_PORT=free_port(),
+                              RTREC_STACK_DIR=tmp_path / "private-redis")
     redis_stack = Stack(s)
     redis_stack._start_redis()
     redis_stack._wait_redis(30)
@@ -381,7 +379,7 @@ def test_redis_outage_delays_publishing_but_loses_no_learning(
         assert set(versions(produced.observations)) == set(products)  # all pending, all due
         _wait_learned(s, versions(produced.observations), job, timeout_s=120)
         assert job.alive()
-        _assert_parity(s, ridge(produced.observations, s.dim, s.l2))
+        _assert_parity(s, ridge(produced.observations, s.model.dim, s.model.l2))
     finally:
         job.kill()
         redis_stack.services["redis"].stop()

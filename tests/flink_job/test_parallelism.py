@@ -13,7 +13,6 @@ must learn the whole log again.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -26,9 +25,8 @@ import numpy as np
 import pytest
 
 from contract.config import Settings
-from contract.store import ParamStore, connect
+from contract.store import ParamStore
 from devstack.stack import Stack, free_port
-from flink_job import cluster
 from endtoend.harness import (
     JobProcess,
     now_ms,
@@ -39,6 +37,7 @@ from endtoend.harness import (
     versions,
     wait_for,
 )
+from flink_job import cluster
 from flink_job.job import JOB_NAME
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
@@ -49,23 +48,20 @@ N_EVENTS = 3000
 
 
 def _store(s: Settings) -> ParamStore:
-    return ParamStore(connect(s.redis_host, s.redis_port, s.redis_password, s.redis_db, 2.0),
-                      s.redis_prefix)
+    return ParamStore.from_settings(s, timeout_s=2.0)
 
 
 def _fresh(stack: Stack, base: Settings, **over: object) -> Settings:
     """``base`` with topics and a Redis prefix of its own (topics created)."""
     tag = uuid.uuid4().hex[:8]
-    s = dataclasses.replace(base, topic_impressions=f"impressions-{tag}",
-                            topic_clicks=f"clicks-{tag}", topic_dead_letter=f"dead-letter-{tag}",
-                            redis_prefix=f"t{tag}", **over)
+    s = base.isolated(f"t{tag}", Path(base.stack.dir) / "runs").override(**over)
     Stack(s, kafka_controller_port=stack.kafka_controller_port).create_topics()
     return s
 
 
 def _cluster_pids(s: Settings) -> list[int]:
     pids = []
-    for f in (Path(s.stack_dir) / "flink" / "pid").glob("*.pid"):
+    for f in (Path(s.stack.dir) / "flink" / "pid").glob("*.pid"):
         pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
     return pids
 
@@ -79,7 +75,7 @@ def _alive(pid: int) -> bool:
 
 
 def _cancel(s: Settings, jid: str) -> None:
-    req = urllib.request.Request(f"http://127.0.0.1:{s.flink_rest_port}/jobs/{jid}?mode=cancel",
+    req = urllib.request.Request(f"http://127.0.0.1:{s.stack.flink_rest_port}/jobs/{jid}?mode=cancel",
                                  method="PATCH")
     try:
         urllib.request.urlopen(req, timeout=5).close()
@@ -91,11 +87,11 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         stack: Stack, job_settings: Settings, products_file: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     s1 = job_settings  # parallelism 1, local mini-cluster
-    assert s1.topic_partitions >= 2
-    s2 = _fresh(stack, s1, job_parallelism=2, flink_rest_port=free_port(),
-                stack_dir=str(tmp_path / "stack"),
-                checkpoint_dir=str(tmp_path / "checkpoints-p2"))
-    assert s2.flink_rest_port != 8081
+    assert s1.kafka.topic_partitions >= 2
+    s2 = _fresh(stack, s1, RTREC_JOB_PARALLELISM=2, RTREC_FLINK_REST_PORT=free_port(),
+                RTREC_STACK_DIR=tmp_path / "stack",
+                RTREC_CHECKPOINT_DIR=tmp_path / "checkpoints-p2")
+    assert s2.stack.flink_rest_port != 8081
 
     # cluster.py leaves jobmanager.rpc.port at Flink's fixed default (6123): take a free one
     # so this cluster cannot collide with one someone else runs on this machine.
@@ -112,16 +108,16 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
 
     # the same seeded log (impressions + clicks) to both topic sets, then the sentinels
     t0 = now_ms() - 30 * 60_000
-    traffic = seeded_traffic(s1, N_EVENTS, seed=s1.seed, start_ms=t0, products=PRODUCTS)
+    traffic = seeded_traffic(s1, N_EVENTS, seed=s1.world.seed, start_ms=t0, products=PRODUCTS)
     assert traffic.n_events == N_EVENTS
     far = now_ms() + 10 * 60_000
     for s in (s1, s2):
-        recs = [({s1.topic_impressions: s.topic_impressions,
-                  s1.topic_clicks: s.topic_clicks}[topic], value, ts, p)
+        recs = [({s1.kafka.topic_impressions: s.kafka.topic_impressions,
+                  s1.kafka.topic_clicks: s.kafka.topic_clicks}[topic], value, ts, p)
                 for topic, value, ts, p in traffic.records]
         produce(s, [*recs, *sentinels(s, far)])
     want = versions(traffic.observations)
-    expected = ridge(traffic.observations, s1.dim, s1.l2)
+    expected = ridge(traffic.observations, s1.model.dim, s1.model.l2)
 
     started = time.monotonic()
     job1 = JobProcess(s1, tmp_path / "job-p1.log",
@@ -131,7 +127,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         cluster.up(s2, timeout_s=90)
         overview = cluster.rest(s2, "/overview")
         assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2, overview
-        log.info("cluster up on 127.0.0.1:%d in %.1fs", s2.flink_rest_port,
+        log.info("cluster up on 127.0.0.1:%d in %.1fs", s2.stack.flink_rest_port,
                  time.monotonic() - started)
         assert cluster.submit(s2, products=str(products_file)) == 0
         jobs = cluster.rest(s2, "/jobs/overview")["jobs"]
@@ -154,16 +150,16 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         assert cluster.rest(s2, "/overview")["slots-available"] == 0
         assert job1.alive(), "the parallelism-1 job failed (no restart was allowed)"
         time.sleep(1.0)  # nothing more may arrive
-        p1, p2 = store1.read_all(s1.dim), store2.read_all(s2.dim)
+        p1, p2 = store1.read_all(s1.model.dim), store2.read_all(s2.model.dim)
 
         # a second thread-mode job on the same session cluster (fails unless pemja loads
-        # parent-first, DESIGN.md): cancel, resubmit under a new prefix, hence a new consumer
-        # group reading the whole log again, and it learns it all again
+        # parent-first, flink_job/cluster.py): cancel, resubmit under a new prefix, hence a new
+        # consumer group reading the whole log again, and it learns it all again
         _cancel(s2, jid)
         jid = None
         wait_for(lambda: cluster.rest(s2, "/overview")["slots-available"] == 2, 60,
                  "the cancelled job's slots")
-        s3 = dataclasses.replace(s2, redis_prefix=f"{s2.redis_prefix}b")
+        s3 = s2.override(RTREC_REDIS_PREFIX=f"{s2.redis.prefix}b")
         assert cluster.submit(s3, products=str(products_file)) == 0
         jid = next(j["jid"] for j in cluster.rest(s2, "/jobs/overview")["jobs"]
                    if j["state"] not in ("CANCELED", "CANCELLING"))

@@ -12,17 +12,17 @@ from contract.config import Settings
 from contract.events import EventError, parse_event
 from contract.features import CONTEXT_DIM, FeatureSpace, load_catalog, load_users
 from producer.__main__ import main
-from producer.load import BAD_HEADER, connect, make_pool, run_load
+from producer.load import BAD_HEADER, make_pool, open_producer, run_load
 from producer.oracle import load_oracle
 
 pytestmark = pytest.mark.integration
 
 
 def _read_all(settings: Settings, expected: int, timeout_s: float = 60.0) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap,
                          "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False})
-    consumer.subscribe([settings.topic_impressions, settings.topic_clicks])
+    consumer.subscribe([settings.kafka.topic_impressions, settings.kafka.topic_clicks])
     got: list = []
     deadline = time.monotonic() + timeout_s
     while len(got) < expected and time.monotonic() < deadline:
@@ -40,7 +40,7 @@ def test_every_sent_event_is_readable_and_bad_ones_are_marked(
         unique_settings: Settings) -> None:
     users, products, fs = load_users(), load_catalog(), FeatureSpace.load()
     pool = make_pool(users, products, fs, load_oracle("rules", fs), seed=1237, n=300)
-    producer = connect(unique_settings)
+    producer = open_producer(unique_settings)
     stats = run_load(producer, unique_settings, rate=20_000, count=3000, pool=pool,
                      bad_fraction=0.1, progress=False)
     assert (stats.sent, stats.acked, stats.failed) == (3000, 3000, 0)
@@ -58,7 +58,7 @@ def test_every_sent_event_is_readable_and_bad_ones_are_marked(
                 parse_event(msg.value(), dim=CONTEXT_DIM, known_products=known)
         else:
             event = parse_event(msg.value(), dim=CONTEXT_DIM, known_products=known)
-            assert event.type == ("click" if msg.topic() == unique_settings.topic_clicks
+            assert event.type == ("click" if msg.topic() == unique_settings.kafka.topic_clicks
                                   else "impression")
             assert msg.key().decode() == event.request_id
     assert bad == stats.bad

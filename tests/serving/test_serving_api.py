@@ -20,7 +20,7 @@ from serving_helpers import blob, learned_state, post_both
 from contract.config import Settings
 from contract.events import Impression, parse_event
 from contract.features import FeatureSpace, load_catalog, load_users
-from contract.store import ParamStore, connect
+from contract.store import ParamStore
 from devstack.stack import free_port
 from serving import Recommender
 from serving.app import create_app
@@ -133,8 +133,8 @@ def test_python_m_serving_end_to_end(unique_settings) -> None:
     """The real entry point against the real stack: loads parameters from Redis, answers
     over HTTP, logs the impression to Kafka, shuts down cleanly on SIGTERM."""
     settings = unique_settings
-    store = ParamStore(connect(settings.redis_host, settings.redis_port), settings.redis_prefix)
-    store.write("p042", blob(learned_state(np.random.default_rng(0), settings.dim, 9)))
+    store = ParamStore.from_settings(settings)
+    store.write("p042", blob(learned_state(np.random.default_rng(0), settings.model.dim, 9)))
     port = free_port()
     env = {**os.environ, **settings.to_env(), "RTREC_SERVING_PORT": str(port)}
     env = {k: v for k, v in env.items() if not k.startswith("RTREC_") or k in settings.to_env()
@@ -166,8 +166,8 @@ def test_python_m_serving_end_to_end(unique_settings) -> None:
     assert b"Traceback" not in err, err.decode()[-2000:]
     from test_serving_events import _consume
 
-    messages = _consume(settings, settings.topic_impressions, 1)
-    imp = parse_event(messages[0].value(), dim=settings.dim)
+    messages = _consume(settings, settings.kafka.topic_impressions, 1)
+    imp = parse_event(messages[0].value(), dim=settings.model.dim)
     assert imp.request_id == rid and imp.model_version == 9
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def _consume(settings: Settings, topic: str, n: int, timeout_s: float = 30.0) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap,
                          "group.id": f"test-{uuid.uuid4().hex[:8]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
@@ -60,11 +60,11 @@ def test_every_recommendation_logs_an_impression_and_feedback_a_click(unique_set
     stats = rec.events.stats()
     assert (stats.published, stats.failed, stats.dropped, stats.queued) == (66, 0, 0, 0)
 
-    messages = _consume(settings, settings.topic_impressions, 60)
+    messages = _consume(settings, settings.kafka.topic_impressions, 60)
     assert len(messages) == 60
     product_ids = {p.product_id for p in catalog}
     for msg in messages:
-        imp = parse_event(msg.value(), dim=settings.dim, known_products=product_ids)
+        imp = parse_event(msg.value(), dim=settings.model.dim, known_products=product_ids)
         assert isinstance(imp, Impression)
         assert msg.key().decode() == imp.request_id
         r = shown.pop(imp.request_id)
@@ -78,8 +78,8 @@ def test_every_recommendation_logs_an_impression_and_feedback_a_click(unique_set
         assert imp.propensity == pytest.approx(expected)
     assert not shown
 
-    clicks = [parse_event(m.value(), dim=settings.dim)
-              for m in _consume(settings, settings.topic_clicks, 6)]
+    clicks = [parse_event(m.value(), dim=settings.model.dim)
+              for m in _consume(settings, settings.kafka.topic_clicks, 6)]
     assert all(isinstance(c, Click) for c in clicks)
     assert sorted((c.request_id, c.product_id) for c in clicks) == sorted(
         (r.request_id, r.items[0].product_id) for r in clicked)
@@ -87,13 +87,13 @@ def test_every_recommendation_logs_an_impression_and_feedback_a_click(unique_set
 
 
 def test_unreachable_kafka_never_blocks_and_counts_every_event() -> None:
-    settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
     log = KafkaEventLog(settings, max_queue=20, message_timeout_ms=1500)
     rec = Recommender(settings, ["a", "b", "c"], events=log)
     waits = []
     for _ in range(200):
         t0 = time.perf_counter()
-        rec.recommend(1, x=np.ones(settings.dim), k=2)
+        rec.recommend(1, x=np.ones(settings.model.dim), k=2)
         waits.append(time.perf_counter() - t0)
     # Blocking on the dead broker would cost a network timeout (the 1.5 s message timeout, or
     # metadata waits of seconds) on some request; scheduling noise on a shared 2-core machine

@@ -93,7 +93,7 @@ def test_unknown_policy_is_422_with_a_message() -> None:
     (a default that slipped past Settings' check) it is an UnknownPolicyError, which was not a
     ServingError and answered 500 before."""
     settings = Settings.from_env({})
-    object.__setattr__(settings, "policy", "thompson")  # frozen; Settings itself refuses it
+    object.__setattr__(settings.serving, "policy", "thompson")  # frozen; Settings refuses it
     users = load_users()
     rec = Recommender(settings, [p.product_id for p in load_catalog()],
                       users={u.user_id: u for u in users}, features=FeatureSpace.load())

@@ -13,7 +13,7 @@ import pytest
 from serving_helpers import OwnRedis, blob, learned_state, wait_for, with_version
 
 from contract.config import Settings
-from contract.store import ParamStore, connect
+from contract.store import ParamStore
 from serving import Recommender
 from serving.refresher import SnapshotRefresher
 
@@ -23,17 +23,17 @@ IDS = [f"p{i:03d}" for i in range(20)]
 
 
 def _settings(server: OwnRedis, **kw) -> Settings:  # type: ignore[no-untyped-def]
-    return Settings.from_env({}, redis_port=server.port, redis_prefix="t", redis_timeout_s=0.3,
-                             **kw)
+    return Settings.from_env({"RTREC_REDIS_PORT": server.port, "RTREC_REDIS_PREFIX": "t",
+                              "RTREC_REDIS_TIMEOUT_S": 0.3, **kw})
 
 
 def _store(settings: Settings) -> ParamStore:
-    return ParamStore(connect(settings.redis_host, settings.redis_port), settings.redis_prefix)
+    return ParamStore.from_settings(settings)
 
 
 def test_initial_load_then_notifications_apply_newer_and_ignore_older(own_redis) -> None:
     rng = np.random.default_rng(0)
-    settings = _settings(own_redis, poll_interval_s=60.0)  # polling cannot be what delivers
+    settings = _settings(own_redis, RTREC_POLL_INTERVAL_S=60.0)  # polling cannot be what delivers
     store = _store(settings)
     s3 = learned_state(rng, D, 3)
     store.write("p001", blob(s3))
@@ -73,7 +73,7 @@ def test_initial_load_then_notifications_apply_newer_and_ignore_older(own_redis)
 
 def test_polling_with_notifications_off(own_redis) -> None:
     rng = np.random.default_rng(1)
-    settings = _settings(own_redis, poll_interval_s=0.2)
+    settings = _settings(own_redis, RTREC_POLL_INTERVAL_S=0.2)
     store = _store(settings)
     ref = SnapshotRefresher(settings, IDS, notifications=False)
     try:
@@ -98,7 +98,7 @@ def test_lost_subscription_falls_back_to_a_version_sync(own_redis) -> None:
     """Writes made while the subscription is down (no one hears their notification) still
     reach the snapshot: the refresher reconnects and compares versions."""
     rng = np.random.default_rng(2)
-    settings = _settings(own_redis, poll_interval_s=60.0)
+    settings = _settings(own_redis, RTREC_POLL_INTERVAL_S=60.0)
     store = _store(settings)
     ref = SnapshotRefresher(settings, IDS, notifications=True, reconcile_every=1000)
     try:
@@ -114,7 +114,7 @@ def test_lost_subscription_falls_back_to_a_version_sync(own_redis) -> None:
 
 def test_redis_outage_keeps_serving_reports_degraded_and_recovers(own_redis) -> None:
     rng = np.random.default_rng(3)
-    settings = _settings(own_redis, poll_interval_s=0.3)
+    settings = _settings(own_redis, RTREC_POLL_INTERVAL_S=0.3)
     store = _store(settings)
     s6 = learned_state(rng, D, 6)
     store.write("p003", blob(s6))
@@ -156,7 +156,7 @@ def test_redis_outage_keeps_serving_reports_degraded_and_recovers(own_redis) -> 
 
 def test_redis_down_at_start_serves_the_prior_then_loads(tmp_path) -> None:
     server = OwnRedis(tmp_path)  # port chosen, not started yet
-    settings = _settings(server, poll_interval_s=0.3)
+    settings = _settings(server, RTREC_POLL_INTERVAL_S=0.3)
     ref = SnapshotRefresher(settings, IDS, notifications=True)
     rec = Recommender(settings, refresher=ref)
     try:
