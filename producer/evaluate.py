@@ -30,7 +30,7 @@ from producer.oracle import Oracle
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("Random", "Popularity", "LinGreedy", "LinUCB", "LinTS", "ClustersTS")
+MAB2REC_POLICIES = ("Random", "Popularity", "LinGreedy", "LinUCB", "LinTS", "ClustersTS")
 TOP_K = 5
 TRAIN_FRACTION = 0.8
 REFERENCE = {  # the project brief's published table (seed 1237); None where it gives no figure
@@ -82,7 +82,7 @@ def recommenders(seed: int) -> dict:
 
 def evaluate(history: History, users: list[User], products: list[Product],
              features: FeatureSpace, oracle: Oracle, seed: int,
-             policies: tuple[str, ...] = POLICIES) -> Evaluation:
+             policies: tuple[str, ...] = MAB2REC_POLICIES) -> Evaluation:
     """Train on the first 80 % of the log, score the rest, measure every policy."""
     from jurity.recommenders import BinaryRecoMetrics, CombinedMetrics, RankingRecoMetrics
     from mab2rec.pipeline import benchmark

@@ -93,7 +93,7 @@ class LoadStats:
 
 
 @dataclass(frozen=True)
-class Visit:
+class EncodedVisit:
     """Pre-serialised events of one visit: the impression and the click (if any)."""
 
     impression: bytes
@@ -102,7 +102,7 @@ class Visit:
 
 def make_pool(users: list[User], products: list[Product], features: FeatureSpace,
               oracle: Oracle, seed: int, n: int = POOL_VISITS,
-              dist: ContextDistribution = REFERENCE) -> list[Visit]:
+              dist: ContextDistribution = REFERENCE) -> list[EncodedVisit]:
     """``n`` visits with placeholders for request id and timestamp."""
     rng = np.random.default_rng([seed, 7])  # stream 7: load pool
     user_idx = rng.integers(0, len(users), n)
@@ -127,7 +127,7 @@ def make_pool(users: list[User], products: list[Product], features: FeatureSpace
         first = int(np.argmax(draws[i])) if draws[i].any() else -1
         click = (Click(request_id="__RID__", product_id=pids[first],
                        ts_ms=1_000_000_000_000).to_json() if first >= 0 else None)
-        pool.append(Visit(imp, click))
+        pool.append(EncodedVisit(imp, click))
     return pool
 
 
@@ -201,7 +201,7 @@ def open_producer(settings: Settings, timeout_s: float = 5.0, create_topics: boo
                                              "logger": logging.getLogger("librdkafka")})
 
 
-def _messages(pool: list[Visit], settings: Settings, rng: np.random.Generator,
+def _messages(pool: list[EncodedVisit], settings: Settings, rng: np.random.Generator,
               bad_fraction: float, run_id: str) -> Iterator[tuple[str, bytes, bytes, str | None]]:
     """Endless (topic, key, value, bad_kind) in visit order; bad events replace good ones."""
     i = 0
@@ -226,7 +226,7 @@ def _messages(pool: list[Visit], settings: Settings, rng: np.random.Generator,
 
 
 def run_load(producer, settings: Settings, rate: float, *, count: int | None = None,
-             duration_s: float | None = None, pool: list[Visit] | None = None,
+             duration_s: float | None = None, pool: list[EncodedVisit] | None = None,
              replay: list[tuple[str, bytes]] | None = None, bad_fraction: float = 0.0,
              seed: int = 1237, progress: bool = True, flush_timeout_s: float = 30.0) -> LoadStats:
     """Send at ``rate`` events/s until ``count`` events or ``duration_s`` seconds."""

@@ -327,6 +327,12 @@ def test_flink_image_matches_the_apache_flink_pin():
     assert app_py.startswith(flink_py + "-"), (app_py, flink_py)
 
 
+def test_operators_compile_against_the_flink_the_job_runs():
+    """The JVM operators (jvm/pom.xml profile operators) are built against the Flink of the pip
+    pin: a one-sided upgrade would load classes compiled for another runtime."""
+    assert pom_properties()["flink.version"] == pyproject_pin("apache-flink")
+
+
 def test_connector_jars_come_from_jvm_pom_and_match_the_versions():
     props = pom_properties()
     text = FLINK_DOCKERFILE.read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contract.features import FeatureSpace, load_catalog, load_users
-from producer.evaluate import POLICIES, Evaluation, evaluate, format_table, write_results
+from producer.evaluate import MAB2REC_POLICIES, Evaluation, evaluate, format_table, write_results
 from producer.history import make_history
 from producer.oracle import load_oracle
 
@@ -26,7 +26,7 @@ def evaluation() -> Evaluation:
 def test_linucb_is_first_by_auc_and_beats_random_and_popularity_in_ctr(
         evaluation: Evaluation) -> None:
     t = evaluation.table
-    assert list(t.index) == list(POLICIES)
+    assert list(t.index) == list(MAB2REC_POLICIES)
     assert t["auc"].idxmax() == "LinUCB"
     assert t.loc["LinUCB", "ctr"] > max(t.loc["Random", "ctr"], t.loc["Popularity", "ctr"])
 
@@ -45,7 +45,7 @@ def test_results_files(evaluation: Evaluation, tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["offline_eval.json", "offline_eval.csv",
                                        "offline_eval.png"]
     doc = json.loads(paths[0].read_text())
-    assert set(doc["policies"]) == set(POLICIES)
+    assert set(doc["policies"]) == set(MAB2REC_POLICIES)
     assert {"auc", "ctr", "precision", "recall"} <= set(doc["policies"]["LinUCB"])
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "LinUCB" in format_table(evaluation)
