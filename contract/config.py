@@ -145,11 +145,28 @@ class ServingSettings:
     policy: str = _var("RTREC_POLICY", "linucb", "Default policy: linucb, greedy or random.")
     poll_interval_s: float = _var("RTREC_POLL_INTERVAL_S", 2.0,
                                   "Snapshot polling period when notifications stop.")
+    probe_interval_s: float = _var(
+        "RTREC_PROBE_INTERVAL_S", 0.5,
+        "Period of the liveness probe (GET of the store's epoch, RTREC_REDIS_TIMEOUT_S "
+        "timeout): a hung Redis is degraded in /healthz within this plus the timeout.")
+    max_body_bytes: int = _var("RTREC_MAX_BODY_BYTES", 65536,
+                               "Largest HTTP request body accepted; larger is 413.")
+    body_timeout_s: float = _var("RTREC_BODY_TIMEOUT_S", 5.0,
+                                 "Longest wait for a whole HTTP request body; then 408.")
+    event_max_age_s: float = _var(
+        "RTREC_EVENT_MAX_AGE_S", 5.0,
+        "/healthz is degraded while an event has waited longer than this for Kafka's ack.")
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise SettingsError(f"RTREC_POLICY: policy must be one of {', '.join(POLICIES)}, "
                                 f"got {self.policy!r}")
+        for name, value in (("RTREC_PROBE_INTERVAL_S", self.probe_interval_s),
+                            ("RTREC_MAX_BODY_BYTES", self.max_body_bytes),
+                            ("RTREC_BODY_TIMEOUT_S", self.body_timeout_s),
+                            ("RTREC_EVENT_MAX_AGE_S", self.event_max_age_s)):
+            if value <= 0:
+                raise SettingsError(f"{name} must be > 0, got {value}")
 
 
 @dataclass(frozen=True)
