@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--products", default=None, help="known product ids (CSV or list file)")
     run.add_argument("--group-id", default=None, help="Kafka consumer group (default derived)")
     run.add_argument("--max-restarts", type=int, default=20,
-                     help="fixed-delay restart attempts before the job fails for good")
+                     help="restart attempts in a row (100 ms doubling to 10 s) before the job "
+                          "fails for good; 0: any failure ends it")
     run.add_argument("--idle-timeout-ms", type=int, default=0,
                      help="mark a silent partition idle after this long (0: never; keeps the "
                           "reward join deterministic under replay)")

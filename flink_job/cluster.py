@@ -45,8 +45,10 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def prepare(settings: Settings) -> dict[str, Path]:
-    """Write the cluster's config.yaml and mirror lib/ (idempotent)."""
+def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
+    """Write the cluster's config.yaml and mirror lib/ (idempotent); ``taskmanagers`` is how
+    many ``start-cluster.sh`` starts on this host (more than the job needs = spares that
+    Flink fails over to)."""
     d = _dirs(settings)
     for p in d.values():
         p.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ def prepare(settings: Settings) -> dict[str, Path]:
         src = HOME / "conf" / name
         if src.exists():
             (d["conf"] / name).write_bytes(src.read_bytes())
-    (d["conf"] / "workers").write_text("localhost\n")
+    (d["conf"] / "workers").write_text("localhost\n" * max(1, taskmanagers))
     (d["conf"] / "masters").write_text(f"localhost:{settings.stack.flink_rest_port}\n")
     conf = {
         "jobmanager.rpc.address": "localhost",
@@ -76,6 +78,10 @@ def prepare(settings: Settings) -> dict[str, Path]:
         "taskmanager.numberOfTaskSlots": str(max(2, settings.job.parallelism)),
         "parallelism.default": str(settings.job.parallelism),
         "classloader.parent-first-patterns.additional": "pemja.",
+        # a lost TaskManager is noticed within ~2 s, not the default 20-50 s: the job fails
+        # over to a spare at once (bench_recovery measures kill -> first new write)
+        "heartbeat.interval": "1000",
+        "heartbeat.timeout": "5000",
         "env.pid.dir": str(d["pid"]),
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
@@ -108,21 +114,22 @@ def rest(settings: Settings, path: str, timeout_s: float = 2.0) -> dict:
         return json.loads(resp.read())
 
 
-def up(settings: Settings, timeout_s: float = 90.0) -> None:
+def up(settings: Settings, timeout_s: float = 90.0, taskmanagers: int = 1) -> None:
     try:
         rest(settings, "/overview")
         log.info("a Flink cluster already answers on 127.0.0.1:%d", settings.stack.flink_rest_port)
         return
     except OSError:
         pass
-    prepare(settings)
+    prepare(settings, taskmanagers)
     subprocess.run([str(HOME / "bin" / "start-cluster.sh")], env=_env(settings), check=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             # a task manager registers before it reports its slots: wait for both
             overview = rest(settings, "/overview")
-            if overview.get("taskmanagers", 0) >= 1 and overview.get("slots-total", 0) >= 1:
+            if overview.get("taskmanagers", 0) >= taskmanagers and \
+                    overview.get("slots-total", 0) >= taskmanagers:
                 log.info("Flink web UI: http://127.0.0.1:%d", settings.stack.flink_rest_port)
                 return
         except OSError:
@@ -130,6 +137,12 @@ def up(settings: Settings, timeout_s: float = 90.0) -> None:
         time.sleep(1.0)
     raise RuntimeError(f"the cluster did not come up in {timeout_s:.0f}s; logs in "
                        f"{_dirs(settings)['log']}")
+
+
+def start_taskmanager(settings: Settings) -> None:
+    """One more TaskManager on this host (a spare, or a replacement after a loss)."""
+    subprocess.run([str(HOME / "bin" / "taskmanager.sh"), "start"], env=_env(settings),
+                   check=True)
 
 
 def submit(settings: Settings, products: str | None = None, restore: str | None = None) -> int:
@@ -148,8 +161,11 @@ def submit(settings: Settings, products: str | None = None, restore: str | None 
 
 
 def down(settings: Settings) -> None:
+    """Stop every TaskManager (spares and replacements too) and the JobManager."""
     prepare(settings)
-    subprocess.run([str(HOME / "bin" / "stop-cluster.sh")], env=_env(settings), check=False)
+    env = _env(settings)
+    subprocess.run([str(HOME / "bin" / "taskmanager.sh"), "stop-all"], env=env, check=False)
+    subprocess.run([str(HOME / "bin" / "jobmanager.sh"), "stop-all"], env=env, check=False)
 
 
 def status(settings: Settings) -> int:
