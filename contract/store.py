@@ -4,16 +4,21 @@ Layout (prefix ``rtrec`` by default, see :class:`contract.config.Settings`):
 
 - ``<prefix>:arm:<product_id>``: the encoded parameters (:mod:`contract.codec`);
 - ``<prefix>:versions``: hash product_id -> version, for cheap polling of what changed;
-- ``<prefix>:updates``: pub/sub channel; each message is ``<product_id>:<version>``.
+- ``<prefix>:updates``: pub/sub channel; each message is ``<product_id>:<version>``;
+- ``<prefix>:epoch``: the store's generation, a random token. It changes whenever the store
+  starts over: the write script sets a new one when it is missing (a wiped Redis), and
+  :meth:`ParamStore.new_epoch` sets one for a tool that rolls the values back. Versions only
+  compare within one epoch; a reader that sees another epoch reloads everything.
 
 A write goes through one Lua script that compares versions inside Redis, so a replayed older
-value (after a Flink restore) can never replace a newer one, and the three keys change
-together. Writes of many products go in one pipeline.
+value (after a Flink restore) can never replace a newer one, and the keys change together.
+Writes of many products go in one pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,9 +27,12 @@ import redis
 from contract.codec import Params, decode, peek_version
 from contract.config import RedisSettings, Settings
 
-# KEYS[1] arm key, KEYS[2] versions hash; ARGV[1] product id, ARGV[2] version, ARGV[3] value,
-# ARGV[4] channel. Returns 1 when written, 0 when an equal or newer version is there already.
+# KEYS[1] arm key, KEYS[2] versions hash, KEYS[3] epoch; ARGV[1] product id, ARGV[2] version,
+# ARGV[3] value, ARGV[4] channel, ARGV[5] a new epoch token. Returns 1 when written, 0 when an
+# equal or newer version is there already. The epoch is set first, in the same atomic step:
+# no reader can see a value of a wiped store's next life under the old epoch.
 _WRITE_IF_NEWER = """
+redis.call('SET', KEYS[3], ARGV[5], 'NX')
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[3])
@@ -48,6 +56,15 @@ class StoreKeys:
     @property
     def channel(self) -> str:
         return f"{self.prefix}:updates"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
+
+def new_epoch_token() -> str:
+    """64 random bits: two lives of a store never share an epoch."""
+    return os.urandom(8).hex()
 
 
 def redis_client(r: RedisSettings, timeout_s: float | None = None) -> redis.Redis:
@@ -88,10 +105,14 @@ class ParamStore:
             return self._write(batch)
 
     def _write(self, batch: list[tuple[str, bytes]]) -> list[bool]:
+        # A token per batch, not per store object: a writer that outlives a wipe must not
+        # bring the old epoch back with its next write.
+        token = new_epoch_token()
         pipe = self.client.pipeline(transaction=False)
         for product_id, blob in batch:
-            pipe.evalsha(self._sha, 2, self.keys.arm(product_id), self.keys.versions,
-                         product_id, peek_version(blob), blob, self.keys.channel)
+            pipe.evalsha(self._sha, 3, self.keys.arm(product_id), self.keys.versions,
+                         self.keys.epoch, product_id, peek_version(blob), blob,
+                         self.keys.channel, token)
         return [bool(r) for r in pipe.execute()]
 
     def write(self, product_id: str, blob: bytes) -> bool:
@@ -100,6 +121,29 @@ class ParamStore:
     def versions(self) -> dict[str, int]:
         """product_id -> version of everything published (one HGETALL)."""
         return {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.versions).items()}
+
+    def epoch(self) -> str | None:
+        """The store's generation (None: nothing written since it was created or wiped)."""
+        raw = self.client.get(self.keys.epoch)
+        return None if raw is None else raw.decode()
+
+    def epoch_and_versions(self) -> tuple[str | None, dict[str, int]]:
+        """The epoch and the versions hash read in one transaction, so they belong together."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.keys.epoch)
+        pipe.hgetall(self.keys.versions)
+        raw, versions = pipe.execute()
+        return (None if raw is None else raw.decode(),
+                {k.decode(): int(v) for k, v in versions.items()})
+
+    def new_epoch(self) -> str:
+        """Start a new generation and return its token. Call it after restoring or rolling
+        back values by hand (a backup, an older checkpoint's values): readers then reload
+        everything instead of ignoring versions lower than the ones they hold. A wipe needs no
+        call: the next write sets a new epoch."""
+        token = new_epoch_token()
+        self.client.set(self.keys.epoch, token)
+        return token
 
     def read_many(self, product_ids: Sequence[str], dim: int | None = None) -> dict[str, Params]:
         """Decode the values of these products (one MGET); missing ones are left out."""
