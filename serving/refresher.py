@@ -6,17 +6,27 @@ published during the load is not missed. Then:
 
 - **notifications** (``<product_id>:<version>`` on ``ParamStore.keys.channel``): collect the
   products whose announced version is newer than the snapshot's, read just those, apply;
+- **liveness probe**: every ``probe_interval_s`` a ``GET`` of the store's epoch on the command
+  connection, with its socket timeout. A quiet channel proves nothing (a SIGSTOPped Redis is
+  quiet too, and the subscription's own PING has no timeout), so only an answered command
+  confirms contact: the snapshot's age is the time since the last one, and a probe that times
+  out makes :meth:`health` degraded at once;
+- **epoch**: the probe (and every versions sync) reads the store's epoch
+  (docs/PARAMS_FORMAT.md). When it changes - Redis wiped, or values rolled back - versions
+  from the old life mean nothing, so the snapshot is replaced by exactly what Redis holds,
+  lower versions included (:meth:`Snapshot.from_params`): the same as a replica starting now;
 - **polling**: when notifications are off or the subscription is broken, compare the versions
   hash every ``poll_interval_s`` and read what changed; while notifications work, the same
   reconciliation still runs every ``reconcile_every`` polls as a safety net (pub/sub is
   fire-and-forget: a message lost on a reconnect is never re-sent).
 
-Every change goes through :meth:`Snapshot.with_params`, which applies a product only when its
-version is strictly newer: a late notification or a replayed write never moves it backwards.
+Within an epoch every change goes through :meth:`Snapshot.with_params`, which applies a product
+only when its version is strictly newer: a late notification or a replayed write never moves
+it backwards.
 
-If Redis is unreachable (at start or later) the last snapshot - or the prior - keeps serving,
-:meth:`health` says degraded with the reason, and the thread retries with a capped backoff and
-re-synchronises by versions when Redis is back, all by itself.
+If Redis is unreachable or hung (at start or later) the last snapshot - or the prior - keeps
+serving, :meth:`health` says degraded with the reason, and the thread retries with a capped
+backoff and re-synchronises by versions when Redis is back, all by itself.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from serving.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 MGET_CHUNK = 1000
+_UNREAD = object()  # the epoch before the first load (None is a real value: no epoch key)
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,9 @@ class RefresherHealth:
     products_with_params: int
     updates_applied: int
     syncs: int
+    epoch: str | None = None  # the store's generation the snapshot belongs to
+    epoch_changes: int = 0  # full reloads because the epoch changed after the first load
+    probes: int = 0  # liveness probes Redis answered
 
 
 class SnapshotRefresher:
@@ -74,6 +88,9 @@ class SnapshotRefresher:
         self._last_error: str | None = "not started"
         self._updates = 0
         self._syncs = 0
+        self._probes = 0
+        self._epoch: object = _UNREAD
+        self._epoch_changes = 0
         self._warned_unknown = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -100,7 +117,9 @@ class SnapshotRefresher:
             last_error=self._last_error, snapshot_age_s=snap.age_s(),
             model_version=snap.model_version,
             products_with_params=int((snap.versions > 0).sum()),
-            updates_applied=self._updates, syncs=self._syncs)
+            updates_applied=self._updates, syncs=self._syncs,
+            epoch=None if self._epoch is _UNREAD else self._epoch,  # type: ignore[arg-type]
+            epoch_changes=self._epoch_changes, probes=self._probes)
 
     # --- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -141,30 +160,57 @@ class SnapshotRefresher:
         self._redis_ok, self._last_error = False, reason
 
     def _follow(self, store: ParamStore, pubsub) -> None:  # type: ignore[no-untyped-def]
-        """Apply notifications as they come; poll versions on schedule. Returns only by raising
-        (Redis trouble) or when stopped."""
+        """Apply notifications as they come; probe and poll on schedule. Returns only by
+        raising (Redis trouble, a probe timing out) or when stopped."""
         interval = self.settings.serving.poll_interval_s
+        probe_every = self.settings.serving.probe_interval_s
         polls = 0
         next_poll = time.monotonic() + interval
+        next_probe = time.monotonic() + probe_every
         while not self._stop.is_set():
             if pubsub is not None:
-                changed: dict[str, int] = {}
-                msg = pubsub.get_message(timeout=min(0.1, interval))
-                while msg is not None:
-                    self._note(msg, changed)
-                    msg = pubsub.get_message(timeout=0.0)
-                stamp = time.monotonic()
-                if changed:
-                    self._apply(self._read(store, list(changed)), stamp)
-                else:  # the subscription is alive and had nothing new: still in sync
-                    self.snapshot = self.snapshot.restamped(stamp)
+                self._drain(store, pubsub, min(0.1, max(0.0, next_probe - time.monotonic())))
             else:
-                self._stop.wait(max(0.0, next_poll - time.monotonic()))
+                self._stop.wait(max(0.0, min(next_poll, next_probe) - time.monotonic()))
+            if time.monotonic() >= next_probe:
+                self._probe(store, pubsub)
+                next_probe = time.monotonic() + probe_every
             if time.monotonic() >= next_poll:
                 polls += 1
                 if pubsub is None or polls % self.reconcile_every == 0:
                     self._sync_by_versions(store)
                 next_poll = time.monotonic() + interval
+
+    def _drain(self, store: ParamStore, pubsub, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+        """Read the notifications waiting (the first up to ``timeout_s``) and apply them."""
+        changed: dict[str, int] = {}
+        msg = pubsub.get_message(timeout=timeout_s)
+        while msg is not None:
+            self._note(msg, changed)
+            msg = pubsub.get_message(timeout=0.0)
+        if changed:
+            stamp = time.monotonic()  # before the read that confirms it
+            self._apply(self._read(store, list(changed)), stamp)
+
+    def _probe(self, store: ParamStore, pubsub) -> None:  # type: ignore[no-untyped-def]
+        """Confirm contact on the command connection (its socket timeout bounds the wait) and
+        compare the epoch. With notifications, an answered probe also confirms the snapshot is
+        in sync once the notifications published before it are applied; without, only a poll
+        does."""
+        stamp = time.monotonic()
+        try:
+            epoch = store.epoch()
+        except redis.TimeoutError as exc:
+            raise redis.TimeoutError(
+                f"liveness probe not answered within {self.settings.redis.timeout_s}s "
+                f"(Redis hung or overloaded)") from exc
+        self._probes += 1
+        if epoch != self._epoch:
+            self._sync_by_versions(store)  # sees the new epoch: reloads everything
+            return
+        if pubsub is not None:
+            self._drain(store, pubsub, 0.0)
+            self.snapshot = self.snapshot.restamped(stamp)
 
     def _note(self, msg: dict, changed: dict[str, int]) -> None:  # type: ignore[type-arg]
         if msg.get("type") != "message":
@@ -182,9 +228,10 @@ class SnapshotRefresher:
             changed[pid] = max(version, changed.get(pid, 0))
 
     def _sync_by_versions(self, store: ParamStore) -> None:
-        """Read every product whose version in Redis is newer than the snapshot's."""
+        """Read every product whose version in Redis is newer than the snapshot's; if the
+        store's epoch is not the snapshot's, replace the snapshot with all of Redis."""
         stamp = time.monotonic()  # taken before the reads: the age never understates
-        versions = store.versions()
+        epoch, versions = store.epoch_and_versions()
         snap = self.snapshot
         stale = []
         for pid, v in versions.items():
@@ -193,10 +240,29 @@ class SnapshotRefresher:
                 if not self._warned_unknown:
                     self._warned_unknown = True
                     log.warning("Redis holds parameters of %r, not in this catalog; ignored", pid)
-            elif v > current:
+            elif v > current or epoch != self._epoch:
                 stale.append(pid)
-        self._apply(self._read(store, stale), stamp)
+        if epoch != self._epoch:
+            self._replace(self._read(store, stale), epoch, stamp)
+        else:
+            self._apply(self._read(store, stale), stamp)
         self._syncs += 1
+
+    def _replace(self, params: dict[str, Params], epoch: str | None, stamp: float) -> None:
+        """A new epoch: exactly what Redis holds, lower versions included. Should the epoch
+        change again during the reads, the next probe sees it and replaces again."""
+        old = self._epoch
+        snap = self.snapshot
+        self.snapshot = Snapshot.from_params(snap.product_ids, snap.dim, self.settings.model.l2,
+                                             params, synced_at=stamp)
+        self._epoch = epoch
+        self._updates += len(params)
+        if old is not _UNREAD:
+            self._epoch_changes += 1
+            log.warning("parameter store epoch changed (%s -> %s: Redis wiped or rolled back); "
+                        "reloaded every product: model_version %d -> %d, %d with parameters",
+                        old, epoch, snap.model_version, self.snapshot.model_version,
+                        len(params))
 
     def _read(self, store: ParamStore, product_ids: list[str]) -> dict[str, Params]:
         """Values of these products in pipelined MGET chunks; a corrupt value is skipped."""

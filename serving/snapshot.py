@@ -83,6 +83,21 @@ class Snapshot:
         return cls(tuple(product_ids), np.zeros((m, dim)), A_invs, np.zeros(m, dtype=np.int64),
                    np.zeros(m, dtype=np.int64))
 
+    @classmethod
+    def from_params(cls, product_ids: Sequence[str], dim: int, l2: float,
+                    params: Mapping[str, Params], synced_at: float | None = None) -> Snapshot:
+        """Exactly ``params`` over the prior, whatever their versions: what a replica starting
+        now builds. The refresher replaces its snapshot with this when the store's epoch
+        changes (a wiped or rolled-back store), where versions lower than the ones held are
+        the truth and :meth:`with_params` would ignore them.
+
+        >>> from contract.codec import Params
+        >>> p = Params(linucb.ArmState(np.eye(2), np.ones(2), 3), updated_at_ms=1)
+        >>> Snapshot.from_params(["p0", "p1"], 2, 1.0, {"p1": p}).versions.tolist()
+        [0, 3]
+        """
+        return cls.prior(product_ids, dim, l2).with_params(params, synced_at)[0]
+
     # --- reading ---------------------------------------------------------------------------
     @property
     def dim(self) -> int:
