@@ -91,8 +91,16 @@ class ModelSettings:
     alpha: float = _var("RTREC_ALPHA", 1.0, "LinUCB exploration weight (0 = greedy).")
     l2: float = _var("RTREC_L2", 1.0, "Ridge prior: A starts as l2 * I.")
     top_k: int = _var("RTREC_TOP_K", 5, "Products shown per recommendation.")
+    max_abs_x: float = _var("RTREC_MAX_ABS_X", 1000.0,
+                            "Largest absolute value of an x entry (the shipped features are in "
+                            "[0, 1]); beyond it serving refuses the request and the job "
+                            "dead-letters the impression (bad_value). With dim * max_abs_x^2 / "
+                            "l2 above 1e10 the learner refuses some allowed x (not_learnable).")
 
     def __post_init__(self) -> None:
+        if not 0 < self.max_abs_x < float("inf"):
+            raise SettingsError(f"RTREC_MAX_ABS_X: max_abs_x must be finite and > 0, "
+                                f"got {self.max_abs_x}")
         if self.dim < 1:
             raise SettingsError(f"RTREC_DIM: dim must be >= 1, got {self.dim}")
         if self.alpha < 0:
@@ -124,8 +132,21 @@ class JobSettings:
                             "PyFlink Python execution mode: thread or process.")
     max_event_bytes: int = _var("RTREC_MAX_EVENT_BYTES", 65536,
                                 "Events larger than this are dead-lettered.")
+    max_clock_skew_s: float = _var("RTREC_MAX_CLOCK_SKEW_S", 60.0,
+                                   "An event time more than this ahead of the validator's clock "
+                                   "is dead-lettered (bad_event_time).")
+    max_event_age_s: float = _var("RTREC_MAX_EVENT_AGE_S", 604800.0,
+                                  "An event time older than this at validation is dead-lettered "
+                                  "(bad_event_time); 7 days, Kafka's default retention.")
+    click_skew_ms: int = _var("RTREC_CLICK_SKEW_MS", 500,
+                              "A click stamped up to this long before its impression still "
+                              "counts (the hosts' clocks differ); earlier: early_click.")
 
     def __post_init__(self) -> None:
+        if not (0 <= self.max_clock_skew_s < float("inf") and 0 < self.max_event_age_s
+                < float("inf") and self.click_skew_ms >= 0):
+            raise SettingsError("RTREC_MAX_CLOCK_SKEW_S and RTREC_CLICK_SKEW_MS must be >= 0, "
+                                "RTREC_MAX_EVENT_AGE_S > 0, all finite")
         if self.source_batch_max < 1 or self.source_batch_ms < 0:
             raise SettingsError("RTREC_SOURCE_BATCH_MAX must be >= 1 and "
                                 "RTREC_SOURCE_BATCH_MS >= 0")

@@ -35,6 +35,11 @@ def test_env_overrides_with_types() -> None:
         ({"RTREC_POLICY": "best"}, "RTREC_POLICY"),
         ({"RTREC_JOB_PARALLELISM": "0"}, "RTREC_JOB_PARALLELISM"),
         ({"RTREC_REDIS_TIMEOUT_S": "0"}, "RTREC_REDIS_TIMEOUT_S"),
+        ({"RTREC_MAX_ABS_X": "0"}, "RTREC_MAX_ABS_X"),
+        ({"RTREC_MAX_ABS_X": "inf"}, "RTREC_MAX_ABS_X"),
+        ({"RTREC_MAX_EVENT_AGE_S": "0"}, "RTREC_MAX_EVENT_AGE_S"),
+        ({"RTREC_MAX_CLOCK_SKEW_S": "-1"}, "RTREC_MAX_CLOCK_SKEW_S"),
+        ({"RTREC_CLICK_SKEW_MS": "-1"}, "RTREC_CLICK_SKEW_MS"),
     ],
 )
 def test_bad_settings_are_named(env: dict, match: str) -> None:
@@ -72,6 +77,6 @@ def test_isolated_shares_servers_and_nothing_else(tmp_path: Path) -> None:
 def test_docs_table_lists_every_variable() -> None:
     table = markdown_table()
     assert all(f"`{name}`" in table for name in env_names())
-    assert len(env_names()) == len(set(env_names())) == 37
+    assert len(env_names()) == len(set(env_names())) == 41
     doc = (Path(__file__).parents[2] / "docs" / "CONFIG.md").read_text()
     assert table in doc, "docs/CONFIG.md is stale: regenerate with `python -m contract.config`"
