@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract.errors import RtrecError
-from contract.linucb import ArmState, StateError
+from contract.linucb import ArmState, StateError, all_finite
 
 MAGIC = b"LUCB"
 FORMAT_VERSION = 1
@@ -72,10 +72,14 @@ def encoded_size(dim: int) -> int:
 
 
 def encode(state: ArmState, updated_at_ms: int = 0) -> bytes:
-    """The bytes of ``state`` (whose shapes and numbers its constructor checked)."""
+    """The bytes of ``state``. Its constructor checked shapes and numbers, but numpy arrays
+    can be written to afterwards, so NaN and inf are refused again here: a non-finite value
+    must never reach Redis, where every ranking would read it."""
     d = state.dim
     if d > MAX_DIM:
         raise CodecError(f"dimension {d} > {MAX_DIM}")
+    if not all_finite(state.A_inv, state.b):
+        raise CodecError("A^-1 and b must be finite: NaN or inf is never written")
     try:
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, d, state.version, state.n, updated_at_ms)
     except struct.error as exc:  # a count or time beyond uint64

@@ -13,6 +13,12 @@ or, for a micro-batch X (k, d), by the Woodbury identity (one k x k solve instea
 steps). Both are additive in the sufficient statistics, so the order of events does not change
 the result beyond floating-point rounding; a replay gives the same matrices.
 
+The job learns through :func:`learn_checked`, which refuses what float64 cannot hold: an item
+whose ``x.x / l2`` exceeds :data:`LEARNABLE_XX_PER_L2` (checked per item, so the same items
+are refused however they are batched), and a step whose A^-1 is not finite or not positive
+definite (then the items are learned one at a time and only those whose own step fails are
+refused). Refused items leave the state as it was; the job dead-letters them.
+
 >>> s = init_state(2, l2=1.0)
 >>> s = update(s, np.array([1.0, 0.0]), 1.0)
 >>> s.A_inv.tolist(), s.b.tolist(), s.n
@@ -33,6 +39,18 @@ from contract.errors import RtrecError
 
 class StateError(RtrecError, ValueError):
     """Arrays or counts that are not the statistics of one arm (shapes, counts, NaN or inf)."""
+
+
+class NotLearnableError(StateError):
+    """An item whose update float64 cannot hold (overflow, A^-1 no longer positive definite,
+    or too few digits left); the state keeps its last good value."""
+
+
+LEARNABLE_XX_PER_L2 = 1e10
+"""Largest ``x.x / l2`` of an item :func:`learn_checked` learns. A step divides A^-1 along x by
+``1 + x.A^-1.x <= 1 + x.x / l2`` and float64 keeps about ``16 - log10`` of that digits of it:
+past 1e10 fewer than 6 (past ~1e154 the sums overflow). The shipped features (15 values in
+[0, 1]) reach 15; ``RTREC_MAX_ABS_X``'s default 1000 at most 1.5e7."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,7 @@ class ArmState:
             version = _count(version, "version")
         if version < n:
             raise StateError(f"version {version} < n {n}: every observation is an update")
-        if not _finite(A_inv, b):
+        if not all_finite(A_inv, b):
             raise StateError("A_inv and b must be finite (a NaN or inf would poison rankings)")
         if A_inv is not self.A_inv:
             object.__setattr__(self, "A_inv", A_inv)
@@ -91,7 +109,8 @@ def _count(value: object, name: str) -> int:
     return int(value)
 
 
-def _finite(A_inv: np.ndarray, b: np.ndarray) -> bool:
+def all_finite(A_inv: np.ndarray, b: np.ndarray) -> bool:
+    """True when no entry is NaN or inf (ArmState's check, and the codec's before it writes)."""
     # a dot product (one BLAS call, and no overflow warning) is NaN or inf when any entry is;
     # it also overflows for entries beyond ~1e154, so then each entry is asked
     if math.isfinite(np.vdot(A_inv, A_inv)) and math.isfinite(np.vdot(b, b)):
@@ -171,6 +190,76 @@ def learn_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray,
             else woodbury(A_inv, chunk)
     return ArmState(A_inv=A_inv, b=state.b + rewards @ X, n=state.n + n_obs,
                     version=state.version + k)
+
+
+def check_learned(state: ArmState) -> None:
+    """Raise :class:`NotLearnableError` unless ``state.A_inv`` is positive definite (finite it is,
+    by construction): the inverse of ``l2 I + X^T X`` always is, so a step that loses it has
+    lost the matrix to rounding."""
+    try:
+        np.linalg.cholesky(state.A_inv)
+    except np.linalg.LinAlgError:
+        raise NotLearnableError("A^-1 would not be positive definite (rounding took over)") \
+            from None
+
+
+def learn_checked(state: ArmState, X: np.ndarray, rewards: np.ndarray, observe: np.ndarray,
+                  l2: float) -> tuple[ArmState, list[tuple[int, str]]]:
+    """:func:`learn_batch` for the job: returns the new state and the refused items, as
+    ``(index, why)`` in index order; what is refused is not learned (docs/JOB.md).
+
+    An item is refused when its x or reward is not finite or ``x.x > LEARNABLE_XX_PER_L2 * l2``
+    (per item, so batching cannot change it), or when, learned one at a time after the batch's
+    step failed, its own step leaves A^-1 not finite or not positive definite.
+
+    >>> s, refused = learn_checked(init_state(2), np.array([[1.0, 0.0], [1e154, 0.0]]),
+    ...                            np.array([1.0, 0.0]), np.array([True, True]), l2=1.0)
+    >>> s.n, s.b.tolist(), [i for i, _ in refused]
+    (1, [1.0, 0.0], [1])
+    """
+    X = np.asarray(X, dtype=np.float64).reshape(-1, state.dim)
+    rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    observe = np.asarray(observe, dtype=bool).reshape(-1)
+    limit = LEARNABLE_XX_PER_L2 * l2
+    refused: list[tuple[int, str]] = []
+    # fast path: one dot product bounds every row (and is NaN or inf when any entry is)
+    xx_all = float(np.vdot(X, X)) if X.size else 0.0
+    if not (xx_all <= limit and math.isfinite(float(np.vdot(rewards, rewards)))):
+        with np.errstate(over="ignore", invalid="ignore"):
+            xx = np.einsum("ij,ij->i", X, X)
+        for i in range(X.shape[0]):
+            if not math.isfinite(rewards[i]):
+                refused.append((i, f"reward {rewards[i]} is not finite"))
+            elif not xx[i] <= limit:  # NaN and inf compare False
+                refused.append((i, f"x.x = {xx[i]:.6g} > {LEARNABLE_XX_PER_L2:g} * l2 {l2:g}: "
+                                   f"float64 cannot learn it (max |x_i| "
+                                   f"{float(np.max(np.abs(X[i]))):.6g})"))
+        if refused:
+            keep = np.ones(X.shape[0], dtype=bool)
+            keep[[i for i, _ in refused]] = False
+            index = np.flatnonzero(keep)
+            X, rewards, observe = X[keep], rewards[keep], observe[keep]
+    if not refused:
+        index = None
+    try:
+        new = learn_batch(state, X, rewards, observe)
+        check_learned(new)
+        return new, refused
+    except StateError:
+        pass
+    # the batch's step failed: one item at a time, refusing only those whose own step fails
+    st = state
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for j in range(X.shape[0]):
+            try:
+                nxt = learn_batch(st, X[j:j + 1], rewards[j:j + 1], observe[j:j + 1])
+                check_learned(nxt)
+            except StateError as exc:
+                refused.append((int(index[j]) if index is not None else j, str(exc)))
+                continue
+            st = nxt
+    refused.sort()
+    return st, refused
 
 
 def theta(state: ArmState) -> np.ndarray:

@@ -107,3 +107,13 @@ def test_encode_and_params_refuse_what_the_format_cannot_hold() -> None:
         codec.Params(_state(d=2), -5)
     with pytest.raises(codec.CodecError, match="ArmState"):
         codec.Params(np.eye(2), 1)  # type: ignore[arg-type]
+
+
+def test_encode_refuses_non_finite_arrays_written_after_construction() -> None:
+    """ArmState checks its numbers once; numpy arrays can be written to later. A NaN or inf
+    must still never become bytes for Redis (issue 20: a NaN A^-1 was published)."""
+    for where, value in (("A_inv", float("nan")), ("b", float("inf")), ("A_inv", -np.inf)):
+        s = _state(d=3)
+        getattr(s, where).flat[1] = value
+        with pytest.raises(codec.CodecError, match="finite"):
+            codec.encode(s)
