@@ -8,7 +8,19 @@ published by serving nor reach the learner.
 Events travel as UTF-8 JSON objects. :func:`parse_event` is strict JSON (Python's ``json`` is
 not: it accepts ``NaN``, ``Infinity``, ``1e309`` as inf, duplicate keys with the last winning,
 and a 10,000-deep nesting raises ``RecursionError``), then the constructor, then the checks
-that need the reader's context: the dimension of ``x`` and the known products.
+that need the reader's context: the dimension of ``x``, the known products and the bound on
+``x`` (``RTREC_MAX_ABS_X``). :func:`check_event_time` is the reader's check of an event time
+against its own clock (the job's validator calls it, docs/JOB.md).
+
+Domains (what the constructors accept; docs/JOB_LINES.md repeats them):
+
+- ``user_id``, ``model_version``: integers in ``0..2**53 - 1`` (:data:`MAX_SAFE_INT`), the
+  integers every JSON reader holds exactly (a JavaScript number, a float64);
+- ``ts_ms``: epoch milliseconds in ``0..MAX_TS_MS - 1`` (1970 up to, not including, the year
+  10000: every value is a ``datetime``). It is the time of the visit, which serving lets a
+  caller choose (``at``) and a historical log keeps, so how recent it must be is the job's
+  rule, on the time it joins on: :func:`check_event_time`;
+- ids: 1..128 characters; ``x`` and ``scores``: finite floats; ``propensity`` in (0, 1].
 
 >>> imp = Impression(request_id="r1", user_id=7, ts_ms=1700000000000, x=(0.0, 1.0),
 ...                  products=("p001", "p002"), scores=(0.9, 0.1), policy="linucb",
@@ -38,6 +50,7 @@ from contract.errors import RtrecError
 
 # the reasons this module raises; the one list is contract/reasons.py
 from contract.reasons import (
+    BAD_EVENT_TIME,
     BAD_VALUE,
     MISSING_FIELD,
     NOT_FINITE,
@@ -53,6 +66,10 @@ MAX_EVENT_BYTES = 65536
 MAX_ID_LEN = 128
 MAX_SHOWN = 100
 MAX_VALUES = 4096  # items of x or scores
+MAX_SAFE_INT = 2**53 - 1
+"""Largest ``user_id`` and ``model_version``: the integers JSON readers hold exactly."""
+MAX_TS_MS = 253_402_300_800_000
+"""``ts_ms`` is below this: 10000-01-01T00:00:00Z (``datetime`` and ISO 8601 end there)."""
 
 
 class EventError(RtrecError, ValueError):
@@ -144,11 +161,13 @@ def parse_event(
     dim: int,
     known_products: Collection[str] | None = None,
     max_bytes: int = MAX_EVENT_BYTES,
+    max_abs_x: float | None = None,
 ) -> Event:
     """Parse and validate one record; raise :class:`EventError` on anything off-contract.
 
     The fields are checked once, by the event's constructor; this adds strict JSON, the set of
-    keys, and what only the reader knows: ``x`` has ``dim`` values, the products are known.
+    keys, and what only the reader knows: ``x`` has ``dim`` values, each at most ``max_abs_x``
+    in absolute value (``RTREC_MAX_ABS_X``; None: no bound), the products are known.
     """
     if isinstance(raw, str):
         raw = raw.encode("utf-8", errors="surrogatepass")
@@ -178,6 +197,8 @@ def parse_event(
     if isinstance(event, Impression):
         if len(event.x) != dim:
             raise EventError(WRONG_DIMENSION, "x", f"length {len(event.x)} != dim {dim}")
+        if max_abs_x is not None:
+            check_x_bound(event.x, max_abs_x)
         if known_products is not None:
             _known(event.products, "products", known_products)
     elif known_products is not None and event.product_id not in known_products:
@@ -218,10 +239,9 @@ def _check_impression(e: Impression) -> None:
         propensity = _float(propensity, "propensity")
         if not 0.0 < propensity <= 1.0:
             raise EventError(BAD_VALUE, "propensity", f"{propensity} not in (0, 1]")
-    if _int(e.model_version, "model_version") < 0:
-        raise EventError(BAD_VALUE, "model_version", "must be >= 0")
+    _safe_int(e.model_version, "model_version")
     _id(e.request_id, "request_id")
-    _int(e.user_id, "user_id")
+    _safe_int(e.user_id, "user_id")
     _ts(e.ts_ms)
     _id(e.policy, "policy")
     # store what was checked (tuples of floats) where the caller gave lists or integers
@@ -294,10 +314,55 @@ def _ids(values: Any, name: str) -> tuple[str, ...]:
     return ids
 
 
+def _safe_int(value: Any, name: str) -> int:
+    if not 0 <= _int(value, name) <= MAX_SAFE_INT:
+        raise EventError(BAD_VALUE, name, f"{value} not in 0..2**53-1")
+    return value  # type: ignore[no-any-return]
+
+
 def _ts(ts: Any) -> int:
-    if not 0 <= _int(ts, "ts_ms") < 2**53:
-        raise EventError(BAD_VALUE, "ts_ms", f"{ts} is not a plausible epoch millisecond")
+    if not 0 <= _int(ts, "ts_ms") < MAX_TS_MS:
+        raise EventError(BAD_VALUE, "ts_ms", f"{ts} is not an epoch millisecond of years "
+                                             f"1970..9999")
     return ts  # type: ignore[no-any-return]
+
+
+def check_x_bound(x: tuple[float, ...], max_abs_x: float) -> None:
+    """Refuse an ``x`` with an entry beyond ``max_abs_x`` (reason ``bad_value``, field
+    ``x[i]``): bounded values are what keeps the learner's float64 sums meaningful.
+
+    >>> check_x_bound((0.5, -1e154), 1000.0)
+    Traceback (most recent call last):
+    ...
+    contract.events.EventError: bad_value: x[1]: |-1e+154| > max_abs_x 1000.0
+    """
+    if x and max(max(x), -min(x)) > max_abs_x:  # two C loops; the loop below is rare
+        for i, v in enumerate(x):
+            if abs(v) > max_abs_x:
+                raise EventError(BAD_VALUE, f"x[{i}]", f"|{v}| > max_abs_x {max_abs_x}")
+
+
+def check_event_time(ts_ms: int, now_ms: int, max_age_ms: int, max_ahead_ms: int,
+                     field: str = "ts_ms") -> None:
+    """Refuse an event time older than ``max_age_ms`` or more than ``max_ahead_ms`` ahead of
+    ``now_ms``, the reader's clock (reason ``bad_event_time``).
+
+    A future time would hold the reward join's state until the clock reaches it; one older
+    than the topic's retention cannot be a live event. The job calls this at validation, on
+    the time it joins on (``RTREC_MAX_EVENT_AGE_S``, ``RTREC_MAX_CLOCK_SKEW_S``).
+
+    >>> check_event_time(1_000, now_ms=61_000, max_age_ms=60_000, max_ahead_ms=0)
+    >>> check_event_time(999, now_ms=61_000, max_age_ms=60_000, max_ahead_ms=0)
+    Traceback (most recent call last):
+    ...
+    contract.events.EventError: bad_event_time: ts_ms: 999 is 60001 ms old > max age 60000 ms
+    """
+    if ts_ms < now_ms - max_age_ms:
+        raise EventError(BAD_EVENT_TIME, field, f"{ts_ms} is {now_ms - ts_ms} ms old > max age "
+                                                f"{max_age_ms} ms")
+    if ts_ms > now_ms + max_ahead_ms:
+        raise EventError(BAD_EVENT_TIME, field, f"{ts_ms} is {ts_ms - now_ms} ms ahead of the "
+                                                f"clock > max skew {max_ahead_ms} ms")
 
 
 # --- the checks of the reader ----------------------------------------------------------------

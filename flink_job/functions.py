@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyflink.common.typeinfo import Types
@@ -26,12 +26,13 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from contract import codec, linucb, reasons
 from contract.config import Settings
-from contract.events import EventError, Impression, parse_event
+from contract.events import EventError, Impression, check_event_time, parse_event
 from contract.features import check_dim
 from flink_job.publish import Publisher
 from flink_job.records import (
     dead_letter,
     join_line,
+    learner_dead_letter,
     meta_only,
     parse_batch,
     split_record,
@@ -63,10 +64,11 @@ def _tune_interpreter() -> None:
 class _DeadLetterCounters:
     """One Flink counter per reason plus a total (visible in the web UI)."""
 
-    def __init__(self, ctx: RuntimeContext) -> None:
+    def __init__(self, ctx: RuntimeContext,
+                 which: tuple[str, ...] = reasons.VALIDATION) -> None:
         group = ctx.get_metrics_group()
         self.total = group.counter("dead_letters")
-        self.by_reason = {r: group.counter(f"dead_letters_{r}") for r in reasons.VALIDATION}
+        self.by_reason = {r: group.counter(f"dead_letters_{r}") for r in which}
 
     def inc(self, reason: str) -> None:
         self.total.inc()
@@ -78,12 +80,25 @@ class _DeadLetterCounters:
 class Validate(ProcessFunction):
     """Parse each source record of a batch (``java/rtrec/SourceBatcher.java``) against the
     contract: good ones leave as one batch of join lines, bad ones go to the dead-letter side
-    output, each with its reason (formats: docs/JOB_LINES.md)."""
+    output, each with its reason (formats: docs/JOB_LINES.md).
 
-    def __init__(self, dim: int, known_products: frozenset[str] | None, max_bytes: int) -> None:
+    Beyond the event itself: every x entry within ``max_abs_x``, and the time the join will
+    use (the Kafka record's timestamp, else ``ts_ms``) within ``max_age_ms`` before and
+    ``max_ahead_ms`` after ``clock()``, read once per batch: the processing time at
+    validation (docs/JOB.md). None: not checked.
+    """
+
+    def __init__(self, dim: int, known_products: frozenset[str] | None, max_bytes: int,
+                 max_abs_x: float | None = None, max_age_ms: int | None = None,
+                 max_ahead_ms: int | None = None, clock: Callable[[], int] | None = None
+                 ) -> None:
         self.dim = dim
         self.known = known_products
         self.max_bytes = max_bytes
+        self.max_abs_x = max_abs_x
+        self.max_age_ms = max_age_ms
+        self.max_ahead_ms = max_ahead_ms
+        self.clock = clock or _now_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _tune_interpreter()
@@ -99,11 +114,18 @@ class Validate(ProcessFunction):
         lines = []
         impressions = 0
         records = value.split(RECORD_SEPARATOR)
+        now = self.clock()
+        age, ahead = self.max_age_ms, self.max_ahead_ms
         for record in records:
             try:
                 meta, raw = split_record(record)
-                event = parse_event(raw, self.dim, self.known, self.max_bytes)
-                ts = meta.timestamp if meta.timestamp >= 0 else event.ts_ms
+                event = parse_event(raw, self.dim, self.known, self.max_bytes, self.max_abs_x)
+                if meta.timestamp >= 0:
+                    ts, field = meta.timestamp, "$timestamp"
+                else:
+                    ts, field = event.ts_ms, "ts_ms"
+                if age is not None and ahead is not None:
+                    check_event_time(ts, now, age, ahead, field)
                 line = join_line(event, ts, record)
             except Exception as exc:  # a bad record (or a bug) must never fail the job
                 yield DEAD_LETTERS, self._dead_letter(record, exc)
@@ -131,7 +153,11 @@ class Validate(ProcessFunction):
 class Learn(KeyedProcessFunction):
     """Keyed by product_id: learn one micro-batch (``java/rtrec/MicroBatcher.java``: every item
     of this product over one publish interval) in ONE write of the packed state (codec bytes),
-    by :func:`contract.linucb.learn_batch`, and emit the new parameters at once.
+    by :func:`contract.linucb.learn_checked`, and emit the new parameters at once.
+
+    An item the learner refuses (its x too large for float64, or a step that would leave A^-1
+    not finite or not positive definite) is not learned: it goes to the dead-letter side output
+    (reason ``not_learnable``), is counted and logged, and the state keeps its last good value.
 
     The batcher already coalesces per interval, so each product emits at most one update per
     interval and subtask of the join, without a timer per product.
@@ -160,7 +186,8 @@ class Learn(KeyedProcessFunction):
         self.refused = 0
         group.gauge("updates_learned", lambda: self.learned)
         group.gauge("updates_emitted", lambda: self.emitted)
-        group.gauge("batches_refused", lambda: self.refused)
+        group.gauge("dead_letters", lambda: self.refused)
+        group.gauge(f"dead_letters_{reasons.NOT_LEARNABLE}", lambda: self.refused)
         self.cache: dict[str, linucb.ArmState] = {}
 
     def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
@@ -172,22 +199,23 @@ class Learn(KeyedProcessFunction):
                 else linucb.init_state(self.dim, self.l2)
             if len(self.cache) >= self.CACHE_MAX:  # drop the least recently learned
                 del self.cache[next(iter(self.cache))]
-        try:
-            new = linucb.learn_batch(st, X, rewards, observe)
-        except linucb.StateError as exc:
-            # x so large that the sums overflow (finite, so the contract let it through):
-            # keep the last good state rather than fail the job into replaying the batch forever
+        new, refused = linucb.learn_checked(st, X, rewards, observe, self.l2)
+        if refused:
+            items = value.split("\t")[1:]
+            self.refused += len(refused)
+            log.warning("product %s: %d of %d item(s) not learned (%s): %s", unescape_id(key),
+                        len(refused), len(items), reasons.NOT_LEARNABLE, refused[0][1])
+            for i, why in refused:
+                yield DEAD_LETTERS, learner_dead_letter(key, items[i], why)
+        if new is st:  # nothing learned: no write, nothing to publish
             self.cache[key] = st
-            self.refused += 1
-            log.warning("product %s: batch of %d item(s) not learned: %s", unescape_id(key),
-                        len(rewards), exc)
             return
         st = new
         now = _now_ms()
         blob = codec.encode(st, now)
         self.state.update(blob)
         self.cache[key] = st
-        self.learned += len(rewards)
+        self.learned += len(rewards) - len(refused)
         self.emitted += 1
         yield unescape_id(key), blob, now
 

@@ -10,6 +10,7 @@
       -> keyBy(request_id) -> [JVM] RewardJoin (event time) --side output--> dead letters
       -> [JVM] MicroBatcher (per product, one publish interval; flushed before each barrier)
       -> key_by(product_id) -> Learn (RocksDB, one codec blob per product, rank-k update)
+         --side output--> dead letters (items it cannot learn)
       -> PublishToRedis (contract.store.ParamStore: write-if-newer + PUBLISH)
     dead letters -> KafkaSink(dead-letter topic, at least once)
 
@@ -121,8 +122,8 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
     raw = kafka_source(env, settings, opts)
     valid, dead = validate(raw, settings, opts)
     batches, join_dead = join_and_batch(valid, settings)
-    dead_letter_sink(dead.union(join_dead), settings)
-    learn_and_publish(batches, settings)
+    learn_dead = learn_and_publish(batches, settings)
+    dead_letter_sink(dead.union(join_dead, learn_dead), settings)
 
 
 def kafka_source(env, settings: Settings, opts: JobOptions):  # type: ignore[no-untyped-def]
@@ -178,7 +179,9 @@ def validate(raw, settings: Settings, opts: JobOptions):  # type: ignore[no-unty
         .name("source-batch").uid("source-batch"))
     valid = (source_batches
              .process(fn.Validate(settings.model.dim, opts.known_products,
-                                  settings.job.max_event_bytes),
+                                  settings.job.max_event_bytes, settings.model.max_abs_x,
+                                  round(settings.job.max_event_age_s * 1000),
+                                  round(settings.job.max_clock_skew_s * 1000)),
                       output_type=Types.STRING())
              .name("validate").uid("validate"))
     return valid, valid.get_side_output(fn.DEAD_LETTERS)
@@ -198,7 +201,8 @@ def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
     j_joined = (valid._j_data_stream
                 .flatMap(jvm.rtrec.Unbatch(), string_info).name("unbatch").uid("unbatch")
                 .keyBy(jvm.rtrec.RewardJoin.requestKey(), string_info)
-                .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms)),
+                .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms),
+                                              settings.job.click_skew_ms),
                          string_info)
                 .name("reward-join").uid("reward-join"))
     dead = DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters()))
@@ -213,8 +217,9 @@ def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
     return j_batches, dead
 
 
-def learn_and_publish(j_batches, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    """Micro-batches -> LinUCB state per product (RocksDB) -> Redis."""
+def learn_and_publish(j_batches, settings: Settings):  # type: ignore[no-untyped-def]
+    """Micro-batches -> LinUCB state per product (RocksDB) -> Redis; returns the learner's
+    dead letters (the items it cannot learn)."""
     from pyflink.common.typeinfo import Types
     from pyflink.datastream.connectors.base import Sink
     from pyflink.datastream.data_stream import DataStream, KeyedStream
@@ -234,6 +239,7 @@ def learn_and_publish(j_batches, settings: Settings) -> None:  # type: ignore[no
     (params.process(fn.PublishToRedis(settings), output_type=Types.INT())
      .name("publish-redis").uid("publish-redis")
      .sink_to(Sink(DISCARD)).name("discard").uid("discard"))
+    return params.get_side_output(fn.DEAD_LETTERS)
 
 
 def dead_letter_sink(dead, settings: Settings) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from contract.events import OVERSIZED, UNPARSEABLE, Click, EventError, Impression
+from contract.reasons import NOT_LEARNABLE
 
 
 class SourceMeta(NamedTuple):
@@ -138,3 +139,25 @@ def dead_letter(meta: SourceMeta, reason: str, field: str, message: str,
     else:
         env["value"] = None
     return json.dumps(env, separators=(",", ":"), ensure_ascii=False)
+
+
+LEARNER_ERROR_CLASS = "NotLearnableError"
+"""The ``error_class`` of the learner's dead letters (``contract.linucb.NotLearnableError``)."""
+
+
+def learner_dead_letter(product: str, item: str, why: str) -> str:
+    """The dead letter of an item the learner refused (docs/JOB_LINES.md, section 6): the
+    learner has no source record, so topic ``?`` and -1s, and the value is the item as it came,
+    a one-item micro-batch line ``product TAB item`` (x's exact bits in hex).
+
+    >>> x = np.array([1e154, 0.0]).tobytes().hex()
+    >>> env = json.loads(learner_dead_letter("p1", f"o0:{x}", "too large"))
+    >>> env["reason"], env["topic"], env["offset"], env["message"]
+    ('not_learnable', '?', -1, "observation of product 'p1' not learned: too large")
+    >>> env["value"] == "p1\\to0:" + x
+    True
+    """
+    kind = "observation" if item.startswith("o") else "reward"
+    return dead_letter(SourceMeta("?", -1, -1, -1, "u", f"{product}\t{item}"), NOT_LEARNABLE,
+                       "x", f"{kind} of product {unescape_id(product)!r} not learned: {why}",
+                       LEARNER_ERROR_CLASS)

@@ -65,8 +65,12 @@ BAD_IMPRESSIONS = [
     ({"user_id": "7"}, events.WRONG_TYPE, "user_id"),
     ({"user_id": True}, events.WRONG_TYPE, "user_id"),
     ({"user_id": 7.0}, events.WRONG_TYPE, "user_id"),
+    ({"user_id": -1}, events.BAD_VALUE, "user_id"),  # issue 20: ids within their domain
+    ({"user_id": 2**53}, events.BAD_VALUE, "user_id"),
+    ({"user_id": 2**70}, events.BAD_VALUE, "user_id"),
     ({"ts_ms": -1}, events.BAD_VALUE, "ts_ms"),
     ({"ts_ms": 2**53}, events.BAD_VALUE, "ts_ms"),
+    ({"ts_ms": events.MAX_TS_MS}, events.BAD_VALUE, "ts_ms"),  # the year 10000
     ({"x": "0.1,0.2,0.3"}, events.WRONG_TYPE, "x"),
     ({"x": [0.1, "0.2", 0.3]}, events.WRONG_TYPE, "x[1]"),
     ({"x": [0.1, True, 0.3]}, events.WRONG_TYPE, "x[1]"),
@@ -87,6 +91,7 @@ BAD_IMPRESSIONS = [
     ({"propensity": "1"}, events.WRONG_TYPE, "propensity"),
     ({"model_version": -3}, events.BAD_VALUE, "model_version"),
     ({"model_version": 1.0}, events.WRONG_TYPE, "model_version"),
+    ({"model_version": 2**53}, events.BAD_VALUE, "model_version"),
     ({"request_id": ""}, events.BAD_VALUE, "request_id"),
     ({"request_id": "r" * 200}, events.BAD_VALUE, "request_id"),
     ({"request_id": 5}, events.WRONG_TYPE, "request_id"),
@@ -168,17 +173,18 @@ def test_the_constructor_stores_tuples_of_floats() -> None:
 
 _ids = st.text(min_size=1, max_size=events.MAX_ID_LEN)
 _finite = st.floats(allow_nan=False, allow_infinity=False)
-_ts = st.integers(0, 2**53 - 1)
+_ts = st.integers(0, events.MAX_TS_MS - 1)
+_safe = st.integers(0, events.MAX_SAFE_INT)
 
 
 @st.composite
 def _impressions(draw: st.DrawFn) -> Impression:
     products = draw(st.lists(_ids, min_size=1, max_size=20, unique=True))
     return Impression(
-        request_id=draw(_ids), user_id=draw(st.integers()), ts_ms=draw(_ts),
+        request_id=draw(_ids), user_id=draw(_safe), ts_ms=draw(_ts),
         x=tuple(draw(st.lists(_finite, min_size=1, max_size=40))), products=tuple(products),
         scores=tuple(draw(st.lists(_finite, min_size=len(products), max_size=len(products)))),
-        policy=draw(_ids), model_version=draw(st.integers(min_value=0)),
+        policy=draw(_ids), model_version=draw(_safe),
         propensity=draw(st.none() | st.floats(0.0, 1.0, exclude_min=True)))
 
 
@@ -235,3 +241,72 @@ def test_literal_integer_beyond_float_range_is_not_finite() -> None:
         parse_event(raw, DIM)
     assert (err.value.reason, err.value.field) == (events.NOT_FINITE, "scores[1]")
     assert math.isfinite(parse_event(_raw(GOOD_IMPRESSION), DIM).scores[1])
+
+
+@given(st.integers().filter(lambda v: not 0 <= v <= events.MAX_SAFE_INT),
+       st.sampled_from(["user_id", "model_version"]))
+def test_integers_outside_the_json_safe_domain_are_refused(value: int, name: str) -> None:
+    with pytest.raises(EventError) as err:
+        Impression(**_kwargs(GOOD_IMPRESSION, {name: value}))
+    assert (err.value.reason, err.value.field) == (events.BAD_VALUE, name)
+
+
+@given(st.integers().filter(lambda v: not 0 <= v < events.MAX_TS_MS))
+def test_ts_ms_outside_1970_to_9999_is_refused(ts: int) -> None:
+    for event in (lambda: Impression(**_kwargs(GOOD_IMPRESSION, {"ts_ms": ts})),
+                  lambda: Click("r", "p", ts)):
+        with pytest.raises(EventError) as err:
+            event()
+        assert (err.value.reason, err.value.field) == (events.BAD_VALUE, "ts_ms")
+    Click("r", "p", events.MAX_TS_MS - 1)  # 9999-12-31T23:59:59.999Z is a time
+
+
+_bound = st.floats(1e-3, 1e300)
+
+
+@given(st.lists(_finite, min_size=DIM, max_size=DIM), _bound)
+def test_x_beyond_max_abs_x_is_a_bad_value_naming_the_first_entry(x: list[float],
+                                                                   bound: float) -> None:
+    """Issue 20: a huge but finite x used to pass, then overflow inside the learner."""
+    raw = _raw(GOOD_IMPRESSION, x=x)
+    beyond = [i for i, v in enumerate(x) if abs(v) > bound]
+    if not beyond:
+        assert parse_event(raw, DIM, max_abs_x=bound).x == tuple(x)
+        return
+    with pytest.raises(EventError) as err:
+        parse_event(raw, DIM, max_abs_x=bound)
+    assert (err.value.reason, err.value.field) == (events.BAD_VALUE, f"x[{beyond[0]}]")
+    assert parse_event(raw, DIM).x == tuple(x)  # no bound given: the contract's finite check
+
+
+def test_the_issues_x_is_refused_at_the_default_bound() -> None:
+    from contract.config import ModelSettings
+
+    bound = ModelSettings().max_abs_x
+    for x in ([0.1, 1e154, 0.3], [0.1, 0.2, -bound * (1 + 1e-15)]):
+        with pytest.raises(EventError, match="bad_value: x"):
+            parse_event(_raw(GOOD_IMPRESSION, x=x), DIM, max_abs_x=bound)
+    assert parse_event(_raw(GOOD_IMPRESSION, x=[bound, -bound, 0.0]), DIM, max_abs_x=bound)
+
+
+@given(st.integers(0, events.MAX_TS_MS), st.integers(0, events.MAX_TS_MS),
+       st.integers(1, 10**12), st.integers(0, 10**8))
+def test_event_time_is_accepted_iff_within_age_and_skew_of_the_clock(
+        ts: int, now: int, max_age: int, max_ahead: int) -> None:
+    inside = now - max_age <= ts <= now + max_ahead
+    try:
+        events.check_event_time(ts, now, max_age, max_ahead, field="$timestamp")
+    except EventError as exc:
+        assert not inside
+        assert (exc.reason, exc.field) == (events.BAD_EVENT_TIME, "$timestamp")
+    else:
+        assert inside
+
+
+def test_event_time_bounds_are_inclusive() -> None:
+    now = 1_800_000_000_000
+    for ts in (now - 604_800_000, now, now + 60_000):
+        events.check_event_time(ts, now, 604_800_000, 60_000)
+    for ts in (now - 604_800_001, now + 60_001, 0, events.MAX_TS_MS - 1):
+        with pytest.raises(EventError, match="bad_event_time: ts_ms"):
+            events.check_event_time(ts, now, 604_800_000, 60_000)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from contract import reasons
+from contract import codec, reasons
 from contract.events import EventError
 from flink_job import functions
 from flink_job.records import dead_letter, meta_only, parse_batch, split_record, unescape_id
@@ -38,16 +38,37 @@ class _Metrics:
         pass
 
 
+class _State:
+    """Enough of a Flink ValueState for Learn."""
+
+    def __init__(self) -> None:
+        self.blob: bytes | None = None
+
+    def value(self) -> bytes | None:
+        return self.blob
+
+    def update(self, blob: bytes) -> None:
+        self.blob = blob
+
+
 class _Context:
+    def __init__(self) -> None:
+        self.state = _State()
+
     def get_metrics_group(self) -> _Metrics:
         return _Metrics()
+
+    def get_state(self, descriptor: Any) -> _State:
+        return self.state
 
 
 @pytest.fixture
 def validate() -> Iterator[functions.Validate]:
     g = GOLDEN["validate"]
     known = None if g["known_products"] is None else frozenset(g["known_products"])
-    fn = functions.Validate(g["dim"], known, g["max_bytes"])
+    fn = functions.Validate(g["dim"], known, g["max_bytes"], max_abs_x=g["max_abs_x"],
+                            max_age_ms=g["max_event_age_ms"],
+                            max_ahead_ms=g["max_clock_skew_ms"], clock=lambda: g["now_ms"])
     interval = sys.getswitchinterval()
     fn.open(_Context())  # type: ignore[arg-type]
     yield fn
@@ -57,12 +78,14 @@ def validate() -> Iterator[functions.Validate]:
 def test_the_reasons_are_the_contracts() -> None:
     """The golden list is what RewardJoin.REASONS is checked against on the JVM side."""
     assert GOLDEN["reasons"] == {"validation": list(reasons.VALIDATION),
-                                 "join": list(reasons.JOIN)}
-    assert set(reasons.ALL) == set(reasons.VALIDATION) | set(reasons.JOIN)
+                                 "join": list(reasons.JOIN), "learn": list(reasons.LEARN)}
+    assert set(reasons.ALL) == set(reasons.VALIDATION) | set(reasons.JOIN) | set(reasons.LEARN)
     for envelope in GOLDEN["reward_join"]["dead_letters"]:
         assert json.loads(envelope)["reason"] in reasons.JOIN
     for envelope in GOLDEN["validate"]["dead_letters"]:
         assert json.loads(envelope)["reason"] in reasons.VALIDATION
+    for envelope in GOLDEN["learner"]["refused"]["dead_letters"]:
+        assert json.loads(envelope)["reason"] in reasons.LEARN
 
 
 def test_the_record_separator_is_the_golden_one() -> None:
@@ -105,6 +128,27 @@ def test_micro_batch_lines_parse_to_the_exact_floats(batch: dict[str, Any]) -> N
     assert product == batch["product"] and unescape_id(product) == batch["product_id"]
     assert X.tobytes() == np.asarray(batch["x"], dtype="<f8").tobytes()  # bit for bit, -0.0 too
     assert rewards.tolist() == batch["rewards"] and observe.tolist() == batch["observe"]
+
+
+def test_the_learner_dead_letters_what_it_cannot_learn_and_learns_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: an item whose x float64 cannot hold leaves as a dead letter (reason
+    not_learnable, the item as its value); the batch's other items are learned."""
+    g = GOLDEN["learner"]["refused"]
+    monkeypatch.setattr(functions, "check_dim", lambda dim: None)  # the golden lines' d is 2
+    fn = functions.Learn(GOLDEN["learner"]["dim"], g["l2"])
+    ctx = _Context()
+    interval = sys.getswitchinterval()
+    fn.open(ctx)  # type: ignore[arg-type]
+    sys.setswitchinterval(interval)
+    out = list(fn.process_element(g["batch"], None))  # type: ignore[arg-type]
+    dead = [value for tag, value in (o for o in out if o[0] is functions.DEAD_LETTERS)]
+    assert dead == g["dead_letters"]
+    (pid, blob, _), = [o for o in out if o[0] is not functions.DEAD_LETTERS]
+    state = codec.decode(blob).state
+    assert (pid, state.n, state.version) == ("p2", g["n"], g["version"])
+    assert ctx.state.blob == blob and np.isfinite(state.A_inv).all()
+    assert fn.refused == len(dead) and fn.learned == g["n"]
 
 
 @pytest.mark.parametrize("case", GOLDEN["dead_letters"], ids=lambda c: c["name"])

@@ -28,8 +28,9 @@ import org.apache.flink.util.OutputTag;
  * <ul>
  *   <li>an impression emits one observation per shown product with reward 0 and sets a timer
  *       at t + W;</li>
- *   <li>a click on a shown product with ts &lt;= t + W while the window is open emits a
- *       correction, reward 1 (b += x);</li>
+ *   <li>a click on a shown product with t - S &lt;= ts &lt;= t + W while the window is open
+ *       emits a correction, reward 1 (b += x); S ({@code clickSkewMs}) forgives the clocks of
+ *       the hosts that stamped the two; a click stamped earlier is an early_click;</li>
  *   <li>the timer closes the window; the request is remembered for retainMs so a later click
  *       is told apart as late (dead-lettered, never learned), not orphan;</li>
  *   <li>a click that comes before its impression (two topics, read independently) waits; if
@@ -48,7 +49,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
     static final int PENDING = 3;
     /** The reasons this join dead-letters with: contract/reasons.py JOIN (a test checks). */
     static final String[] REASONS = {"duplicate_impression", "late_click", "orphan_click",
-        "bad_value"};
+        "bad_value", "early_click"};
     /** Longest dead-letter message, in code points (as the Python validator cuts it). */
     static final int MESSAGE_MAX = 500;
     private static final OutputTag<String> DEAD = new OutputTag<>("join-dead-letters",
@@ -56,6 +57,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
 
     private final long windowMs;
     private final long retainMs;
+    private final long clickSkewMs;
     private transient ValueState<JoinState> state;
     private transient Counter observations;
     private transient Counter rewards;
@@ -87,9 +89,15 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         }
     }
 
-    public RewardJoin(long windowMs, long retainMs) {
+    /**
+     * @param windowMs the reward window W: a click counts up to t + W
+     * @param retainMs how long a closed request is remembered (late, not orphan, clicks)
+     * @param clickSkewMs S: a click stamped up to this long before its impression counts
+     */
+    public RewardJoin(long windowMs, long retainMs, long clickSkewMs) {
         this.windowMs = windowMs;
         this.retainMs = retainMs;
+        this.clickSkewMs = clickSkewMs;
     }
 
     public static OutputTag<String> deadLetters() {
@@ -176,6 +184,9 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         } else if (ts > st.t + windowMs) {
             dead(ctx, "late_click", "ts_ms", "click " + (ts - st.t)
                     + " ms after the impression > window " + windowMs + " ms", source);
+        } else if (ts < st.t - clickSkewMs) {
+            dead(ctx, "early_click", "ts_ms", "click " + (st.t - ts)
+                    + " ms before the impression > skew " + clickSkewMs + " ms", source);
         } else {
             st.c = append(st.c, product);
             out.collect(ts + "\t" + product + "\ta1:" + st.x);

@@ -130,7 +130,8 @@ class JobLinesTest {
         try (KeyedOneInputStreamOperatorTestHarness<String, String, String> h =
                      new KeyedOneInputStreamOperatorTestHarness<>(
                              new KeyedProcessOperator<>(new RewardJoin(
-                                     join.get("window_ms").asLong(), join.get("retain_ms").asLong())),
+                                     join.get("window_ms").asLong(), join.get("retain_ms").asLong(),
+                                     join.get("click_skew_ms").asLong())),
                              RewardJoin.requestKey(), Types.STRING)) {
             h.open();
             for (JsonNode step : join.get("steps")) {
