@@ -68,7 +68,7 @@ class UserFeatures(_Strict):
 class RecommendRequest(_Strict):
     """Who, when, how many. The context is ``x`` if given, else ``user``, else the user table."""
 
-    user_id: JsonInt = Field(ge=0, le=2**53, description="Logged in the impression.")
+    user_id: JsonInt = Field(ge=0, le=2**53 - 1, description="Logged in the impression.")
     user: UserFeatures | None = None
     x: list[Num] | None = Field(default=None, max_length=4096,
                                 description="An explicit context vector of length dim.")
