@@ -28,6 +28,7 @@ from contract.config import Settings
 from contract.features import User
 from serving.errors import InvalidRequestError, NotStartedError, ServingError, http_answer
 from serving.fastpath import FastRecommend
+from serving.limits import BodyGuard
 from serving.metrics import Collector, Timing, latency_histogram
 from serving.recommender import Recommender
 from serving.schemas import (
@@ -86,9 +87,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             raise NotStartedError("starting: the recommender is not built yet") from None
 
     errors: dict[int | str, dict[str, Any]] = {
-        400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-        503: {"model": ErrorResponse}}
+        code: {"model": ErrorResponse} for code in (400, 404, 408, 413, 415, 422, 503)}
     body_model = recommend_request_model(settings.model.dim)
 
     def recommend_json(body: RecommendRequest) -> bytes:
@@ -108,7 +107,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             "policy": r.policy, "model_version": r.model_version, "propensity": r.propensity,
             "snapshot_age_s": r.snapshot_age_s}, allow_nan=False).encode()
 
-    app.add_middleware(Timing, histogram=latency, fast=FastRecommend(body_model, recommend_json))
+    app.add_middleware(Timing, histogram=latency, fast=FastRecommend(body_model, recommend_json),
+                       guard=BodyGuard(settings.serving.max_body_bytes,
+                                       settings.serving.body_timeout_s))
 
     # No `from __future__ import annotations` in this module: FastAPI reads the body_model
     # annotation below as an object (a string would be looked up in the module's globals).
@@ -161,9 +162,33 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
 
 def _describe(exc: RequestValidationError) -> str:
-    """One readable line per problem: ``body.k: Input should be greater than or equal to 1``."""
+    """One readable line per problem: ``body.k: Input should be greater than or equal to 1``;
+    what pydantic says about the body as a whole is said plainly (not JSON, not an object,
+    empty)."""
     parts = []
     for err in exc.errors()[:10]:
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        loc = tuple(err.get("loc", ()))
+        kind = err.get("type")
+        if kind == "json_invalid":
+            where = f" at character {loc[1]}" if len(loc) > 1 else ""
+            reason = (err.get("ctx") or {}).get("error", "")
+            parts.append(f"body: not valid JSON{where}: {reason}".rstrip(": "))
+        elif loc == ("body",) and kind == "missing":
+            parts.append("body: empty; expected a JSON object")
+        elif loc == ("body",) and kind in ("model_attributes_type", "dict_type", "model_type"):
+            parts.append(f"body: expected a JSON object, got {_json_kind(err.get('input'))}")
+        else:
+            where = ".".join(str(p) for p in loc)
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type (for "expected an object, got an array")."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    names = {list: "an array", str: "a string", int: "a number", float: "a number",
+             bytes: "raw bytes"}
+    return names.get(type(value), type(value).__name__)

@@ -22,8 +22,9 @@ from contract.errors import RtrecError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InvalidRequestError", "NotShownError", "NotStartedError", "ServingError",
-           "UnknownPolicyError", "UnknownUserError", "http_answer"]
+__all__ = ["BodyTimeoutError", "BodyTooLargeError", "InvalidRequestError", "NotShownError",
+           "NotStartedError", "ServingError", "UnknownPolicyError", "UnknownUserError",
+           "UnsupportedMediaTypeError", "http_answer"]
 
 
 class ServingError(RtrecError, ValueError):
@@ -60,6 +61,24 @@ class NotStartedError(ServingError):
     """A request before the app's start-up built the recommender."""
 
     status = 503
+
+
+class BodyTooLargeError(ServingError):
+    """An HTTP body over ``RTREC_MAX_BODY_BYTES`` (refused before it is read in full)."""
+
+    status = 413
+
+
+class BodyTimeoutError(ServingError):
+    """An HTTP body not complete within ``RTREC_BODY_TIMEOUT_S``."""
+
+    status = 408
+
+
+class UnsupportedMediaTypeError(ServingError):
+    """A body route called with a content type other than JSON."""
+
+    status = 415
 
 
 _INTERNAL = b'{"detail":"internal error"}'

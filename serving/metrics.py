@@ -10,7 +10,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from serving.errors import ServingError, http_answer
 from serving.fastpath import FastRecommend, is_json
+from serving.limits import BodyGuard, replay
 from serving.recommender import Recommender
 
 __all__ = ["ROUTES", "Collector", "Timing", "latency_histogram"]
@@ -29,14 +31,17 @@ def latency_histogram(registry: CollectorRegistry) -> Histogram:
 
 class Timing:
     """Pure ASGI middleware timing every HTTP request by route and status code (a
-    BaseHTTPMiddleware would cost more than the scoring itself); it also hands a JSON
-    ``POST /recommend`` to the fast path, so the fast path adds no layer of its own."""
+    BaseHTTPMiddleware would cost more than the scoring itself). It also reads the body
+    through the ``guard`` (:mod:`serving.limits`: content type, size, deadline) and hands a
+    JSON ``POST /recommend`` to the fast path, so neither adds a layer of its own and both the
+    fast path and the routes get the same limits."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], histogram: Histogram,
-                 fast: FastRecommend | None = None) -> None:
+                 fast: FastRecommend | None = None, guard: BodyGuard | None = None) -> None:
         self.app = app
         self.histogram = histogram
         self.fast = fast
+        self.guard = guard
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -51,6 +56,22 @@ class Timing:
             await send(message)
 
         try:
+            if self.guard is not None:
+                try:
+                    if self.guard.check(scope):
+                        body = await self.guard.read(receive)
+                        if body is None:  # the client left: nobody to answer
+                            status[0] = 499
+                            return
+                        receive = replay(body, receive)
+                except ServingError as exc:  # 408, 413, 415: the body stays unread
+                    code, payload = http_answer(exc)
+                    await send_status({"type": "http.response.start", "status": code, "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(payload)).encode()),
+                        (b"connection", b"close")]})
+                    await send_status({"type": "http.response.body", "body": payload})
+                    return
             if (self.fast is not None and scope["path"] == "/recommend"
                     and scope["method"] == "POST" and is_json(scope)):
                 await self.fast(scope, receive, send_status, self.app)

@@ -14,12 +14,15 @@ from contract.config import Settings
 from contract.features import FeatureSpace, load_catalog, load_users
 from serving.app import create_app
 from serving.errors import (
+    BodyTimeoutError,
+    BodyTooLargeError,
     InvalidRequestError,
     NotShownError,
     NotStartedError,
     ServingError,
     UnknownPolicyError,
     UnknownUserError,
+    UnsupportedMediaTypeError,
 )
 from serving.recommender import Recommender
 
@@ -35,7 +38,8 @@ ALL = [ServingError, *_subclasses(ServingError)]
 # Pinned here, not read back from the classes: a new error class, or a changed status, is a
 # decision this table has to record.
 STATUS = {ServingError: 422, InvalidRequestError: 422, UnknownUserError: 404,
-          NotShownError: 422, UnknownPolicyError: 422, NotStartedError: 503}
+          NotShownError: 422, UnknownPolicyError: 422, NotStartedError: 503,
+          BodyTooLargeError: 413, BodyTimeoutError: 408, UnsupportedMediaTypeError: 415}
 
 
 class _Raising(Recommender):
