@@ -20,8 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
+
+from confluent_kafka import KafkaError
 
 from contract.config import Settings
 from contract.events import Click, Event, Impression
@@ -41,6 +44,7 @@ class EventStats:
     queued: int
     last_error: str | None = None
     last_failure_age_s: float | None = None  # seconds since the last failed/dropped event
+    oldest_queued_age_s: float | None = None  # how long the oldest queued event has waited
 
 
 class EventSink(Protocol):
@@ -113,6 +117,9 @@ class KafkaEventLog:
         self._last_error: str | None = None
         self._last_logged = 0.0
         self._last_failure: float | None = None
+        # (monotonic time, events accepted by then), a mark each time the poller sees the
+        # count grown: the age of the oldest queued event without a timestamp per event.
+        self._marks: deque[tuple[float, int]] = deque()
         self._poller = threading.Thread(target=self._poll, name="rtrec-eventlog", daemon=True)
         self._poller.start()
 
@@ -140,11 +147,26 @@ class KafkaEventLog:
         # In librdkafka, not yet acknowledged or failed (after close: counted as failed).
         queued = 0 if self._flushed else len(self._producer)
         with self._lock:
-            age = None if self._last_failure is None else time.monotonic() - self._last_failure
+            now = time.monotonic()
+            age = None if self._last_failure is None else now - self._last_failure
             return EventStats(accepted=self._accepted,
                               published=max(0, self._accepted - self._failed - queued),
                               failed=self._failed, dropped=self._dropped, queued=queued,
-                              last_error=self._last_error, last_failure_age_s=age)
+                              last_error=self._last_error, last_failure_age_s=age,
+                              oldest_queued_age_s=self._oldest_age(queued, now))
+
+    def _oldest_age(self, queued: int, now: float) -> float | None:
+        """How long the oldest queued event has waited (a lower bound, by up to one poll
+        period), assuming events leave the queue in the order they came: the first
+        ``accepted - queued`` have left, so the oldest queued is event number
+        ``accepted - queued``, accepted by the first mark that counts more. Exact when nothing
+        is acknowledged (a frozen broker); with one partition stuck and others flowing it
+        understates, and the count of queued events is the signal then. Call with the lock."""
+        first = self._accepted - max(0, queued)
+        marks = self._marks
+        while marks and marks[0][1] <= first:  # marks of events that have all left
+            marks.popleft()
+        return now - marks[0][0] if marks and queued > 0 else None
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, wait up to ``timeout_s`` for what is queued to be acknowledged;
@@ -167,10 +189,18 @@ class KafkaEventLog:
     def _poll(self) -> None:
         while not self._closing:
             self._producer.poll(0.2)  # waits without the GIL; serves error reports
+            queued = len(self._producer)
+            now = time.monotonic()
+            with self._lock:
+                if not self._marks or self._marks[-1][1] != self._accepted:
+                    self._marks.append((now, self._accepted))
+                self._oldest_age(queued, now)  # drops the marks no queued event needs
 
     def _failed_delivery(self, err: object, _msg: object) -> None:
         if err is None:  # not requested (delivery.report.only.error), but harmless
             return
+        if getattr(err, "code", lambda: None)() == KafkaError._PURGE_QUEUE:
+            return  # purged by close(), which counts what it gives up on: not twice
         with self._lock:
             self._failed += 1
         self._log_error(f"delivery failed: {err}")

@@ -121,8 +121,13 @@ class Collector:
         for policy, n in rec.impressions.items():
             imps.add_metric([policy], n)
             ctr.add_metric([policy], rec.clicks.get(policy, 0) / n if n else 0.0)
+        duplicates = CounterMetricFamily(
+            "rtrec_serving_duplicate_clicks", "Clicks on a (request, product) already clicked: "
+            "published, not counted in clicks or CTR.", labels=["policy"])
         for policy, n in rec.clicks.items():
             clicks.add_metric([policy], n)
+            duplicates.add_metric([policy], rec.duplicate_clicks.get(policy, 0))
         yield imps
         yield clicks
+        yield duplicates
         yield ctr

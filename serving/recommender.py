@@ -121,6 +121,11 @@ class Recommender:
         self._counts_lock = threading.Lock()
         self.impressions: dict[str, int] = dict.fromkeys(POLICIES, 0)
         self.clicks: dict[str, int] = {**dict.fromkeys(POLICIES, 0), "unknown": 0}
+        # A click on the same (request, product) again - a double tap, a client retry - is
+        # still published (the job's join decides), but counted here once: CTR is per shown
+        # product. The last ``remember_requests`` clicks are remembered (insertion order).
+        self.duplicate_clicks: dict[str, int] = dict.fromkeys(self.clicks, 0)
+        self._clicked: dict[tuple[str, str], None] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, notifications: bool = True,
@@ -173,6 +178,11 @@ class Recommender:
                            f"{ev.last_failure_age_s:.0f}s ago: {ev.last_error}")
         if ev.queued > 10_000:
             reasons.append(f"events: {ev.queued} waiting for Kafka")
+        max_age = self.settings.serving.event_max_age_s
+        if ev.oldest_queued_age_s is not None and ev.oldest_queued_age_s > max_age:
+            reasons.append(f"events: the oldest of {ev.queued} queued has waited "
+                           f"{ev.oldest_queued_age_s:.1f}s for Kafka's acknowledgement "
+                           f"(RTREC_EVENT_MAX_AGE_S {max_age:g}s): broker slow or frozen")
         return Health("degraded" if reasons else "ready", tuple(reasons), params, ev)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -274,9 +284,17 @@ class Recommender:
                                 f"{request_id!r}")
         when = _utc(at) if at is not None else datetime.now(UTC)
         click = Click(request_id=request_id, product_id=product_id, ts_ms=_ts_ms(when))
+        key = (request_id, product_id)
+        with self._recent_lock:
+            duplicate = key in self._clicked
+            if not duplicate:
+                self._clicked[key] = None
+                if len(self._clicked) > self._recent_max:
+                    del self._clicked[next(iter(self._clicked))]
         self.events.publish(click)
+        policy = known[0] if known is not None else "unknown"
         with self._counts_lock:
-            self.clicks[known[0] if known is not None else "unknown"] += 1
+            (self.duplicate_clicks if duplicate else self.clicks)[policy] += 1
         return click
 
     def _x(self, x: Any) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""Edges of issue 20 item 5, through the real app: a duplicate click is counted once in the
+metrics; a frozen broker shows in /healthz once the oldest queued event is older than
+RTREC_EVENT_MAX_AGE_S."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from serving_helpers import wait_for
+
+from contract.config import Settings
+from contract.events import Click
+from contract.features import FeatureSpace, load_catalog, load_users
+from serving import Recommender
+from serving.app import create_app
+from serving.eventlog import KafkaEventLog, MemoryEventLog
+
+USERS = load_users()
+
+
+def _metric(text: str, name: str, policy: str) -> float:
+    m = re.search(rf'^{name}{{policy="{policy}"}} (\S+)$', text, re.M)
+    assert m, f"{name}{{policy={policy}}} not in /metrics"
+    return float(m.group(1))
+
+
+def test_a_duplicate_click_is_published_but_counted_once() -> None:
+    rec = Recommender(Settings.from_env({}), [p.product_id for p in load_catalog()],
+                      events=MemoryEventLog(), users={u.user_id: u for u in USERS},
+                      features=FeatureSpace.load(), seed=0)
+    with TestClient(create_app(recommender=rec)) as client:
+        shown = []
+        for user in USERS[:2]:
+            body = client.post("/recommend", json={"user_id": user.user_id, "k": 3}).json()
+            shown.append((body["request_id"], [i["product_id"] for i in body["items"]]))
+        (rid, products), _ = shown
+        clicks = [(rid, products[0]), (rid, products[0]), (rid, products[1]),  # one double tap
+                  ("elsewhere", "p001"), ("elsewhere", "p001")]  # another replica's request
+        for request_id, product_id in clicks:
+            r = client.post("/feedback", json={"request_id": request_id,
+                                               "product_id": product_id})
+            assert r.status_code == 200, r.text
+        metrics = client.get("/metrics").text
+    assert _metric(metrics, "rtrec_serving_clicks_total", "linucb") == 2
+    assert _metric(metrics, "rtrec_serving_duplicate_clicks_total", "linucb") == 1
+    assert _metric(metrics, "rtrec_serving_clicks_total", "unknown") == 1
+    assert _metric(metrics, "rtrec_serving_duplicate_clicks_total", "unknown") == 1
+    assert _metric(metrics, "rtrec_serving_ctr", "linucb") == 1.0  # 2 clicks, 2 impressions
+    # every click is still an event: the job's join decides what a duplicate is worth
+    assert sum(isinstance(e, Click) for e in rec.events.events) == 5
+
+
+@pytest.fixture
+def frozen_broker() -> Iterator[int]:
+    """A port that accepts TCP connections (the kernel's backlog) and never answers: to a
+    Kafka client, a broker frozen mid-life (SIGSTOP, a GC pause, a dead disk)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_a_frozen_broker_shows_in_healthz_once_the_oldest_event_is_too_old(
+        frozen_broker: int) -> None:
+    settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{frozen_broker}",
+                                  "RTREC_EVENT_MAX_AGE_S": 1.0})
+    # a 60 s delivery timeout: what the health check must see is the wait, not a failure
+    log = KafkaEventLog(settings, message_timeout_ms=60_000)
+    rec = Recommender(settings, [p.product_id for p in load_catalog()], events=log, seed=0)
+    try:
+        with TestClient(create_app(recommender=rec)) as client:
+            assert client.get("/healthz").json()["status"] == "ready"  # nothing queued yet
+            r = client.post("/recommend", json={"user_id": 1, "x": [0.5] * 15})
+            assert r.status_code == 200
+            assert wait_for(lambda: client.get("/healthz").json()["status"] == "degraded",
+                            10.0), client.get("/healthz").json()
+            health = client.get("/healthz").json()
+            assert any("has waited" in reason and "broker slow or frozen" in reason
+                       for reason in health["reasons"]), health["reasons"]
+            assert health["events"]["queued"] == 1
+            assert health["events"]["failed"] == health["events"]["dropped"] == 0
+        stats = log.stats()
+        assert stats.oldest_queued_age_s is not None and stats.oldest_queued_age_s > 1.0
+    finally:
+        rec.close(timeout_s=0.5)
+    # given up at close: counted failed once (the purge's own report is not a second failure)
+    stats = log.stats()
+    assert (stats.accepted, stats.failed, stats.queued, stats.oldest_queued_age_s) == \
+        (1, 1, 0, None)
+
+
+def test_oldest_queued_age_is_none_when_nothing_waits() -> None:
+    assert MemoryEventLog().stats().oldest_queued_age_s is None
