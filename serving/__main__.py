@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.app import create_app
 
-    app = create_app(settings, notifications=not args.no_notifications, kafka=not args.no_kafka)
+    try:  # refuses a wrong RTREC_DIM (contract.features.check_dim) before binding the port
+        app = create_app(settings, notifications=not args.no_notifications,
+                         kafka=not args.no_kafka)
+    except ValueError as exc:
+        parser.error(str(exc))
     uvicorn.run(app, host=args.host or settings.serving.host,
                 port=args.port or settings.serving.port, log_level=args.log_level,
                 access_log=False)

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from contract.config import Settings
-from contract.features import User
+from contract.features import User, check_dim
 from serving.errors import InvalidRequestError, NotStartedError, ServingError, http_answer
 from serving.fastpath import FastRecommend
 from serving.limits import BodyGuard
@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     builds one from ``settings`` (default ``Settings.from_env()``) at start-up and closes it
     (flushing events) at shutdown."""
     settings = settings or (recommender.settings if recommender else Settings.from_env())
+    if recommender is None:
+        check_dim(settings.model.dim)  # before the server binds, not at the first request
     registry = CollectorRegistry()
     latency = latency_histogram(registry)
     holder: dict[str, Recommender] = {}

@@ -134,9 +134,10 @@ class Recommender:
         """Catalog, users and features from ``contract.features``; parameters from Redis;
         events to Kafka (``kafka=False``: kept in memory). Waits up to ``wait_s`` for the
         first load from Redis, then serves anyway (from the prior if Redis is down)."""
-        from contract.features import FeatureSpace, load_catalog, load_users
+        from contract.features import FeatureSpace, check_dim, load_catalog, load_users
         from serving.eventlog import KafkaEventLog
 
+        check_dim(settings.model.dim)  # a wrong RTREC_DIM fails here, not on every request
         product_ids = [p.product_id for p in load_catalog()]
         refresher = SnapshotRefresher(settings, product_ids, notifications=notifications)
         if not refresher.start(wait_s=wait_s):

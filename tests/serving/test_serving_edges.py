@@ -1,20 +1,25 @@
-"""Edges of issue 20 item 5, through the real app: a duplicate click is counted once in the
-metrics; a frozen broker shows in /healthz once the oldest queued event is older than
-RTREC_EVENT_MAX_AGE_S."""
+"""Edges of issue 20 item 5 and issue 12, through the real app: a duplicate click is counted
+once in the metrics; a frozen broker shows in /healthz once the oldest queued event is older
+than RTREC_EVENT_MAX_AGE_S; a wrong RTREC_DIM fails at start, naming both numbers."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from serving_helpers import wait_for
 
 from contract.config import Settings
 from contract.events import Click
-from contract.features import FeatureSpace, load_catalog, load_users
+from contract.features import FeatureError, FeatureSpace, load_catalog, load_users
+from devstack.stack import free_port
 from serving import Recommender
 from serving.app import create_app
 from serving.eventlog import KafkaEventLog, MemoryEventLog
@@ -98,3 +103,23 @@ def test_a_frozen_broker_shows_in_healthz_once_the_oldest_event_is_too_old(
 
 def test_oldest_queued_age_is_none_when_nothing_waits() -> None:
     assert MemoryEventLog().stats().oldest_queued_age_s is None
+
+
+def test_a_wrong_dim_fails_at_start_naming_both_numbers() -> None:
+    settings = Settings.from_env({"RTREC_DIM": 16})
+    with pytest.raises(FeatureError, match=r"dim 16 != CONTEXT_DIM 15.*RTREC_DIM=15"):
+        Recommender.from_settings(settings, kafka=False, wait_s=0)
+    with pytest.raises(FeatureError, match=r"dim 16 != CONTEXT_DIM 15"):
+        create_app(settings)
+    Recommender(settings, ["a", "b"]).recommend(1, x=np.ones(16))  # explicit x: its own d
+
+
+def test_python_m_serving_refuses_a_wrong_dim_before_serving() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTREC_")}
+    # free ports: should it start after all, it touches no one's server
+    env.update(RTREC_DIM="16", RTREC_SERVING_PORT=str(free_port()),
+               RTREC_REDIS_PORT=str(free_port()))
+    proc = subprocess.run([sys.executable, "-m", "serving", "--no-kafka"], env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr.decode()[-2000:]
+    assert b"dim 16 != CONTEXT_DIM 15" in proc.stderr and b"Traceback" not in proc.stderr
