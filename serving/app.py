@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             snapshot_age_s=snap.age_s(), products=len(snap),
             products_with_params=int((snap.versions > 0).sum()),
             notifications=h.params.notifications if h.params else "off",
+            epoch=h.params.epoch if h.params else None,
             events=EventsOut(accepted=ev.accepted, published=ev.published, failed=ev.failed,
                              dropped=ev.dropped, queued=ev.queued))
 

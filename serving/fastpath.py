@@ -4,8 +4,9 @@ The route costs more than the scoring: measured in-process, answering a valid JS
 takes ~0.1 ms (a third of the app's time) off each request. A body that validates (the same
 pydantic model, JSON mode) is answered by the same handler as the route; errors it raises are
 answered by :func:`serving.errors.http_answer`, as the route's are. Anything else - a body
-that does not validate, another content type - is replayed to the FastAPI route, so every
-validation answer is the route's own.
+that does not validate, an ``application/*+json`` type - is replayed to the FastAPI route, so
+every validation answer is the route's own. The body arrives already read, whole and within
+the limits (:mod:`serving.limits`, checked by the timing middleware before either path).
 """
 
 from __future__ import annotations

@@ -135,6 +135,8 @@ class HealthResponse(BaseModel):
     products: int
     products_with_params: int
     notifications: str
+    epoch: str | None = Field(default=None, description="The parameter store's generation "
+                              "the snapshot belongs to (docs/PARAMS_FORMAT.md).")
     events: EventsOut
 
 

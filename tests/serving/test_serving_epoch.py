@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from serving_helpers import OwnRedis, blob, learned_state, wait_for, with_version
 
 from contract.config import Settings
 from contract.store import ParamStore
 from serving import Recommender
+from serving.app import create_app
 from serving.refresher import SnapshotRefresher
 
 pytestmark = pytest.mark.integration
@@ -120,8 +122,10 @@ def test_new_epoch_after_a_rollback_by_hand_is_followed(own_redis: OwnRedis) -> 
         assert ref.start(wait_s=5) and ref.snapshot.version_of("p002") == 8
         store.client.set(store.keys.arm("p002"), blob(older))
         store.client.hset(store.keys.versions, "p002", older.version)
-        store.new_epoch()
+        token = store.new_epoch()
         assert wait_for(lambda: ref.snapshot.version_of("p002") == 3, 2.0)
         np.testing.assert_array_equal(ref.snapshot.A_invs[2], older.A_inv)
+        with TestClient(create_app(recommender=Recommender(settings, refresher=ref))) as client:
+            assert client.get("/healthz").json()["epoch"] == token  # which life it serves
     finally:
         ref.stop()
