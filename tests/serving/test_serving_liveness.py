@@ -46,11 +46,18 @@ def test_sigstopped_redis_is_degraded_within_2s_and_recovers(own_redis: OwnRedis
             own_redis.proc.send_signal(signal.SIGSTOP)
             stopped = True
             t_stop = time.monotonic()
+            first: dict = {}  # the first degraded answer (later ones name the reconnects)
+
+            def degraded() -> bool:
+                h = client.get("/healthz").json()
+                if h["status"] == "degraded":
+                    first.update(h)
+                return bool(first)
+
             # the requirement itself: degraded within 2 s (a refresher blocked on the hung
             # server, or one that takes a quiet channel for "in sync", stays ready)
-            assert wait_for(lambda: client.get("/healthz").json()["status"] == "degraded",
-                            2.0), client.get("/healthz").json()
-            health = client.get("/healthz").json()
+            assert wait_for(degraded, 2.0), client.get("/healthz").json()
+            health = first
             assert any("redis unreachable" in r and "liveness probe" in r
                        for r in health["reasons"]), health["reasons"]
             # the age counts from the last answered command: the probe that timed out was
