@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -131,9 +132,10 @@ def test_micro_batch_lines_parse_to_the_exact_floats(batch: dict[str, Any]) -> N
 
 
 def test_the_learner_dead_letters_what_it_cannot_learn_and_learns_the_rest(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 20: an item whose x float64 cannot hold leaves as a dead letter (reason
-    not_learnable, the item as its value); the batch's other items are learned."""
+    not_learnable, the item as its value), is counted and logged; the batch's other items
+    are learned."""
     g = GOLDEN["learner"]["refused"]
     monkeypatch.setattr(functions, "check_dim", lambda dim: None)  # the golden lines' d is 2
     fn = functions.Learn(GOLDEN["learner"]["dim"], g["l2"])
@@ -141,7 +143,9 @@ def test_the_learner_dead_letters_what_it_cannot_learn_and_learns_the_rest(
     interval = sys.getswitchinterval()
     fn.open(ctx)  # type: ignore[arg-type]
     sys.setswitchinterval(interval)
-    out = list(fn.process_element(g["batch"], None))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="flink_job.functions"):
+        out = list(fn.process_element(g["batch"], None))  # type: ignore[arg-type]
+    assert "product p2: 2 of 3 item(s) not learned (not_learnable)" in caplog.text
     dead = [value for tag, value in (o for o in out if o[0] is functions.DEAD_LETTERS)]
     assert dead == g["dead_letters"]
     (pid, blob, _), = [o for o in out if o[0] is not functions.DEAD_LETTERS]
