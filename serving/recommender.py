@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from contract.config import Settings
-from contract.events import MAX_ID_LEN, MAX_SHOWN, Click, Impression
+from contract.events import MAX_ID_LEN, MAX_SAFE_INT, MAX_SHOWN, Click, Impression
 from serving.errors import (
     InvalidRequestError,
     NotShownError,
@@ -235,6 +235,8 @@ class Recommender:
             raise InvalidRequestError(f"k: must be in 1..{MAX_SHOWN}, got {k}")
         if isinstance(user_id, bool) or not isinstance(user_id, int | np.integer):
             raise InvalidRequestError(f"user_id: expected an integer, got {type(user_id).__name__}")
+        if not 0 <= user_id <= MAX_SAFE_INT:  # the event's domain: the job would refuse it
+            raise InvalidRequestError(f"user_id: must be in 0..2**53-1, got {user_id}")
         if at is None and x is not None:  # no features to compute: the cheap clock will do
             when, ts_ms = None, time.time_ns() // 1_000_000
         else:  # one instant for both the context's time features and the logged ts_ms
@@ -307,6 +309,10 @@ class Recommender:
             raise InvalidRequestError(f"x: length {vec.size} != dim {self.settings.model.dim}")
         if not np.isfinite(vec).all():
             raise InvalidRequestError("x: every value must be finite")
+        bound = self.settings.model.max_abs_x  # beyond it the job refuses the impression
+        if vec.max() > bound or vec.min() < -bound:
+            raise InvalidRequestError(f"x: every value must be within -{bound:g}..{bound:g} "
+                                      f"(RTREC_MAX_ABS_X)")
         return vec
 
 
