@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorResponse} for code in (400, 404, 408, 413, 415, 422, 503)}
-    body_model = recommend_request_model(settings.model.dim)
+    body_model = recommend_request_model(settings.model.dim, settings.model.max_abs_x)
 
     def recommend_json(body: RecommendRequest) -> bytes:
         user = None

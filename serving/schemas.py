@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from contract.config import POLICIES
+from contract.config import POLICIES, ModelSettings
 from contract.events import MAX_ID_LEN, MAX_SHOWN
 from contract.features import GENDERS, SOURCES
 
@@ -48,7 +48,9 @@ Timestamp = Annotated[datetime, Field(strict=False, json_schema_extra={
 Policy = Literal[POLICIES]  # type: ignore[valid-type]
 Gender = Literal[GENDERS]  # type: ignore[valid-type]
 Source = Literal[SOURCES]  # type: ignore[valid-type]
-Num = Annotated[float, Field(ge=-1e6, le=1e6)]
+MAX_ABS_X = ModelSettings().max_abs_x
+"""The default RTREC_MAX_ABS_X: an x entry beyond it would be an impression the job refuses."""
+Num = Annotated[float, Field(ge=-MAX_ABS_X, le=MAX_ABS_X)]
 
 
 class _Strict(BaseModel):
@@ -80,15 +82,17 @@ class RecommendRequest(_Strict):
     alpha: float | None = Field(default=None, ge=0, le=1e6)
 
 
-def recommend_request_model(dim: int) -> type[RecommendRequest]:
-    """:class:`RecommendRequest` with x's exact length (the settings' dim) in the schema, so
-    generated clients and property tests know it; the library checks it again for in-process
-    callers."""
+def recommend_request_model(dim: int, max_abs_x: float = MAX_ABS_X) -> type[RecommendRequest]:
+    """:class:`RecommendRequest` with x's exact length (the settings' dim) and bound
+    (``RTREC_MAX_ABS_X``) in the schema, so generated clients and property tests know them; the
+    library checks them again for in-process callers."""
+    item = Annotated[float, Field(ge=-max_abs_x, le=max_abs_x)]
     return create_model(
         "RecommendRequest", __base__=RecommendRequest,
-        x=(list[Num] | None, Field(default=None, min_length=dim, max_length=dim,
-                                   description=f"An explicit context vector ({dim} numbers); "
-                                               "overrides user and user_id.")))
+        x=(list[item] | None, Field(  # type: ignore[valid-type]
+            default=None, min_length=dim, max_length=dim,
+            description=f"An explicit context vector ({dim} numbers, each within "
+                        f"-{max_abs_x:g}..{max_abs_x:g}); overrides user and user_id.")))
 
 
 class ItemOut(BaseModel):

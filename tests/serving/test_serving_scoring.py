@@ -131,13 +131,20 @@ def test_random_policy_is_uniform_with_its_propensity() -> None:
     ({"x": np.ones(D - 1)}, InvalidRequestError, "x: length"),
     ({"x": [float("nan")] * D}, InvalidRequestError, "finite"),
     ({"x": np.ones(D), "alpha": -1.0}, InvalidRequestError, "alpha"),
-    ({"x": [1e200] * D}, InvalidRequestError, "overflow"),
+    ({"x": [1e200] * D}, InvalidRequestError, "RTREC_MAX_ABS_X"),  # the job would refuse it
     ({}, InvalidRequestError, "feature space"),
 ])
 def test_invalid_requests(kwargs: dict, error: type[Exception], match: str) -> None:
     rec = Recommender(Settings.from_env({}), ["a", "b"])
     with pytest.raises(error, match=match):
         rec.recommend(1, **kwargs)
+
+
+def test_scores_that_overflow_are_refused() -> None:
+    """Within a raised RTREC_MAX_ABS_X, an x whose scores overflow is still refused."""
+    rec = Recommender(Settings.from_env({"RTREC_MAX_ABS_X": "1e300"}), ["a", "b"])
+    with pytest.raises(InvalidRequestError, match="overflow"):
+        rec.recommend(1, x=[1e200] * D)
 
 
 def test_k_larger_than_catalog_shows_everything_once() -> None:
