@@ -98,8 +98,8 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
     rpc_port = free_port()
     prepare = cluster.prepare
 
-    def prepare_free_rpc(settings: Settings) -> dict[str, Path]:
-        d = prepare(settings)
+    def prepare_free_rpc(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
+        d = prepare(settings, taskmanagers)
         with open(d["conf"] / "config.yaml", "a") as f:
             f.write(f'jobmanager.rpc.port: "{rpc_port}"\n')
         return d
