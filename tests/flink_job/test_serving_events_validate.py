@@ -21,7 +21,6 @@ from contract.config import POLICIES, Settings
 from contract.events import MAX_SAFE_INT, Click, Impression
 from contract.features import FeatureSpace, load_catalog, load_users
 from flink_job import functions
-from flink_job.job import JobOptions  # noqa: F401  (the graph's module imports: a smoke check)
 from serving.errors import ServingError
 from serving.eventlog import MemoryEventLog
 from serving.recommender import Recommender
