@@ -174,8 +174,8 @@ class ServingSettings:
                                "Largest HTTP request body accepted; larger is 413.")
     body_timeout_s: float = _var("RTREC_BODY_TIMEOUT_S", 5.0,
                                  "Longest wait for a whole HTTP request body; then 408.")
-    event_max_age_s: float = _var(
-        "RTREC_EVENT_MAX_AGE_S", 5.0,
+    event_queue_max_age_s: float = _var(
+        "RTREC_EVENT_QUEUE_MAX_AGE_S", 5.0,
         "/healthz is degraded while an event has waited longer than this for Kafka's ack.")
 
     def __post_init__(self) -> None:
@@ -185,7 +185,7 @@ class ServingSettings:
         for name, value in (("RTREC_PROBE_INTERVAL_S", self.probe_interval_s),
                             ("RTREC_MAX_BODY_BYTES", self.max_body_bytes),
                             ("RTREC_BODY_TIMEOUT_S", self.body_timeout_s),
-                            ("RTREC_EVENT_MAX_AGE_S", self.event_max_age_s)):
+                            ("RTREC_EVENT_QUEUE_MAX_AGE_S", self.event_queue_max_age_s)):
             if value <= 0:
                 raise SettingsError(f"{name} must be > 0, got {value}")
 

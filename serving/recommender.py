@@ -179,11 +179,11 @@ class Recommender:
                            f"{ev.last_failure_age_s:.0f}s ago: {ev.last_error}")
         if ev.queued > 10_000:
             reasons.append(f"events: {ev.queued} waiting for Kafka")
-        max_age = self.settings.serving.event_max_age_s
+        max_age = self.settings.serving.event_queue_max_age_s
         if ev.oldest_queued_age_s is not None and ev.oldest_queued_age_s > max_age:
             reasons.append(f"events: the oldest of {ev.queued} queued has waited "
                            f"{ev.oldest_queued_age_s:.1f}s for Kafka's acknowledgement "
-                           f"(RTREC_EVENT_MAX_AGE_S {max_age:g}s): broker slow or frozen")
+                           f"(RTREC_EVENT_QUEUE_MAX_AGE_S {max_age:g}s): broker slow or frozen")
         return Health("degraded" if reasons else "ready", tuple(reasons), params, ev)
 
     def close(self, timeout_s: float = 10.0) -> None:

@@ -1,6 +1,6 @@
 """Edges of issue 20 item 5 and issue 12, through the real app: a duplicate click is counted
 once in the metrics; a frozen broker shows in /healthz once the oldest queued event is older
-than RTREC_EVENT_MAX_AGE_S; a wrong RTREC_DIM fails at start, naming both numbers."""
+than RTREC_EVENT_QUEUE_MAX_AGE_S; a wrong RTREC_DIM fails at start, naming both numbers."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def frozen_broker() -> Iterator[int]:
 def test_a_frozen_broker_shows_in_healthz_once_the_oldest_event_is_too_old(
         frozen_broker: int) -> None:
     settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{frozen_broker}",
-                                  "RTREC_EVENT_MAX_AGE_S": 1.0})
+                                  "RTREC_EVENT_QUEUE_MAX_AGE_S": 1.0})
     # a 60 s delivery timeout: what the health check must see is the wait, not a failure
     log = KafkaEventLog(settings, message_timeout_ms=60_000)
     rec = Recommender(settings, [p.product_id for p in load_catalog()], events=log, seed=0)
