@@ -1,5 +1,9 @@
 """Event schemas: impressions (what serving showed) and clicks (what the user took).
 
+(Longer than our ~350-line norm on purpose: the two types and every rule that makes an event
+valid stay in one file, so the contract can be read and reviewed in one place; the job's
+validator and serving both run exactly this code.)
+
 An :class:`Impression` or :class:`Click` is valid by construction: the constructor checks
 every field and raises :class:`EventError` naming the field and a machine-readable ``reason``
 (the one the job writes beside a dead-lettered record), so an invalid event can neither be
