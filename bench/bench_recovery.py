@@ -16,6 +16,10 @@ and the job learned something since the previous kill:
   TaskManager running the job is SIGKILLed and Flink itself fails the job over to the spare
   (then a new spare is started for the next kill).
 
+After the last kill the feed stops and the run checks what recovery must keep: every
+product's n, b and A^-1 in Redis equal batch ridge over everything that was sent (1e-9), so
+no event was lost or learned twice across the kills (``exactly_once`` in the JSON).
+
 "First new write" is exact: the versions hash is read once the killed process can no longer
 have a write in flight (300 ms after the kill: a pipeline sent just before SIGKILL still lands
 in Redis), and the clock stops at the first pub/sub notice of a version above it (a replay
@@ -42,7 +46,17 @@ from bench.common import write_result
 from contract.config import Settings
 from contract.store import ParamStore, redis_client
 from devstack.stack import Stack, free_port
-from endtoend.harness import JobProcess, now_ms, produce, seeded_traffic, wait_for
+from endtoend.harness import (
+    JobProcess,
+    Traffic,
+    now_ms,
+    produce,
+    ridge,
+    seeded_traffic,
+    sentinels,
+    versions,
+    wait_for,
+)
 from flink_job import checkpoints, cluster
 
 log = logging.getLogger("bench_recovery")
@@ -81,10 +95,12 @@ class WriteWatch:
 
 
 class Feed:
-    """Seeded traffic at ~150 events/s with current timestamps until stopped."""
+    """Seeded traffic at ~150 events/s with current timestamps until stopped; ``sent`` holds
+    the observations it must have taught."""
 
     def __init__(self, s: Settings) -> None:
         self.s = s
+        self.sent = Traffic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -95,11 +111,30 @@ class Feed:
             t = seeded_traffic(self.s, 150, seed=2000 + chunk, start_ms=now_ms(),
                                products=PRODUCTS, step_ms=6.6, click_p=0.3)
             produce(self.s, t.records, rate_eps=150)
+            for pid, obs in t.observations.items():
+                self.sent.observations[pid].extend(obs)
             chunk += 1
 
     def stop(self) -> None:
+        """Stop, then close every open reward window (far-future sentinels); once."""
+        if self._stop.is_set():
+            return
         self._stop.set()
-        self._thread.join(30)
+        self._thread.join(60)
+        produce(self.s, sentinels(self.s, now_ms() + 10 * 60_000))
+
+
+def exactly_once(s: Settings, store: ParamStore, feed: Feed, alive: Any = None) -> bool:
+    """After the feed stopped: every product ends at the version, n, b and A^-1 of learning
+    everything sent exactly once (batch ridge, 1e-9)."""
+    want = versions(feed.sent.observations)
+    wait_for(lambda: store.versions() == want, 180, "every product at its final version", alive)
+    expected = ridge(feed.sent.observations, s.model.dim, s.model.l2)
+    params = store.read_all(s.model.dim)
+    return set(params) == set(expected) and all(
+        params[p].state.n == n and np.allclose(params[p].state.A_inv, A_inv, rtol=0, atol=1e-9)
+        and np.allclose(params[p].state.b, b, rtol=0, atol=1e-9)
+        for p, (n, A_inv, b) in expected.items())
 
 
 def _learned(store: ParamStore) -> int:
@@ -136,7 +171,8 @@ def _measure(store: ParamStore, watch: WriteWatch, t_kill: float, timeout_s: flo
     return found[0] - t_kill
 
 
-def minicluster(base: Settings, work: Path, products: Path, kills: int) -> list[float]:
+def minicluster(base: Settings, work: Path, products: Path,
+                kills: int) -> tuple[list[float], bool]:
     s = base.isolated("mini", work)
     Stack(s).create_topics()
     store = ParamStore.from_settings(s, timeout_s=2.0)
@@ -151,11 +187,13 @@ def minicluster(base: Settings, work: Path, products: Path, kills: int) -> list[
             job.start("--restore", "latest")
             out.append(_measure(store, watch, t_kill, 180, job))
             log.info("minicluster kill %d: first new write after %.2f s", i + 1, out[-1])
+        feed.stop()
+        exact = exactly_once(s, store, feed, job)
     finally:
         feed.stop()
         watch.close()
         job.kill()
-    return out
+    return out, exact
 
 
 def _tm_pids(s: Settings) -> dict[str, int]:
@@ -180,7 +218,8 @@ def _running_tms(s: Settings, jid: str) -> set[str]:
     return out
 
 
-def standalone_cluster(base: Settings, work: Path, products: Path, kills: int) -> list[float]:
+def standalone_cluster(base: Settings, work: Path, products: Path,
+                       kills: int) -> tuple[list[float], bool]:
     s = base.isolated("cluster", work).override(RTREC_FLINK_REST_PORT=free_port(),
                                                 RTREC_STACK_DIR=work / "cluster")
     Stack(s).create_topics()
@@ -205,13 +244,15 @@ def standalone_cluster(base: Settings, work: Path, products: Path, kills: int) -
             log.info("cluster kill %d (TaskManager pid %d): first new write after %.2f s",
                      i + 1, pid, out[-1])
             cluster.start_taskmanager(s)  # the next spare
+        feed.stop()
+        exact = exactly_once(s, store, feed)
     finally:
         if feed is not None:
             feed.stop()
         if watch is not None:
             watch.close()
         cluster.down(s)
-    return out
+    return out, exact
 
 
 def _summary(runs: list[float]) -> dict[str, Any]:
@@ -228,7 +269,7 @@ def main() -> int:
                         help="keep the run's folder (logs of the job and the cluster) here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    out: dict[str, Any] = {"kills": args.kills}
+    out: dict[str, Any] = {"kills": args.kills, "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
         work = args.work.resolve() if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -242,20 +283,23 @@ def main() -> int:
         try:
             cases = args.cases.split(",")
             if "minicluster" in cases:
-                runs = minicluster(base, work, products, args.kills)
-                out["minicluster"] = {"kill_to_first_write_s": _summary(runs)}
+                runs, exact = minicluster(base, work, products, args.kills)
+                out["minicluster"] = {"kill_to_first_write_s": _summary(runs),
+                                      "exactly_once": exact}
             if "cluster" in cases:
-                runs = standalone_cluster(base, work, products, args.kills)
-                out["cluster"] = {"kill_to_first_write_s": _summary(runs),
+                runs, exact = standalone_cluster(base, work, products, args.kills)
+                out["cluster"] = {"kill_to_first_write_s": _summary(runs), "exactly_once": exact,
                                   "taskmanagers": "one spare, SIGKILL of the one running"}
         finally:
             stack.down()
+    out["load_after"] = os.getloadavg()
     path = write_result("bench_recovery", out)
     for case in ("minicluster", "cluster"):
         if case in out:
             r = out[case]["kill_to_first_write_s"]
             print(f"{case:12} kill -> first new write: p50 {r['p50']:.2f} s, max "
-                  f"{r['max']:.2f} s ({len(r['runs'])} kills)")
+                  f"{r['max']:.2f} s ({len(r['runs'])} kills); exactly once: "
+                  f"{out[case]['exactly_once']}")
     print(f"wrote {path}")
     return 0
 
