@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, Producer
 
 from contract.config import Settings
 from devstack.stack import Stack, StackError, free_port
+from tests.helpers import alive
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +78,7 @@ def test_down_stops_exactly_what_up_started(tmp_path) -> None:
         stopped = own.down()
     assert sorted(stopped) == ["kafka", "redis"]
     for pid in pids.values():
-        assert not _alive(pid)
+        assert not alive(pid)
     assert own.down() == []  # nothing left to stop
 
 
@@ -91,11 +92,3 @@ def test_unready_service_names_itself_and_its_log(tmp_path) -> None:
         settings = Settings.from_env({"RTREC_REDIS_PORT": taken, "RTREC_STACK_DIR": str(tmp_path)})
         with pytest.raises(StackError, match="port .* is taken"):
             Stack(settings).up(timeout_s=5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

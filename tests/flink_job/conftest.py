@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from contract.config import Settings
-
-PRODUCTS = [f"p{i:03d}" for i in range(200)]
+from tests.helpers import PRODUCTS
 
 
 @pytest.fixture

@@ -16,21 +16,13 @@ from hypothesis import strategies as st
 from contract.config import Settings
 from contract.events import Click, EventError, Impression, check_event_time
 from flink_job.bootstrap import append_events, event_times
+from tests.helpers import read_topics
 
 
 def _read_all(s: Settings, topic: str, n: int) -> list[tuple[bytes, int]]:
-    from confluent_kafka import Consumer
-
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"boot-{topic}",
-                  "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    out: list[tuple[bytes, int]] = []
-    deadline = time.monotonic() + 30
-    while len(out) < n and time.monotonic() < deadline:
-        msg = c.poll(0.5)
-        if msg is not None and not msg.error():
-            out.append((msg.value(), msg.timestamp()[1]))
-    c.close()
+    """(value, timestamp) of every record of ``topic``: exactly ``n``, none more."""
+    out = [(m.value(), m.timestamp()[1]) for m in read_topics(s, [topic], at_least=n)]
+    assert len(out) == n, f"{topic}: {len(out)} records, expected {n}"
     return out
 
 

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 
 from contract.config import Settings
-from contract.store import ParamStore
 from devstack.stack import Stack, free_port
 from endtoend.harness import (
     JobProcess,
@@ -35,21 +34,15 @@ from endtoend.harness import (
     seeded_traffic,
     sentinels,
     versions,
-    wait_for,
 )
 from flink_job import cluster
 from flink_job.job import JOB_NAME
+from tests.helpers import PRODUCTS, alive, store, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 log = logging.getLogger(__name__)
 
-PRODUCTS = [f"p{i:03d}" for i in range(200)]
 N_EVENTS = 3000
-
-
-def _store(s: Settings) -> ParamStore:
-    return ParamStore.from_settings(s, timeout_s=2.0)
-
 
 def _fresh(stack: Stack, base: Settings, **over: object) -> Settings:
     """``base`` with topics and a Redis prefix of its own (topics created)."""
@@ -64,14 +57,6 @@ def _cluster_pids(s: Settings) -> list[int]:
     for f in (Path(s.stack.dir) / "flink" / "pid").glob("*.pid"):
         pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _cancel(s: Settings, jid: str) -> None:
@@ -136,7 +121,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         assert all(j["state"] == "FINISHED" for j in jobs if j["name"] != JOB_NAME), jobs
         jid = next(j["jid"] for j in jobs if j["name"] == JOB_NAME)
 
-        store1, store2 = _store(s1), _store(s2)
+        store1, store2 = store(s1), store(s2)
         wait_for(lambda: store2.versions() == want, 150,
                  "parallelism 2: every product at its final version")
         log.info("parallelism 2 learned all at %.1fs", time.monotonic() - started)
@@ -165,7 +150,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         assert cluster.submit(s3, products=str(products_file)) == 0
         jid = next(j["jid"] for j in cluster.rest(s2, "/jobs/overview")["jobs"]
                    if j["name"] == JOB_NAME and j["state"] not in ("CANCELED", "CANCELLING"))
-        store3 = _store(s3)
+        store3 = store(s3)
         wait_for(lambda: store3.versions() == want, 150,
                  "the resubmitted job: every product at its final version")
         assert cluster.rest(s2, f"/jobs/{jid}")["state"] == "RUNNING"
@@ -176,12 +161,12 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         pids = _cluster_pids(s2)
         cluster.down(s2)
         deadline = time.monotonic() + 30
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         for p in pids:  # our own cluster's JVMs, by pid, if stop-cluster.sh left one
-            if _alive(p):
+            if alive(p):
                 os.kill(p, signal.SIGKILL)
-        assert not any(_alive(p) for p in pids), f"cluster processes left behind: {pids}"
+        assert not any(alive(p) for p in pids), f"cluster processes left behind: {pids}"
 
     assert set(p1) == set(p2) == set(expected) and len(expected) > 150
     assert sum(p.version for p in p2.values()) == sum(want.values())

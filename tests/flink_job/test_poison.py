@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_job import DeadLetters, _assert_parity, _imp, _wait_learned
 
 from contract.config import Settings
 from contract.events import Click
@@ -35,13 +33,19 @@ from endtoend.harness import (
     seeded_traffic,
     sentinels,
     versions,
-    wait_for,
+)
+from tests.helpers import (
+    PRODUCTS,
+    DeadLetters,
+    assert_parity,
+    impression_json,
+    wait_learned,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 log = logging.getLogger(__name__)
 
-PRODUCTS = [f"p{i:03d}" for i in range(190)]
+LOG_PRODUCTS = PRODUCTS[:190]
 BOUND = 1e160  # RTREC_MAX_ABS_X of this run: 1e154 passes the validator, 1e170 does not
 
 
@@ -70,15 +74,16 @@ def _cases(s: Settings, t0: int, rng: np.random.Generator,
             ("poison-overflow", _poison_x(rng, d, i0=1e154, i1=-1e154), ("p004", "p005"), None),
             ("poison-digits", _poison_x(rng, d, i3=1e6), ("p006",), "p006")):
         ts = t0 + len(recs)
-        recs.append((imp_t, _imp(rid, ts, shown, xv), ts, 0))
+        recs.append((imp_t, impression_json(rid, ts, shown, xv), ts, 0))
         if clicked:
             recs.append((clk_t, Click(rid, clicked, ts + 100).to_json(), ts + 100, 0))
         poison[rid] = xv
         dl["not_learnable"] += len(shown) + (clicked is not None)
     # beyond this run's bound, and an id out of its domain: the validator's bad_value
-    recs.append((imp_t, _imp("beyond", t0 + 10, ("p007",), _poison_x(rng, d, i2=1e170)),
+    recs.append((imp_t, impression_json("beyond", t0 + 10, ("p007",), _poison_x(rng, d, i2=1e170)),
                  t0 + 10, 0))
-    recs.append((imp_t, _imp("neg-user", t0 + 11, ("p007",), x(), user_id=-1), t0 + 11, 0))
+    recs.append((imp_t, impression_json("neg-user", t0 + 11, ("p007",), x(), user_id=-1),
+                 t0 + 11, 0))
     dl["bad_value"] += 2
     # a record older than RTREC_MAX_EVENT_AGE_S at validation (8 days > 7)
     old = now_ms() - 8 * 86_400_000
@@ -88,13 +93,13 @@ def _cases(s: Settings, t0: int, rng: np.random.Generator,
     for rid, product, lead_ms in (("early", "p010", 2000), ("skewed", "p011", 200)):
         ts = t0 + 20 + len(recs)
         xv = x()
-        recs.append((imp_t, _imp(rid, ts, (product,), xv), ts, 0))
+        recs.append((imp_t, impression_json(rid, ts, (product,), xv), ts, 0))
         recs.append((clk_t, Click(rid, product, ts - lead_ms).to_json(), ts - lead_ms, 0))
         traffic.observe(product, xv, 1.0 if lead_ms <= s.job.click_skew_ms else 0.0)
     dl["early_click"] += 1
     # after everything: a record 5 minutes ahead of the clock (> RTREC_MAX_CLOCK_SKEW_S)
     ahead = now_ms() + 5 * 60_000
-    after = [(imp_t, _imp("ahead", ahead, ("p009",), x()), ahead, 0)]
+    after = [(imp_t, impression_json("ahead", ahead, ("p009",), x()), ahead, 0)]
     dl["bad_event_time"] += 1
     return recs, after, dl, poison
 
@@ -106,7 +111,7 @@ def test_poison_and_out_of_range_events_never_reach_the_model(
     every poison and out-of-range record is in the dead-letter topic with its reason."""
     s = job_settings.override(RTREC_MAX_ABS_X=BOUND)
     t0 = now_ms() - 30 * 60_000
-    traffic = seeded_traffic(s, 2000, seed=20, start_ms=t0, products=PRODUCTS)
+    traffic = seeded_traffic(s, 2000, seed=20, start_ms=t0, products=LOG_PRODUCTS)
     cases, after, expected_dl, poison = _cases(s, t0 + 1000, np.random.default_rng(20), traffic)
     expected_dl["unparseable"] += 2 * s.kafka.topic_partitions  # the sentinels
     half = len(traffic.records) // 2  # the poison in the middle of the backlog
@@ -119,17 +124,14 @@ def test_poison_and_out_of_range_events_never_reach_the_model(
     dead = DeadLetters(s)
     try:
         try:
-            _wait_learned(s, versions(traffic.observations), job, timeout_s=150)
-            wait_for(lambda: len(dead.poll()) >= sum(expected_dl.values()), 60,
-                     "dead letters", job)
-            time.sleep(1.0)  # nothing more may arrive
+            wait_learned(s, versions(traffic.observations), job, timeout_s=150)
+            items = dead.until_quiet(sum(expected_dl.values()), 60, job=job)
             assert job.alive(), "the job failed (no restart was allowed)"
         finally:
             job.kill()
-        items = dead.poll()
     finally:
         dead.close()
-    params = _assert_parity(s, expected)  # the poison's products too, as if it never came
+    params = assert_parity(s, expected)  # the poison's products too, as if it never came
     for pid, p in params.items():
         assert np.isfinite(p.state.A_inv).all() and np.isfinite(p.state.b).all(), pid
         np.linalg.cholesky(p.state.A_inv)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import pytest
-from confluent_kafka import Consumer
 
 from contract.config import Settings
 from contract.events import EventError, parse_event
@@ -14,26 +10,9 @@ from contract.features import CONTEXT_DIM, FeatureSpace, load_catalog, load_user
 from producer.__main__ import main
 from producer.load import BAD_HEADER, make_pool, open_producer, run_load
 from producer.oracle import load_oracle
+from tests.helpers import read_topics
 
 pytestmark = pytest.mark.integration
-
-
-def _read_all(settings: Settings, expected: int, timeout_s: float = 60.0) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap,
-                         "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
-    consumer.subscribe([settings.kafka.topic_impressions, settings.kafka.topic_clicks])
-    got: list = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < expected and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, timeout=1):
-            assert msg.error() is None, msg.error()
-            got.append(msg)
-    # Anything beyond `expected` would be a duplicate: read a little longer to see it.
-    for msg in consumer.consume(1000, timeout=2):
-        got.append(msg)
-    consumer.close()
-    return got
 
 
 def test_every_sent_event_is_readable_and_bad_ones_are_marked(
@@ -46,8 +25,9 @@ def test_every_sent_event_is_readable_and_bad_ones_are_marked(
     assert (stats.sent, stats.acked, stats.failed) == (3000, 3000, 0)
     assert stats.impressions + stats.clicks == 3000
     assert 150 < stats.bad < 450
-    messages = _read_all(unique_settings, 3000)
-    assert len(messages) == 3000
+    messages = read_topics(unique_settings, [unique_settings.kafka.topic_impressions,
+                                             unique_settings.kafka.topic_clicks], at_least=3000)
+    assert len(messages) == 3000  # read until quiet: a duplicate would be a 3001st
     known = {p.product_id for p in products}
     bad = 0
     for msg in messages:

@@ -1,0 +1,267 @@
+"""The helpers every test module shares, in one place so they behave the same everywhere:
+the product ids, a parameter store, a settings object for a Redis of the test's own, waiting
+for a condition, reading a Kafka topic until it is quiet, the dead-letter topic, and whether a
+process is alive."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from contract.config import Settings
+from contract.store import ParamStore
+
+# The catalogue of the job's tests (tests/flink_job/conftest.py writes it to products_file).
+PRODUCTS = [f"p{i:03d}" for i in range(200)]
+
+
+def store(settings: Settings, timeout_s: float = 2.0) -> ParamStore:
+    """The parameter store of ``settings`` (its Redis and prefix)."""
+    return ParamStore.from_settings(settings, timeout_s=timeout_s)
+
+
+def redis_settings(port: int, **env: object) -> Settings:
+    """Default settings on a Redis of the test's own (prefix ``t``), plus ``env``."""
+    return Settings.from_env({"RTREC_REDIS_PORT": port, "RTREC_REDIS_PREFIX": "t", **env})
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 5.0,
+             what: str | Callable[[], object] = "the condition", job: Any = None,
+             every_s: float = 0.05) -> bool:
+    """Poll until ``predicate()`` is true and return True; on timeout raise AssertionError
+    naming ``what`` (a callable: what it returns then, e.g. the state that was wrong). With
+    ``job`` (an endtoend ChildProcess), fail at once, with its log tail, if it exits
+    meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if job is not None and not job.alive():
+            said = what() if callable(what) else what
+            raise AssertionError(f"the job exited while waiting for {said}; log tail:\n"
+                                 f"{job.log_tail()}")
+        if time.monotonic() >= deadline:
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {said}")
+        time.sleep(every_s)
+
+
+def read_topics(settings: Settings, topics: Iterable[str], at_least: int = 0,
+                quiet_s: float = 2.0, timeout_s: float = 60.0) -> list:
+    """Every message of ``topics`` from the beginning (confluent_kafka Messages): read until
+    at least ``at_least`` arrived (or ``timeout_s``), then on until nothing more comes for
+    ``quiet_s``, so a test that asserts exactly n also sees an (n+1)th."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap,
+                         "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(list(topics))
+    out: list = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while True:
+            now = time.monotonic()
+            if len(out) >= at_least and now - last >= quiet_s:
+                return out
+            if len(out) < at_least and now >= deadline:
+                return out
+            for msg in consumer.consume(1000, timeout=0.2):
+                assert msg.error() is None, msg.error()
+                out.append(msg)
+                last = time.monotonic()
+    finally:
+        consumer.close()
+
+
+class DeadLetters:
+    """The dead-letter topic as the job writes it: envelopes (dicts) polled from the start."""
+
+    def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap,
+                                  "group.id": f"dl-reader-{uuid.uuid4().hex[:8]}",
+                                  "auto.offset.reset": "earliest"})
+        self.consumer.subscribe([settings.kafka.topic_dead_letter])
+        self.items: list[dict] = []
+
+    def poll(self) -> list[dict]:
+        """Everything so far (what arrived since the last call is appended)."""
+        for msg in self.consumer.consume(1000, timeout=0.1):
+            assert msg.error() is None, msg.error()
+            self.items.append(json.loads(msg.value()))
+        return self.items
+
+    def until_quiet(self, at_least: int, timeout_s: float, quiet_s: float = 2.0,
+                    job: Any = None) -> list[dict]:
+        """Poll until ``at_least`` arrived, then until nothing more comes for ``quiet_s``."""
+        wait_for(lambda: len(self.poll()) >= at_least, timeout_s,
+                 f"{at_least} dead letters (got {len(self.items)})", job)
+        n, last = len(self.items), time.monotonic()
+        while time.monotonic() - last < quiet_s:
+            if len(self.poll()) != n:
+                n, last = len(self.items), time.monotonic()
+        return self.items
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def impression_json(rid: str, ts: int, products: tuple[str, ...], x: Iterable[float],
+                    **over: object) -> bytes:
+    """An impression's JSON (``over`` replaces fields, valid or not)."""
+    from contract.events import Impression
+
+    d = Impression(request_id=rid, user_id=1, ts_ms=ts, x=tuple(float(v) for v in x),
+                   products=products, scores=tuple(0.0 for _ in products), policy="linucb",
+                   model_version=0).to_dict()
+    d.update(over)
+    return json.dumps(d).encode()
+
+
+def wait_learned(s: Settings, want: dict[str, int], job: Any, timeout_s: float) -> None:
+    """Wait until the job published every product at its version in ``want`` (and no other
+    product); on timeout, say which products differ."""
+    st = store(s)
+    try:
+        wait_for(lambda: st.versions() == want, timeout_s,
+                 "every product at its final version", job, every_s=0.2)
+    except AssertionError as exc:  # say which products, so a failure can be read
+        got = st.versions()
+        diff = {p: (got.get(p), v) for p, v in want.items() if got.get(p) != v}
+        extra = sorted(set(got) - set(want))
+        raise AssertionError(f"{exc}; (got, want) for {len(diff)} products: "
+                             f"{dict(list(diff.items())[:10])}; unexpected: {extra[:10]}") from exc
+
+
+def assert_parity(s: Settings, expected: dict[str, tuple[int, Any, Any]]) -> dict:
+    """Every product's published n, A^-1, b equal ``expected`` (batch ridge) within 1e-9, and
+    no other product is published. Returns the published parameters."""
+    import numpy as np
+
+    params = store(s).read_all(s.model.dim)
+    assert set(params) == set(expected)
+    for pid, (n, A_inv, b) in expected.items():
+        st = params[pid].state
+        assert st.n == n, pid
+        np.testing.assert_allclose(st.A_inv, A_inv, rtol=0, atol=1e-9, err_msg=pid)
+        np.testing.assert_allclose(st.b, b, rtol=0, atol=1e-9, err_msg=pid)
+    return params
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def listening_ports(pids: Iterable[int]) -> set[int]:
+    """The TCP ports the processes ``pids`` listen on (from /proc: their socket inodes, and
+    the kernel's table of listening sockets)."""
+    import os
+
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # state LISTEN, our inode
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def process_group(pgid: int) -> list[int]:
+    """Every live pid of process group ``pgid``."""
+    import os
+
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(name))
+    return out
+
+
+def flink_rest_port(job: Any) -> int:
+    """The REST port of the Flink mini-cluster a ``python -m flink_job run`` child started
+    (Flink picks a free one): the port of its process group that answers ``/overview``."""
+    import http.client
+    import urllib.request
+
+    assert job.proc is not None and job.alive(), "the job is not running"
+    for port in sorted(listening_ports(process_group(job.proc.pid))):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/overview", timeout=1) as r:
+                if "flink-version" in json.loads(r.read()):
+                    return port
+        except (OSError, ValueError, http.client.HTTPException):  # not HTTP (py4j, RPC...)
+            continue
+    raise AssertionError("no Flink REST endpoint among the job's listening ports")
+
+
+def rest_get(port: int, path: str) -> Any:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+# the job's own metrics (docs/JOB.md "Metrics"): the operator metric groups and their names
+JOB_OPERATORS = ("source-batch", "validate", "reward-join", "micro-batch", "learn-linucb",
+                 "publish-redis")
+FLINK_BUILTIN = ("numRecords", "numBytes", "current", "isBackPressured", "Watermark")
+
+
+def job_metrics(port: int, job_name: str | None = None) -> dict[str, float]:
+    """The job's own metrics through Flink's REST API, summed over subtasks, by
+    ``<operator>.<metric>`` (``validate.dead_letters_unparseable``, ...). The REST API caches
+    values for up to ``metrics.fetcher.update-interval`` (10 s): poll until they settle."""
+    from flink_job.job import JOB_NAME
+
+    jobs = [j for j in rest_get(port, "/jobs/overview")["jobs"]
+            if j["name"] == (job_name or JOB_NAME) and j["state"] == "RUNNING"]
+    assert len(jobs) == 1, jobs
+    jid = jobs[0]["jid"]
+    out: dict[str, float] = {}
+    for vertex in rest_get(port, f"/jobs/{jid}")["vertices"]:
+        base = f"/jobs/{jid}/vertices/{vertex['id']}/metrics"
+        ids = [m["id"] for m in rest_get(port, base)
+               if m["id"].split(".")[1] in JOB_OPERATORS
+               and not m["id"].split(".")[-1].startswith(FLINK_BUILTIN)]
+        if not ids:
+            continue
+        for m in rest_get(port, f"{base}?get={','.join(ids)}"):
+            name = m["id"].split(".", 1)[1]  # without the subtask index
+            out[name] = out.get(name, 0) + float(m["value"])
+    return out
