@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -81,13 +82,17 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
         server.stop()
 
 
-def wait_for(predicate, timeout_s: float = 5.0, step_s: float = 0.01) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return bool(predicate())
+@pytest.fixture
+def frozen_broker() -> Iterator[int]:
+    """A port that accepts TCP connections (the kernel's backlog) and never answers: to a
+    Kafka client, a broker frozen mid-life (SIGSTOP, a GC pause, a dead disk)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
 
 
 def post_both(client: TestClient, body: object) -> tuple[httpx.Response, httpx.Response]:

@@ -5,6 +5,7 @@ Kafka."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,10 +22,11 @@ from contract.config import Settings
 from contract.events import Impression, parse_event
 from contract.features import FeatureSpace, load_catalog, load_users
 from contract.store import ParamStore
-from devstack.stack import free_port
+from devstack.stack import Stack, free_port
 from serving import Recommender
 from serving.app import create_app
 from serving.eventlog import MemoryEventLog
+from tests.helpers import read_topics, wait_for
 
 USERS = load_users()
 
@@ -129,9 +131,13 @@ def test_openapi_property_no_server_errors(case) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.integration
-def test_python_m_serving_end_to_end(unique_settings) -> None:
+def test_python_m_serving_end_to_end_and_flushes_its_events_at_sigterm(
+        stack: Stack, unique_settings: Settings) -> None:
     """The real entry point against the real stack: loads parameters from Redis, answers
-    over HTTP, logs the impression to Kafka, shuts down cleanly on SIGTERM."""
+    over HTTP, logs the impression to Kafka, and on SIGTERM shuts down cleanly, flushing what
+    it holds: impressions logged right before the signal, while the broker was frozen
+    (SIGSTOP), so that /healthz showed every one of them still unacknowledged, are in Kafka
+    once the broker thaws during the shutdown."""
     settings = unique_settings
     store = ParamStore.from_settings(settings)
     store.write("p042", blob(learned_state(np.random.default_rng(0), settings.model.dim, 9)))
@@ -139,36 +145,54 @@ def test_python_m_serving_end_to_end(unique_settings) -> None:
     env = {**os.environ, **settings.to_env(), "RTREC_SERVING_PORT": str(port)}
     env = {k: v for k, v in env.items() if not k.startswith("RTREC_") or k in settings.to_env()
            or k == "RTREC_SERVING_PORT"}
+    kafka_pid = stack.status()["kafka"]["pid"]
+    assert isinstance(kafka_pid, int)
     proc = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    frozen = False
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        health = None
-        while time.monotonic() < deadline:
+        health: dict = {}
+
+        def ready() -> bool:
             try:
-                health = httpx.get(f"{url}/healthz", timeout=1).json()
-                if health["status"] == "ready":
-                    break
+                health.update(httpx.get(f"{url}/healthz", timeout=1).json())
             except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        assert health and health["status"] == "ready", health
+                return False
+            return health["status"] == "ready"
+
+        wait_for(ready, 30, lambda: health)
         assert health["model_version"] == 9 and health["products_with_params"] == 1
         r = httpx.post(f"{url}/recommend", json={"user_id": USERS[0].user_id}, timeout=5)
         assert r.status_code == 200 and r.json()["model_version"] == 9
-        rid = r.json()["request_id"]
+        rids = [r.json()["request_id"]]
+        wait_for(lambda: httpx.get(f"{url}/healthz").json()["events"]["queued"] == 0, 30,
+                 "the first impression acknowledged")
+
+        os.kill(kafka_pid, signal.SIGSTOP)  # the broker holds its connections, answers nothing
+        frozen = True
+        for user in USERS[1:21]:
+            r = httpx.post(f"{url}/recommend", json={"user_id": user.user_id}, timeout=5)
+            assert r.status_code == 200
+            rids.append(r.json()["request_id"])
+        events = httpx.get(f"{url}/healthz").json()["events"]
+        assert events["queued"] == 20 and events["failed"] == events["dropped"] == 0, events
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # the shutdown has begun with all 20 queued
+        os.kill(kafka_pid, signal.SIGCONT)
+        frozen = False
     finally:
+        if frozen:
+            os.kill(kafka_pid, signal.SIGCONT)
         proc.terminate()
         _out, err = proc.communicate(timeout=30)
     # uvicorn shuts down gracefully (lifespan: events flushed), then re-raises the signal.
     assert proc.returncode in (0, -15), err.decode()[-2000:]
     assert b"Traceback" not in err, err.decode()[-2000:]
-    from test_serving_events import _consume
-
-    messages = _consume(settings, settings.kafka.topic_impressions, 1)
-    imp = parse_event(messages[0].value(), dim=settings.model.dim)
-    assert imp.request_id == rid and imp.model_version == 9
+    messages = read_topics(settings, [settings.kafka.topic_impressions], at_least=21)
+    imps = [parse_event(m.value(), dim=settings.model.dim) for m in messages]
+    assert sorted(i.request_id for i in imps) == sorted(rids)  # each once, none lost
+    assert all(i.model_version == 9 for i in imps)
 
 
 ALIKE_AT = "2026-01-05T08:30:00Z"  # a fixed time: ts_ms and the context are then equal too

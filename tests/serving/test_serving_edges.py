@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serving_helpers import wait_for
 
 from contract.config import Settings
 from contract.events import Click
@@ -23,6 +20,7 @@ from devstack.stack import free_port
 from serving import Recommender
 from serving.app import create_app
 from serving.eventlog import KafkaEventLog, MemoryEventLog
+from tests.helpers import wait_for
 
 USERS = load_users()
 
@@ -59,19 +57,6 @@ def test_a_duplicate_click_is_published_but_counted_once() -> None:
     assert sum(isinstance(e, Click) for e in rec.events.events) == 5
 
 
-@pytest.fixture
-def frozen_broker() -> Iterator[int]:
-    """A port that accepts TCP connections (the kernel's backlog) and never answers: to a
-    Kafka client, a broker frozen mid-life (SIGSTOP, a GC pause, a dead disk)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
-
-
 def test_a_frozen_broker_shows_in_healthz_once_the_oldest_event_is_too_old(
         frozen_broker: int) -> None:
     settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{frozen_broker}",
@@ -84,8 +69,8 @@ def test_a_frozen_broker_shows_in_healthz_once_the_oldest_event_is_too_old(
             assert client.get("/healthz").json()["status"] == "ready"  # nothing queued yet
             r = client.post("/recommend", json={"user_id": 1, "x": [0.5] * 15})
             assert r.status_code == 200
-            assert wait_for(lambda: client.get("/healthz").json()["status"] == "degraded",
-                            10.0), client.get("/healthz").json()
+            wait_for(lambda: client.get("/healthz").json()["status"] == "degraded", 10.0,
+                     lambda: client.get("/healthz").json())
             health = client.get("/healthz").json()
             assert any("has waited" in reason and "broker slow or frozen" in reason
                        for reason in health["reasons"]), health["reasons"]
