@@ -68,15 +68,74 @@ def test_instant_linucb_learns(shop: SimulatedShop) -> None:
     assert learned.mean() > rand.mean() + 0.05
 
 
-def test_off_policy_estimates_from_the_random_log_track_the_online_ctr(shop: SimulatedShop) -> None:
-    from endtoend.report import off_policy, summarize
+# Off-policy evaluation (endtoend/report.py off_policy) on a catalogue of 10 products (every
+# 20th: all categories, the oracle's top-1 CTR ~0.37): a random list's first item matches the
+# target's in 1 visit of 10 (600 per seed), not 1 of 200 (30).
+OPE_PRODUCTS = 10
+OPE_VISITS = 6000
+OPE_SEEDS = (21, 22, 23, 24, 25)
 
-    visits = make_visits(6000, 21, load_users())
+
+@pytest.fixture(scope="module")
+def ope_logs() -> list[dict]:
+    """Per seed: the random policy's and the oracle's outcomes on the same visits."""
+    fs = FeatureSpace.load()
+    products = load_catalog()[::20]
+    assert len(products) == OPE_PRODUCTS
+    shop = SimulatedShop(products, fs, load_oracle("rules", fs))
+    return [simulate(make_visits(OPE_VISITS, seed, load_users()),
+                     [RandomPolicy(OPE_PRODUCTS, seed), OraclePolicy(shop)], shop)
+            for seed in OPE_SEEDS]
+
+
+def _truth_and_errors(out: dict) -> tuple[float, float, float]:
+    """The oracle's true top-1 CTR on these visits (the expectation, from the click
+    probabilities: each logged first item is clicked with exactly its probability), and the
+    standard errors of its IPS and SNIPS estimates from the random log."""
+    true = float(np.mean(out["oracle"].top1_prob))
+    match = np.array([a[0] == b[0] for a, b in zip(out["random"].items, out["oracle"].items,
+                                                   strict=True)])
+    reward = np.asarray(out["random"].clicked) == 0
+    se_ips = float(np.std(match * reward * OPE_PRODUCTS) / np.sqrt(OPE_VISITS))
+    se_snips = float(np.std(reward[match]) / np.sqrt(match.sum()))
+    return true, se_ips, se_snips
+
+
+def test_off_policy_ips_and_snips_estimate_the_true_ctr_over_seeds(ope_logs: list[dict]) -> None:
+    """IPS and SNIPS of the oracle's top-1 CTR from the random policy's log equal its true
+    expected CTR within 4 standard errors on each of 5 seeds, and pooled over them; the
+    importance weights average 1 (the propensity is the logging policy's). A propensity off by
+    a quarter moves the pooled IPS out of its bound: the bound is tight enough to see one."""
+    from endtoend.report import off_policy
+
+    ips_err, se2 = [], []
+    for seed, out in zip(OPE_SEEDS, ope_logs, strict=True):
+        est = off_policy(out, OPE_PRODUCTS)
+        true, se_ips, se_snips = _truth_and_errors(out)
+        t = est["targets"]["oracle"]
+        assert est["propensity"] == 1 / OPE_PRODUCTS
+        assert abs(t["ips"] - true) <= 4 * se_ips, (seed, t, true, se_ips)
+        assert abs(t["snips"] - true) <= 4 * se_snips, (seed, t, true, se_snips)
+        # sum(w) / n = matches * m / n: 1 in expectation, sd sqrt(m - 1) / sqrt(n)
+        mean_w = t["matches"] * OPE_PRODUCTS / OPE_VISITS
+        assert abs(mean_w - 1) <= 4 * np.sqrt((OPE_PRODUCTS - 1) / OPE_VISITS), (seed, t)
+        ips_err.append(t["ips"] - true)
+        se2.append(se_ips**2)
+    pooled_bound = 4 * np.sqrt(sum(se2)) / len(OPE_SEEDS)
+    assert abs(np.mean(ips_err)) <= pooled_bound, (ips_err, pooled_bound)
+
+    # the same logs weighted with a wrong propensity (1/8 or 1/12.5 for 1/10): IPS leaves it
+    for wrong in (8, 12.5):
+        errs = [off_policy(out, wrong)["targets"]["oracle"]["ips"]  # type: ignore[arg-type]
+                - _truth_and_errors(out)[0] for out in ope_logs]
+        assert abs(np.mean(errs)) > pooled_bound, (wrong, errs, pooled_bound)
+
+
+def test_the_report_carries_the_off_policy_estimates(shop: SimulatedShop) -> None:
+    from endtoend.report import summarize
+
+    visits = make_visits(300, 21, load_users())
     out = simulate(visits, [RandomPolicy(len(shop.products), 21), OraclePolicy(shop)], shop)
-    est = off_policy(out, len(shop.products))["targets"]["oracle"]
-    assert est["matches"] > 10
-    # unbiased but noisy (about 30 matched visits): the same side of random's CTR as online
-    random_ctr = out["random"].summary()["top1_ctr"]
-    assert est["snips"] > random_ctr and est["online"] > random_ctr
-    assert abs(est["snips"] - est["online"]) < 0.25
-    assert "off_policy" in summarize({"cold": out}, len(shop.products))["cold"]
+    summary = summarize({"cold": out}, len(shop.products))["cold"]
+    assert summary["off_policy"]["propensity"] == 1 / len(shop.products)
+    assert set(summary["off_policy"]["targets"]) == {"oracle"}
