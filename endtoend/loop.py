@@ -177,13 +177,15 @@ def wait_live(settings: Settings, job: ChildProcess, timeout_s: float) -> float:
         consumer.close()
 
 
-def wait_learned(store: ParamStore, dim: int, expected_n: int, timeout_s: float) -> tuple[int, int]:
-    """Wait until the job has published ``expected_n`` observations (or the timeout)."""
+def wait_learned(store: ParamStore, dim: int, expected_n: int, timeout_s: float,
+                 expected_clicks: int = 0) -> tuple[int, int]:
+    """Wait until the job has published ``expected_n`` observations and ``expected_clicks``
+    positive rewards (or the timeout); returns what it has published."""
     deadline = time.monotonic() + timeout_s
     totals = (0, 0)
     while time.monotonic() < deadline:
         totals = learned_totals(store, dim)
-        if totals[0] >= expected_n:
+        if totals[0] >= expected_n and totals[1] >= expected_clicks:
             break
         time.sleep(0.5)
     return totals
@@ -238,10 +240,16 @@ def run_start(start: str, base: Settings, world: LiveWorld,
             subprocess.run([sys.executable, "-m", "flink_job", "bootstrap", str(opts.history)],
                            env=child_env(settings), check=True, capture_output=True)
             hist_n, hist_clicks = train_instant_on_history(instant, opts.history, index)
-            got = wait_learned(store, settings.model.dim, hist_n,
-                               timeout_s=opts.ready_timeout_s + settings.job.reward_window_s)
-            facts["bootstrap_learned"] = got[0]
-            log.info("job learned %d of %d historical impressions", got[0], hist_n)
+            timeout_s = opts.ready_timeout_s + settings.job.reward_window_s
+            got = wait_learned(store, settings.model.dim, hist_n, timeout_s, hist_clicks)
+            facts["bootstrap_learned"], facts["bootstrap_clicks"] = got
+            log.info("job learned %d of %d historical observations, %d of %d clicks", got[0],
+                     hist_n, got[1], hist_clicks)
+            if got != (hist_n, hist_clicks):  # the comparison with the instant learner needs it
+                raise LoopError(
+                    f"the job learned {got[0]} of the history's {hist_n} observations and "
+                    f"{got[1]} of its {hist_clicks} clicks within {timeout_s:.0f}s: the "
+                    f"bootstrapped start needs all of it; see {job.log_path}")
         stream: StreamLinUCB
         if opts.via == "http":
             server, url = start_http_serving(settings, opts.work_dir / tag / "serving.log")
