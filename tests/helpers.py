@@ -265,3 +265,62 @@ def job_metrics(port: int, job_name: str | None = None) -> dict[str, float]:
             name = m["id"].split(".", 1)[1]  # without the subtask index
             out[name] = out.get(name, 0) + float(m["value"])
     return out
+
+
+class FakeCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.count += n
+
+
+class FakeMetricGroup:
+    """Enough of a Flink metric group for the job's functions; keeps what they register."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, FakeCounter] = {}
+        self.gauges: dict[str, Callable[[], int]] = {}
+
+    def counter(self, name: str) -> FakeCounter:
+        return self.counters.setdefault(name, FakeCounter())
+
+    def gauge(self, name: str, fn: Callable[[], int]) -> None:
+        self.gauges[name] = fn
+
+
+class FakeKeyedState:
+    """Enough of a Flink ValueState: one value per key, the key set by the test (``key``),
+    as Flink sets the current key before each call; reads and writes are counted."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.values: dict[str | None, bytes] = {}
+        self.reads = 0
+        self.writes = 0
+
+    def value(self) -> bytes | None:
+        self.reads += 1
+        return self.values.get(self.key)
+
+    def update(self, blob: bytes) -> None:
+        self.writes += 1
+        self.values[self.key] = blob
+
+    @property
+    def blob(self) -> bytes | None:  # the current key's value
+        return self.values.get(self.key)
+
+
+class FakeRuntimeContext:
+    """Enough of a Flink RuntimeContext for the job's functions' open()."""
+
+    def __init__(self) -> None:
+        self.metrics = FakeMetricGroup()
+        self.state = FakeKeyedState()
+
+    def get_metrics_group(self) -> FakeMetricGroup:
+        return self.metrics
+
+    def get_state(self, descriptor: object) -> FakeKeyedState:
+        return self.state

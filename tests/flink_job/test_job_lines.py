@@ -22,45 +22,12 @@ from contract import codec, reasons
 from contract.events import EventError
 from flink_job import functions
 from flink_job.records import dead_letter, meta_only, parse_batch, split_record, unescape_id
+from tests.helpers import FakeRuntimeContext
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_PATH = ROOT / "tests" / "golden" / "job_lines.json"
 GOLDEN: dict[str, Any] = json.loads(GOLDEN_PATH.read_text(encoding="utf-8"))
 SOURCE = {r["name"]: r for r in GOLDEN["source_records"]}
-
-
-class _Metrics:
-    """Enough of a Flink metric group for the functions' open()."""
-
-    def counter(self, name: str) -> Any:
-        return type("Counter", (), {"inc": lambda self: None})()
-
-    def gauge(self, name: str, fn: Any) -> None:
-        pass
-
-
-class _State:
-    """Enough of a Flink ValueState for Learn."""
-
-    def __init__(self) -> None:
-        self.blob: bytes | None = None
-
-    def value(self) -> bytes | None:
-        return self.blob
-
-    def update(self, blob: bytes) -> None:
-        self.blob = blob
-
-
-class _Context:
-    def __init__(self) -> None:
-        self.state = _State()
-
-    def get_metrics_group(self) -> _Metrics:
-        return _Metrics()
-
-    def get_state(self, descriptor: Any) -> _State:
-        return self.state
 
 
 @pytest.fixture
@@ -71,7 +38,7 @@ def validate() -> Iterator[functions.Validate]:
                             max_age_ms=g["max_event_age_ms"],
                             max_ahead_ms=g["max_clock_skew_ms"], clock=lambda: g["now_ms"])
     interval = sys.getswitchinterval()
-    fn.open(_Context())  # type: ignore[arg-type]
+    fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
     yield fn
     sys.setswitchinterval(interval)  # open() tunes the interpreter for the job
 
@@ -139,7 +106,7 @@ def test_the_learner_dead_letters_what_it_cannot_learn_and_learns_the_rest(
     g = GOLDEN["learner"]["refused"]
     monkeypatch.setattr(functions, "check_dim", lambda dim: None)  # the golden lines' d is 2
     fn = functions.Learn(GOLDEN["learner"]["dim"], g["l2"])
-    ctx = _Context()
+    ctx = FakeRuntimeContext()
     interval = sys.getswitchinterval()
     fn.open(ctx)  # type: ignore[arg-type]
     sys.setswitchinterval(interval)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,23 +23,11 @@ from flink_job import functions
 from serving.errors import ServingError
 from serving.eventlog import MemoryEventLog
 from serving.recommender import Recommender
+from tests.helpers import FakeRuntimeContext
 
 S = Settings.from_env({})
 USERS = load_users()
 PRODUCTS = [p.product_id for p in load_catalog()]
-
-
-class _Metrics:
-    def counter(self, name: str) -> Any:
-        return type("Counter", (), {"inc": lambda self: None})()
-
-    def gauge(self, name: str, fn: Any) -> None:
-        pass
-
-
-class _Context:
-    def get_metrics_group(self) -> _Metrics:
-        return _Metrics()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +37,7 @@ def validate() -> Iterator[functions.Validate]:
                             S.model.max_abs_x, round(S.job.max_event_age_s * 1000),
                             round(S.job.max_clock_skew_s * 1000))
     interval = sys.getswitchinterval()
-    fn.open(_Context())  # type: ignore[arg-type]
+    fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
     yield fn
     sys.setswitchinterval(interval)
 

@@ -104,3 +104,59 @@ def test_latest_checkpoint_is_the_newest_completed_across_job_ids(tmp_path: Path
         time.sleep(0.01)
     (tmp_path / "b" / "chk-9").mkdir()  # in progress: no _metadata yet
     assert checkpoints.latest(tmp_path) == tmp_path / "b" / "chk-2"
+
+
+def test_the_learners_cache_evicts_the_least_recently_learned_and_reads_it_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Learn keeps the decoded state of at most CACHE_MAX products (docs/JOB.md): a batch of
+    a cached product reads no state, a batch of another evicts the least recently learned,
+    and an evicted product continues from its stored state, so what it learns is what batch
+    ridge of all its items gives."""
+    import sys
+
+    from contract.codec import decode
+    from contract.features import CONTEXT_DIM
+    from endtoend.harness import ridge
+    from flink_job.functions import Learn
+    from tests.helpers import FakeRuntimeContext
+
+    monkeypatch.setattr(Learn, "CACHE_MAX", 3)
+    fn = Learn(CONTEXT_DIM, 1.0)
+    ctx = FakeRuntimeContext()
+    interval = sys.getswitchinterval()
+    fn.open(ctx)  # type: ignore[arg-type]
+    sys.setswitchinterval(interval)  # open() tunes the interpreter for the job
+    rng = np.random.default_rng(3)
+    seen: dict[str, list[tuple[np.ndarray, float]]] = {}
+    published: dict[str, bytes] = {}
+
+    def learn(pid: str) -> tuple[int, list[str]]:
+        """One batch of two items for ``pid``; returns (state reads, cached products)."""
+        xs = rng.normal(size=(2, CONTEXT_DIM))
+        items = [f"o0:{xs[0].tobytes().hex()}", f"o0:{xs[1].tobytes().hex()}",
+                 f"a1:{xs[1].tobytes().hex()}"]
+        seen.setdefault(pid, []).extend([(xs[0], 0.0), (xs[1], 1.0)])
+        ctx.state.key = pid  # Flink sets the current key before the call
+        reads = ctx.state.reads
+        ((out_pid, blob, _),) = fn.process_element("\t".join([pid, *items]), None)
+        assert out_pid == pid and ctx.state.values[pid] == blob  # one write per batch
+        published[pid] = blob
+        assert len(fn.cache) <= Learn.CACHE_MAX
+        return ctx.state.reads - reads, list(fn.cache)
+
+    assert learn("p1") == (1, ["p1"])  # not cached yet: one read
+    assert learn("p2") == (1, ["p1", "p2"])
+    assert learn("p3") == (1, ["p1", "p2", "p3"])
+    assert learn("p1") == (0, ["p2", "p3", "p1"])  # cached: no read, now the most recent
+    assert learn("p4") == (1, ["p3", "p1", "p4"])  # full: p2, the least recent, evicted
+    assert learn("p2") == (1, ["p1", "p4", "p2"])  # read back from its state; p3 evicted
+    assert learn("p3") == (1, ["p4", "p2", "p3"])
+    assert learn("p2") == (0, ["p4", "p3", "p2"])
+    assert ctx.state.writes == 8 and ctx.metrics.gauges["updates_learned"]() == 8 * 3
+
+    expected = ridge(seen, CONTEXT_DIM, 1.0)
+    for pid, (n, A_inv, b) in expected.items():
+        st = decode(published[pid]).state
+        assert st.n == n and st.version == n + n // 2, pid  # one click a batch
+        np.testing.assert_allclose(st.A_inv, A_inv, rtol=0, atol=1e-12, err_msg=pid)
+        np.testing.assert_allclose(st.b, b, rtol=0, atol=1e-12, err_msg=pid)
