@@ -154,6 +154,17 @@ def assert_parity(s: Settings, expected: dict[str, tuple[int, Any, Any]]) -> dic
     return params
 
 
+def prom_value(text: str, name: str, **labels: str) -> float:
+    """The value of sample ``name{labels}`` in a Prometheus text exposition (fails if absent)."""
+    import re
+
+    label = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}" + (rf"\{{{re.escape(label)}\}}" if label else "") + r" (\S+)$"
+    m = re.search(pattern, text, re.M)
+    assert m, f"{name}{{{label}}} not in the metrics"
+    return float(m.group(1))
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
     try:

@@ -3,7 +3,6 @@ session stack): every visit is a recommendation it served, every click a feedbac
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import httpx
@@ -12,14 +11,9 @@ import pytest
 from contract.config import Settings
 from endtoend.loop import start_http_serving
 from endtoend.visitors import run_visitors
+from tests.helpers import prom_value
 
 pytestmark = pytest.mark.integration
-
-
-def _counter(metrics: str, name: str, policy: str) -> float:
-    m = re.search(rf'^{name}_total{{policy="{policy}"}} (\S+)$', metrics, re.M)
-    assert m, f"{name} for {policy} not in /metrics"
-    return float(m.group(1))
 
 
 def test_visitors_are_served_and_their_clicks_counted(unique_settings: Settings,
@@ -33,9 +27,10 @@ def test_visitors_are_served_and_their_clicks_counted(unique_settings: Settings,
         server.stop()
     assert line.startswith(f"120 visits to {url}: top-1 CTR ")
     any_ctr = float(line.rsplit(" ", 1)[1])
-    assert _counter(metrics, "rtrec_serving_impressions", "linucb") == 120
+    assert prom_value(metrics, "rtrec_serving_impressions_total", policy="linucb") == 120
     # the clicks serving counted are the visitors' clicks, as the summary says
-    assert _counter(metrics, "rtrec_serving_clicks", "linucb") == round(any_ctr * 120)
+    clicks = prom_value(metrics, "rtrec_serving_clicks_total", policy="linucb")
+    assert clicks == round(any_ctr * 120)
 
 
 def test_visitors_refuse_an_absent_serving() -> None:

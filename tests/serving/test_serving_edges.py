@@ -5,7 +5,6 @@ than RTREC_EVENT_QUEUE_MAX_AGE_S; a wrong RTREC_DIM fails at start, naming both 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
@@ -20,15 +19,9 @@ from devstack.stack import free_port
 from serving import Recommender
 from serving.app import create_app
 from serving.eventlog import KafkaEventLog, MemoryEventLog
-from tests.helpers import wait_for
+from tests.helpers import prom_value, wait_for
 
 USERS = load_users()
-
-
-def _metric(text: str, name: str, policy: str) -> float:
-    m = re.search(rf'^{name}{{policy="{policy}"}} (\S+)$', text, re.M)
-    assert m, f"{name}{{policy={policy}}} not in /metrics"
-    return float(m.group(1))
 
 
 def test_a_duplicate_click_is_published_but_counted_once() -> None:
@@ -48,11 +41,12 @@ def test_a_duplicate_click_is_published_but_counted_once() -> None:
                                                "product_id": product_id})
             assert r.status_code == 200, r.text
         metrics = client.get("/metrics").text
-    assert _metric(metrics, "rtrec_serving_clicks_total", "linucb") == 2
-    assert _metric(metrics, "rtrec_serving_duplicate_clicks_total", "linucb") == 1
-    assert _metric(metrics, "rtrec_serving_clicks_total", "unknown") == 1
-    assert _metric(metrics, "rtrec_serving_duplicate_clicks_total", "unknown") == 1
-    assert _metric(metrics, "rtrec_serving_ctr", "linucb") == 1.0  # 2 clicks, 2 impressions
+    assert prom_value(metrics, "rtrec_serving_clicks_total", policy="linucb") == 2
+    assert prom_value(metrics, "rtrec_serving_duplicate_clicks_total", policy="linucb") == 1
+    assert prom_value(metrics, "rtrec_serving_clicks_total", policy="unknown") == 1
+    assert prom_value(metrics, "rtrec_serving_duplicate_clicks_total", policy="unknown") == 1
+    # 2 clicks, 2 impressions
+    assert prom_value(metrics, "rtrec_serving_ctr", policy="linucb") == 1.0
     # every click is still an event: the job's join decides what a duplicate is worth
     assert sum(isinstance(e, Click) for e in rec.events.events) == 5
 

@@ -13,15 +13,16 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_helpers import OwnRedis, blob, learned_state
 
+from contract.features import CONTEXT_DIM
 from contract.store import ParamStore
 from serving import Recommender
 from serving.app import create_app
 from serving.refresher import SnapshotRefresher
-from tests.helpers import redis_settings, wait_for
+from tests.helpers import PRODUCTS, redis_settings, wait_for
 
 pytestmark = pytest.mark.integration
-D = 15
-IDS = [f"p{i:03d}" for i in range(20)]
+D = CONTEXT_DIM
+IDS = PRODUCTS[:20]
 
 
 @pytest.mark.parametrize("notifications", [True, False], ids=["subscribed", "polling"])

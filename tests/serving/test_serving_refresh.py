@@ -19,14 +19,15 @@ from redis.connection import AbstractConnection
 from serving_helpers import OwnRedis, blob, learned_state, with_version
 
 from contract.config import Settings
+from contract.features import CONTEXT_DIM
 from serving import Recommender
 from serving.refresher import SnapshotRefresher
-from tests.helpers import redis_settings, wait_for
+from tests.helpers import PRODUCTS, redis_settings, wait_for
 from tests.helpers import store as open_store
 
 pytestmark = pytest.mark.integration
-D = 15
-IDS = [f"p{i:03d}" for i in range(20)]
+D = CONTEXT_DIM
+IDS = PRODUCTS[:20]
 
 
 def _settings(server: OwnRedis, **env: object) -> Settings:

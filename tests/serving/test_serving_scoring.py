@@ -12,11 +12,12 @@ from serving_helpers import learned_state
 from contract import linucb
 from contract.codec import Params
 from contract.config import Settings
+from contract.features import CONTEXT_DIM
 from serving import InvalidRequestError, Recommender, Snapshot
 from serving.eventlog import MemoryEventLog
 from serving.policies import UnknownPolicyError, ranking_propensity
 
-D = 15
+D = CONTEXT_DIM
 
 
 def _snapshot(rng: np.random.Generator, m: int = 50) -> Snapshot:
