@@ -8,7 +8,9 @@ the pip distribution (:mod:`flink_job.cluster`) on free ports, with its conf/log
 test's temp folder. Both run at the same time to keep the test short. Every product's n, A^-1
 and b must agree between the two runs and with batch ridge. Then the cluster job is cancelled
 and the job submitted again (a second thread-mode job on the same session cluster), which
-must learn the whole log again.
+must learn the whole log again. Last, Flink's in-job failover: a spare TaskManager joins, the
+one running the job is SIGKILLed after a checkpoint while more traffic comes, and the same job
+restarts on the spare (Flink counts the restart) and learns everything exactly once.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from endtoend.harness import (
     sentinels,
     versions,
 )
-from flink_job import cluster
+from flink_job import checkpoints, cluster
 from flink_job.job import JOB_NAME
-from tests.helpers import PRODUCTS, alive, store, wait_for
+from tests.helpers import PRODUCTS, alive, assert_parity, listening_ports, store, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 log = logging.getLogger(__name__)
@@ -57,6 +59,22 @@ def _cluster_pids(s: Settings) -> list[int]:
     for f in (Path(s.stack.dir) / "flink" / "pid").glob("*.pid"):
         pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
     return pids
+
+
+def _running_taskmanager_pid(s: Settings, jid: str) -> int:
+    """The pid of the one TaskManager running the job's tasks (by the RPC port it listens
+    on, among this cluster's processes)."""
+    running: set[str] = set()
+    for vertex in cluster.rest(s, f"/jobs/{jid}")["vertices"]:
+        tms = cluster.rest(s, f"/jobs/{jid}/vertices/{vertex['id']}/taskmanagers")
+        running |= {t["taskmanager-id"] for t in tms["taskmanagers"]
+                    if t.get("status") == "RUNNING"}
+    assert len(running) == 1, running
+    (tm,) = [t for t in cluster.rest(s, "/taskmanagers")["taskmanagers"]
+             if t["id"] in running]
+    port = int(tm["path"].rsplit(":", 1)[1].split("/", 1)[0])
+    (pid,) = [p for p in _cluster_pids(s) if alive(p) and port in listening_ports([p])]
+    return pid
 
 
 def _cancel(s: Settings, jid: str) -> None:
@@ -154,6 +172,34 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         wait_for(lambda: store3.versions() == want, 150,
                  "the resubmitted job: every product at its final version")
         assert cluster.rest(s2, f"/jobs/{jid}")["state"] == "RUNNING"
+
+        # Flink's own failover: a spare TaskManager, then SIGKILL of the one running the job
+        # once a checkpoint holds what it learned; more traffic comes; the same job (same id)
+        # restarts on the spare from that checkpoint and learns all of it, once
+        cluster.start_taskmanager(s2)
+        before = {str(p) for p in checkpoints.completed(s3.job.checkpoint_dir)}
+        wait_for(lambda: any(str(p) not in before
+                             for p in checkpoints.completed(s3.job.checkpoint_dir)), 60,
+                 "a checkpoint of the resubmitted job")
+        victim = _running_taskmanager_pid(s2, jid)
+        os.kill(victim, signal.SIGKILL)
+        more = seeded_traffic(s1, 600, seed=s1.world.seed + 1, start_ms=now_ms(),
+                              products=PRODUCTS, step_ms=3.0, click_p=0.3)
+        produce(s2, [({s1.kafka.topic_impressions: s2.kafka.topic_impressions,
+                       s1.kafka.topic_clicks: s2.kafka.topic_clicks}[topic], value, ts, p)
+                     for topic, value, ts, p in more.records])
+        for pid, obs in more.observations.items():
+            traffic.observations[pid].extend(obs)
+        wait_for(lambda: store3.versions() == versions(traffic.observations), 150,
+                 "the job after failover: every product at its final version")
+        assert not alive(victim)
+        assert cluster.rest(s2, f"/jobs/{jid}")["state"] == "RUNNING"
+        # Flink restarted it: the loss is in its exception history, the restart in its count
+        # (the REST API caches metrics up to 10 s)
+        assert cluster.rest(s2, f"/jobs/{jid}/exceptions")["exceptionHistory"]["entries"]
+        wait_for(lambda: int(float(cluster.rest(s2, f"/jobs/{jid}/metrics?get=numRestarts")
+                                   [0]["value"])) >= 1, 30, "numRestarts >= 1", every_s=1.0)
+        assert_parity(s3, ridge(traffic.observations, s3.model.dim, s3.model.l2))
     finally:
         job1.kill()
         if jid is not None:
