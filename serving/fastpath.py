@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from serving.errors import http_answer
+from serving.limits import replay
 
 __all__ = ["FastRecommend", "is_json"]
 
@@ -43,16 +44,7 @@ class FastRecommend:
         try:
             body = self.model.model_validate_json(raw)
         except ValueError:  # pydantic's ValidationError: let the route say what is wrong
-            replayed = False
-
-            async def replay() -> MutableMapping[str, Any]:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-
-            await app(scope, replay, send)
+            await app(scope, replay(raw, receive), send)
             return
         try:
             payload, code = self.handler(body), 200
