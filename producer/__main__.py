@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "load":
             if args.bootstrap:
-                settings = Settings.from_env({"RTREC_KAFKA_BOOTSTRAP": args.bootstrap})
+                settings = settings.override(RTREC_KAFKA_BOOTSTRAP=args.bootstrap)
             return cmd_load(args, settings)
         return int(args.func(args))
     except CliError as exc:
