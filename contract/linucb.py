@@ -19,6 +19,14 @@ are refused however they are batched), and a step whose A^-1 is not finite or no
 definite (then the items are learned one at a time and only those whose own step fails are
 refused). Refused items leave the state as it was; the job dead-letters them.
 
+Weighted observations and forgetting (docs/LEARNING.md): an observation may carry a weight w,
+``A += w x x^T`` (w < 0 removes one learned before: an exact downdate, refused when it would
+leave A^-1 not positive definite), and a discount ``gamma`` in (0, 1] multiplies the old
+statistics before each observation of positive weight, ``A <- gamma A + w x x^T``,
+``b <- gamma b + r x``, so ``A^-1 <- A^-1 / gamma`` and then Sherman-Morrison:
+
+    (A + w x x^T)^-1 = A^-1 - w (A^-1 x)(A^-1 x)^T / (1 + w x^T A^-1 x)
+
 >>> s = init_state(2, l2=1.0)
 >>> s = update(s, np.array([1.0, 0.0]), 1.0)
 >>> s.A_inv.tolist(), s.b.tolist(), s.n
@@ -159,6 +167,45 @@ def add_reward(state: ArmState, x: np.ndarray, reward: float) -> ArmState:
                     version=state.version + 1)
 
 
+def weighted_sherman_morrison(A_inv: np.ndarray, x: np.ndarray, w: float) -> np.ndarray:
+    """(A + w x x^T)^-1 from A^-1; w < 0 is a downdate. Raises :class:`NotLearnableError`
+    when ``1 + w x^T A^-1 x <= 0`` (A + w x x^T would not be positive definite: the
+    observation removed was never learned, or rounding took over)."""
+    Ax = A_inv @ x
+    denom = 1.0 + w * (x @ Ax)
+    if not denom > 1e-12:
+        raise NotLearnableError(f"weight {w:g}: 1 + w x.A^-1.x = {denom:.6g} <= 0, A^-1 would "
+                                f"not be positive definite (a downdate of what was not learned)")
+    return A_inv - (w / denom) * np.outer(Ax, Ax)
+
+
+def weighted_woodbury(A_inv: np.ndarray, X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(A + X^T diag(w) X)^-1 from A^-1 for rows X (k, d) of weights w (k,), any sign:
+    ``A^-1 - A^-1 X^T (I + W X A^-1 X^T)^-1 W X A^-1`` (one k x k solve)."""
+    AX = A_inv @ X.T  # (d, k)
+    S = np.eye(X.shape[0]) + w[:, None] * (X @ AX)
+    return A_inv - AX @ np.linalg.solve(S, w[:, None] * AX.T)
+
+
+def downdate(state: ArmState, x: np.ndarray, reward: float) -> ArmState:
+    """Remove an observation (x, reward) learned before: ``A -= x x^T``, ``b -= reward x``,
+    ``n -= 1`` (exact unlearning; :class:`NotLearnableError` when A^-1 would not stay
+    positive definite, :class:`StateError` when n would go below 0)."""
+    x = np.asarray(x, dtype=np.float64).reshape(1, -1)
+    return learn_batch(state, x, np.array([-reward]), np.array([True]),
+                       weights=np.array([-1.0]))
+
+
+def discount_factor(half_life: float) -> float:
+    """gamma = 2^(-1/half_life): the weight of an observation halves after ``half_life`` later
+    observations of the same product; 0 or inf means no forgetting (1.0)."""
+    if half_life == 0 or math.isinf(half_life):
+        return 1.0
+    if not half_life > 0:
+        raise StateError(f"half-life must be > 0 (or 0 for none), got {half_life}")
+    return 2.0 ** (-1.0 / half_life)
+
+
 def update_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray) -> ArmState:
     """Learn k observations at once (rows of X (k, d), rewards (k,)) by Woodbury."""
     X = np.asarray(X, dtype=np.float64).reshape(-1, state.dim)
@@ -166,13 +213,20 @@ def update_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray) -> ArmStat
 
 
 def learn_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray,
-                observe: np.ndarray) -> ArmState:
+                observe: np.ndarray, weights: np.ndarray | None = None,
+                gamma: float = 1.0) -> ArmState:
     """Learn a micro-batch of items in one step: rows of X (k, d) with their rewards (k,);
     ``observe[i]`` True for an observation (A, n and b change, as :func:`update`), False for a
     reward added to one already learned (only b, as :func:`add_reward`).
 
-    The same sums as applying the items one by one, in any order (up to rounding). A^-1 moves
-    by Woodbury in chunks of at most d rows, so a large batch costs O(k d^2), not O(k^3).
+    ``weights`` (k,), None for all 1: an observation adds ``w x x^T`` to A (w < 0 removes
+    one: n goes down by one; w = 0 leaves A and n alone) while every item adds ``r x`` to b,
+    the reward as given. ``gamma`` < 1 forgets: each observation of positive weight first
+    multiplies A and b by gamma, in item order (:func:`learn_weighted`).
+
+    Without weights and discount, the same sums as applying the items one by one, in any
+    order (up to rounding). A^-1 moves by Woodbury in chunks of at most d rows, so a large
+    batch costs O(k d^2), not O(k^3).
     """
     X = np.asarray(X, dtype=np.float64).reshape(-1, state.dim)
     rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
@@ -180,6 +234,9 @@ def learn_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray,
     k = X.shape[0]
     if k == 0:
         return state
+    if weights is not None or gamma != 1.0:
+        w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+        return learn_weighted(state, X, rewards, observe, w, gamma)
     n_obs = int(np.count_nonzero(observe))
     # no boolean-index copy when the items are all of one kind (the usual batch)
     obs = X if n_obs == k else X[observe] if n_obs else X[:0]
@@ -190,6 +247,44 @@ def learn_batch(state: ArmState, X: np.ndarray, rewards: np.ndarray,
             else woodbury(A_inv, chunk)
     return ArmState(A_inv=A_inv, b=state.b + rewards @ X, n=state.n + n_obs,
                     version=state.version + k)
+
+
+def learn_weighted(state: ArmState, X: np.ndarray, rewards: np.ndarray, observe: np.ndarray,
+                   w: np.ndarray, gamma: float) -> ArmState:
+    """:func:`learn_batch` with weights and a discount, exactly the items applied one by one:
+    item j's contribution is multiplied by ``gamma^m_j``, m_j the observations of positive
+    weight after it in the batch, and the old state by ``gamma^M`` (M all of them), so
+
+        A^-1 <- gamma^-M A^-1, then Woodbury with the weights w_j gamma^m_j
+        b    <- gamma^M b + sum_j gamma^m_j r_j x_j
+    """
+    if w.shape != (X.shape[0],) or not np.isfinite(w).all():
+        raise StateError(f"weights: expected {X.shape[0]} finite values")
+    if not 0 < gamma <= 1:
+        raise StateError(f"discount gamma must be in (0, 1], got {gamma}")
+    obs = observe & (w != 0)
+    if gamma != 1.0:
+        forget = obs & (w > 0)
+        after = int(np.count_nonzero(forget)) - np.cumsum(forget)  # positive obs after j
+        scale = gamma ** after
+        total = gamma ** int(np.count_nonzero(forget))
+    else:
+        scale = np.ones(X.shape[0])
+        total = 1.0
+    A_inv = state.A_inv / total if total != 1.0 else state.A_inv
+    Xo, wo = X[obs], (w * scale)[obs]
+    if Xo.shape[0] == 1 or (wo < 0).any():
+        # one at a time: a downdate's own step is checked (1 + w x.A^-1.x > 0)
+        for x, wj in zip(Xo, wo, strict=True):
+            A_inv = weighted_sherman_morrison(A_inv, x, float(wj))
+    else:
+        for i in range(0, Xo.shape[0], state.dim):
+            A_inv = weighted_woodbury(A_inv, Xo[i:i + state.dim], wo[i:i + state.dim])
+    b = state.b * total + (rewards * scale) @ X
+    dn = int(np.count_nonzero(obs & (w > 0))) - int(np.count_nonzero(obs & (w < 0)))
+    if state.n + dn < 0:
+        raise StateError(f"n would be {state.n + dn} < 0: a downdate of what was not learned")
+    return ArmState(A_inv=A_inv, b=b, n=state.n + dn, version=state.version + X.shape[0])
 
 
 def check_learned(state: ArmState) -> None:
@@ -204,9 +299,12 @@ def check_learned(state: ArmState) -> None:
 
 
 def learn_checked(state: ArmState, X: np.ndarray, rewards: np.ndarray, observe: np.ndarray,
-                  l2: float) -> tuple[ArmState, list[tuple[int, str]]]:
+                  l2: float, weights: np.ndarray | None = None,
+                  gamma: float = 1.0) -> tuple[ArmState, list[tuple[int, str]]]:
     """:func:`learn_batch` for the job: returns the new state and the refused items, as
     ``(index, why)`` in index order; what is refused is not learned (docs/JOB.md).
+    ``weights`` and ``gamma`` as in :func:`learn_batch`; a downdate whose step would leave
+    A^-1 not positive definite is refused like any other failing step.
 
     An item is refused when its x or reward is not finite or ``x.x > LEARNABLE_XX_PER_L2 * l2``
     (per item, so batching cannot change it), or when, learned one at a time after the batch's
@@ -234,15 +332,24 @@ def learn_checked(state: ArmState, X: np.ndarray, rewards: np.ndarray, observe: 
                 refused.append((i, f"x.x = {xx[i]:.6g} > {LEARNABLE_XX_PER_L2:g} * l2 {l2:g}: "
                                    f"float64 cannot learn it (max |x_i| "
                                    f"{float(np.max(np.abs(X[i]))):.6g})"))
-        if refused:
-            keep = np.ones(X.shape[0], dtype=bool)
-            keep[[i for i, _ in refused]] = False
-            index = np.flatnonzero(keep)
-            X, rewards, observe = X[keep], rewards[keep], observe[keep]
-    if not refused:
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+        known = {i for i, _ in refused}
+        for i in np.flatnonzero(~np.isfinite(weights)):
+            if int(i) not in known:
+                refused.append((int(i), f"weight {weights[i]} is not finite"))
+        refused.sort()
+    if refused:
+        keep = np.ones(X.shape[0], dtype=bool)
+        keep[[i for i, _ in refused]] = False
+        index = np.flatnonzero(keep)
+        X, rewards, observe = X[keep], rewards[keep], observe[keep]
+        if weights is not None:
+            weights = weights[keep]
+    else:
         index = None
     try:
-        new = learn_batch(state, X, rewards, observe)
+        new = learn_batch(state, X, rewards, observe, weights, gamma)
         check_learned(new)
         return new, refused
     except StateError:
@@ -252,7 +359,8 @@ def learn_checked(state: ArmState, X: np.ndarray, rewards: np.ndarray, observe: 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for j in range(X.shape[0]):
             try:
-                nxt = learn_batch(st, X[j:j + 1], rewards[j:j + 1], observe[j:j + 1])
+                nxt = learn_batch(st, X[j:j + 1], rewards[j:j + 1], observe[j:j + 1],
+                                  None if weights is None else weights[j:j + 1], gamma)
                 check_learned(nxt)
             except StateError as exc:
                 refused.append((int(index[j]) if index is not None else j, str(exc)))
