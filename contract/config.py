@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract import feedback
 from contract.errors import RtrecError
 from contract.features import CONTEXT_DIM
 
@@ -96,6 +97,24 @@ class ModelSettings:
                             "[0, 1]); beyond it serving refuses the request and the job "
                             "dead-letters the impression (bad_value). With dim * max_abs_x^2 / "
                             "l2 above 1e10 the learner refuses some allowed x (not_learnable).")
+    feedback: str = _var("RTREC_FEEDBACK", "all",
+                         "What a shown product teaches (docs/LEARNING.md): all (every shown "
+                         "product seen), cascade (not those below the last click), position "
+                         "(weighted by its slot's examination probability).")
+    examination: str = _var("RTREC_EXAMINATION", "1,0.7,0.5,0.35,0.25",
+                            "Examination probability of each slot for RTREC_FEEDBACK=position, "
+                            "comma-separated (later slots take the last value).")
+    half_life: float = _var("RTREC_HALF_LIFE", 0.0,
+                            "Forgetting: an observation's weight halves after this many later "
+                            "observations of the same product (0: never forget). Then the job "
+                            "learns each shown product when its reward window closes.")
+    reward_click: float = _var("RTREC_REWARD_CLICK", 1.0, "Reward of a click event.")
+    reward_add_to_cart: float = _var("RTREC_REWARD_ADD_TO_CART", 1.0,
+                                     "Reward of an add_to_cart event.")
+    reward_purchase: float = _var("RTREC_REWARD_PURCHASE", 2.0, "Reward of a purchase event.")
+    reward_cap: float = _var("RTREC_REWARD_CAP", 4.0,
+                             "Largest reward of one shown product: its events' values are "
+                             "summed up to this.")
 
     def __post_init__(self) -> None:
         if not 0 < self.max_abs_x < float("inf"):
@@ -109,6 +128,30 @@ class ModelSettings:
             raise SettingsError(f"RTREC_L2: l2 must be > 0, got {self.l2}")
         if self.top_k < 1:
             raise SettingsError(f"RTREC_TOP_K: top_k must be >= 1, got {self.top_k}")
+        checks = [("RTREC_FEEDBACK", lambda: feedback.check_mode(self.feedback)),
+                  ("RTREC_EXAMINATION", lambda: feedback.parse_examination(self.examination)),
+                  ("RTREC_REWARD_CAP", lambda: feedback.check_reward_values({}, self.reward_cap))]
+        checks += [(f"RTREC_REWARD_{kind.upper()}",
+                    lambda kind=kind, v=v: feedback.check_reward_values({kind: v}, 1.0))
+                   for kind, v in self.reward_values.items()]
+        for name, check in checks:
+            try:
+                check()
+            except feedback.FeedbackError as exc:
+                raise SettingsError(f"{name}: {exc}") from None
+        if not 0 <= self.half_life < float("inf"):
+            raise SettingsError(f"RTREC_HALF_LIFE must be finite and >= 0 (0: no forgetting), "
+                                f"got {self.half_life}")
+
+    @property
+    def reward_values(self) -> dict[str, float]:
+        """The reward of each event kind (contract.feedback.REWARD_KINDS)."""
+        return {"click": self.reward_click, "add_to_cart": self.reward_add_to_cart,
+                "purchase": self.reward_purchase}
+
+    @property
+    def examination_probs(self) -> tuple[float, ...]:
+        return feedback.parse_examination(self.examination)
 
 
 @dataclass(frozen=True)
@@ -141,8 +184,14 @@ class JobSettings:
     click_skew_ms: int = _var("RTREC_CLICK_SKEW_MS", 500,
                               "A click stamped up to this long before its impression still "
                               "counts (the hosts' clocks differ); earlier: early_click.")
+    max_lateness_s: float = _var("RTREC_MAX_LATENESS_S", 0.0,
+                                 "A reward event up to this long after its window still counts, "
+                                 "learned as a correction (counted as late); later: late_click.")
 
     def __post_init__(self) -> None:
+        if not 0 <= self.max_lateness_s < float("inf"):
+            raise SettingsError(f"RTREC_MAX_LATENESS_S must be finite and >= 0, "
+                                f"got {self.max_lateness_s}")
         if not (0 <= self.max_clock_skew_s < float("inf") and 0 < self.max_event_age_s
                 < float("inf") and self.click_skew_ms >= 0):
             raise SettingsError("RTREC_MAX_CLOCK_SKEW_S and RTREC_CLICK_SKEW_MS must be >= 0, "

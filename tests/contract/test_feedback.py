@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from contract import feedback, linucb
+from contract.config import Settings, SettingsError
 
 SEEDS = (1, 2, 3, 4, 5)
 D = 6
@@ -174,3 +175,28 @@ def test_bad_examination_refused(text: str) -> None:
 def test_bad_reward_values_refused(values: dict[str, float], cap: float, match: str) -> None:
     with pytest.raises(feedback.FeedbackError, match=match):
         feedback.check_reward_values(values, cap)
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"RTREC_REWARD_PURCHASE": "-2"}, "RTREC_REWARD_PURCHASE"),
+    ({"RTREC_REWARD_ADD_TO_CART": "nan"}, "RTREC_REWARD_ADD_TO_CART"),
+    ({"RTREC_REWARD_CLICK": "inf"}, "RTREC_REWARD_CLICK"),
+    ({"RTREC_REWARD_CAP": "0"}, "RTREC_REWARD_CAP"),
+    ({"RTREC_FEEDBACK": "everything"}, "RTREC_FEEDBACK"),
+    ({"RTREC_EXAMINATION": "1,0.5,2"}, "RTREC_EXAMINATION"),
+    ({"RTREC_HALF_LIFE": "-5"}, "RTREC_HALF_LIFE"),
+    ({"RTREC_MAX_LATENESS_S": "-1"}, "RTREC_MAX_LATENESS_S"),
+])
+def test_settings_refuse_bad_values_naming_them(env: dict[str, str], name: str) -> None:
+    """Reward values and the feedback settings come from configuration; a bad one stops the
+    start with a message that names its variable."""
+    with pytest.raises(SettingsError, match=f"^{name}"):
+        Settings.from_env(env)
+
+
+def test_settings_reward_values_come_from_configuration() -> None:
+    s = Settings.from_env({"RTREC_REWARD_PURCHASE": "5", "RTREC_REWARD_CAP": "6",
+                           "RTREC_FEEDBACK": "position", "RTREC_EXAMINATION": "1,0.5"})
+    assert s.model.reward_values == {"click": 1.0, "add_to_cart": 1.0, "purchase": 5.0}
+    assert (s.model.reward_cap, s.model.feedback, s.model.examination_probs) == \
+        (6.0, "position", (1.0, 0.5))
