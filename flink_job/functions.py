@@ -86,12 +86,16 @@ class Validate(ProcessFunction):
     use (the Kafka record's timestamp, else ``ts_ms``) within ``max_age_ms`` before and
     ``max_ahead_ms`` after ``clock()``, read once per batch: the processing time at
     validation (docs/JOB.md). None: not checked.
+
+    ``skip_before`` (``"topic:partition" -> offset``, after a rollback: docs/JOB.md
+    "Snapshots and rollback") drops the records below those offsets, unparsed and not
+    dead-lettered: the events learned after the snapshot that was rolled back to.
     """
 
     def __init__(self, dim: int, known_products: frozenset[str] | None, max_bytes: int,
                  max_abs_x: float | None = None, max_age_ms: int | None = None,
-                 max_ahead_ms: int | None = None, clock: Callable[[], int] | None = None
-                 ) -> None:
+                 max_ahead_ms: int | None = None, clock: Callable[[], int] | None = None,
+                 skip_before: dict[str, int] | None = None) -> None:
         self.dim = dim
         self.known = known_products
         self.max_bytes = max_bytes
@@ -99,13 +103,15 @@ class Validate(ProcessFunction):
         self.max_age_ms = max_age_ms
         self.max_ahead_ms = max_ahead_ms
         self.clock = clock or _now_ms
+        self.skip_before = dict(skip_before) if skip_before else None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _tune_interpreter()
         group = runtime_context.get_metrics_group()
         # per-record tallies are plain ints read by gauges: a Flink counter's inc() is a call
         # into the JVM, too dear to make several times per event (a profile showed it)
-        self.counts = {"events_in": 0, "impressions_valid": 0, "clicks_valid": 0}
+        self.counts = {"events_in": 0, "impressions_valid": 0, "clicks_valid": 0,
+                       "events_skipped_rollback": 0}
         for name in self.counts:
             group.gauge(name, lambda name=name: self.counts[name])
         self.dead = _DeadLetterCounters(runtime_context)
@@ -114,6 +120,10 @@ class Validate(ProcessFunction):
         lines = []
         impressions = 0
         records = value.split(RECORD_SEPARATOR)
+        if self.skip_before is not None:
+            records = self._unskipped(records)
+            if not records:
+                return
         now = self.clock()
         age, ahead = self.max_age_ms, self.max_ahead_ms
         for record in records:
@@ -137,6 +147,19 @@ class Validate(ProcessFunction):
         self.counts["clicks_valid"] += len(lines) - impressions
         if lines:
             yield RECORD_SEPARATOR.join(lines)
+
+    def _unskipped(self, records: list[str]) -> list[str]:
+        """The records at or after their partition's skip offset (a malformed one is kept:
+        validation dead-letters it)."""
+        skip = self.skip_before
+        assert skip is not None
+        kept = []
+        for record in records:
+            meta = meta_only(record)  # never raises; a malformed line has offset -1
+            if meta.offset < 0 or meta.offset >= skip.get(f"{meta.topic}:{meta.partition}", -1):
+                kept.append(record)
+        self.counts["events_skipped_rollback"] += len(records) - len(kept)
+        return kept
 
     def _dead_letter(self, record: str, exc: Exception) -> str:
         meta = meta_only(record)
@@ -229,8 +252,10 @@ class PublishToRedis(ProcessFunction):
     down (nothing lost: a product's newest blob stays pending until Redis takes it).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, generation: int | None = None) -> None:
         self.settings = settings
+        # None: the store's generation at the first write (docs/PARAMS_FORMAT.md)
+        self.generation = generation
 
     def open(self, runtime_context: RuntimeContext) -> None:
         import threading
@@ -244,7 +269,8 @@ class PublishToRedis(ProcessFunction):
         except Exception as exc:  # keep going: the writer retries until Redis is back
             log.warning("Redis %s:%d not reachable at start (%s); writes will retry",
                         s.redis.host, s.redis.port, exc)
-        self.publisher = Publisher(ParamStore(client, s.redis.prefix))
+        self.store = ParamStore(client, s.redis.prefix, self.generation)
+        self.publisher = Publisher(self.store)
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.closing = False
@@ -257,6 +283,7 @@ class PublishToRedis(ProcessFunction):
         group.gauge("redis_retries", lambda: int(self.publisher.retries))
         group.gauge("updates_refused_older", lambda: int(self.publisher.refused))
         group.gauge("publish_pending", lambda: len(self.pending))
+        group.gauge("updates_refused_generation", lambda: int(self.store.refused_generation))
         self.thread = threading.Thread(target=self._drain_forever, name="redis-writer",
                                        daemon=True)
         self.thread.start()

@@ -14,7 +14,11 @@ published during the load is not missed. Then:
 - **epoch**: the probe (and every versions sync) reads the store's epoch
   (docs/PARAMS_FORMAT.md). When it changes - Redis wiped, or values rolled back - versions
   from the old life mean nothing, so the snapshot is replaced by exactly what Redis holds,
-  lower versions included (:meth:`Snapshot.from_params`): the same as a replica starting now;
+  lower versions included (:meth:`Snapshot.from_params`): the same as a replica starting now.
+  A rollback (``python -m flink_job rollback``) changes every value and the epoch in one
+  MULTI/EXEC and announces it on the channel, so the reload starts at once; values are always
+  read in one transaction with the epoch, and values of another epoch than the one the
+  snapshot is being built for are never applied: a snapshot never mixes two lives;
 - **polling**: when notifications are off or the subscription is broken, compare the versions
   hash every ``poll_interval_s`` and read what changed; while notifications work, the same
   reconciliation still runs every ``reconcile_every`` polls as a safety net (pub/sub is
@@ -42,7 +46,7 @@ import redis
 
 from contract.codec import CodecError, Params, decode
 from contract.config import Settings
-from contract.store import ParamStore, redis_client
+from contract.store import EPOCH_CHANGED, ParamStore, redis_client
 from serving.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class RefresherHealth:
     epoch: str | None = None  # the store's generation the snapshot belongs to
     epoch_changes: int = 0  # full reloads because the epoch changed after the first load
     probes: int = 0  # liveness probes Redis answered
+    last_snapshot_ms: int | None = None  # newest model snapshot's time (python -m flink_job)
 
 
 class SnapshotRefresher:
@@ -92,6 +97,8 @@ class SnapshotRefresher:
         self._epoch: object = _UNREAD
         self._epoch_changes = 0
         self._warned_unknown = False
+        self._last_snapshot_ms: int | None = None
+        self._reload = False  # a rollback was announced: sync everything at once
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, wait_s: float = 0.0) -> bool:
@@ -119,7 +126,8 @@ class SnapshotRefresher:
             products_with_params=int((snap.versions > 0).sum()),
             updates_applied=self._updates, syncs=self._syncs,
             epoch=None if self._epoch is _UNREAD else self._epoch,  # type: ignore[arg-type]
-            epoch_changes=self._epoch_changes, probes=self._probes)
+            epoch_changes=self._epoch_changes, probes=self._probes,
+            last_snapshot_ms=self._last_snapshot_ms)
 
     # --- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -188,9 +196,17 @@ class SnapshotRefresher:
         while msg is not None:
             self._note(msg, changed)
             msg = pubsub.get_message(timeout=0.0)
+        if self._reload:
+            self._reload = False
+            self._sync_by_versions(store)
+            return
         if changed:
             stamp = time.monotonic()  # before the read that confirms it
-            self._apply(self._read(store, list(changed)), stamp)
+            epoch, params = self._read(store, list(changed))
+            if epoch != self._epoch:  # a new life since: its values alone, all of them
+                self._sync_by_versions(store)
+            else:
+                self._apply(params, stamp)
 
     def _probe(self, store: ParamStore, pubsub) -> None:  # type: ignore[no-untyped-def]
         """Confirm contact on the command connection (its socket timeout bounds the wait) and
@@ -199,7 +215,7 @@ class SnapshotRefresher:
         does."""
         stamp = time.monotonic()
         try:
-            epoch = store.epoch()
+            epoch, self._last_snapshot_ms = store.epoch_and_last_snapshot()
         except redis.TimeoutError as exc:
             raise redis.TimeoutError(
                 f"liveness probe not answered within {self.settings.redis.timeout_s}s "
@@ -218,6 +234,9 @@ class SnapshotRefresher:
         data = msg.get("data")
         try:
             text = data.decode() if isinstance(data, bytes | bytearray) else str(data)
+            if text == EPOCH_CHANGED:
+                self._reload = True
+                return
             pid, version_text = text.rsplit(":", 1)
             version = int(version_text)
         except (ValueError, UnicodeDecodeError):
@@ -230,8 +249,26 @@ class SnapshotRefresher:
     def _sync_by_versions(self, store: ParamStore) -> None:
         """Read every product whose version in Redis is newer than the snapshot's; if the
         store's epoch is not the snapshot's, replace the snapshot with all of Redis."""
-        stamp = time.monotonic()  # taken before the reads: the age never understates
-        epoch, versions = store.epoch_and_versions()
+        for _ in range(100):  # the epoch changed between the two reads: read both again
+            stamp = time.monotonic()  # taken before the reads: the age never understates
+            epoch, versions = store.epoch_and_versions()
+            stale = self._stale(epoch, versions)
+            if not stale:
+                params: dict[str, Params] = {}
+                break
+            read_epoch, params = self._read(store, stale)
+            if read_epoch == epoch:
+                break
+        else:
+            raise redis.RedisError("the store's epoch kept changing during 100 syncs")
+        if epoch != self._epoch:
+            self._replace(params, epoch, stamp)
+        else:
+            self._apply(params, stamp)
+        self._syncs += 1
+
+    def _stale(self, epoch: str | None, versions: dict[str, int]) -> list[str]:
+        """The products to read: newer in Redis than in the snapshot, or all on a new epoch."""
         snap = self.snapshot
         stale = []
         for pid, v in versions.items():
@@ -242,11 +279,7 @@ class SnapshotRefresher:
                     log.warning("Redis holds parameters of %r, not in this catalog; ignored", pid)
             elif v > current or epoch != self._epoch:
                 stale.append(pid)
-        if epoch != self._epoch:
-            self._replace(self._read(store, stale), epoch, stamp)
-        else:
-            self._apply(self._read(store, stale), stamp)
-        self._syncs += 1
+        return stale
 
     def _replace(self, params: dict[str, Params], epoch: str | None, stamp: float) -> None:
         """A new epoch: exactly what Redis holds, lower versions included. Should the epoch
@@ -264,16 +297,19 @@ class SnapshotRefresher:
                         old, epoch, snap.model_version, self.snapshot.model_version,
                         len(params))
 
-    def _read(self, store: ParamStore, product_ids: list[str]) -> dict[str, Params]:
-        """Values of these products in pipelined MGET chunks; a corrupt value is skipped."""
-        if not product_ids:
-            return {}
-        pipe = store.client.pipeline(transaction=False)
+    def _read(self, store: ParamStore,
+              product_ids: list[str]) -> tuple[str | None, dict[str, Params]]:
+        """The epoch and the values of these products, read in one MULTI/EXEC (MGET chunks)
+        so the values belong to that epoch; a corrupt value is skipped."""
+        pipe = store.client.pipeline(transaction=True)
+        pipe.get(store.keys.epoch)
         chunks = [product_ids[i:i + MGET_CHUNK] for i in range(0, len(product_ids), MGET_CHUNK)]
         for chunk in chunks:
             pipe.mget([store.keys.arm(p) for p in chunk])
+        raw_epoch, *results = pipe.execute()
+        epoch = None if raw_epoch is None else raw_epoch.decode()
         out: dict[str, Params] = {}
-        for chunk, blobs in zip(chunks, pipe.execute(), strict=True):
+        for chunk, blobs in zip(chunks, results, strict=True):
             for pid, blob in zip(chunk, blobs, strict=True):
                 if blob is None:
                     continue
@@ -281,7 +317,7 @@ class SnapshotRefresher:
                     out[pid] = decode(blob, self.settings.model.dim)
                 except CodecError as exc:
                     log.error("skipping corrupt parameters of %s: %s", pid, exc)
-        return out
+        return epoch, out
 
     def _apply(self, params: dict[str, Params], stamp: float) -> None:
         snap, changed = self.snapshot.with_params(params, synced_at=stamp)
