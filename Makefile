@@ -7,15 +7,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 JARS_STAMP := jvm/lib/.installed
+REPORTER_JAR := jvm/lib/plugins/metrics-prometheus-loopback/rtrec-prometheus-loopback.jar
+CHARTJS := serving/static/vendor/chart.umd.min.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 QUICK ?=
 
-.PHONY: help install jdk-maven redis-server test demo evaluate load simulate bench lint cluster-up job-submit cluster-down stack-up stack-down stack-status clean distclean
+.PHONY: help install jdk-maven redis-server prometheus chromium monitor-up monitor-down test demo evaluate load simulate bench lint cluster-up job-submit cluster-down stack-up stack-down stack-status compose-test clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: $(VENV_STAMP) $(JARS_STAMP) redis-server  ## venv + package (editable) + JDK/Maven + JVM jars + redis-server
+install: $(VENV_STAMP) $(JARS_STAMP) redis-server $(REPORTER_JAR) $(CHARTJS) prometheus chromium  ## venv + package (editable) + JDK/Maven + JVM jars + redis-server + monitoring + dashboard
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
@@ -34,6 +36,32 @@ jdk-maven:  ## a JDK (javac) and Maven from Debian, installed when missing
 	@{ command -v javac >/dev/null && command -v mvn >/dev/null; } || \
 	  { echo "installing Debian's JDK 17 and Maven"; $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null; }
+
+# the job's Prometheus reporter bound to 127.0.0.1 (flink_job/reporter.py), against the pip
+# distribution's Flink jars
+$(REPORTER_JAR): $(wildcard monitoring/reporter/org/apache/flink/metrics/prometheus/*.java) | $(VENV_STAMP) jdk-maven
+	$(PY) -m flink_job.reporter
+
+# the dashboard's chart library from the npm registry, integrity-checked (serving/vendor.py)
+$(CHARTJS): serving/vendor.py | $(VENV_STAMP)
+	$(PY) -m serving.vendor --force
+
+prometheus:  ## Debian's prometheus + promtool, installed when missing (its system service is not used)
+	@{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || \
+	  { echo "installing Debian's prometheus"; $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
+	    if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now prometheus; fi; }
+
+chromium:  ## Debian's chromium (the dashboard's headless screenshot test), installed when missing
+	@command -v chromium >/dev/null || \
+	  { echo "installing Debian's chromium"; $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+monitor-up: install  ## Prometheus on 127.0.0.1:9090 scraping serving + the job, with the alert rules
+	$(PY) -m devstack.prometheus up
+
+monitor-down:  ## stop the Prometheus that monitor-up started (its data stays in var/stack/prometheus)
+	@if [ -x $(PY) ]; then $(PY) -m devstack.prometheus down; fi
 
 redis-server:  ## Debian's redis-server, installed when missing
 	@command -v redis-server >/dev/null || [ -x /usr/sbin/redis-server ] || [ -x /usr/bin/redis-server ] || \
@@ -81,7 +109,10 @@ job-submit: install  ## submit the job to the standalone cluster (parallelism RT
 cluster-down:  ## stop the standalone cluster
 	@if [ -x $(PY) ]; then $(PY) -m flink_job cluster down; fi
 
-clean: stack-down  ## remove generated state (var/, results/, caches)
+compose-test: install  ## docker-compose.yml built on local stand-in bases and run end to end (slow; docs/DEPLOY.md)
+	tests/compose/run.sh
+
+clean: stack-down monitor-down  ## remove generated state (var/, results/, caches)
 	rm -rf var results .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 

@@ -1,7 +1,8 @@
 """Static checks of the container deployment (docker/, docker-compose.yml), no Docker engine.
 
-The build machines have no Docker engine, so the compose file and the images cannot be run
-here; these checks keep them in step with the code instead: the compose file parses, every
+The stack is built and run for real by ``make compose-test`` (tests/compose/, minutes, not in
+``make test``); these fast checks keep the files in step with the code between such runs: the
+compose file parses, every
 image is pinned or built from a Dockerfile that exists, every RTREC_* variable is one the code
 reads (and each container's environment is accepted by ``Settings.from_env``), published ports
 are on 127.0.0.1 and agree with the code's defaults, the topics are the code's, and the Flink
@@ -32,6 +33,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 FLINK_DOCKERFILE = ROOT / "docker" / "flink" / "Dockerfile"
 APP_DOCKERFILE = ROOT / "docker" / "app" / "Dockerfile"
 SUBMIT_SCRIPT = ROOT / "docker" / "flink" / "submit-job.sh"
+STANDIN_ENV = ROOT / "docker" / "standin" / "env.sh"
 DEPLOY_FILES = [COMPOSE, FLINK_DOCKERFILE, APP_DOCKERFILE, SUBMIT_SCRIPT,
                 ROOT / "docker" / "prometheus" / "prometheus.yml"]
 DEFAULTS = Settings()
@@ -152,7 +154,7 @@ def image_problems(compose: dict[str, Any]) -> list[str]:
             if not dockerfile.is_file():
                 problems.append(f"{name}: Dockerfile {dockerfile} missing")
             continue
-        image = svc.get("image", "")
+        image = str(interpolate(svc.get("image", "")))  # ${KAFKA_IMAGE:-...}: the default
         _, tag = split_image(image)
         if not (tag.startswith("sha256:") or PINNED_TAG.match(tag)):
             problems.append(f"{name}: image {image!r} is not pinned to a full version")
@@ -345,8 +347,13 @@ def test_connector_jars_come_from_jvm_pom_and_match_the_versions():
     connector_flink = props["flink.connector.kafka.version"].rsplit("-", 1)[1]
     assert connector_flink.split(".")[0] == pyproject_pin("apache-flink").split(".")[0]
     # the broker in compose is the broker the local stack runs
-    kafka = load_compose()["services"]["kafka"]["image"]
+    kafka = interpolate(load_compose()["services"]["kafka"]["image"])
     assert split_image(kafka) == ("apache/kafka", props["kafka.broker.version"])
+    # ... and the stand-in of it (make compose-test) is that Kafka from Maven Central
+    standin = ET.parse(ROOT / "docker" / "standin" / "kafka" / "pom.xml").getroot()
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    assert standin.find("m:properties/m:kafka.version", ns).text == props["kafka.broker.version"]
+    assert f"KAFKA_VERSION={props['kafka.broker.version']}" in STANDIN_ENV.read_text()
 
 
 def test_flink_cluster_configuration_is_consistent(compose):
@@ -391,6 +398,33 @@ def test_long_running_services_have_health_checks(compose):
     for name, svc in compose["services"].items():
         if svc.get("restart") != "no":
             assert "healthcheck" in svc, name
+
+
+def test_compose_build_arguments_default_to_the_dockerfiles_bases(compose):
+    """Each base is a build argument (docs/DEPLOY.md): compose passes ${VAR:-default} and the
+    default must be the Dockerfile's own, so `docker compose up --build` on a machine that
+    can pull builds what `docker build` would; every argument is one the Dockerfile declares,
+    and docker/standin/env.sh sets each of them (make compose-test)."""
+    standin = STANDIN_ENV.read_text()
+    seen = 0
+    for name, svc in compose["services"].items():
+        build = svc.get("build")
+        if not isinstance(build, dict):
+            continue
+        dockerfile = ROOT / build.get("context", ".") / build["dockerfile"]
+        declared = dockerfile_args(dockerfile)
+        for arg, value in (build.get("args") or {}).items():
+            m = INTERPOLATION.fullmatch(str(value))
+            assert m and m.group(1) == arg, f"{name}: {arg}={value} is not ${{{arg}:-...}}"
+            assert declared.get(arg) == m.group(2), (name, arg, m.group(2), declared.get(arg))
+            assert f"export {arg}=" in standin, f"docker/standin/env.sh does not set {arg}"
+            seen += 1
+    assert seen >= 4  # FLINK_IMAGE, MAVEN_IMAGE, FLINK_PYTHON (x3 services), PYTHON_IMAGE (x2)
+    # the images compose pulls are variables too, each set by the stand-ins
+    for name in ("kafka", "kafka-init", "redis"):
+        m = INTERPOLATION.fullmatch(compose["services"][name]["image"])
+        assert m, f"{name}: the image is not a ${{VAR:-default}}"
+        assert f"export {m.group(1)}=" in standin, m.group(1)
 
 
 def test_the_dockerignore_keeps_what_the_images_copy():
