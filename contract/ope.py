@@ -1,0 +1,208 @@
+"""Off-policy estimators: what a target policy's CTR would have been, from a log of another
+(the logging) policy's impressions with their probabilities (docs/EXPERIMENTS.md).
+
+Every estimator takes per-impression arrays and returns an :class:`Estimate` with a
+percentile bootstrap confidence interval (impressions resampled with replacement) and the
+effective sample size (Kish: ``(sum w)^2 / sum w^2``, the number of equally weighted
+impressions that would carry the same information).
+
+Top-1 CTR (a click on the first slot), weights ``w = pi(a_1 | x) / mu(a_1 at slot 1 | x)``:
+
+- ``ips``:   mean(w r)                                       unbiased when mu > 0 where pi > 0
+- ``snips``: sum(w r) / sum(w)                               consistent, lower variance
+- ``dr``:    mean(q(x, pi) + w (r - q(x, a_1)))             unbiased whatever the model q
+
+List CTR (any click in the list; one at most under a cascade, where the user reads top-down
+and stops at the first click), per-slot clicks ``R (n, k)``:
+
+- ``slate`` (cascade IPS): ``mean(sum_j W_j R_j)`` with ``W_j = pi(a_1..a_j) / mu(a_1..a_j)``,
+  the prefix probabilities: unbiased when a click at slot j depends only on the items at
+  slots 1..j (a cascade);
+- ``position`` (position-based IPS): the same with the per-slot marginals
+  ``pi(a_j at j) / mu(a_j at j)``: unbiased when each slot's click depends only on its item
+  and slot (no cascade), so it is reported beside the cascade one, not instead;
+- ``dr`` (cascade doubly robust, Kiyohara et al. 2022): ``sum_j W_j (R_j - q_j(a_1..a_j))
+  + W_{j-1} q_j(pi's a_1..a_{j-1}, pi's a_j)`` with ``q_j`` the model's probability of a click
+  at slot j under a cascade; unbiased whatever the model for a deterministic target.
+
+>>> w, r = np.array([2.0, 0.0, 2.0, 0.0]), np.array([1.0, 0.0, 0.0, 1.0])
+>>> e = ips(w, r, n_boot=200, seed=1)
+>>> e.estimate, e.ess
+(0.5, 2.0)
+>>> snips(w, r, n_boot=200, seed=1).estimate
+0.5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from contract.errors import RtrecError
+
+N_BOOT = 500
+"""Bootstrap resamples of a confidence interval (the percentiles move by ~0.1 SE at 500)."""
+LEVEL = 0.95
+
+
+class OpeError(RtrecError, ValueError):
+    """Arrays an estimator cannot use (shapes, NaN, negative weights, empty)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An estimate of a CTR with its ``LEVEL`` bootstrap interval and effective sample size;
+    ``n`` impressions were used, ``matched`` had a non-zero weight."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    ess: float
+    n: int
+    matched: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    def covers(self, value: float) -> bool:
+        return self.ci_low <= value <= self.ci_high
+
+
+def kish_ess(w: np.ndarray) -> float:
+    """``(sum w)^2 / sum w^2``; 0 when every weight is 0."""
+    w = np.asarray(w, dtype=np.float64)
+    sq = float(np.dot(w, w))
+    return float(w.sum() ** 2 / sq) if sq > 0 else 0.0
+
+
+def ips(w: np.ndarray, r: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """Inverse propensity scoring: ``mean(w r)``."""
+    w, r = _check(w, r)
+    return _mean_estimate(w * r, w, n_boot, seed)
+
+
+def snips(w: np.ndarray, r: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """Self-normalised IPS: ``sum(w r) / sum(w)`` (NaN when no weight is positive)."""
+    w, r = _check(w, r)
+    wr = w * r
+    est = float(wr.sum() / w.sum()) if w.sum() > 0 else math.nan
+
+    def stat(idx: np.ndarray) -> np.ndarray:
+        num, den = wr[idx].sum(axis=1), w[idx].sum(axis=1)
+        return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+
+    return _estimate(est, stat, w, n_boot, seed)
+
+
+def dr(w: np.ndarray, r: np.ndarray, q_logged: np.ndarray, q_target: np.ndarray, *,
+       n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """Doubly robust: ``mean(q_target + w (r - q_logged))``; ``q_logged`` is the model's
+    reward of the logged action, ``q_target`` its expected reward under the target."""
+    w, r = _check(w, r)
+    q_logged, q_target = _check(q_logged, q_target, n=w.size, what="q")
+    return _mean_estimate(q_target + w * (r - q_logged), w, n_boot, seed)
+
+
+def cascade_ips(W: np.ndarray, R: np.ndarray, *, n_boot: int = N_BOOT,
+                seed: int = 0) -> Estimate:
+    """The slate estimator under a cascade: ``mean(sum_j W_j R_j)``, W the prefix weights
+    (n, k), R the clicks per slot (n, k). ESS: of the first slot's weights, the ones every
+    impression has (deeper prefixes match less often and are reported by ``matched``)."""
+    W, R = _check2(W, R)
+    return _mean_estimate((W * R).sum(axis=1), W[:, 0], n_boot, seed, matched=W[:, -1])
+
+
+def position_ips(W: np.ndarray, R: np.ndarray, *, n_boot: int = N_BOOT,
+                 seed: int = 0) -> Estimate:
+    """Position-based IPS: ``mean(sum_j W_j R_j)`` with per-slot marginal weights W (n, k).
+    ESS: the smallest over slots."""
+    W, R = _check2(W, R)
+    e = _mean_estimate((W * R).sum(axis=1), W[:, 0], n_boot, seed)
+    ess = min(kish_ess(W[:, j]) for j in range(W.shape[1]))
+    return Estimate(e.estimate, e.ci_low, e.ci_high, ess, e.n,
+                    int(np.count_nonzero(W.sum(axis=1))))
+
+
+def cascade_dr(W: np.ndarray, R: np.ndarray, Q_logged: np.ndarray, Q_target: np.ndarray, *,
+               n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """Cascade doubly robust for the list CTR. ``W`` prefix weights (n, k); ``R`` clicks per
+    slot; ``Q_logged[:, j]`` the model's P(click at slot j | the logged a_1..a_j) and
+    ``Q_target[:, j]`` its P(click at slot j | the logged a_1..a_{j-1}, the target's a_j)
+    (for a deterministic target: the target's prefix, which matters only where it is the
+    logged one, i.e. where ``W_{j-1} > 0``)."""
+    W, R = _check2(W, R)
+    Q_logged, Q_target = _check2(Q_logged, Q_target, what="Q")
+    if Q_logged.shape != W.shape:
+        raise OpeError(f"Q: shape {Q_logged.shape} != W {W.shape}")
+    W_prev = np.concatenate([np.ones((W.shape[0], 1)), W[:, :-1]], axis=1)
+    terms = (W * (R - Q_logged) + W_prev * Q_target).sum(axis=1)
+    return _mean_estimate(terms, W[:, 0], n_boot, seed, matched=W[:, -1])
+
+
+def cascade_click_probabilities(p: np.ndarray) -> np.ndarray:
+    """P(click at slot j) under a cascade from per-item click probabilities p (n, k):
+    ``p_j * prod_{l<j} (1 - p_l)``."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    survive = np.cumprod(1.0 - p, axis=1)
+    before = np.concatenate([np.ones((p.shape[0], 1)), survive[:, :-1]], axis=1)
+    return p * before
+
+
+# --- shared ----------------------------------------------------------------------------------
+
+def _check(a: np.ndarray, b: np.ndarray, n: int | None = None, what: str = "w, r"
+           ) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if a.size == 0 or a.shape != b.shape or (n is not None and a.size != n):
+        raise OpeError(f"{what}: expected two non-empty arrays of one length, got "
+                       f"{a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise OpeError(f"{what}: every value must be finite")
+    if what == "w, r" and (a < 0).any():
+        raise OpeError("w: weights must be >= 0")
+    return a, b
+
+
+def _check2(A: np.ndarray, B: np.ndarray, what: str = "W, R") -> tuple[np.ndarray, np.ndarray]:
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    if A.ndim != 2 or A.shape != B.shape or A.size == 0:
+        raise OpeError(f"{what}: expected two (n, k) arrays of one shape, got {A.shape} and "
+                       f"{B.shape}")
+    if not (np.isfinite(A).all() and np.isfinite(B).all()):
+        raise OpeError(f"{what}: every value must be finite")
+    if what == "W, R" and (A < 0).any():
+        raise OpeError("W: weights must be >= 0")
+    return A, B
+
+
+def _mean_estimate(values: np.ndarray, w: np.ndarray, n_boot: int, seed: int,
+                   matched: np.ndarray | None = None) -> Estimate:
+    def stat(idx: np.ndarray) -> np.ndarray:
+        return values[idx].mean(axis=1)
+
+    return _estimate(float(values.mean()), stat, w, n_boot, seed, matched)
+
+
+def _estimate(est: float, stat: Callable[[np.ndarray], np.ndarray], w: np.ndarray,
+              n_boot: int, seed: int, matched: np.ndarray | None = None) -> Estimate:
+    n = w.size
+    rng = np.random.default_rng(seed)
+    reps: list[np.ndarray] = []
+    chunk = max(1, min(n_boot, 2_000_000 // max(n, 1)))  # at most ~16 MB of indices at once
+    for lo in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - lo), n))
+        reps.append(stat(idx))
+    boot = np.concatenate(reps) if reps else np.empty(0)
+    boot = boot[np.isfinite(boot)]
+    if boot.size:
+        lo_q, hi_q = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    else:
+        lo_q = hi_q = math.nan
+    m = w if matched is None else matched
+    return Estimate(est, float(lo_q), float(hi_q), kish_ess(w), int(n),
+                    int(np.count_nonzero(m)))
