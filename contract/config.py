@@ -53,10 +53,27 @@ class KafkaSettings:
                                   "Topic of rejected records, with a reason.")
     topic_partitions: int = _var("RTREC_TOPIC_PARTITIONS", 4,
                                  "Partitions of each topic created by the stack manager.")
+    topic_deletions: str = _var("RTREC_TOPIC_DELETIONS", "user-deletions",
+                                "Compacted topic of user deletion requests, keyed by user id "
+                                "(producer forget-user, DELETE /users/{id} -> job; "
+                                "docs/PRIVACY.md).")
+    events_retention_h: float = _var("RTREC_EVENTS_RETENTION_H", 168.0,
+                                     "Hours the impression and click topics keep a record "
+                                     "(retention.ms, set by the stack manager): how long a "
+                                     "user's raw events outlive a deletion (docs/PRIVACY.md).")
+    dead_letter_retention_h: float = _var("RTREC_DEAD_LETTER_RETENTION_H", 168.0,
+                                          "Hours the dead-letter topic keeps a rejected record "
+                                          "(it holds the record's value, user ids included).")
 
     @property
     def topics(self) -> tuple[str, str, str]:
         return (self.topic_impressions, self.topic_clicks, self.topic_dead_letter)
+
+    def __post_init__(self) -> None:
+        if not (0 < self.events_retention_h < float("inf")
+                and 0 < self.dead_letter_retention_h < float("inf")):
+            raise SettingsError("RTREC_EVENTS_RETENTION_H and RTREC_DEAD_LETTER_RETENTION_H "
+                                "must be finite and > 0")
 
 
 @dataclass(frozen=True)
@@ -226,6 +243,13 @@ class ServingSettings:
     event_queue_max_age_s: float = _var(
         "RTREC_EVENT_QUEUE_MAX_AGE_S", 5.0,
         "/healthz is degraded while an event has waited longer than this for Kafka's ack.")
+    admin_token: str = _var("RTREC_ADMIN_TOKEN", "",
+                            "Bearer token of the admin routes (DELETE /users/{id}); empty: "
+                            "they answer 403. Set it in the environment, never in a file "
+                            "of the repo.")
+    user_table: str = _var("RTREC_USER_TABLE", "",
+                           "CSV of the user profiles serving looks ids up in (empty: the "
+                           "shipped contract/data/users.csv); a deletion removes the row.")
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -308,6 +332,7 @@ class Settings:
             RTREC_TOPIC_IMPRESSIONS=f"{k.topic_impressions}-{tag}",
             RTREC_TOPIC_CLICKS=f"{k.topic_clicks}-{tag}",
             RTREC_TOPIC_DEAD_LETTER=f"{k.topic_dead_letter}-{tag}",
+            RTREC_TOPIC_DELETIONS=f"{k.topic_deletions}-{tag}",
             RTREC_REDIS_PREFIX=f"{self.redis.prefix}-{tag}",
             RTREC_CHECKPOINT_DIR=str((Path(work_dir) / tag / "checkpoints").resolve()))
 

@@ -41,6 +41,26 @@ class StackError(RtrecError, RuntimeError):
     """A service did not come up (or down); the message says which and where its log is."""
 
 
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Each topic of the system and the topic configuration the stack gives it (retention
+    from the settings; docs/PRIVACY.md says why each value)."""
+    k = settings.kafka
+
+    def ms(hours: float) -> str:
+        return str(round(hours * 3_600_000))
+
+    events = {"cleanup.policy": "delete", "retention.ms": ms(k.events_retention_h)}
+    return {
+        k.topic_impressions: events,
+        k.topic_clicks: events,
+        k.topic_dead_letter: {"cleanup.policy": "delete",
+                              "retention.ms": ms(k.dead_letter_retention_h)},
+        # compacted: the latest request of each user stays (a job started from nothing still
+        # learns who asked to be forgotten); a tombstone is never written
+        k.topic_deletions: {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+    }
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -272,21 +292,41 @@ class Stack:
         self._wait("kafka", timeout_s, ready)
 
     def create_topics(self) -> None:
-        """Create the system's topics with explicit partition counts (idempotent)."""
-        from confluent_kafka.admin import AdminClient, NewTopic
+        """Create the system's topics with explicit partition counts and their retention
+        settings, and apply those settings to topics that already exist (idempotent): the
+        event and dead-letter topics delete records after their retention, the deletion
+        requests' topic is compacted (the latest request per user is kept; docs/PRIVACY.md)."""
+        from confluent_kafka.admin import (
+            AdminClient,
+            AlterConfigOpType,
+            ConfigEntry,
+            ConfigResource,
+            NewTopic,
+        )
 
         s = self.settings
         admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
         existing = set(admin.list_topics(timeout=10).topics)
-        wanted = [s.kafka.topic_impressions, s.kafka.topic_clicks, s.kafka.topic_dead_letter]
-        new = [NewTopic(t, num_partitions=s.kafka.topic_partitions, replication_factor=1)
-               for t in wanted if t not in existing]
+        configs = topic_configs(s)
+        new = [NewTopic(t, num_partitions=s.kafka.topic_partitions, replication_factor=1,
+                        config=conf)
+               for t, conf in configs.items() if t not in existing]
         for topic, fut in admin.create_topics(new, operation_timeout=30).items() if new else ():
             try:
                 fut.result(timeout=30)
             except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise StackError(f"creating topic {topic} failed: {exc}") from exc
+                existing.add(topic)  # just created, not yet in the metadata: configure it
+        old = [ConfigResource(ConfigResource.Type.TOPIC, t, incremental_configs=[
+                   ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+                   for name, value in conf.items()])
+               for t, conf in configs.items() if t in existing]
+        for res, fut in admin.incremental_alter_configs(old).items() if old else ():
+            try:
+                fut.result(timeout=30)
+            except Exception as exc:
+                raise StackError(f"setting the retention of {res.name} failed: {exc}") from exc
 
     # --- helpers -------------------------------------------------------------------------
     def _wait(self, name: str, timeout_s: float, probe) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,8 @@
 """``python -m producer``: the simulated world's command line.
 
 Commands: ``world`` (regenerate contract/data), ``prepare-data`` (the historical log),
-``evaluate`` (offline evaluation with Mab2Rec), ``load`` (events into Kafka at a rate).
+``evaluate`` (offline evaluation with Mab2Rec), ``load`` (events into Kafka at a rate),
+``forget-user`` (a deletion request, docs/PRIVACY.md).
 Defaults come from ``Settings.from_env()`` (RTREC_* variables); flags override them. Errors are
 one line on stderr and a non-zero exit: 2 for bad arguments, 1 when the work cannot run.
 """
@@ -141,6 +142,20 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if stats.failed == 0 and stats.acked == stats.sent else 1
 
 
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from producer.forget import forget, summary
+
+    try:
+        result = forget(settings, args.user_id, args.timeout)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, TimeoutError) as exc:
+        raise CliError(f"deletion request not recorded: {exc}") from exc
+    print(summary(result))
+    return 0
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m producer",
@@ -215,6 +230,18 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_load)
 
+    p = sub.add_parser("forget-user", help="request the deletion of a user (docs/PRIVACY.md)",
+                       description="Write a deletion request to the compacted deletions topic "
+                                   "(RTREC_TOPIC_DELETIONS), wait for Kafka's acknowledgement, "
+                                   "then remove the profile from the user table "
+                                   "(RTREC_USER_TABLE). The job unlearns the user exactly once. "
+                                   "An unknown id is still recorded (the job may have learned "
+                                   "from it) and reported with profile_removed false.")
+    p.add_argument("user_id", type=int, help="the user's id")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for Kafka's acknowledgement (default %(default)s)")
+    p.set_defaults(func=None)
+
     return parser
 
 
@@ -232,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.bootstrap:
                 settings = settings.override(RTREC_KAFKA_BOOTSTRAP=args.bootstrap)
             return cmd_load(args, settings)
+        if args.command == "forget-user":
+            return cmd_forget(args, settings)
         return int(args.func(args))
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)

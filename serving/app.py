@@ -2,6 +2,7 @@
 
 - ``POST /recommend``: top-k for a user (by id, by raw features, or an explicit x);
 - ``POST /feedback``: a click on a shown product;
+- ``DELETE /users/{id}``: forget a user (admin token; :mod:`serving.privacy`);
 - ``GET /healthz``: ``ready`` or ``degraded`` with reasons (200 either way: a degraded
   instance still answers from its last snapshot; 503 only before the recommender exists);
 - ``GET /metrics``: Prometheus text; OpenAPI at ``/docs`` and ``/openapi.json``.
@@ -13,13 +14,14 @@ status; anything else is a generic 500). A valid JSON ``POST /recommend`` is ans
 of numpy, cheaper to run on the event loop than to hand to a thread pool.
 """
 
+import asyncio
 import gc
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -30,6 +32,7 @@ from serving.errors import InvalidRequestError, NotStartedError, ServingError, h
 from serving.fastpath import FastRecommend
 from serving.limits import BodyGuard
 from serving.metrics import Collector, Timing, latency_histogram
+from serving.privacy import AdminAuth, Forgetter
 from serving.recommender import Recommender
 from serving.schemas import (
     ErrorResponse,
@@ -126,6 +129,24 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         rec().feedback(body.request_id, body.product_id, at=body.at)
         return FeedbackResponse(accepted=True, request_id=body.request_id,
                                 product_id=body.product_id)
+
+    auth = AdminAuth(settings.serving.admin_token)
+    forgetter = Forgetter(settings)
+
+    @app.delete("/users/{user_id}", status_code=202,
+                responses={c: {"model": ErrorResponse} for c in (401, 403, 422, 503)})
+    async def delete_user(user_id: int, authorization: str | None = Header(None)
+                          ) -> dict[str, Any]:
+        """Forget a user (admin; docs/PRIVACY.md): the deletion request is durable when this
+        answers; the profile is gone at once, the model's contribution once the job applies
+        it. An unknown id is still recorded (``profile_removed`` false)."""
+        auth.check(authorization)
+        r = rec()
+        # the recommender's own user map and context cache (this module's to edit)
+        result = await asyncio.to_thread(forgetter.forget, user_id, r._users, r._x_cache)
+        return {"user_id": user_id, "deletion_request_id": result.request.request_id,
+                "requested_at_ms": result.request.requested_at_ms,
+                "profile_removed": result.profile_removed}
 
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> HealthResponse:

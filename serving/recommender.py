@@ -135,6 +135,7 @@ class Recommender:
         events to Kafka (``kafka=False``: kept in memory). Waits up to ``wait_s`` for the
         first load from Redis, then serves anyway (from the prior if Redis is down)."""
         from contract.features import FeatureSpace, check_dim, load_catalog, load_users
+        from contract.forget import user_table_path
         from serving.eventlog import KafkaEventLog
 
         check_dim(settings.model.dim)  # a wrong RTREC_DIM fails here, not on every request
@@ -145,7 +146,8 @@ class Recommender:
                         "until they are", wait_s)
         events: EventSink = KafkaEventLog(settings) if kafka else MemoryEventLog()
         return cls(settings, refresher=refresher, events=events,
-                   users={u.user_id: u for u in load_users()}, features=FeatureSpace.load(),
+                   users={u.user_id: u for u in load_users(user_table_path(settings))},
+                   features=FeatureSpace.load(),
                    seed=seed)
 
     # --- state ---------------------------------------------------------------------------
