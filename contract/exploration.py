@@ -1,0 +1,215 @@
+"""How much LinUCB explores: the calibrated rule (the default) and a self-tuning controller.
+
+Pure logic, no I/O: serving, the benchmark (bench/bench_learning.py) and tests call it with
+the numbers they have. docs/EXPLORATION.md states the rule, why, and the measurements.
+
+The calibrated rule
+-------------------
+A product's UCB is ``x . theta + alpha * sqrt(x^T A^-1 x)``. A fixed ``alpha`` (the old default
+1) has no unit: it scores a never-seen product at ``alpha * |x| / sqrt(l2)``, which for the
+shipped features (|x| ~ 2.2) is a 220 % click rate, so every product is tried again and again
+before the known good ones are shown. The calibrated rule instead says *what a never-seen
+product is worth*: the shop's observed click rate ``p``, no more. That fixes alpha per context:
+
+    alpha(x) = p * sqrt(l2) / |x|        p = (clicks + 1) / (observations + 2)
+
+so ``score = x . theta + p * sqrt(x^T A^-1 x) / sqrt(x^T x / l2)``: the bonus is the mean click
+rate times the share of the prior's standard deviation still left for this product and
+context (1 when nothing was learned, shrinking as 1/sqrt(n) with its data). ``p`` is counted
+from what was learned (Laplace's rule of succession, so it is defined from the first event);
+nothing in it is fitted to a world.
+
+>>> round(calibrated_alpha(clicks=14, observations=98, x=np.array([3.0, 4.0]), l2=1.0), 6)
+0.03
+>>> exploration_alpha("fixed", 0.5, clicks=14, observations=98, x=np.ones(2), l2=1.0)
+0.5
+
+The self-tuning controller
+--------------------------
+:class:`SelfTuner` chooses which of several candidate rules the live traffic uses from a
+stream of off-policy estimates (:func:`snips`, a self-normalised IPS value with a normal
+confidence interval), with three guardrails: every candidate other than the live one keeps at
+least ``min_explore_share`` of the traffic between them (so the estimates never starve); a
+challenger replaces the live candidate only when its lower confidence bound beats the live
+one's upper bound by ``margin``; and at most one switch per ``min_interval`` (in the caller's
+clock: seconds, or visits in the benchmark). Every switch is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXPLORATIONS: tuple[str, ...] = ("calibrated", "fixed")
+"""Exploration rules ``RTREC_EXPLORATION`` names: ``calibrated`` (the default, above) or
+``fixed`` (alpha = ``RTREC_ALPHA`` whatever the data, the rule before issue #22)."""
+
+
+class ExplorationError(ValueError):
+    """An exploration rule or controller setting that is unknown or out of range."""
+
+
+def click_rate(clicks: float, observations: float) -> float:
+    """The shop's click rate as the rule uses it: ``(clicks + 1) / (observations + 2)``.
+
+    >>> click_rate(0, 0), click_rate(14, 98)
+    (0.5, 0.15)
+    """
+    if not (clicks >= 0 and observations >= 0 and clicks <= observations):
+        raise ExplorationError(f"clicks {clicks} / observations {observations}: need "
+                               f"0 <= clicks <= observations")
+    return (clicks + 1.0) / (observations + 2.0)
+
+
+def calibrated_alpha(clicks: float, observations: float, x: np.ndarray, l2: float) -> float:
+    """alpha for context x such that a never-seen product scores the shop's click rate
+    ``p = click_rate(clicks, observations)``: ``p * sqrt(l2) / |x|`` (0 for x = 0, which has
+    no bonus to scale)."""
+    norm = float(np.linalg.norm(x))
+    if not math.isfinite(norm):
+        raise ExplorationError(f"x: |x| = {norm} is not finite")
+    if norm == 0.0:
+        return 0.0
+    return click_rate(clicks, observations) * math.sqrt(l2) / norm
+
+
+def exploration_alpha(rule: str, fixed_alpha: float, clicks: float, observations: float,
+                      x: np.ndarray, l2: float) -> float:
+    """The alpha a request is ranked with under ``rule`` (one of :data:`EXPLORATIONS`)."""
+    if rule == "fixed":
+        return float(fixed_alpha)
+    if rule == "calibrated":
+        return calibrated_alpha(clicks, observations, x, l2)
+    raise ExplorationError(f"exploration rule {rule!r}: not one of {', '.join(EXPLORATIONS)}")
+
+
+# --- off-policy estimates ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Estimate:
+    """A candidate's estimated value (click rate) with a two-sided confidence interval."""
+
+    value: float
+    lower: float
+    upper: float
+    n: int  # logged visits it is computed from
+    matched: int  # of those, visits where the candidate would have shown what was shown
+
+
+def snips(rewards: np.ndarray, matches: np.ndarray, propensities: np.ndarray,
+          z: float = 1.96) -> Estimate:
+    """Self-normalised IPS of a deterministic candidate from a log: ``matches[t]`` is True when
+    the candidate would have shown the logged item, ``propensities[t]`` the probability the
+    logging policy showed it. Value ``sum(w r) / sum(w)`` with ``w = match / propensity``;
+    the interval is ``value +- z * se``, ``se = sqrt(sum(w^2 (r - value)^2)) / sum(w)`` (the
+    delta method), clipped to [0, 1]. No match: value 0 and the interval [0, 1].
+
+    >>> e = snips(np.array([1.0, 0.0, 1.0, 0.0]), np.array([True, True, False, True]),
+    ...           np.array([0.5, 1.0, 0.5, 1.0]))
+    >>> round(e.value, 4), e.matched
+    (0.5, 3)
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    matches = np.asarray(matches, dtype=bool)
+    propensities = np.asarray(propensities, dtype=np.float64)
+    if not rewards.shape == matches.shape == propensities.shape:
+        raise ExplorationError("rewards, matches and propensities must have one entry a visit")
+    if np.any(propensities[matches] <= 0):
+        raise ExplorationError("a matched visit has propensity <= 0: it cannot be reweighted")
+    n = int(rewards.size)
+    w = np.where(matches, 1.0 / np.where(propensities > 0, propensities, 1.0), 0.0)
+    sw = float(w.sum())
+    if sw == 0.0:
+        return Estimate(0.0, 0.0, 1.0, n, 0)
+    value = float(w @ rewards) / sw
+    se = math.sqrt(float(np.sum(w * w * (rewards - value) ** 2))) / sw
+    return Estimate(value, max(0.0, value - z * se), min(1.0, value + z * se), n,
+                    int(matches.sum()))
+
+
+# --- the controller ------------------------------------------------------------------------
+
+@dataclass
+class Switch:
+    """One change of the live candidate, as logged."""
+
+    at: float
+    from_: str
+    to: str
+    challenger: Estimate
+    live: Estimate
+
+
+@dataclass
+class SelfTuner:
+    """Chooses the live candidate from off-policy estimates, with guardrails (module doc).
+
+    ``shares()`` is the traffic split to run: the live candidate gets
+    ``1 - min_explore_share``, the others share ``min_explore_share`` equally (never less,
+    whatever the estimates say). ``observe(now, estimates)`` takes one round of estimates
+    (one per candidate) and returns the live candidate after it, switching at most once.
+    """
+
+    candidates: Sequence[str]
+    live: str
+    min_explore_share: float = 0.1
+    margin: float = 0.0
+    min_interval: float = 0.0
+    switches: list[Switch] = field(default_factory=list)
+    last_switch_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.candidates = tuple(self.candidates)
+        if len(set(self.candidates)) != len(self.candidates) or len(self.candidates) < 1:
+            raise ExplorationError(f"candidates: need distinct names, got {self.candidates}")
+        if self.live not in self.candidates:
+            raise ExplorationError(f"live: {self.live!r} is not a candidate")
+        if len(self.candidates) > 1 and not 0.0 < self.min_explore_share < 1.0:
+            raise ExplorationError(f"min_explore_share: {self.min_explore_share} must be in "
+                                   f"(0, 1) with more than one candidate")
+        if not (self.margin >= 0 and self.min_interval >= 0):
+            raise ExplorationError("margin and min_interval must be >= 0")
+
+    @property
+    def switch_count(self) -> int:
+        return len(self.switches)
+
+    def shares(self) -> dict[str, float]:
+        """The traffic share of each candidate now (sums to 1)."""
+        others = [c for c in self.candidates if c != self.live]
+        if not others:
+            return {self.live: 1.0}
+        each = self.min_explore_share / len(others)
+        return {c: (1.0 - self.min_explore_share) if c == self.live else each
+                for c in self.candidates}
+
+    def observe(self, now: float, estimates: Mapping[str, Estimate]) -> str:
+        """One round of estimates; switch to the best challenger when every guardrail allows."""
+        live_est = estimates.get(self.live)
+        if live_est is None:
+            return self.live
+        if self.last_switch_at is not None and now - self.last_switch_at < self.min_interval:
+            return self.live
+        challengers = [(c, e) for c, e in estimates.items() if c != self.live and c in
+                       self.candidates]
+        if not challengers:
+            return self.live
+        best, best_est = max(challengers, key=lambda ce: (ce[1].lower, ce[1].value))
+        if best_est.lower - live_est.upper < self.margin or best_est.lower <= live_est.upper:
+            return self.live
+        sw = Switch(now, self.live, best, best_est, live_est)
+        self.switches.append(sw)
+        log.info("exploration switch #%d at %g: %s -> %s (challenger %.4f [%.4f, %.4f] on "
+                 "%d matched, live %.4f [%.4f, %.4f] on %d matched, margin %g)",
+                 len(self.switches), now, self.live, best, best_est.value, best_est.lower,
+                 best_est.upper, best_est.matched, live_est.value, live_est.lower,
+                 live_est.upper, live_est.matched, self.margin)
+        self.live = best
+        self.last_switch_at = now
+        return self.live
