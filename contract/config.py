@@ -205,6 +205,11 @@ class JobSettings:
                                  "A reward event up to this long after its window still counts, "
                                  "learned as a correction (counted as late); later: late_click.")
 
+    metrics_ports: str = _var("RTREC_METRICS_PORTS", "9250-9259",
+                              "Port range of the job's Prometheus endpoint on 127.0.0.1: each "
+                              "Flink JVM (mini-cluster, JobManager, TaskManager) serves /metrics "
+                              "on the first free one (docs/OPERATIONS.md); empty: none.")
+
     def __post_init__(self) -> None:
         if not 0 <= self.max_lateness_s < float("inf"):
             raise SettingsError(f"RTREC_MAX_LATENESS_S must be finite and >= 0, "
@@ -271,6 +276,8 @@ class StackSettings:
                                 "Port of the Flink web UI / REST API (local cluster).")
     dir: str = _var("RTREC_STACK_DIR", "var/stack",
                     "Folder of the local stack's data, logs and pid files.")
+    prometheus_port: int = _var("RTREC_PROMETHEUS_PORT", 9090,
+                                "Port of the Prometheus server of make monitor-up (127.0.0.1).")
 
 
 @dataclass(frozen=True)

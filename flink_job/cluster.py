@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from contract.config import Settings
-from flink_job import jars
+from flink_job import jars, reporter
 from flink_job.job import JOB_NAME
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def _env(settings: Settings) -> dict[str, str]:
                 "FLINK_LIB_DIR": str(d["lib"]), "FLINK_LOG_DIR": str(d["log"]),
                 "PYFLINK_CLIENT_EXECUTABLE": sys.executable,
                 "PYTHONPATH": str(jars.ROOT)})
+    reporter.plugins_env(env, mini_cluster=False)  # the job's Prometheus reporter
     return env
 
 
@@ -87,6 +88,7 @@ def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
         "python.client.executable": sys.executable,
     }
     conf.update(_java_opts())
+    conf.update(reporter.config(settings))  # a /metrics endpoint per JVM on 127.0.0.1
     (d["conf"] / "config.yaml").write_text(
         "".join(f"{k}: {json.dumps(v)}\n" for k, v in conf.items()))
     return d

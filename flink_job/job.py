@@ -21,13 +21,14 @@ and the process that started it agree; nothing here reads the environment.
 from __future__ import annotations
 
 import logging
+import os
 import site
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from contract.config import Settings
-from flink_job import jars
+from flink_job import jars, reporter
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
         "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars.job_jars()),
         "pipeline.auto-watermark-interval": "50 ms",
         "metrics.latency.interval": "0",
+        # the job's metrics on a Prometheus endpoint per JVM, 127.0.0.1 (flink_job/reporter.py)
+        **reporter.config(settings),
     }
     if opts.restore_path:
         conf["execution.savepoint.path"] = opts.restore_path
@@ -265,6 +268,7 @@ def make_env(settings: Settings, opts: JobOptions):  # type: ignore[no-untyped-d
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
+    reporter.plugins_env(os.environ, mini_cluster=True)  # read as the gateway's JVM starts
     config = Configuration()
     for k, v in flink_config(settings, opts).items():
         config.set_string(k, v)
