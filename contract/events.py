@@ -51,6 +51,7 @@ from typing import Any
 
 from contract import SCHEMA_VERSION
 from contract.errors import RtrecError
+from contract.feedback import REWARD_KINDS
 
 # the reasons this module raises; the one list is contract/reasons.py
 from contract.reasons import (
@@ -126,13 +127,16 @@ class Impression:
 
 @dataclass(frozen=True)
 class Click:
-    """The user of request ``request_id`` clicked ``product_id``."""
+    """The user of request ``request_id`` clicked ``product_id``, or did more with it:
+    ``kind`` is one of :data:`contract.feedback.REWARD_KINDS` (click, add_to_cart, purchase),
+    each with its configured reward (docs/LEARNING.md); absent from the JSON when a click."""
 
     request_id: str
     product_id: str
     ts_ms: int
     type: str = "click"
     v: int = SCHEMA_VERSION
+    kind: str = "click"
 
     def __post_init__(self) -> None:
         _check_version(self.v)
@@ -140,10 +144,20 @@ class Click:
         _id(self.product_id, "product_id")
         _id(self.request_id, "request_id")
         _ts(self.ts_ms)
+        if self.kind != "click":
+            if type(self.kind) is not str:
+                raise EventError(WRONG_TYPE, "kind",
+                                 f"expected a string, got {type(self.kind).__name__}")
+            if self.kind not in REWARD_KINDS:
+                raise EventError(BAD_VALUE, "kind", f"{self.kind[:40]!r} is not one of "
+                                                    f"{', '.join(REWARD_KINDS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": self.v, "type": self.type, "request_id": self.request_id,
-                "product_id": self.product_id, "ts_ms": self.ts_ms}
+        out = {"v": self.v, "type": self.type, "request_id": self.request_id,
+               "product_id": self.product_id, "ts_ms": self.ts_ms}
+        if self.kind != "click":
+            out["kind"] = self.kind
+        return out
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
@@ -154,9 +168,9 @@ Event = Impression | Click
 _FIELDS: dict[str, frozenset[str]] = {
     "impression": frozenset({"v", "type", "request_id", "user_id", "ts_ms", "x", "products",
                              "scores", "policy", "model_version", "propensity"}),
-    "click": frozenset({"v", "type", "request_id", "product_id", "ts_ms"}),
+    "click": frozenset({"v", "type", "request_id", "product_id", "ts_ms", "kind"}),
 }
-_OPTIONAL = frozenset({"propensity"})
+_OPTIONAL = frozenset({"propensity", "kind"})
 _CLASSES: dict[str, type[Impression] | type[Click]] = {"impression": Impression, "click": Click}
 
 

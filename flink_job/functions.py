@@ -34,7 +34,7 @@ from flink_job.records import (
     join_line,
     learner_dead_letter,
     meta_only,
-    parse_batch,
+    parse_items,
     split_record,
     unescape_id,
 )
@@ -194,10 +194,12 @@ class Learn(KeyedProcessFunction):
 
     CACHE_MAX = 20_000  # products (~2 KB each at d=15)
 
-    def __init__(self, dim: int, l2: float) -> None:
+    def __init__(self, dim: int, l2: float, gamma: float = 1.0) -> None:
         check_dim(dim)  # built with the job graph: a d serving will not send fails at start
         self.dim = dim
         self.l2 = l2
+        # the discount per observation (RTREC_HALF_LIFE; docs/LEARNING.md); 1: none
+        self.gamma = gamma
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _tune_interpreter()
@@ -214,7 +216,7 @@ class Learn(KeyedProcessFunction):
         self.cache: dict[str, linucb.ArmState] = {}
 
     def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
-        key, X, rewards, observe = parse_batch(value, self.dim)
+        key, X, rewards, observe, weights = parse_items(value, self.dim)
         st = self.cache.pop(key, None)
         if st is None:
             blob = self.state.value()
@@ -222,7 +224,8 @@ class Learn(KeyedProcessFunction):
                 else linucb.init_state(self.dim, self.l2)
             if len(self.cache) >= self.CACHE_MAX:  # drop the least recently learned
                 del self.cache[next(iter(self.cache))]
-        new, refused = linucb.learn_checked(st, X, rewards, observe, self.l2)
+        new, refused = linucb.learn_checked(st, X, rewards, observe, self.l2, weights,
+                                            self.gamma)
         if refused:
             items = value.split("\t")[1:]
             self.refused += len(refused)

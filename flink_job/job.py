@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract.config import Settings
+from contract.linucb import discount_factor
 from flink_job import jars, reporter
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,8 @@ def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
     from pyflink.datastream.data_stream import DataStream
     from pyflink.java_gateway import get_gateway
 
+    from flink_job.records import join_spec
+
     jvm = get_gateway().jvm
     string_info = Types.STRING().get_java_type_info()
     # The reward join and the micro-batcher are JVM operators (java/rtrec/): they touch every
@@ -205,7 +208,9 @@ def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
                 .flatMap(jvm.rtrec.Unbatch(), string_info).name("unbatch").uid("unbatch")
                 .keyBy(jvm.rtrec.RewardJoin.requestKey(), string_info)
                 .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms),
-                                              settings.job.click_skew_ms),
+                                              settings.job.click_skew_ms,
+                                              join_spec(settings.model,
+                                                        settings.job.max_lateness_s)),
                          string_info)
                 .name("reward-join").uid("reward-join"))
     dead = DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters()))
@@ -236,7 +241,8 @@ def learn_and_publish(j_batches, settings: Settings):  # type: ignore[no-untyped
                         Types.ROW([Types.STRING()]).get_java_type_info()),
         Types.STRING(), DataStream(j_batches))
     params = (by_product
-              .process(fn.Learn(settings.model.dim, settings.model.l2),
+              .process(fn.Learn(settings.model.dim, settings.model.l2,
+                                discount_factor(settings.model.half_life)),
                        output_type=Types.PICKLED_BYTE_ARRAY())
               .name("learn-linucb").uid("learn-linucb"))
     (params.process(fn.PublishToRedis(settings), output_type=Types.INT())

@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from contract.config import ModelSettings
 from contract.events import OVERSIZED, UNPARSEABLE, Click, EventError, Impression
 from contract.reasons import NOT_LEARNABLE
 
@@ -94,23 +95,56 @@ def join_line(event: Impression | Click, ts: int, source_line: str) -> str:
                           np.asarray(event.x, dtype="<f8").tobytes().hex(),
                           ",".join(map(escape_id, event.products)), source_line))
     return "\t".join(("c", escape_id(event.request_id), str(ts), escape_id(event.product_id),
-                      "", source_line))
+                      "" if event.kind == "click" else event.kind, source_line))
+
+
+def join_spec(model: ModelSettings, max_lateness_s: float) -> str:
+    """The reward join's spec string (``RewardJoin(window, retain, skew, spec)``): the
+    feedback rule, examination probabilities, reward values and cap, the maximum lateness, and
+    ``at_close`` when forgetting is on (docs/LEARNING.md says why)."""
+    rewards = ",".join(f"{k}:{v!r}" for k, v in model.reward_values.items())
+    return ";".join((f"feedback={model.feedback}",
+                     "examination=" + ",".join(repr(p) for p in model.examination_probs),
+                     f"rewards={rewards}", f"cap={model.reward_cap!r}",
+                     f"lateness_ms={round(max_lateness_s * 1000)}",
+                     f"at_close={'true' if model.half_life > 0 else 'false'}"))
+
+
+def parse_items(line: str, dim: int
+                ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`parse_batch` and the observations' weights (k,) (``o<reward>@<weight>``; 1 when
+    absent), or None when no item has one (the usual batch of the ``all`` rule).
+
+    >>> x = np.array([1.0, 2.0]).tobytes().hex()
+    >>> pid, X, r, o, w = parse_items(f"p1\\to0@0.5:{x}\\to0@-1:{x}\\ta1.25:{x}", 2)
+    >>> r.tolist(), o.tolist(), w.tolist()
+    ([0.0, 0.0, 1.25], [True, True, False], [0.5, -1.0, 1.0])
+    """
+    product, *items = line.split("\t")
+    heads, xs = zip(*(item.split(":", 1) for item in items), strict=True)
+    X = np.frombuffer(bytes.fromhex("".join(xs)), dtype="<f8").reshape(len(items), dim)
+    observe = np.array([h[0] == "o" for h in heads], dtype=bool)
+    if not any("@" in h for h in heads):
+        return product, X, np.array([h[1:] for h in heads], dtype=np.float64), observe, None
+    parts = [h[1:].partition("@") for h in heads]
+    rewards = np.array([r for r, _, _ in parts], dtype=np.float64)
+    weights = np.array([w or 1.0 for _, _, w in parts], dtype=np.float64)
+    return product, X, rewards, observe, weights
 
 
 def parse_batch(line: str, dim: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """A micro-batch line of ``java/rtrec/MicroBatcher.java`` (docs/JOB_LINES.md): returns
-    (escaped product id, X (k, d), rewards (k,), observe (k,)).
+    (escaped product id, X (k, d), rewards (k,), observe (k,)); a line with weights
+    (``o0@0.5``) is refused (ValueError): the learner reads it with :func:`parse_items`.
 
     >>> x = np.array([1.0, 2.0]).tobytes().hex()
     >>> pid, X, r, o = parse_batch(f"p1\\to0:{x}\\ta1:{x}", 2)
     >>> pid, X.tolist(), r.tolist(), o.tolist()
     ('p1', [[1.0, 2.0], [1.0, 2.0]], [0.0, 1.0], [True, False])
     """
-    product, *items = line.split("\t")
-    heads, xs = zip(*(item.split(":", 1) for item in items), strict=True)
-    X = np.frombuffer(bytes.fromhex("".join(xs)), dtype="<f8").reshape(len(items), dim)
-    rewards = np.array([h[1:] for h in heads], dtype=np.float64)
-    observe = np.array([h[0] == "o" for h in heads], dtype=bool)
+    product, X, rewards, observe, weights = parse_items(line, dim)
+    if weights is not None:
+        raise ValueError("weighted items: read them with parse_items")
     return product, X, rewards, observe
 
 

@@ -37,6 +37,18 @@ import org.apache.flink.util.OutputTag;
  *       no impression comes by ts + W it is an orphan_click.</li>
  * </ul>
  *
+ * <p>What a shown product teaches (docs/LEARNING.md) is set by the spec string of
+ * {@link #RewardJoin(long, long, long, String)}: the feedback rule ({@code all}: every shown
+ * product observed; {@code cascade}: the slots below the last clicked one are not, so a click
+ * downdates them, item {@code o0@-1}, and a later click lower down observes them again;
+ * {@code position}: slot i observed with weight {@code examination[i]}, item
+ * {@code o0@w}), the reward value of each event kind (click, add_to_cart, purchase: the
+ * fifth field of a click line, empty for a click) and their cap (an impression's reward of a
+ * product is the capped sum; each event adds the increase), the maximum lateness L (an event
+ * up to t + W + L is still learned, counted in {@code rewards_late}; the request's state is
+ * kept until then) and {@code at_close} (forgetting: nothing is learned at the impression, and
+ * at t + W each observed slot is learned once with its final reward, {@code o<r>@w}).
+ *
  * <p>The lines in and out are specified in docs/JOB_LINES.md and tested against its golden
  * vectors: in, the Python validator's impression and click lines (x is opaque here); out,
  * one line per learned item for the MicroBatcher, and dead letters on the side output
@@ -47,6 +59,10 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
     static final int OPEN = 1;
     static final int CLOSED = 2;
     static final int PENDING = 3;
+    /** Window closed, state kept (with x) for events within the maximum lateness. */
+    static final int LATE = 4;
+    /** Event kinds and their default reward values (contract/feedback.py, contract/config.py). */
+    static final String[] KINDS = {"click", "add_to_cart", "purchase"};
     /** The reasons this join dead-letters with: contract/reasons.py JOIN (a test checks). */
     static final String[] REASONS = {"duplicate_impression", "late_click", "orphan_click",
         "bad_value", "early_click"};
@@ -58,9 +74,17 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
     private final long windowMs;
     private final long retainMs;
     private final long clickSkewMs;
+    private final long latenessMs;
+    private final String mode;
+    private final double[] examination;
+    private final HashMap<String, Double> values;
+    private final double cap;
+    private final boolean atClose;
     private transient ValueState<JoinState> state;
     private transient Counter observations;
-    private transient Counter rewards;
+    private transient Counter removed;
+    private transient Counter late;
+    private transient Map<String, Counter> rewards;
     private transient Counter deadTotal;
     private transient Map<String, Counter> deadByReason;
 
@@ -71,8 +95,15 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         public String x;
         public String[] p;
         public String[] c;
-        /** waiting clicks: "ts TAB product TAB source-line". */
+        /** waiting clicks: "ts TAB product TAB #kind TAB source-line"; older state has no
+         * "#kind" field (a click; a topic name never starts with '#'). */
         public String[] w;
+        /** per slot, the sum of its events' values (uncapped); null in older state. */
+        public double[] r;
+        /** cascade: slots at the bottom of the list not observed now. */
+        public int u;
+        /** at_close: the observations are learned when the window closes. */
+        public boolean d;
 
         public JoinState() {}
     }
@@ -95,9 +126,96 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
      * @param clickSkewMs S: a click stamped up to this long before its impression counts
      */
     public RewardJoin(long windowMs, long retainMs, long clickSkewMs) {
+        this(windowMs, retainMs, clickSkewMs, "");
+    }
+
+    /**
+     * @param spec {@code key=value} pairs separated by {@code ;} (flink_job/records.py
+     *     join_spec writes it from the settings): {@code feedback} all|cascade|position,
+     *     {@code examination} comma-separated probabilities, {@code rewards}
+     *     {@code kind:value,...}, {@code cap}, {@code lateness_ms}, {@code at_close}
+     *     true|false. Empty: all, click 1, add_to_cart 1, purchase 2, cap 4, no lateness.
+     * @throws IllegalArgumentException naming the bad key or value
+     */
+    public RewardJoin(long windowMs, long retainMs, long clickSkewMs, String spec) {
         this.windowMs = windowMs;
         this.retainMs = retainMs;
         this.clickSkewMs = clickSkewMs;
+        String feedback = "all";
+        double[] exam = {1.0};
+        HashMap<String, Double> vals = new HashMap<>();
+        vals.put("click", 1.0);
+        vals.put("add_to_cart", 1.0);
+        vals.put("purchase", 2.0);
+        double c = 4.0;
+        long lateness = 0;
+        boolean close = false;
+        for (String pair : spec.split(";")) {
+            if (pair.isEmpty()) {
+                continue;
+            }
+            int eq = pair.indexOf('=');
+            String key = eq < 0 ? pair : pair.substring(0, eq);
+            String v = eq < 0 ? "" : pair.substring(eq + 1);
+            try {
+                switch (key) {
+                    case "feedback":
+                        if (!v.equals("all") && !v.equals("cascade") && !v.equals("position")) {
+                            throw new IllegalArgumentException("not all, cascade or position");
+                        }
+                        feedback = v;
+                        break;
+                    case "examination":
+                        String[] parts = v.split(",");
+                        exam = new double[parts.length];
+                        for (int i = 0; i < parts.length; i++) {
+                            exam[i] = Double.parseDouble(parts[i]);
+                            if (!(exam[i] >= 0 && exam[i] <= 1)) {
+                                throw new IllegalArgumentException(parts[i] + " not in [0, 1]");
+                            }
+                        }
+                        break;
+                    case "rewards":
+                        for (String kv : v.split(",")) {
+                            int colon = kv.indexOf(':');
+                            String kind = kv.substring(0, colon);
+                            double value = Double.parseDouble(kv.substring(colon + 1));
+                            if (!Arrays.asList(KINDS).contains(kind)
+                                    || !(value >= 0 && value < Double.POSITIVE_INFINITY)) {
+                                throw new IllegalArgumentException(kv);
+                            }
+                            vals.put(kind, value);
+                        }
+                        break;
+                    case "cap":
+                        c = Double.parseDouble(v);
+                        if (!(c > 0 && c < Double.POSITIVE_INFINITY)) {
+                            throw new IllegalArgumentException("not finite > 0");
+                        }
+                        break;
+                    case "lateness_ms":
+                        lateness = Long.parseLong(v);
+                        if (lateness < 0) {
+                            throw new IllegalArgumentException("< 0");
+                        }
+                        break;
+                    case "at_close":
+                        close = Boolean.parseBoolean(v);
+                        break;
+                    default:
+                        throw new IllegalArgumentException("unknown key");
+                }
+            } catch (RuntimeException e) {
+                throw new IllegalArgumentException("reward join spec '" + pair + "': "
+                        + e.getMessage(), e);
+            }
+        }
+        this.mode = feedback;
+        this.examination = exam;
+        this.values = vals;
+        this.cap = c;
+        this.latenessMs = lateness;
+        this.atClose = close;
     }
 
     public static OutputTag<String> deadLetters() {
@@ -114,7 +232,12 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
                 new ValueStateDescriptor<>("join", TypeInformation.of(JoinState.class)));
         MetricGroup g = getRuntimeContext().getMetricGroup();
         observations = g.counter("observations");
-        rewards = g.counter("rewards_click");
+        removed = g.counter("observations_removed");
+        late = g.counter("rewards_late");
+        rewards = new HashMap<>();
+        for (String k : KINDS) {
+            rewards.put(k, g.counter("rewards_" + k));
+        }
         deadTotal = g.counter("dead_letters");
         deadByReason = new HashMap<>();
         for (String r : REASONS) {
@@ -130,7 +253,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         if (f[0].equals("i")) {
             st = onImpression(st, ts, f[3], f[4].split(","), f[5], ctx, out);
         } else {
-            st = onClick(st, ts, f[3], f[5], ctx, out);
+            st = onClick(st, ts, f[3], f[4].isEmpty() ? "click" : f[4], f[5], ctx, out);
         }
         save(st);
     }
@@ -149,48 +272,157 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         open.x = x;
         open.p = products;
         open.c = new String[0];
-        for (String p : products) {
-            out.collect(ts + "\t" + p + "\to0:" + x);
-            observations.inc();
+        open.r = new double[products.length];
+        open.d = atClose;
+        if (!atClose) {
+            for (int i = 0; i < products.length; i++) {
+                observe(out, ts, products[i], weight(i), 0.0, x);
+            }
         }
         ctx.timerService().registerEventTimeTimer(ts + windowMs);
         for (String w : waiting) {
-            String[] parts = w.split("\t", 3);
-            open = onClick(open, Long.parseLong(parts[0]), parts[1], parts[2], ctx, out);
+            String[] parts = waitingParts(w);
+            open = onClick(open, Long.parseLong(parts[0]), parts[1], parts[2], parts[3], ctx, out);
         }
         return open;
     }
 
-    private JoinState onClick(JoinState st, long ts, String product, String source, Context ctx,
-                              Collector<String> out) {
+    /** ts, product, kind, source line of a waiting click. */
+    private static String[] waitingParts(String w) {
+        String[] parts = w.split("\t", 3);
+        if (parts[2].startsWith("#")) {
+            int tab = parts[2].indexOf('\t');
+            return new String[] {parts[0], parts[1], parts[2].substring(1, tab),
+                parts[2].substring(tab + 1)};
+        }
+        return new String[] {parts[0], parts[1], "click", parts[2]};
+    }
+
+    /** The observation weight of slot i under the feedback rule (before any click). */
+    private double weight(int i) {
+        return mode.equals("position") ? examination[Math.min(i, examination.length - 1)] : 1.0;
+    }
+
+    /** Emit an observation item {@code o<reward>[@<weight>]}; nothing for weight and reward 0. */
+    private void observe(Collector<String> out, long ts, String product, double w, double reward,
+                         String x) {
+        if (w == 0 && reward == 0) {
+            return;
+        }
+        out.collect(ts + "\t" + product + "\to" + num(reward) + (w == 1 ? "" : "@" + num(w))
+                + ":" + x);
+        if (w > 0) {
+            observations.inc();
+        } else if (w < 0) {
+            removed.inc();
+        }
+    }
+
+    /** A number as the learner reads it: integers without a fraction (o0, a1), else Java's
+     * round-tripping decimal (Python's float() reads it back to the same double). */
+    static String num(double v) {
+        if (v == Math.rint(v) && Math.abs(v) < 1e15) {
+            return Long.toString((long) v);
+        }
+        return Double.toString(v);
+    }
+
+    /** Learn one accepted event of slot j (the request's observations already learned). */
+    private void learnEvent(JoinState st, int j, long ts, double value, boolean first,
+                            Collector<String> out) {
+        double before = Math.min(cap, st.r[j]);
+        st.r[j] += value;
+        double delta = Math.min(cap, st.r[j]) - before;
+        if (mode.equals("cascade")) {
+            int n = st.p.length;
+            int u = first ? n - 1 - j : Math.min(st.u, n - 1 - j);
+            for (int i = n - u; i < n - st.u; i++) {  // now below the last click: remove
+                observe(out, ts, st.p[i], -1.0, 0.0, st.x);
+            }
+            for (int i = n - st.u; i < n - u; i++) {  // a click lower down: observed again
+                observe(out, ts, st.p[i], 1.0, 0.0, st.x);
+            }
+            st.u = u;
+        }
+        if (delta != 0) {
+            out.collect(ts + "\t" + st.p[j] + "\ta" + num(delta) + ":" + st.x);
+        }
+    }
+
+    /** At the close of an at_close request: each observed slot once, with its final reward. */
+    private void learnAtClose(JoinState st, Collector<String> out) {
+        int n = st.p.length;
+        int last = -1;
+        for (String c : st.c) {
+            last = Math.max(last, Arrays.asList(st.p).indexOf(clickedProduct(c)));
+        }
+        st.u = mode.equals("cascade") && last >= 0 ? n - 1 - last : 0;
+        for (int i = 0; i < n - st.u; i++) {
+            observe(out, st.t, st.p[i], weight(i), Math.min(cap, st.r[i]), st.x);
+        }
+        st.d = false;
+    }
+
+    private static String clickedProduct(String entry) {
+        int tab = entry.indexOf('\t');
+        return tab < 0 ? entry : entry.substring(0, tab);
+    }
+
+    /** Older state has no per-slot sums: each of its clicks was learned with reward 1. */
+    private static void ensureSums(JoinState st) {
+        if (st.r == null) {
+            st.r = new double[st.p.length];
+            for (String c : st.c) {
+                st.r[Arrays.asList(st.p).indexOf(clickedProduct(c))] += 1.0;
+            }
+        }
+    }
+
+    private JoinState onClick(JoinState st, long ts, String product, String kind, String source,
+                              Context ctx, Collector<String> out) {
         if (st == null || st.s == PENDING) {
             if (st == null) {
                 st = new JoinState();
                 st.s = PENDING;
                 st.w = new String[0];
             }
-            st.w = append(st.w, ts + "\t" + product + "\t" + source);
+            st.w = append(st.w, ts + "\t" + product + "\t#" + kind + "\t" + source);
             ctx.timerService().registerEventTimeTimer(ts + windowMs);
             return st;
         }
+        String entry = kind.equals("click") ? product : product + "\t" + kind;
+        Double value = values.get(kind);
         if (st.s == CLOSED) {
             dead(ctx, "late_click", "request_id", "the reward window of this request closed",
                     source);
         } else if (!Arrays.asList(st.p).contains(product)) {
             dead(ctx, "orphan_click", "product_id",
                     "'" + product + "' was not shown in this request", source);
-        } else if (Arrays.asList(st.c).contains(product)) {
-            dead(ctx, "bad_value", "product_id", "duplicate click", source);
-        } else if (ts > st.t + windowMs) {
+        } else if (value == null) {  // the validator lets only the kinds through: never
+            dead(ctx, "bad_value", "kind", "unknown event kind", source);
+        } else if (Arrays.asList(st.c).contains(entry)) {
+            dead(ctx, "bad_value", "product_id", "duplicate " + kind.replace('_', ' '), source);
+        } else if (ts > st.t + windowMs + latenessMs) {
             dead(ctx, "late_click", "ts_ms", "click " + (ts - st.t)
-                    + " ms after the impression > window " + windowMs + " ms", source);
+                    + " ms after the impression > window " + windowMs + " ms"
+                    + (latenessMs > 0 ? " + lateness " + latenessMs + " ms" : ""), source);
         } else if (ts < st.t - clickSkewMs) {
             dead(ctx, "early_click", "ts_ms", "click " + (st.t - ts)
                     + " ms before the impression > skew " + clickSkewMs + " ms", source);
         } else {
-            st.c = append(st.c, product);
-            out.collect(ts + "\t" + product + "\ta1:" + st.x);
-            rewards.inc();
+            ensureSums(st);
+            boolean first = st.c.length == 0;
+            st.c = append(st.c, entry);
+            int j = Arrays.asList(st.p).indexOf(product);
+            if (st.d) {
+                st.r[j] += value;  // learned with the observations at the close
+            } else {
+                learnEvent(st, j, ts, value, first, out);
+            }
+            rewards.get(kind).inc();
+            if (st.s == LATE || ts > st.t + windowMs) {
+                late.inc();
+            }
         }
         return st;
     }
@@ -203,22 +435,42 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
             return;
         }
         if (st.s == OPEN && timestamp >= st.t + windowMs) {
-            JoinState closed = new JoinState();
-            closed.s = CLOSED;
-            closed.t = st.t;
-            ctx.timerService().registerEventTimeTimer(st.t + windowMs + retainMs);
-            save(closed);
+            if (st.d) {
+                learnAtClose(st, out);
+            }
+            if (latenessMs > 0) {  // keep x and the sums for the late events
+                st.s = LATE;
+                ctx.timerService().registerEventTimeTimer(st.t + windowMs + latenessMs);
+                save(st);
+            } else {
+                close(st, ctx);
+            }
+        } else if (st.s == LATE && timestamp >= st.t + windowMs + latenessMs) {
+            if (retainMs > latenessMs) {
+                close(st, ctx);
+            } else {
+                state.clear();
+            }
         } else if (st.s == CLOSED && timestamp >= st.t + windowMs + retainMs) {
             state.clear();
         } else if (st.s == PENDING && timestamp >= latest(st.w) + windowMs) {
             for (String w : st.w) {
-                String[] parts = w.split("\t", 3);
+                String[] parts = waitingParts(w);
                 dead(ctx, "orphan_click", "request_id",
                         "no impression for this request within the window (click on '"
-                                + parts[1] + "')", parts[2]);
+                                + parts[1] + "')", parts[3]);
             }
             state.clear();
         }
+    }
+
+    /** Keep only the request's time (late events are told apart from orphans) until retain. */
+    private void close(JoinState st, OnTimerContext ctx) throws Exception {
+        JoinState closed = new JoinState();
+        closed.s = CLOSED;
+        closed.t = st.t;
+        ctx.timerService().registerEventTimeTimer(st.t + windowMs + retainMs);
+        save(closed);
     }
 
     private void save(JoinState st) throws Exception {
