@@ -109,10 +109,12 @@ def dr(w: np.ndarray, r: np.ndarray, q_logged: np.ndarray, q_target: np.ndarray,
 def cascade_ips(W: np.ndarray, R: np.ndarray, *, n_boot: int = N_BOOT,
                 seed: int = 0) -> Estimate:
     """The slate estimator under a cascade: ``mean(sum_j W_j R_j)``, W the prefix weights
-    (n, k), R the clicks per slot (n, k). ESS: of the first slot's weights, the ones every
-    impression has (deeper prefixes match less often and are reported by ``matched``)."""
+    (n, k), R the clicks per slot (n, k). ESS: the smallest over slots (the deepest prefix
+    usually: a deterministic target's whole list is rarely logged, and then the estimate
+    rests on a few large weights); ``matched``: impressions whose whole list matched."""
     W, R = _check2(W, R)
-    return _mean_estimate((W * R).sum(axis=1), W[:, 0], n_boot, seed, matched=W[:, -1])
+    return _min_ess(_mean_estimate((W * R).sum(axis=1), W[:, 0], n_boot, seed,
+                                   matched=W[:, -1]), W)
 
 
 def position_ips(W: np.ndarray, R: np.ndarray, *, n_boot: int = N_BOOT,
@@ -120,10 +122,7 @@ def position_ips(W: np.ndarray, R: np.ndarray, *, n_boot: int = N_BOOT,
     """Position-based IPS: ``mean(sum_j W_j R_j)`` with per-slot marginal weights W (n, k).
     ESS: the smallest over slots."""
     W, R = _check2(W, R)
-    e = _mean_estimate((W * R).sum(axis=1), W[:, 0], n_boot, seed)
-    ess = min(kish_ess(W[:, j]) for j in range(W.shape[1]))
-    return Estimate(e.estimate, e.ci_low, e.ci_high, ess, e.n,
-                    int(np.count_nonzero(W.sum(axis=1))))
+    return _min_ess(_mean_estimate((W * R).sum(axis=1), W.sum(axis=1), n_boot, seed), W)
 
 
 def cascade_dr(W: np.ndarray, R: np.ndarray, Q_logged: np.ndarray, Q_target: np.ndarray, *,
@@ -139,7 +138,7 @@ def cascade_dr(W: np.ndarray, R: np.ndarray, Q_logged: np.ndarray, Q_target: np.
         raise OpeError(f"Q: shape {Q_logged.shape} != W {W.shape}")
     W_prev = np.concatenate([np.ones((W.shape[0], 1)), W[:, :-1]], axis=1)
     terms = (W * (R - Q_logged) + W_prev * Q_target).sum(axis=1)
-    return _mean_estimate(terms, W[:, 0], n_boot, seed, matched=W[:, -1])
+    return _min_ess(_mean_estimate(terms, W[:, 0], n_boot, seed, matched=W[:, -1]), W)
 
 
 def cascade_click_probabilities(p: np.ndarray) -> np.ndarray:
@@ -152,6 +151,12 @@ def cascade_click_probabilities(p: np.ndarray) -> np.ndarray:
 
 
 # --- shared ----------------------------------------------------------------------------------
+
+def _min_ess(e: Estimate, W: np.ndarray) -> Estimate:
+    """``e`` with the smallest Kish ESS over the slots' weights."""
+    ess = min(kish_ess(W[:, j]) for j in range(W.shape[1]))
+    return Estimate(e.estimate, e.ci_low, e.ci_high, ess, e.n, e.matched)
+
 
 def _check(a: np.ndarray, b: np.ndarray, n: int | None = None, what: str = "w, r"
            ) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ class OpeOptions:
     k: int = 5
     alpha: float = 1.0  # the logging policy's UCB alpha
     temperature: float = 0.1
-    epsilon: float = 0.1
+    epsilon: float = 0.2
     n_boot: int = 500
     results_dir: Path = Path("results")
     work_dir: Path = Path("var/ope")

@@ -173,5 +173,9 @@ def test_kish_ess_and_bad_inputs() -> None:
         ope.ips(np.ones(2), np.ones(3))
     with pytest.raises(ope.OpeError, match="shape"):
         ope.cascade_ips(np.ones((2, 3)), np.ones((2, 2)))
+    # the slate estimators report the ESS of their thinnest slot (the deepest prefix)
+    W = np.array([[2.0, 4.0], [2.0, 0.0], [0.0, 0.0], [2.0, 0.0]])
+    e = ope.cascade_ips(W, np.zeros_like(W), n_boot=10)
+    assert e.ess == pytest.approx(1.0) and e.matched == 1
     e = ope.snips(np.zeros(4), np.ones(4), n_boot=10)
     assert np.isnan(e.estimate) and e.ess == 0.0 and e.matched == 0
