@@ -6,6 +6,7 @@
 - ``GET /healthz``: ``ready`` or ``degraded`` with reasons (200 either way: a degraded
   instance still answers from its last snapshot; 503 only before the recommender exists);
 - ``GET /metrics``: Prometheus text; OpenAPI at ``/docs`` and ``/openapi.json``.
+- ``GET /dashboard``: the live dashboard, loopback clients only (:mod:`serving.dashboard`).
 
 Bodies are validated by :mod:`serving.schemas` (422 with a message); errors the recommender
 raises are answered by :func:`serving.errors.http_answer` (each error class carries its
@@ -28,10 +29,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from contract.config import Settings
 from contract.features import User, check_dim
+from serving.dashboard import Dashboard, dashboard_router
 from serving.errors import InvalidRequestError, NotStartedError, ServingError, http_answer
 from serving.fastpath import FastRecommend
 from serving.limits import BodyGuard
-from serving.metrics import Collector, Timing, latency_histogram
+from serving.metrics import Collector, Timing, freshness_histogram, latency_histogram
 from serving.privacy import AdminAuth, Forgetter
 from serving.recommender import Recommender
 from serving.schemas import (
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         check_dim(settings.model.dim)  # before the server binds, not at the first request
     registry = CollectorRegistry()
     latency = latency_histogram(registry)
+    freshness = freshness_histogram(registry)
     holder: dict[str, Recommender] = {}
     if recommender is not None:  # usable without the lifespan too (test clients, schemathesis)
         holder["rec"] = recommender
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                 raise InvalidRequestError(f"user: {exc}") from exc
         r = rec().recommend(body.user_id, user=user, x=body.x, at=body.at, k=body.k,
                             policy=body.policy, alpha=body.alpha)
+        freshness.observe(r.snapshot_age_s)
         # Serialised directly (the shape is RecommendResponse, as documented): re-validating
         # our own output through the response model cost more than the scoring.
         return json.dumps({
@@ -168,6 +172,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    # the live dashboard (loopback clients only): /dashboard polls /dashboard/data
+    app.include_router(dashboard_router(Dashboard(settings, rec, freshness)))
 
     async def answer_error(_request: Request, exc: Exception) -> Response:
         code, payload = http_answer(exc)
