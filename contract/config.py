@@ -248,6 +248,52 @@ class ServingSettings:
     event_queue_max_age_s: float = _var(
         "RTREC_EVENT_QUEUE_MAX_AGE_S", 5.0,
         "/healthz is degraded while an event has waited longer than this for Kafka's ack.")
+    exclude: str = _var("RTREC_EXCLUDE", "",
+                        "Product ids never shown (comma-separated); a request's exclude adds "
+                        "to them (docs/SERVING.md, merchandising controls).")
+    out_of_stock: str = _var("RTREC_OUT_OF_STOCK", "",
+                             "Product ids out of stock at start (comma-separated); replaced by "
+                             "PUT /admin/out-of-stock.")
+    in_stock_only: bool = _var("RTREC_IN_STOCK_ONLY", True,
+                               "Default of a request's in_stock_only: out-of-stock products "
+                               "are not shown.")
+    include_categories: str = _var("RTREC_INCLUDE_CATEGORIES", "",
+                                   "Only these categories by default (comma-separated; empty: "
+                                   "all).")
+    exclude_categories: str = _var("RTREC_EXCLUDE_CATEGORIES", "",
+                                   "Categories never shown by default (comma-separated).")
+    pins: str = _var("RTREC_PINS", "",
+                     "Default pins, product_id@slot (0 = first), comma-separated: p003@0.")
+    boosts: str = _var("RTREC_BOOSTS", "",
+                       "Default boosts, comma-separated: category:<name>*<factor> or "
+                       "product:<id>+<add> (or -<sub>).")
+    max_per_category: int = _var("RTREC_MAX_PER_CATEGORY", 0,
+                                 "Default cap of products per category in one answer (0: none).")
+    mmr_lambda: float = _var("RTREC_MMR_LAMBDA", 0.0,
+                             "Default MMR diversity weight in 0..1 (0: plain ranking).")
+    mmr_pool: int = _var("RTREC_MMR_POOL", 50,
+                         "Best eligible candidates (at least 4k) that the category cap and MMR "
+                         "re-rank.")
+    mmr_attribute_weight: float = _var("RTREC_MMR_ATTRIBUTE_WEIGHT", 0.25,
+                                       "Weight of price similarity (vs same category) in MMR's "
+                                       "similarity, 0..1.")
+    max_boost_add: float = _var("RTREC_MAX_BOOST_ADD", 1.0,
+                                "Largest absolute additive boost a request or default may give.")
+    max_boost_multiply: float = _var("RTREC_MAX_BOOST_MULTIPLY", 10.0,
+                                     "Largest multiplicative boost (the smallest is its "
+                                     "inverse).")
+    eligible_list_max: int = _var("RTREC_ELIGIBLE_LIST_MAX", 50,
+                                  "Impressions under controls list the eligible ids when there "
+                                  "are at most this many (else only count and hash).")
+    popularity_weight: float = _var("RTREC_POPULARITY_WEIGHT", 0.1,
+                                    "Weight of the popularity term (last known clicks, log-"
+                                    "scaled to 0..1) added to products without parameters.")
+    health_window_s: float = _var("RTREC_HEALTH_WINDOW_S", 3600.0,
+                                  "Product health: a product not shown for this long counts as "
+                                  "never shown.")
+    stale_params_s: float = _var("RTREC_STALE_PARAMS_S", 600.0,
+                                 "Product health: a product shown within the window whose "
+                                 "parameters are older than this has stale parameters.")
     admin_token: str = _var("RTREC_ADMIN_TOKEN", "",
                             "Bearer token of the admin routes (DELETE /users/{id}); empty: "
                             "they answer 403. Set it in the environment, never in a file "
@@ -266,6 +312,24 @@ class ServingSettings:
                             ("RTREC_EVENT_QUEUE_MAX_AGE_S", self.event_queue_max_age_s)):
             if value <= 0:
                 raise SettingsError(f"{name} must be > 0, got {value}")
+        if self.max_per_category < 0 or self.mmr_pool < 1 or self.eligible_list_max < 0:
+            raise SettingsError(f"RTREC_MAX_PER_CATEGORY and RTREC_ELIGIBLE_LIST_MAX must be "
+                                f">= 0 and RTREC_MMR_POOL >= 1, got {self.max_per_category}, "
+                                f"{self.eligible_list_max}, {self.mmr_pool}")
+        for name, value in (("RTREC_MMR_LAMBDA", self.mmr_lambda),
+                            ("RTREC_MMR_ATTRIBUTE_WEIGHT", self.mmr_attribute_weight)):
+            if not 0.0 <= value <= 1.0:
+                raise SettingsError(f"{name} must be in 0..1, got {value}")
+        if not (self.max_boost_add >= 0 and self.max_boost_multiply >= 1):
+            raise SettingsError(f"RTREC_MAX_BOOST_ADD must be >= 0 and RTREC_MAX_BOOST_MULTIPLY "
+                                f">= 1, got {self.max_boost_add}, {self.max_boost_multiply}")
+        for name, value in (("RTREC_HEALTH_WINDOW_S", self.health_window_s),
+                            ("RTREC_STALE_PARAMS_S", self.stale_params_s)):
+            if value <= 0:
+                raise SettingsError(f"{name} must be > 0, got {value}")
+        if self.popularity_weight < 0:
+            raise SettingsError(f"RTREC_POPULARITY_WEIGHT must be >= 0, got "
+                                f"{self.popularity_weight}")
 
 
 @dataclass(frozen=True)

@@ -108,18 +108,33 @@ class Impression:
     propensity: float | None = None
     type: str = "impression"
     v: int = SCHEMA_VERSION
+    # Under merchandising controls (docs/SERVING.md): the controls that applied, and the
+    # products they left eligible - their count, a hash of the eligibility mask in catalog
+    # order, and the ids when few. ``propensity`` is then the list's probability given that
+    # set. Absent (None) when no control applied; the job ignores them.
+    controls: tuple[str, ...] | None = None
+    eligible_n: int | None = None
+    eligible_hash: str | None = None
+    eligible: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_impression(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "v": self.v, "type": self.type, "request_id": self.request_id,
             "user_id": self.user_id, "ts_ms": self.ts_ms, "x": list(self.x),
             "products": list(self.products), "scores": list(self.scores),
             "policy": self.policy, "model_version": self.model_version,
             "propensity": self.propensity,
         }
+        if self.eligible_n is not None:
+            out["controls"] = list(self.controls or ())
+            out["eligible_n"] = self.eligible_n
+            out["eligible_hash"] = self.eligible_hash
+            if self.eligible is not None:
+                out["eligible"] = list(self.eligible)
+        return out
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
@@ -171,6 +186,8 @@ _FIELDS: dict[str, frozenset[str]] = {
     "click": frozenset({"v", "type", "request_id", "product_id", "ts_ms", "kind"}),
 }
 _OPTIONAL = frozenset({"propensity", "kind"})
+_CONTROLS = frozenset({"controls", "eligible_n", "eligible_hash", "eligible"})
+"""Optional impression fields: absent from the common shape, so they cost nothing there."""
 _CLASSES: dict[str, type[Impression] | type[Click]] = {"impression": Impression, "click": Click}
 
 
@@ -210,7 +227,7 @@ def parse_event(
         # another version may have other keys), type, keys; the values are the constructor's
         _check_version(_get(obj, "v"))
         _check_type(_get(obj, "type"), None)
-        _no_extra(obj, fields)  # type: ignore[arg-type]  # a known type: not None
+        _no_extra(obj, fields | _CONTROLS if kind == "impression" else fields)  # type: ignore[operator]
     event = _CLASSES[kind](**obj)
     if isinstance(event, Impression):
         if len(event.x) != dim:
@@ -262,6 +279,9 @@ def _check_impression(e: Impression) -> None:
     _safe_int(e.user_id, "user_id")
     _ts(e.ts_ms)
     _id(e.policy, "policy")
+    if e.eligible_n is not None or e.controls is not None or e.eligible_hash is not None \
+            or e.eligible is not None:
+        _check_controls(e)
     # store what was checked (tuples of floats) where the caller gave lists or integers
     if x is not e.x:
         object.__setattr__(e, "x", x)
@@ -271,6 +291,35 @@ def _check_impression(e: Impression) -> None:
         object.__setattr__(e, "scores", scores)
     if propensity is not e.propensity:
         object.__setattr__(e, "propensity", propensity)
+
+
+def _check_controls(e: Impression) -> None:
+    """The controls' fields come together: names (strings, at most MAX_SHOWN), the eligible
+    count (at least the products shown) and hash; the eligible ids, when given, are that many
+    and include every shown product."""
+    if e.eligible_n is None or e.controls is None or e.eligible_hash is None:
+        raise EventError(MISSING_FIELD, "eligible_n", "controls, eligible_n and eligible_hash "
+                                                      "come together")
+    if not isinstance(e.controls, tuple | list) or len(e.controls) > MAX_SHOWN:
+        raise EventError(WRONG_TYPE, "controls", f"expected a list of at most {MAX_SHOWN}")
+    for i, name in enumerate(e.controls):
+        _id(name, f"controls[{i}]")
+    if not len(e.products) <= _safe_int(e.eligible_n, "eligible_n"):
+        raise EventError(BAD_VALUE, "eligible_n", f"{e.eligible_n} < the {len(e.products)} "
+                                                  f"products shown")
+    _id(e.eligible_hash, "eligible_hash")
+    if not isinstance(e.controls, tuple):
+        object.__setattr__(e, "controls", tuple(e.controls))
+    if e.eligible is not None:
+        if not isinstance(e.eligible, tuple | list) or len(e.eligible) != e.eligible_n:
+            raise EventError(BAD_VALUE, "eligible", f"expected a list of eligible_n "
+                                                    f"({e.eligible_n}) ids")
+        for i, pid in enumerate(e.eligible):
+            _id(pid, f"eligible[{i}]")
+        if not set(e.products) <= set(e.eligible):
+            raise EventError(BAD_VALUE, "eligible", "a shown product is not eligible")
+        if not isinstance(e.eligible, tuple):
+            object.__setattr__(e, "eligible", tuple(e.eligible))
 
 
 def _int(value: Any, name: str) -> int:
@@ -410,7 +459,7 @@ def _no_extra(obj: dict[str, Any], allowed: frozenset[str]) -> None:
     extra = sorted(set(obj) - allowed)
     if extra:
         raise EventError(BAD_VALUE, extra[0], "unknown field")
-    for name in sorted(allowed - _OPTIONAL):
+    for name in sorted(allowed - _OPTIONAL - _CONTROLS):
         _get(obj, name)
 
 

@@ -30,18 +30,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from contract.config import Settings
 from contract.features import User, check_dim
 from serving.dashboard import Dashboard, dashboard_router
-from serving.errors import InvalidRequestError, NotStartedError, ServingError, http_answer
+from serving.errors import (
+    InvalidRequestError,
+    NotStartedError,
+    ServingError,
+    UnknownProductError,
+    http_answer,
+)
 from serving.fastpath import FastRecommend
 from serving.limits import BodyGuard
 from serving.metrics import Collector, Timing, freshness_histogram, latency_histogram
 from serving.privacy import AdminAuth, Forgetter
-from serving.recommender import Recommender
+from serving.recommender import Boost, Pin, Recommender
 from serving.schemas import (
     ErrorResponse,
     EventsOut,
     FeedbackRequest,
     FeedbackResponse,
     HealthResponse,
+    OutOfStockIn,
+    OutOfStockOut,
+    ProductOut,
     RecommendRequest,
     RecommendResponse,
     recommend_request_model,
@@ -105,16 +114,29 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                 user = User(user_id=body.user_id, **body.user.model_dump())
             except ValueError as exc:  # the feature module's own checks
                 raise InvalidRequestError(f"user: {exc}") from exc
-        r = rec().recommend(body.user_id, user=user, x=body.x, at=body.at, k=body.k,
-                            policy=body.policy, alpha=body.alpha)
+        r = rec().recommend(
+            body.user_id, user=user, x=body.x, at=body.at, k=body.k, policy=body.policy,
+            alpha=body.alpha, exclude=body.exclude, in_stock_only=body.in_stock_only,
+            include_categories=body.include_categories,
+            exclude_categories=body.exclude_categories,
+            pins=None if body.pins is None else [Pin(p.product_id, p.slot) for p in body.pins],
+            boosts=None if body.boosts is None else [
+                Boost(b.product_id, b.category, b.add, b.multiply) for b in body.boosts],
+            max_per_category=body.max_per_category, mmr_lambda=body.mmr_lambda,
+            explain=body.explain)
         freshness.observe(r.snapshot_age_s)
         # Serialised directly (the shape is RecommendResponse, as documented): re-validating
         # our own output through the response model cost more than the scoring.
-        return json.dumps({
+        out = {
             "request_id": r.request_id, "user_id": r.user_id, "ts_ms": r.ts_ms,
             "items": [{"product_id": i.product_id, "score": i.score} for i in r.items],
             "policy": r.policy, "model_version": r.model_version, "propensity": r.propensity,
-            "snapshot_age_s": r.snapshot_age_s}, allow_nan=False).encode()
+            "snapshot_age_s": r.snapshot_age_s}
+        if r.eligible_n is not None:  # merchandising controls applied
+            out["controls"], out["eligible_n"] = list(r.controls), r.eligible_n
+        if r.explanations is not None:
+            out["explanations"] = list(r.explanations)
+        return json.dumps(out, allow_nan=False).encode()
 
     app.add_middleware(Timing, histogram=latency, fast=FastRecommend(body_model, recommend_json),
                        guard=BodyGuard(settings.serving.max_body_bytes,
@@ -167,6 +189,28 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             epoch=h.params.epoch if h.params else None,
             events=EventsOut(accepted=ev.accepted, published=ev.published, failed=ev.failed,
                              dropped=ev.dropped, queued=ev.queued))
+
+    @app.get("/products/{product_id}", response_model=ProductOut, responses=errors)
+    async def product(product_id: str) -> dict[str, Any]:
+        """One product's model: observations, clicks, CTR, last update, top weights by
+        feature name (serving.explain); 404 for a product not in the catalog."""
+        summary = rec().product_summary(product_id)
+        if summary is None:
+            raise UnknownProductError(f"product_id: {product_id!r} is not in the catalog")
+        return summary
+
+    @app.get("/health/products")
+    async def product_health() -> dict[str, Any]:
+        """Products never shown in RTREC_HEALTH_WINDOW_S, stale parameters, the exploration
+        share and per-product CTR of this replica (serving.health; python -m serving health)."""
+        return rec().health_report()
+
+    @app.put("/admin/out-of-stock", response_model=OutOfStockOut, responses=errors)
+    async def out_of_stock(body: OutOfStockIn, authorization: str | None = Header(None)
+                           ) -> OutOfStockOut:
+        """Replace the set of out-of-stock product ids (admin token, as DELETE /users)."""
+        auth.check(authorization)
+        return OutOfStockOut(out_of_stock=sorted(rec().set_out_of_stock(body.product_ids)))
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:

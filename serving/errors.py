@@ -23,8 +23,8 @@ from contract.errors import RtrecError
 log = logging.getLogger(__name__)
 
 __all__ = ["BodyTimeoutError", "BodyTooLargeError", "InvalidRequestError", "NotShownError",
-           "NotStartedError", "ServingError", "UnknownPolicyError", "UnknownUserError",
-           "UnsupportedMediaTypeError", "http_answer"]
+           "NotStartedError", "ServingError", "UnknownPolicyError", "UnknownProductError",
+           "UnknownUserError", "UnsupportedMediaTypeError", "http_answer"]
 
 
 class ServingError(RtrecError, ValueError):
@@ -41,6 +41,12 @@ class InvalidRequestError(ServingError):
 
 class UnknownUserError(ServingError):
     """No features for this user id and none given."""
+
+    status = 404
+
+
+class UnknownProductError(ServingError):
+    """A product id not in the catalog (GET /products/{id})."""
 
     status = 404
 

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from serving.errors import ServingError, http_answer
 from serving.fastpath import FastRecommend, is_json
+from serving.health import metric_families
 from serving.limits import BodyGuard, replay
 from serving.recommender import Recommender
 
@@ -142,3 +143,4 @@ class Collector:
         yield clicks
         yield duplicates
         yield ctr
+        yield from metric_families(rec)  # product health (serving.health)

@@ -9,9 +9,9 @@ events are sent by :class:`~serving.eventlog.KafkaEventLog` in the background.
 >>> import numpy as np
 >>> from contract.config import Settings
 >>> rec = Recommender(Settings.from_env({}), product_ids=["p0", "p1", "p2"], seed=1)
->>> r = rec.recommend(7, x=np.ones(15), k=2, policy="greedy")
->>> [i.product_id for i in r.items], r.propensity, r.model_version
-(['p0', 'p1'], 1.0, 0)
+>>> r = rec.recommend(7, x=np.ones(15), k=2, policy="greedy", exclude=["p0"])
+>>> sorted(i.product_id for i in r.items), r.propensity, r.model_version, r.controls
+(['p1', 'p2'], 1.0, 0, ('exclude:1',))
 >>> rec.feedback(r.request_id, "p1").product_id
 'p1'
 >>> rec.close()
@@ -33,6 +33,21 @@ import numpy as np
 
 from contract.config import Settings
 from contract.events import MAX_ID_LEN, MAX_SAFE_INT, MAX_SHOWN, Click, Impression
+from serving.controls import (
+    Boost,
+    CatalogIndex,
+    Controls,
+    Limits,
+    Pin,
+    check,
+    is_plain,
+    parse_boosts,
+    parse_ids,
+    parse_pins,
+    rng_of,
+    select,
+    top_desc,
+)
 from serving.errors import (
     InvalidRequestError,
     NotShownError,
@@ -41,18 +56,20 @@ from serving.errors import (
     UnknownUserError,
 )
 from serving.eventlog import EventSink, EventStats, MemoryEventLog
+from serving.explain import explain_items, product_summary
+from serving.health import Popularity, ProductHealth
 from serving.policies import POLICIES, check_policy, rank
 from serving.refresher import RefresherHealth, SnapshotRefresher
 from serving.snapshot import Snapshot
 
 if TYPE_CHECKING:  # the feature module is only needed when users are looked up by id
-    from contract.features import FeatureSpace, User
+    from contract.features import FeatureSpace, Product, User
 
 log = logging.getLogger(__name__)
 
 
-__all__ = ["InvalidRequestError", "Item", "NotShownError", "Recommendation", "Recommender",
-           "ServingError", "UnknownPolicyError", "UnknownUserError"]
+__all__ = ["Boost", "InvalidRequestError", "Item", "NotShownError", "Pin", "Recommendation",
+           "Recommender", "ServingError", "UnknownPolicyError", "UnknownUserError"]
 
 
 class Item(NamedTuple):
@@ -75,6 +92,9 @@ class Recommendation(NamedTuple):
     propensity: float | None
     snapshot_age_s: float
     x: tuple[float, ...]
+    controls: tuple[str, ...] = ()  # the merchandising controls that applied
+    eligible_n: int | None = None  # products the controls left eligible (None: no controls)
+    explanations: tuple[dict[str, Any], ...] | None = None  # explain=True
 
 
 @dataclass(frozen=True)
@@ -100,7 +120,8 @@ class Recommender:
                  snapshot: Snapshot | None = None, refresher: SnapshotRefresher | None = None,
                  events: EventSink | None = None, users: Mapping[int, User] | None = None,
                  features: FeatureSpace | None = None, seed: int | None = None,
-                 remember_requests: int = 100_000) -> None:
+                 remember_requests: int = 100_000,
+                 catalog: Sequence[Product] | CatalogIndex | None = None) -> None:
         self.settings = settings
         if refresher is None and snapshot is None:
             if product_ids is None:
@@ -126,6 +147,36 @@ class Recommender:
         # product. The last ``remember_requests`` clicks are remembered (insertion order).
         self.duplicate_clicks: dict[str, int] = dict.fromkeys(self.clicks, 0)
         self._clicked: dict[tuple[str, str], None] = {}
+        ids = self.snapshot.product_ids
+        if isinstance(catalog, CatalogIndex):
+            self.catalog = catalog
+        elif catalog is not None:
+            by_id = {p.product_id: p for p in catalog}
+            if set(by_id) != set(ids):
+                raise InvalidRequestError("catalog: not the snapshot's products")
+            self.catalog = CatalogIndex(ids, [by_id[p].category for p in ids],
+                                        [by_id[p].price for p in ids])
+        else:
+            self.catalog = CatalogIndex(ids)
+        if self.catalog.product_ids != ids:
+            raise InvalidRequestError("catalog: not in the snapshot's product order")
+        sv = settings.serving
+        try:
+            self.catalog.set_out_of_stock(parse_ids(sv.out_of_stock))
+            self.defaults = Controls(
+                exclude=frozenset(parse_ids(sv.exclude)), in_stock_only=sv.in_stock_only,
+                include_categories=frozenset(parse_ids(sv.include_categories)) or None,
+                exclude_categories=frozenset(parse_ids(sv.exclude_categories)),
+                pins=parse_pins(sv.pins), boosts=parse_boosts(sv.boosts),
+                max_per_category=sv.max_per_category or None, mmr_lambda=sv.mmr_lambda)
+            self.limits = Limits(sv.max_boost_add, sv.max_boost_multiply, sv.mmr_pool,
+                                 sv.mmr_attribute_weight, sv.eligible_list_max)
+            check(self.defaults, self.catalog, MAX_SHOWN, self.limits)
+        except ValueError as exc:  # a bad default fails at start, naming the setting
+            raise InvalidRequestError(f"default controls (RTREC_EXCLUDE, RTREC_PINS, "
+                                      f"RTREC_BOOSTS, ...): {exc}") from exc
+        self.product_health = ProductHealth(len(ids))
+        self.popularity = Popularity(len(ids), sv.popularity_weight)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, notifications: bool = True,
@@ -145,7 +196,7 @@ class Recommender:
             log.warning("parameters not loaded from Redis within %.1fs; serving the prior "
                         "until they are", wait_s)
         events: EventSink = KafkaEventLog(settings) if kafka else MemoryEventLog()
-        return cls(settings, refresher=refresher, events=events,
+        return cls(settings, refresher=refresher, events=events, catalog=load_catalog(),
                    users={u.user_id: u for u in load_users(user_table_path(settings))},
                    features=FeatureSpace.load(),
                    seed=seed)
@@ -188,6 +239,30 @@ class Recommender:
                            f"(RTREC_EVENT_QUEUE_MAX_AGE_S {max_age:g}s): broker slow or frozen")
         return Health("degraded" if reasons else "ready", tuple(reasons), params, ev)
 
+    def product_summary(self, product_id: str) -> dict[str, Any] | None:
+        """One product's model and this replica's counts (None: not in the catalog)."""
+        i = self.catalog.index.get(product_id)
+        if i is None:
+            return None
+        h = self.product_health
+        return product_summary(self.snapshot, product_id, shown=int(h.shown_count[i]),
+                               clicked=int(h.click_count[i]),
+                               category=(self.catalog.category_name(i)
+                                         if self.catalog.known_categories else None),
+                               in_stock=bool(self.catalog.in_stock[i]))
+
+    def health_report(self) -> dict[str, Any]:
+        """Product health (:mod:`serving.health`) over RTREC_HEALTH_WINDOW_S."""
+        sv = self.settings.serving
+        return self.product_health.report(self.snapshot, sv.health_window_s, sv.stale_params_s)
+
+    def set_out_of_stock(self, product_ids: Sequence[str]) -> frozenset[str]:
+        """Replace the out-of-stock ids (unknown ids: InvalidRequestError, nothing changed);
+        requests from now on leave them out unless they ask ``in_stock_only=False``."""
+        out = self.catalog.set_out_of_stock(product_ids)
+        log.info("out of stock now: %d product(s)", len(out))
+        return out
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the refresher and flush the event log (what was accepted gets sent)."""
         if self._refresher is not None:
@@ -221,11 +296,19 @@ class Recommender:
 
     def recommend(self, user_id: int, *, user: User | None = None, x: Any = None,
                   at: datetime | None = None, k: int | None = None, policy: str | None = None,
-                  alpha: float | None = None) -> Recommendation:
+                  alpha: float | None = None, exclude: Sequence[str] | None = None,
+                  in_stock_only: bool | None = None,
+                  include_categories: Sequence[str] | None = None,
+                  exclude_categories: Sequence[str] | None = None,
+                  pins: Sequence[Pin] | None = None, boosts: Sequence[Boost] | None = None,
+                  max_per_category: int | None = None, mmr_lambda: float | None = None,
+                  explain: bool = False) -> Recommendation:
         """Top-k products for ``user_id`` at ``at`` (default now, UTC).
 
         The context comes from ``x`` if given, else from ``user`` (raw features), else from the
-        user table by id. ``policy`` and ``alpha`` default to the settings'.
+        user table by id. ``policy`` and ``alpha`` default to the settings'. The merchandising
+        controls (:mod:`serving.controls`) add to or replace the ``RTREC_*`` defaults;
+        ``explain`` adds the terms of each score (:mod:`serving.explain`).
         """
         policy = policy or self.settings.serving.policy
         check_policy(policy)
@@ -245,32 +328,90 @@ class Recommender:
             when = _utc(at) if at is not None else datetime.now(UTC)
             ts_ms = _ts_ms(when)
         vec = self._x(x) if x is not None else self.context(int(user_id), user, when)
+        controls = self.defaults
+        if (exclude is not None or in_stock_only is not None or include_categories is not None
+                or exclude_categories is not None or pins is not None or boosts is not None
+                or max_per_category is not None or mmr_lambda is not None):
+            controls = controls.merged(
+                exclude=exclude, in_stock_only=in_stock_only,
+                include_categories=include_categories, exclude_categories=exclude_categories,
+                pins=pins, boosts=boosts, max_per_category=max_per_category,
+                mmr_lambda=mmr_lambda)
+            check(controls, self.catalog, k, self.limits)
+        plain = is_plain(controls, self.catalog)
+        if not plain and policy not in POLICIES[:3]:
+            raise InvalidRequestError(f"policy: {policy!r} does not support merchandising "
+                                      f"controls")
+        request_id = os.urandom(16).hex()  # 128 random bits, as uuid4 (which costs 3x more)
         snap = self.snapshot
-        if policy == "random":
-            with self._rng_lock:
-                ranking = rank(policy, snap.scores, len(snap), vec, k, alpha, self._rng)
+        used_alpha = 0.0 if policy == "greedy" else alpha
+        base, mean = snap.scores_and_mean(vec, used_alpha)
+        pop = self.popularity.term(snap)
+        if pop is not None:  # products without parameters: prior + popularity
+            base = base + pop
+        applied: tuple[str, ...] = ()
+        eligible_n = None
+        boosted = None
+        sel = None
+        if not plain:
+            sel = select(policy, base, self.catalog, controls, k, lambda: rng_of(request_id),
+                         self.limits) if policy != "random" else None
+            if sel is None:
+                with self._rng_lock:
+                    sel = select(policy, base, self.catalog, controls, k, self._rng,
+                                 self.limits)
+            idx, score_arr, propensity = sel.indices, sel.scores, sel.propensity
+            applied, eligible_n, boosted = sel.applied, sel.eligible_n, sel.boosted
+        elif policy in ("linucb", "greedy"):
+            idx = top_desc(base, k, lambda: rng_of(request_id))
+            score_arr, propensity = base[idx], 1.0
         else:
-            ranking = rank(policy, snap.scores, len(snap), vec, k, alpha, self._rng)
+            def scores_fn(_x: np.ndarray, _a: float) -> np.ndarray:
+                return base
+            with self._rng_lock:
+                ranking = rank(policy, scores_fn, len(snap), vec, k, alpha, self._rng)
+            idx, score_arr, propensity = ranking.indices, ranking.scores, ranking.propensity
         ids = snap.product_ids
-        shown = tuple(ids[i] for i in ranking.indices.tolist())
-        scores = tuple(ranking.scores.tolist())
+        idx_list = idx.tolist()
+        shown = tuple(ids[i] for i in idx_list)
+        scores = tuple(score_arr.tolist())
         if not math.isfinite(sum(scores)):  # a NaN or inf anywhere makes the sum non-finite
             raise InvalidRequestError("x: the scores overflow for this context; scale x down")
-        request_id = os.urandom(16).hex()  # 128 random bits, as uuid4 (which costs 3x more)
         xs = tuple(vec.tolist())
+        extra: dict[str, Any] = {}
+        if sel is not None:
+            extra = {"controls": sel.applied, "eligible_n": sel.eligible_n,
+                     "eligible_hash": sel.eligible_hash, "eligible": sel.eligible}
         self.events.publish(Impression(
             request_id=request_id, user_id=int(user_id), ts_ms=ts_ms, x=xs, products=shown,
             scores=scores, policy=policy, model_version=snap.model_version,
-            propensity=ranking.propensity))
+            propensity=propensity, **extra))
         with self._recent_lock:
             self._recent[request_id] = (policy, frozenset(shown))
             if len(self._recent) > self._recent_max:
                 del self._recent[next(iter(self._recent))]
         with self._counts_lock:
             self.impressions[policy] += 1
+        explored = None
+        if policy == "linucb" and used_alpha > 0 and idx_list:
+            # the first product is the bonus's choice when another eligible one has a higher
+            # expected reward (a pinned first product is nobody's choice: not counted)
+            if sel is None:
+                explored = bool(mean[idx_list[0]] < mean.max())
+            elif not any(a.startswith("pin:") and a.endswith("@0") for a in applied):
+                explored = bool(mean[idx_list[0]] < np.where(sel.mask, mean, -np.inf).max())
+        self.product_health.shown(idx, time.time(), explored)
+        explanations = None
+        if explain:
+            add = None
+            if boosted is not None:
+                add = boosted[idx] - base[idx]
+            explanations = tuple(explain_items(snap, vec, idx, used_alpha, score_arr, pop,
+                                               add, ts_ms))
         return Recommendation(request_id, int(user_id), ts_ms,
                               tuple(Item(p, s) for p, s in zip(shown, scores, strict=True)),
-                              policy, snap.model_version, ranking.propensity, snap.age_s(), xs)
+                              policy, snap.model_version, propensity, snap.age_s(), xs,
+                              applied, eligible_n, explanations)
 
     def feedback(self, request_id: str, product_id: str, at: datetime | None = None) -> Click:
         """The user of ``request_id`` clicked ``product_id``: publish a click event.
@@ -300,6 +441,8 @@ class Recommender:
         policy = known[0] if known is not None else "unknown"
         with self._counts_lock:
             (self.duplicate_clicks if duplicate else self.clicks)[policy] += 1
+        if known is not None and not duplicate:  # per-product CTR: of what this replica showed
+            self.product_health.clicked(self.catalog.index[product_id])
         return click
 
     def _x(self, x: Any) -> np.ndarray:

@@ -13,11 +13,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from contract.config import POLICIES, ModelSettings
 from contract.events import MAX_ID_LEN, MAX_SHOWN
-from contract.features import GENDERS, SOURCES
+from contract.features import CATEGORIES, GENDERS, SOURCES
 
-__all__ = ["ErrorResponse", "EventsOut", "FeedbackRequest", "FeedbackResponse",
-           "HealthResponse", "ItemOut", "RecommendRequest", "RecommendResponse",
-           "UserFeatures", "recommend_request_model"]
+__all__ = ["BoostIn", "ErrorResponse", "EventsOut", "ExplanationOut", "FeedbackRequest",
+           "FeedbackResponse", "HealthResponse", "ItemOut", "OutOfStockIn", "OutOfStockOut",
+           "PinIn", "ProductOut", "RecommendRequest", "RecommendResponse", "UserFeatures",
+           "recommend_request_model"]
 
 
 def _iso_text(value: Any) -> Any:
@@ -48,6 +49,8 @@ Timestamp = Annotated[datetime, Field(strict=False, json_schema_extra={
 Policy = Literal[POLICIES]  # type: ignore[valid-type]
 Gender = Literal[GENDERS]  # type: ignore[valid-type]
 Source = Literal[SOURCES]  # type: ignore[valid-type]
+Category = Literal[CATEGORIES]  # type: ignore[valid-type]
+ProductId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
 MAX_ABS_X = ModelSettings().max_abs_x
 """The default RTREC_MAX_ABS_X: an x entry beyond it would be an impression the job refuses."""
 Num = Annotated[float, Field(ge=-MAX_ABS_X, le=MAX_ABS_X)]
@@ -67,6 +70,23 @@ class UserFeatures(_Strict):
     source: Source
 
 
+class PinIn(_Strict):
+    """Show ``product_id`` at ``slot`` (0 = first; below k) when it is eligible."""
+
+    product_id: ProductId
+    slot: JsonInt = Field(ge=0, lt=MAX_SHOWN)
+
+
+class BoostIn(_Strict):
+    """``score + (multiply - 1) * |score| + add`` for one product or a whole category; bounded
+    by RTREC_MAX_BOOST_ADD and RTREC_MAX_BOOST_MULTIPLY (422 beyond)."""
+
+    product_id: ProductId | None = None
+    category: Category | None = None
+    add: float = 0.0
+    multiply: float = Field(default=1.0, gt=0)
+
+
 class RecommendRequest(_Strict):
     """Who, when, how many. The context is ``x`` if given, else ``user``, else the user table."""
 
@@ -80,6 +100,27 @@ class RecommendRequest(_Strict):
         default=None, description="How many products (default RTREC_TOP_K).")
     policy: Policy | None = None
     alpha: float | None = Field(default=None, ge=0, le=1e6)
+    exclude: list[ProductId] | None = Field(
+        default=None, max_length=1000, description="Product ids not to show (added to "
+        "RTREC_EXCLUDE); each must be in the catalog.")
+    in_stock_only: bool | None = Field(default=None, description="Leave out-of-stock "
+                                       "products out (default RTREC_IN_STOCK_ONLY).")
+    include_categories: list[Category] | None = Field(
+        default=None, min_length=1, description="Only these categories (replaces "
+        "RTREC_INCLUDE_CATEGORIES).")
+    exclude_categories: list[Category] | None = Field(
+        default=None, description="Never these categories (added to "
+        "RTREC_EXCLUDE_CATEGORIES).")
+    pins: list[PinIn] | None = Field(default=None, max_length=MAX_SHOWN,
+                                     description="Products at fixed slots (replaces RTREC_PINS).")
+    boosts: list[BoostIn] | None = Field(default=None, max_length=100,
+                                         description="Score boosts (replaces RTREC_BOOSTS).")
+    max_per_category: JsonInt | None = Field(
+        default=None, ge=1, le=MAX_SHOWN, description="At most this many products of a "
+        "category (default RTREC_MAX_PER_CATEGORY).")
+    mmr_lambda: float | None = Field(default=None, ge=0, le=1, description="MMR diversity "
+                                     "weight: 0 the plain ranking (default RTREC_MMR_LAMBDA).")
+    explain: bool = Field(default=False, description="Add each item's score terms.")
 
 
 def recommend_request_model(dim: int, max_abs_x: float = MAX_ABS_X) -> type[RecommendRequest]:
@@ -100,6 +141,29 @@ class ItemOut(BaseModel):
     score: float
 
 
+class FeatureOut(BaseModel):
+    name: str
+    value: float
+
+
+class ExplanationOut(BaseModel):
+    """score = expected_reward + exploration_bonus + popularity + boost; expected_reward =
+    sum of top_features' values + other_features (docs/SERVING.md, explanations)."""
+
+    product_id: str
+    score: float
+    expected_reward: float
+    exploration_bonus: float
+    popularity: float
+    boost: float
+    observations: int
+    clicks: int
+    parameter_version: int
+    parameter_age_s: float | None
+    top_features: list[FeatureOut]
+    other_features: float
+
+
 class RecommendResponse(BaseModel):
     request_id: str
     user_id: int
@@ -109,6 +173,41 @@ class RecommendResponse(BaseModel):
     model_version: int
     propensity: float | None
     snapshot_age_s: float
+    controls: list[str] | None = Field(default=None, description="The merchandising controls "
+                                       "that applied (absent: none).")
+    eligible_n: int | None = Field(default=None, description="Products the controls left "
+                                   "eligible (absent: no control applied).")
+    explanations: list[ExplanationOut] | None = None
+
+
+class ServedOut(BaseModel):
+    shown: int
+    clicks: int
+    ctr: float | None
+
+
+class ProductOut(BaseModel):
+    """One product's model (GET /products/{id})."""
+
+    product_id: str
+    category: str | None
+    in_stock: bool
+    observations: int
+    clicks: int
+    ctr: float | None
+    parameter_version: int
+    last_update_ms: int | None
+    parameter_age_s: float | None
+    top_features: list[FeatureOut]
+    served: ServedOut
+
+
+class OutOfStockIn(_Strict):
+    product_ids: list[ProductId] = Field(max_length=100_000)
+
+
+class OutOfStockOut(BaseModel):
+    out_of_stock: list[str]
 
 
 class FeedbackRequest(_Strict):

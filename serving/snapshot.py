@@ -56,6 +56,7 @@ class Snapshot:
     versions: np.ndarray  # (m,) int64
     updated_at_ms: np.ndarray  # (m,) int64, when the job produced each row (0 = prior)
     synced_at: float = field(default_factory=time.monotonic)
+    observations: np.ndarray | None = None  # (m,) int64, n per product (None: = versions)
     model_version: int = field(init=False)
     _A_packed: np.ndarray = field(init=False, repr=False)  # (m, d(d+1)/2) upper triangles
     _index: dict[str, int] = field(init=False, repr=False)
@@ -69,6 +70,10 @@ class Snapshot:
         if self.versions.shape != (m,) or self.updated_at_ms.shape != (m,):
             raise ValueError("versions/updated_at_ms must have one entry per product")
         object.__setattr__(self, "model_version", int(self.versions.sum()))
+        if self.observations is None:  # n unknown: every update counted as an observation
+            object.__setattr__(self, "observations", self.versions)
+        elif self.observations.shape != (m,):
+            raise ValueError("observations must have one entry per product")
         rows, cols, _flat, _weight = _triangle(d)
         object.__setattr__(self, "_A_packed", np.ascontiguousarray(self.A_invs[:, rows, cols]))
         object.__setattr__(self, "_index", {p: i for i, p in enumerate(self.product_ids)})
@@ -113,14 +118,27 @@ class Snapshot:
         i = self._index.get(product_id)
         return None if i is None else int(self.versions[i])
 
+    @property
+    def clicks(self) -> np.ndarray:
+        """(m,) clicks learned per product: ``version - n``. The job learns every shown
+        product at once with reward 0 (``o0``) and each click as one reward correction
+        (``a1``; docs/JOB_LINES.md), so the updates beyond the observations are the clicks:
+        published in every value, exactly once, with no extra key."""
+        return self.versions - self.observations  # type: ignore[operator]
+
     def age_s(self, now: float | None = None) -> float:
         return max(0.0, (time.monotonic() if now is None else now) - self.synced_at)
 
     def scores(self, x: np.ndarray, alpha: float) -> np.ndarray:
         """UCB of every product for context x (d,) -> (m,); alpha = 0 is the greedy mean."""
+        return self.scores_and_mean(x, alpha)[0]
+
+    def scores_and_mean(self, x: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """(UCB, mean theta.x) of every product: the mean comes free with the scores (the
+        exploration health counter compares the two's best products)."""
         mean = self.thetas @ x  # (m,)
         if alpha == 0:
-            return mean
+            return mean, mean
         _rows, _cols, flat, weight = _triangle(self.dim)
         xx = np.outer(x, x).ravel().take(flat)  # (d(d+1)/2,) x_i x_j for i <= j
         xx *= weight  # A^-1 is symmetric: each off-diagonal pair counts twice
@@ -129,7 +147,7 @@ class Snapshot:
         np.sqrt(var, out=var)
         var *= alpha
         var += mean
-        return var
+        return var, mean
 
     # --- changing (returns a new snapshot) ---------------------------------------------------
     def with_params(self, params: Mapping[str, Params], synced_at: float | None = None
@@ -154,12 +172,15 @@ class Snapshot:
             return self.restamped(stamp), []
         thetas, A_invs = self.thetas.copy(), self.A_invs.copy()
         versions, updated = self.versions.copy(), self.updated_at_ms.copy()
+        observations = self.observations.copy()  # type: ignore[union-attr]
         for i, p in rows:
             A_invs[i] = p.state.A_inv
             thetas[i] = linucb.theta(p.state)
             versions[i] = p.version
             updated[i] = p.updated_at_ms
-        snap = Snapshot(self.product_ids, thetas, A_invs, versions, updated, synced_at=stamp)
+            observations[i] = p.state.n
+        snap = Snapshot(self.product_ids, thetas, A_invs, versions, updated, synced_at=stamp,
+                        observations=observations)
         return snap, [self.product_ids[i] for i, _ in rows]
 
     def restamped(self, synced_at: float) -> Snapshot:
@@ -168,7 +189,7 @@ class Snapshot:
             return self
         snap = object.__new__(Snapshot)
         for name in ("product_ids", "thetas", "A_invs", "versions", "updated_at_ms",
-                     "model_version", "_A_packed", "_index"):
+                     "model_version", "_A_packed", "_index", "observations"):
             object.__setattr__(snap, name, getattr(self, name))
         object.__setattr__(snap, "synced_at", synced_at)
         return snap

@@ -21,6 +21,7 @@ from serving.errors import (
     NotStartedError,
     ServingError,
     UnknownPolicyError,
+    UnknownProductError,
     UnknownUserError,
     UnsupportedMediaTypeError,
 )
@@ -39,7 +40,8 @@ ALL = [ServingError, *_subclasses(ServingError)]
 # decision this table has to record.
 STATUS = {ServingError: 422, InvalidRequestError: 422, UnknownUserError: 404,
           NotShownError: 422, UnknownPolicyError: 422, NotStartedError: 503,
-          BodyTooLargeError: 413, BodyTimeoutError: 408, UnsupportedMediaTypeError: 415}
+          BodyTooLargeError: 413, BodyTimeoutError: 408, UnsupportedMediaTypeError: 415,
+          UnknownProductError: 404}
 
 
 class _Raising(Recommender):

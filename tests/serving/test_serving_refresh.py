@@ -165,7 +165,7 @@ def test_redis_outage_keeps_serving_reports_degraded_and_recovers(own_redis) -> 
                 refresher_calls = sum(calls.values())
                 for _ in range(200):
                     r = rec.recommend(1, x=x, k=5, policy="greedy")
-                    assert r.items == before.items and r.model_version == 6
+                    assert _scores(r) == _scores(before) and r.model_version == 6
                 wait_for(lambda: sum(calls.values()) > refresher_calls, 5.0,
                          "the refresher's next call to the hung Redis")
             finally:
@@ -176,7 +176,7 @@ def test_redis_outage_keeps_serving_reports_degraded_and_recovers(own_redis) -> 
         gone = time.monotonic()
         own_redis.stop()  # and a Redis that is gone: requests still answered, degraded
         r = rec.recommend(1, x=x, k=5, policy="greedy")
-        assert r.items == before.items and r.model_version == 6
+        assert _scores(r) == _scores(before) and r.model_version == 6
         wait_for(lambda: rec.health().status == "degraded", 3.0)
         health = rec.health()
         assert any("redis unreachable" in reason for reason in health.reasons), health.reasons
@@ -215,3 +215,9 @@ def test_redis_down_at_start_serves_the_prior_then_loads(tmp_path) -> None:
     finally:
         rec.close()
         server.stop()
+
+
+def _scores(r: object) -> list[float]:
+    """The shown scores: products at the prior tie, and ties break by a per-request shuffle,
+    so two answers from the same parameters agree on the scores, not on the tied ids."""
+    return [i.score for i in r.items]  # type: ignore[attr-defined]
