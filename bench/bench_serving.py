@@ -5,7 +5,12 @@ Writes results/bench_serving.json::
 
     {"inprocess": {"p50_ms", "p99_ms", "mabwiser_p50_ms", "mabwiser_p99_ms", "speedup_p50", ...},
      "http": {"rps", "p50_ms", "p99_ms", ...},
-     "scale": [{"products", "p50_ms", "p99_ms"}, ...]}
+     "scale": [{"products", "p50_ms", "p99_ms"}, ...],
+     "controls": {"p50_ms", "p99_ms", "plain_p99_ms", "p99_ratio", "at_10000": {...},
+                  "http": {"rps_ratio", ...}, ...}}
+
+``--parts controls`` runs the merchandising controls' part alone and merges it into the
+existing record (results/bench_serving.json), with a plot in results/bench_serving_controls.png.
 
 It starts its own Kafka + Redis (devstack, free ports, temp folder) so the in-process and HTTP
 numbers include logging every impression to a real broker, and ``python -m serving`` as the
@@ -169,14 +174,167 @@ def bench_scale(settings, sizes=(200, 10_000, 100_000)) -> list[dict[str, Any]]:
     return out
 
 
+# --- merchandising controls -----------------------------------------------------------------
+
+CONTROLS = {"exclude": ["p000", "p013", "p042", "p101", "p177"], "max_per_category": 2,
+            "mmr_lambda": 0.3}
+"""The benchmark's controls (issue 16): 5 excluded ids, a cap of 2 per category, MMR on."""
+
+
+def _learned_snapshot(m: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    from serving import Snapshot
+
+    G = rng.normal(0, 0.3, (m, D, D))
+    A_invs = np.linalg.inv(np.eye(D) + G @ G.transpose(0, 2, 1))
+    return Snapshot(tuple(f"p{i:03d}" if m <= 1000 else f"p{i:06d}" for i in range(m)),
+                    rng.normal(0, 0.1, (m, D)), A_invs, np.full(m, 9, dtype=np.int64),
+                    np.zeros(m, dtype=np.int64), observations=np.full(m, 7, dtype=np.int64))
+
+
+def _paired(rec, xs: list[np.ndarray], exclude: list[str]) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """Plain and controlled calls alternated on the same contexts, so both see the same
+    machine (this one is shared): the ratio compares like with like."""
+    plain, ctl = [], []
+    perf = time.perf_counter
+    kw = {**CONTROLS, "exclude": exclude}
+    for x in xs[:200]:
+        rec.recommend(0, x=x, k=K, policy="linucb")
+        rec.recommend(0, x=x, k=K, policy="linucb", **kw)
+    gc.collect()
+    gc.freeze()
+    for x in xs:
+        t0 = perf()
+        rec.recommend(0, x=x, k=K, policy="linucb")
+        t1 = perf()
+        rec.recommend(0, x=x, k=K, policy="linucb", **kw)
+        t2 = perf()
+        plain.append(t1 - t0)
+        ctl.append(t2 - t1)
+    return plain, ctl
+
+
+def bench_controls(settings, n: int, duration_s: float, http: bool = True  # type: ignore[no-untyped-def]
+                   ) -> dict[str, Any]:
+    from contract.features import load_catalog
+    from serving import Recommender
+    from serving.controls import CatalogIndex
+    from serving.eventlog import MemoryEventLog
+
+    rng = np.random.default_rng(3)
+    catalog = load_catalog()
+    snap = _learned_snapshot(200, rng)
+    rec = Recommender(settings, snapshot=snap, catalog=catalog, events=MemoryEventLog(), seed=0)
+    xs = list(rng.uniform(0, 1, (n, D)))
+    shown = rec.recommend(0, x=xs[0], k=K, **CONTROLS)
+    assert shown.controls[:1] == ("exclude:5",) and "mmr:0.3" in shown.controls
+    plain, ctl = _paired(rec, xs, CONTROLS["exclude"])
+    p, c = percentiles_ms(plain), percentiles_ms(ctl)
+    out: dict[str, Any] = {
+        "products": 200, "k": K, "controls": CONTROLS,
+        "p50_ms": c["p50_ms"], "p99_ms": c["p99_ms"], "mean_ms": c["mean_ms"], "n": c["n"],
+        "plain_p50_ms": p["p50_ms"], "plain_p99_ms": p["p99_ms"],
+        "p99_ratio": c["p99_ms"] / p["p99_ms"], "p50_ratio": c["p50_ms"] / p["p50_ms"],
+        "what": "Recommender.recommend(x given, k=5, linucb) with the controls, and without "
+                "(plain), alternated call by call on the same contexts; events kept in memory",
+    }
+    m = 10_000
+    big = _learned_snapshot(m, rng)
+    cats = CatalogIndex(big.product_ids, [f"c{i % 8}" for i in range(m)],
+                        rng.uniform(5, 40, m))
+    rec_big = Recommender(settings, snapshot=big, catalog=cats, events=MemoryEventLog(), seed=0)
+    xs_big = xs[: max(1000, n // 5)]
+    exclude_big = [big.product_ids[i] for i in (0, 13, 42, 101, 177)]
+    plain_b, ctl_b = _paired(rec_big, xs_big, exclude_big)
+    pb, cb = percentiles_ms(plain_b), percentiles_ms(ctl_b)
+    out["at_10000"] = {"products": m, "p50_ms": cb["p50_ms"], "p99_ms": cb["p99_ms"],
+                       "n": cb["n"], "plain_p50_ms": pb["p50_ms"], "plain_p99_ms": pb["p99_ms"],
+                       "p99_ratio": cb["p99_ms"] / pb["p99_ms"], "categories": 8}
+    del rec_big, big, cats
+    gc.collect()
+    if http:
+        out["http"] = bench_http_controls(settings, duration_s)
+    return out
+
+
+def bench_http_controls(settings, duration_s: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """``python -m serving`` under the same closed loop (4 connections) with bodies without
+    and with the controls, alternated run by run (plain, controls, plain, controls)."""
+    import httpx
+
+    from devstack.stack import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTREC_")}
+    env.update(settings.to_env())
+    env["RTREC_SERVING_PORT"] = str(port)
+    server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning"],
+                              env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        check = httpx.post(f"{url}/recommend", json={"user_id": 1, **CONTROLS}).json()
+        assert check["controls"][0] == "exclude:5", check
+        _run_load(port, 2.0, 4)  # warm-up
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "controls": []}
+        for _ in range(2):
+            runs["plain"].append(_run_load(port, duration_s, 4))
+            runs["controls"].append(_run_load(port, duration_s, 4, extra=CONTROLS))
+    finally:
+        server.terminate()
+        server.wait(30)
+    rps = {k: sum(r["rps"] for r in v) / len(v) for k, v in runs.items()}
+    return {"rps_plain": rps["plain"], "rps_controls": rps["controls"],
+            "rps_ratio": rps["controls"] / rps["plain"],
+            "p99_ms_plain": max(r["p99_ms"] for r in runs["plain"]),
+            "p99_ms_controls": max(r["p99_ms"] for r in runs["controls"]),
+            "errors": sum(r["errors"] for v in runs.values() for r in v),
+            "runs": runs, "how": "closed loop, 4 keep-alive connections, POST /recommend "
+                                 "{user_id} vs {user_id, exclude 5, max_per_category 2, "
+                                 "mmr_lambda 0.3}, runs alternated, separate load process"}
+
+
+def _plot_controls(ctl: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, row, title in ((axes[0], ctl, "200 products"),
+                           (axes[1], ctl["at_10000"], "10,000 products")):
+        labels = ["p50", "p99"]
+        plain = [row["plain_p50_ms"], row["plain_p99_ms"]]
+        withc = [row["p50_ms"], row["p99_ms"]]
+        pos = np.arange(2)
+        ax.bar(pos - 0.2, plain, 0.4, label="plain ranking")
+        ax.bar(pos + 0.2, withc, 0.4, label="exclude 5 + cap 2 + MMR")
+        ax.set_xticks(pos, labels)
+        ax.set_ylabel("ms per recommend (in-process)")
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 # --- HTTP ------------------------------------------------------------------------------------
 
-async def _load(port: int, duration_s: float, concurrency: int, rate: float) -> dict[str, Any]:
+async def _load(port: int, duration_s: float, concurrency: int, rate: float,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Closed loop (rate 0: each connection sends as soon as its answer arrives) or open loop
     at ``rate`` requests/s in total, latency measured from the scheduled send time (so a slow
     server cannot hide queueing: no coordinated omission)."""
     users = list(range(1000))
-    bodies = [json.dumps({"user_id": u}).encode() for u in users]
+    bodies = [json.dumps({"user_id": u, **(extra or {})}).encode() for u in users]
     reqs = [b"POST /recommend HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(b)).encode() + b"\r\n\r\n" + b for b in bodies]
     lat: list[float] = []
@@ -222,11 +380,12 @@ async def _load(port: int, duration_s: float, concurrency: int, rate: float) -> 
             "concurrency": concurrency, "target_rate": rate or None, "seconds": duration_s}
 
 
-def _run_load(port: int, duration_s: float, concurrency: int, rate: float = 0.0
-              ) -> dict[str, Any]:
+def _run_load(port: int, duration_s: float, concurrency: int, rate: float = 0.0,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The load generator in its own process (the server gets one core, the client another)."""
     out = subprocess.run([sys.executable, "-m", "bench.bench_serving", "--load-worker",
-                          str(port), str(duration_s), str(concurrency), str(rate)],
+                          str(port), str(duration_s), str(concurrency), str(rate),
+                          "--load-extra", json.dumps(extra or {})],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -320,14 +479,17 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each HTTP run")
     parser.add_argument("--quick", action="store_true", help="fewer samples, short HTTP runs")
-    parser.add_argument("--parts", default="inprocess,http,scale",
-                        help="comma-separated subset of inprocess,http,scale (development)")
+    parser.add_argument("--parts", default="inprocess,http,scale,controls",
+                        help="comma-separated subset of inprocess,http,scale,controls; "
+                             "controls alone is merged into the existing record")
     parser.add_argument("--load-worker", nargs=4, metavar=("PORT", "SECONDS", "CONC", "RATE"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--load-extra", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_worker:
         port, secs, conc, rate = args.load_worker
-        print(json.dumps(asyncio.run(_load(int(port), float(secs), int(conc), float(rate)))))
+        print(json.dumps(asyncio.run(_load(int(port), float(secs), int(conc), float(rate),
+                                           json.loads(args.load_extra)))))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from contract.config import Settings
@@ -344,7 +506,7 @@ def main() -> int:
             stack.up(timeout_s=120)
             parts = set(args.parts.split(","))
             load_before = os.getloadavg()
-            inproc = http = scale = None
+            inproc = http = scale = controls = None
             if "inprocess" in parts:
                 log.info("in-process")
                 inproc = bench_inprocess(settings, n=5_000 if args.quick else 20_000,
@@ -360,15 +522,24 @@ def main() -> int:
             if "scale" in parts:
                 log.info("scale")
                 scale = bench_scale(settings)
+            if "controls" in parts:
+                log.info("merchandising controls")
+                controls = bench_controls(settings, 3_000 if args.quick else 20_000,
+                                          3.0 if args.quick else args.seconds)
+                log.info("controls p99 %.4f ms (plain %.4f ms), at 10k p99 %.3f ms",
+                         controls["p99_ms"], controls["plain_p99_ms"],
+                         controls["at_10000"]["p99_ms"])
             load_after = os.getloadavg()
         finally:
             stack.down()
-    result = {"inprocess": inproc, "http": http, "scale": scale,
+    result = {"inprocess": inproc, "http": http, "scale": scale, "controls": controls,
               "command": "make bench (python -m bench --only serving)",
               "load_average_1m": {"before": load_before[0], "after": load_after[0]},
               "note": "2-core machine shared with other jobs: a load average above 2 "
                       "means the numbers include waiting for a CPU"}
-    if parts != {"inprocess", "http", "scale"}:  # a partial run never overwrites the record
+    if parts == {"controls"} and controls is not None and not args.quick:
+        return _write_controls(controls, load_before[0], load_after[0])
+    if parts != {"inprocess", "http", "scale", "controls"}:  # partial: the record is kept
         print(json.dumps(result, indent=1))
         return 0
     path = write_result("bench_serving", result)
@@ -381,6 +552,41 @@ def main() -> int:
     for row in scale:
         print(f"{row['products']:>7} products: p50 {row['p50_ms']:.3f} ms, p99 "
               f"{row['p99_ms']:.3f} ms")
+    assert controls is not None
+    _print_controls(controls)
+    if _plot_controls(controls, path.with_name("bench_serving_controls.png")):
+        print(f"plot {path.with_name('bench_serving_controls.png')}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _print_controls(c: dict[str, Any]) -> None:
+    big = c["at_10000"]
+    print("| controls (exclude 5, cap 2, MMR 0.3) | p50 ms | p99 ms | plain p99 ms | p99 ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| 200 products, top-5, in-process | {c['p50_ms']:.4f} | {c['p99_ms']:.4f} | "
+          f"{c['plain_p99_ms']:.4f} | {c['p99_ratio']:.2f} |")
+    print(f"| 10,000 products, top-5, in-process | {big['p50_ms']:.3f} | {big['p99_ms']:.3f} | "
+          f"{big['plain_p99_ms']:.3f} | {big['p99_ratio']:.2f} |")
+    if c.get("http"):
+        h = c["http"]
+        print(f"HTTP closed loop c4: {h['rps_controls']:.0f} req/s with controls, "
+              f"{h['rps_plain']:.0f} without: ratio {h['rps_ratio']:.3f}")
+
+
+def _write_controls(controls: dict[str, Any], load_before: float, load_after: float) -> int:
+    """Merge the controls' part into results/bench_serving.json (the other parts kept)."""
+    from bench.common import RESULTS
+
+    path = RESULTS / "bench_serving.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.pop("machine", None)
+    controls = {**controls, "command": "python -m bench.bench_serving --parts controls",
+                "load_average_1m": {"before": load_before, "after": load_after}}
+    path = write_result("bench_serving", {**record, "controls": controls})
+    _print_controls(controls)
+    if _plot_controls(controls, path.with_name("bench_serving_controls.png")):
+        print(f"plot {path.with_name('bench_serving_controls.png')}")
     print(f"wrote {path}")
     return 0
 
