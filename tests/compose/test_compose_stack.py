@@ -149,7 +149,7 @@ def test_the_job_was_submitted_and_the_flink_ui_answers(stack: Stack) -> None:
     ps = stack.compose("ps", "-a").stdout
     submit = [line for line in ps.splitlines() if "job-submit" in line]
     assert submit and "Exit 0" in submit[0], ps
-    wait_for(lambda: learner_job(stack.flink), 120, "the learner job RUNNING on the cluster",
+    wait_for(lambda: learner_job(stack.flink), 300, "the learner job RUNNING on the cluster",
              every_s=2)
     # the web UI itself (the Angular app) and the REST API it reads
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.flink}/", timeout=10) as r:
@@ -168,7 +168,7 @@ def test_the_job_was_submitted_and_the_flink_ui_answers(stack: Stack) -> None:
 
 
 def test_a_click_through_serving_is_learned_into_redis(stack: Stack) -> None:
-    wait_for(lambda: learner_job(stack.flink), 120, "the learner job", every_s=2)
+    wait_for(lambda: learner_job(stack.flink), 300, "the learner job", every_s=2)
     health = get_json(f"{stack.serving}/healthz")
     assert health["products"] > 0, health
     store = stack.store()
@@ -186,7 +186,7 @@ def test_a_click_through_serving_is_learned_into_redis(stack: Stack) -> None:
                 and bool(np.any(params.state.b != 0)))
 
     # the first record wakes the Python workers: allow for it
-    wait_for(learned, 180, lambda: f"{clicked} learned with its click in Redis (versions "
+    wait_for(learned, 300, lambda: f"{clicked} learned with its click in Redis (versions "
              f"{store.versions()})", every_s=1)
     # the shown products that were not clicked were learned too, with reward 0
     shown = [i["product_id"] for i in rec["items"]]
@@ -198,7 +198,7 @@ def test_a_click_through_serving_is_learned_into_redis(stack: Stack) -> None:
 
 
 def test_the_simulator_profile_drives_serving_over_the_compose_network(stack: Stack) -> None:
-    wait_for(lambda: learner_job(stack.flink), 120, "the learner job", every_s=2)
+    wait_for(lambda: learner_job(stack.flink), 300, "the learner job", every_s=2)
     store = stack.store()
     accepted_before = get_json(f"{stack.serving}/healthz")["events"]["accepted"]
     learned_before = sum(store.versions().values())
