@@ -473,38 +473,43 @@ def _rerank(scores: np.ndarray, free: np.ndarray, n: int, cat: CatalogIndex, cap
 
 def _greedy(s: np.ndarray, pool: np.ndarray, n: int, cat: CatalogIndex, cap: int | None,
             counts: np.ndarray, lam: float, pinned: list[int], w: float) -> list[int]:
-    """Positions in ``pool`` (sorted best first) picked by MMR under the cap."""
+    """Positions in ``pool`` (sorted best first) picked by MMR under the cap.
+
+    ``cur[i]`` is candidate i's MMR value given what is shown, -inf once taken or capped.
+    Showing j raises every max similarity to at least ``sim[j]``, so the values become
+    ``min(cur, value - lam * sim[j])``: with ``value - lam * sim`` built once (P x P,
+    P ~ 50), a step is an argmax and one row minimum."""
     pc = cat.category_of[pool]
-    pa = cat.attribute[pool]
     span = s[0] - s[-1] if s.size else 0.0
     rel = (s - s[-1]) / span if span > 0 else np.zeros(s.size)
-    maxsim = np.zeros(s.size)
-    counts = counts.copy()
-
-    def seen(c: int, a: float) -> None:
-        nonlocal maxsim
-        sim = (1.0 - w) * (pc == c) + w * (1.0 - np.abs(pa - a))
-        np.maximum(maxsim, sim, out=maxsim)
-
+    cur = (1.0 - lam) * rel
+    drop = None
     if lam > 0:
-        for i in pinned:
-            seen(int(cat.category_of[i]), float(cat.attribute[i]))
-    value = (1.0 - lam) * rel
-    taken = np.zeros(s.size, dtype=bool)
+        pa = cat.attribute[pool]
+        sim = (pc[:, None] == pc[None, :]) * (1.0 - w)
+        sim += w * (1.0 - np.abs(pa[:, None] - pa[None, :]))
+        drop = cur[None, :] - lam * sim  # row j: the values once j is shown
+        for i in pinned:  # what is already shown: the pins
+            pin_sim = (pc == cat.category_of[i]) * (1.0 - w)
+            pin_sim += w * (1.0 - np.abs(pa - cat.attribute[i]))
+            np.minimum(cur, (1.0 - lam) * rel - lam * pin_sim, out=cur)
+    counts = counts.copy()
+    if cap is not None:
+        for c in np.flatnonzero(counts >= cap):  # categories the pins already filled
+            cur[pc == c] = -np.inf
     out: list[int] = []
     for _ in range(n):
-        v = value - lam * maxsim if lam > 0 else value.copy()
-        v[taken] = -np.inf
-        if cap is not None:
-            v[counts[pc] >= cap] = -np.inf
-        j = int(np.argmax(v))  # the first maximum: pool order, so lam = 0 is the plain order
-        if v[j] == -np.inf:
+        j = int(np.argmax(cur))  # the first maximum: pool order, so lam = 0 is the plain order
+        if cur[j] == -np.inf:
             break
-        taken[j] = True
         out.append(j)
-        counts[pc[j]] += 1
-        if lam > 0:
-            seen(int(pc[j]), float(pa[j]))
+        if drop is not None:
+            np.minimum(cur, drop[j], out=cur)
+        cur[j] = -np.inf
+        c = pc[j]
+        counts[c] += 1
+        if cap is not None and counts[c] >= cap:
+            cur[pc == c] = -np.inf
     return out
 
 
