@@ -7,6 +7,9 @@
             LinUCB run on the same visits. Writes results/simulate.json and simulate.png.
   visitors  simulated users against a running serving's HTTP API (the containers' simulator):
             recommend, read the list, click as the hidden oracle says.
+  feedback  the feedback worlds of docs/LEARNING.md (cascade and position click models,
+            purchases, a drifting oracle), in-process learners on the same seeded visits;
+            writes results/simulate_feedback.json and .png (``make simulate`` runs it).
 
 Settings come from RTREC_* variables (docs/CONFIG.md); flags override them. Errors are one
 line on stderr: exit 2 for bad arguments, 1 when the run fails.
@@ -58,6 +61,15 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    f = sub.add_parser("feedback", help="the feedback and drift worlds (docs/LEARNING.md)")
+    f.add_argument("--visits", type=int, default=5000, help="visits per world")
+    f.add_argument("--seed", type=int, default=settings.world.seed, help="seed of the visits")
+    f.add_argument("--shift-at", type=int, default=2500, help="visit of the drift")
+    f.add_argument("--ramp", type=int, default=1000, help="visits of the gradual drift")
+    f.add_argument("--half-life", type=float, default=300.0,
+                   help="the decaying learner's half-life in observations per product")
+    f.add_argument("--results-dir", type=Path, default=Path("results"))
+
     v = sub.add_parser("visitors", help="simulated users against a running serving (HTTP)")
     v.add_argument("--url", default=f"http://{settings.serving.host}:{settings.serving.port}",
                    help="serving's base URL (default %(default)s, RTREC_SERVING_HOST/PORT)")
@@ -94,6 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "feedback":
+        from endtoend.feedback_worlds import run
+
+        if not 0 < args.shift_at < args.visits or args.ramp < 0 or args.half_life <= 0:
+            print("error: need 0 < --shift-at < --visits, --ramp >= 0, --half-life > 0",
+                  file=sys.stderr)
+            return 2
+        run(args.visits, args.seed, args.shift_at, args.ramp, args.half_life, args.results_dir)
+        return 0
     if args.command == "visitors":
         from endtoend.visitors import run_visitors
 

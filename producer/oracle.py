@@ -66,6 +66,9 @@ class RulesOracle:
     or Burgers & Sandwiches); -3.0 young (age < 0.25) x expensive (price > 0.8); +0.5 Search."""
 
     name = "rules"
+    # the categories of the two time rules (a drifted world moves them: DriftedRulesOracle)
+    morning_categories: tuple[str, ...] = ("Drinks & Desserts",)
+    weekend_categories: tuple[str, ...] = ("Pizzas", "Burgers & Sandwiches")
 
     def __init__(self, features: FeatureSpace) -> None:
         self.features = features
@@ -84,10 +87,10 @@ class RulesOracle:
         price = fs.normalized_prices(products)
         search = np.fromiter((u.source == "Search" for u in users), dtype=bool, count=n)
         z = np.full(len(users), BASE_LOGIT)
-        z += MORNING_DRINKS * (morning & (cat == CATEGORIES.index("Drinks & Desserts")))
-        pizza_burger = (cat == CATEGORIES.index("Pizzas")) | (
-            cat == CATEGORIES.index("Burgers & Sandwiches"))
-        z += WEEKEND_PIZZA_BURGER * (weekend & pizza_burger)
+        z += MORNING_DRINKS * (morning & np.isin(cat, [_CAT_INDEX[c]
+                                                       for c in self.morning_categories]))
+        z += WEEKEND_PIZZA_BURGER * (weekend & np.isin(cat, [_CAT_INDEX[c]
+                                                             for c in self.weekend_categories]))
         z += YOUNG_EXPENSIVE * ((age < YOUNG_AGE_BELOW) & (price > EXPENSIVE_PRICE_ABOVE))
         z += SEARCH_SOURCE * search
         return z
@@ -113,7 +116,18 @@ class FlatOracle(RulesOracle):
         return np.full(len(users), BASE_LOGIT)
 
 
-ORACLES: dict[str, type] = {"rules": RulesOracle, "default": RulesOracle, "flat": FlatOracle}
+class DriftedRulesOracle(RulesOracle):
+    """The reference rules after tastes moved (the drifting worlds of endtoend/feedback_worlds.py):
+    mornings now favour Salads & Healthy Options instead of Drinks & Desserts, weekends Mexican
+    Specialties and Pasta & Risotto instead of Pizzas and Burgers; the other terms stay."""
+
+    name = "rules_drifted"
+    morning_categories = ("Salads & Healthy Options",)
+    weekend_categories = ("Mexican Specialties", "Pasta & Risotto")
+
+
+ORACLES: dict[str, type] = {"rules": RulesOracle, "default": RulesOracle, "flat": FlatOracle,
+                            "rules_drifted": DriftedRulesOracle}
 
 
 def load_oracle(spec: str, features: FeatureSpace) -> Oracle:
