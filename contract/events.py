@@ -43,6 +43,7 @@ contract.events.EventError: bad_value: product_id: length 0 not in 1..128
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Collection
@@ -116,6 +117,15 @@ class Impression:
     eligible_n: int | None = None
     eligible_hash: str | None = None
     eligible: tuple[str, ...] | None = None
+    # For experiments and off-policy evaluation (docs/EXPERIMENTS.md): the experiment and
+    # variant that served it; per slot, the logging policy's probability of the list's first
+    # j products and of the j-th product at slot j; the shadows' would-be lists, never shown,
+    # as (name, products) pairs (a JSON object). Absent (None) otherwise; the job ignores them.
+    experiment: str | None = None
+    variant: str | None = None
+    prefix_propensities: tuple[float, ...] | None = None
+    slot_propensities: tuple[float, ...] | None = None
+    shadows: tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
     def __post_init__(self) -> None:
         _check_impression(self)
@@ -134,6 +144,14 @@ class Impression:
             out["eligible_hash"] = self.eligible_hash
             if self.eligible is not None:
                 out["eligible"] = list(self.eligible)
+        for name in ("experiment", "variant"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        for name in ("prefix_propensities", "slot_propensities"):
+            if getattr(self, name) is not None:
+                out[name] = list(getattr(self, name))
+        if self.shadows is not None:
+            out["shadows"] = {n: list(lst) for n, lst in self.shadows}
         return out
 
     def to_json(self) -> bytes:
@@ -188,6 +206,10 @@ _FIELDS: dict[str, frozenset[str]] = {
 _OPTIONAL = frozenset({"propensity", "kind"})
 _CONTROLS = frozenset({"controls", "eligible_n", "eligible_hash", "eligible"})
 """Optional impression fields: absent from the common shape, so they cost nothing there."""
+_EXPERIMENT = frozenset({"experiment", "variant", "prefix_propensities", "slot_propensities",
+                         "shadows"})
+"""Optional impression fields of experiments (docs/EXPERIMENTS.md), absent likewise."""
+MAX_SHADOWS = 16
 _CLASSES: dict[str, type[Impression] | type[Click]] = {"impression": Impression, "click": Click}
 
 
@@ -227,7 +249,8 @@ def parse_event(
         # another version may have other keys), type, keys; the values are the constructor's
         _check_version(_get(obj, "v"))
         _check_type(_get(obj, "type"), None)
-        _no_extra(obj, fields | _CONTROLS if kind == "impression" else fields)  # type: ignore[operator]
+        _no_extra(obj, fields | _CONTROLS | _EXPERIMENT  # type: ignore[operator]
+                  if kind == "impression" else fields)
     event = _CLASSES[kind](**obj)
     if isinstance(event, Impression):
         if len(event.x) != dim:
@@ -282,6 +305,9 @@ def _check_impression(e: Impression) -> None:
     if e.eligible_n is not None or e.controls is not None or e.eligible_hash is not None \
             or e.eligible is not None:
         _check_controls(e)
+    if e.experiment is not None or e.variant is not None or e.shadows is not None \
+            or e.prefix_propensities is not None or e.slot_propensities is not None:
+        _check_experiment(e, len(products))
     # store what was checked (tuples of floats) where the caller gave lists or integers
     if x is not e.x:
         object.__setattr__(e, "x", x)
@@ -291,6 +317,43 @@ def _check_impression(e: Impression) -> None:
         object.__setattr__(e, "scores", scores)
     if propensity is not e.propensity:
         object.__setattr__(e, "propensity", propensity)
+
+
+def _check_experiment(e: Impression, k: int) -> None:
+    """Names of 1..MAX_ID_LEN characters; one probability in (0, 1] per shown product, the
+    prefixes' never increasing; at most MAX_SHADOWS shadows, each a valid list of products."""
+    for name in ("experiment", "variant"):
+        if getattr(e, name) is not None:
+            _id(getattr(e, name), name)
+    for name in ("prefix_propensities", "slot_propensities"):
+        values = getattr(e, name)
+        if values is None:
+            continue
+        probs = _floats(values, name)
+        if len(probs) != k:
+            raise EventError(WRONG_DIMENSION, name, f"length {len(probs)} != products {k}")
+        for i, p in enumerate(probs):
+            if not 0.0 < p <= 1.0:
+                raise EventError(BAD_VALUE, f"{name}[{i}]", f"{p} not in (0, 1]")
+        if name == "prefix_propensities" and any(
+                b > a * (1 + 1e-9) for a, b in itertools.pairwise(probs)):
+            raise EventError(BAD_VALUE, name, "a longer prefix cannot be more likely")
+        if probs is not values:
+            object.__setattr__(e, name, probs)
+    if e.shadows is not None:
+        items = tuple(e.shadows.items()) if isinstance(e.shadows, dict) else e.shadows
+        if not isinstance(items, tuple | list):
+            raise EventError(WRONG_TYPE, "shadows", "expected an object of named lists")
+        pairs = []
+        for pair in items:
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise EventError(WRONG_TYPE, "shadows", "expected an object of named lists")
+            name, lst = pair
+            _id(name, "shadows")
+            pairs.append((name, _ids(lst, f"shadows.{name}")))
+        if len(pairs) > MAX_SHADOWS or len({n for n, _ in pairs}) != len(pairs):
+            raise EventError(BAD_VALUE, "shadows", f"at most {MAX_SHADOWS} distinct names")
+        object.__setattr__(e, "shadows", tuple(pairs))
 
 
 def _check_controls(e: Impression) -> None:
@@ -459,7 +522,7 @@ def _no_extra(obj: dict[str, Any], allowed: frozenset[str]) -> None:
     extra = sorted(set(obj) - allowed)
     if extra:
         raise EventError(BAD_VALUE, extra[0], "unknown field")
-    for name in sorted(allowed - _OPTIONAL - _CONTROLS):
+    for name in sorted(allowed - _OPTIONAL - _CONTROLS - _EXPERIMENT):
         _get(obj, name)
 
 
