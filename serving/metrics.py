@@ -115,6 +115,11 @@ class Collector:
         h = rec.health()
         yield GaugeMetricFamily("rtrec_serving_ready", "1 ready, 0 degraded.",
                                 value=1 if h.status == "ready" else 0)
+        if h.params is not None and h.params.last_snapshot_ms is not None:
+            yield GaugeMetricFamily(
+                "rtrec_snapshot_age_seconds", "Seconds since the newest model snapshot "
+                "(python -m flink_job snapshot; absent: none taken).",
+                value=max(0.0, time.time() - h.params.last_snapshot_ms / 1000))
         ev = h.events
         events = CounterMetricFamily("rtrec_serving_events", "Events by outcome.",
                                      labels=["outcome"])
