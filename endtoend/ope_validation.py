@@ -127,13 +127,12 @@ def write_log(opts: OpeOptions, path: Path) -> dict[str, Any]:
                              x=tuple(float(a) for a in x), products=tuple(ids[i] for i in shown),
                              scores=tuple(float(scores[i]) for i in shown),
                              policy="plackett_luce", model_version=int(learner.n.sum()),
-                             propensity=pl.list_probability(shown))
-            rec = imp.to_dict()
-            rec["prefix_propensities"] = pl.prefix_probabilities(shown).tolist()
-            rec["slot_propensities"] = pl.slot_marginals(shown).tolist()
-            rec["shadows"] = {n: [ids[i] for i in lst] for n, lst in shadows.items()}
-            rec["experiment"], rec["variant"] = "ope-validation", "explore"
-            out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                             propensity=pl.list_probability(shown),
+                             prefix_propensities=tuple(pl.prefix_probabilities(shown)),
+                             slot_propensities=tuple(pl.slot_marginals(shown)),
+                             shadows={n: [ids[i] for i in lst] for n, lst in shadows.items()},
+                             experiment="ope-validation", variant="explore")
+            out.write(imp.to_json().decode() + "\n")
             if clicked is not None:
                 out.write(Click(request_id=request_id, product_id=ids[shown[clicked]],
                                 ts_ms=ts + 5).to_json().decode() + "\n")

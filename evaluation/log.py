@@ -1,35 +1,28 @@
 """The log an evaluation reads: impressions with their logging probabilities, joined with
 their clicks, from the topics' JSON lines (a file) or from the Kafka topics themselves.
 
-Fields of an impression that off-policy evaluation uses, beside the contract's
-(docs/EXPERIMENTS.md): ``prefix_propensities`` (P that the list starts with its first j
-products, j = 1..k), ``slot_propensities`` (P that the j-th product is at slot j),
-``shadows`` ({name: the list that policy would have shown}), ``experiment`` and
-``variant``. An impression of the ``random`` policy needs none: its probabilities follow from
-the number of products it drew from. Other impressions (a deterministic policy's) are counted
-and skipped: nothing off-policy can be learned from them.
+Every line is parsed by the contract (``parse_event``), the experiment fields included
+(``prefix_propensities``, ``slot_propensities``, ``shadows``, ``experiment``, ``variant``:
+contract/events.py, docs/EXPERIMENTS.md); a line that is not a valid event is counted by its
+reason and skipped. An impression of the ``random`` policy needs no probabilities: they follow
+from the number of products it drew from. Other impressions without them (a deterministic
+policy's) are counted and skipped by the evaluation: nothing off-policy can be learned from
+them.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
-import math
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from contract.config import Settings
 from contract.errors import RtrecError
-from contract.events import MAX_ID_LEN, MAX_SHOWN, Click, EventError, Impression, parse_event
+from contract.events import Click, EventError, Impression, parse_event
 
 log = logging.getLogger(__name__)
-
-OPE_FIELDS = ("prefix_propensities", "slot_propensities", "shadows", "experiment", "variant")
-
 
 class LogError(RtrecError, ValueError):
     """A log the evaluation cannot read (a record that is not an event, a bad OPE field)."""
@@ -63,30 +56,16 @@ class LogStats:
 
 
 def parse_record(raw: bytes | str, dim: int, order: int) -> Logged | Click:
-    """One JSON line: an impression (with its OPE fields split off and checked) or a click."""
+    """One JSON line: an impression (the contract's, OPE fields included) or a click; a line
+    that is not a valid event raises :class:`LogError` with the event's reason first."""
     try:
-        obj = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise LogError(f"not JSON: {exc}"[:200]) from exc
-    if not isinstance(obj, dict):
-        raise LogError("not a JSON object")
-    extra = {k: obj.pop(k) for k in OPE_FIELDS if k in obj}
-    try:
-        event = parse_event(json.dumps(obj, allow_nan=False), dim=dim)
+        event = parse_event(raw, dim=dim)
     except EventError as exc:
-        raise LogError(str(exc)) from exc
+        raise LogError(f"{exc.reason}: {exc.field}: {exc.message}") from exc
     if isinstance(event, Click):
-        if extra:
-            raise LogError(f"{sorted(extra)[0]}: not a field of a click")
         return event
-    k = len(event.products)
-    prefix = _probabilities(extra.get("prefix_propensities"), k, "prefix_propensities")
-    marg = _probabilities(extra.get("slot_propensities"), k, "slot_propensities")
-    if prefix is not None and any(b > a * (1 + 1e-9) for a, b in itertools.pairwise(prefix)):
-        raise LogError("prefix_propensities: must not increase (a longer prefix is rarer)")
-    shadows = _shadows(extra.get("shadows"))
-    return Logged(event, prefix, marg, shadows, _name(extra.get("experiment"), "experiment"),
-                  _name(extra.get("variant"), "variant"), order)
+    return Logged(event, event.prefix_propensities, event.slot_propensities,
+                  dict(event.shadows or ()), event.experiment, event.variant, order)
 
 
 def read_lines(lines: Iterable[bytes | str], dim: int, stats: LogStats) -> list[Logged]:
@@ -100,7 +79,7 @@ def read_lines(lines: Iterable[bytes | str], dim: int, stats: LogStats) -> list[
         try:
             rec = parse_record(line, dim, stats.lines)
         except LogError as exc:
-            stats.refuse(str(exc).split(":")[0])
+            stats.refuse(str(exc).split(":")[0])  # the event's reason
             continue
         if isinstance(rec, Click):
             clicks.append(rec)
@@ -172,44 +151,3 @@ def topic_lines(settings: Settings, timeout_s: float = 30.0) -> Iterator[bytes]:
                         del ends[key]
     finally:
         consumer.close()
-
-
-def _probabilities(value: Any, k: int, name: str) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) != k:
-        raise LogError(f"{name}: expected a list of {k} probabilities (one per product)")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
-                or not 0 < v <= 1:
-            raise LogError(f"{name}: {v!r} is not a probability in (0, 1]")
-        out.append(float(v))
-    return tuple(out)
-
-
-def _shadows(value: Any) -> dict[str, tuple[str, ...]]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > 16:
-        raise LogError("shadows: expected an object of at most 16 named lists")
-    out = {}
-    for name, lst in value.items():
-        _name(name, "shadows")
-        if not isinstance(lst, list) or not 0 < len(lst) <= MAX_SHOWN or not all(
-                isinstance(p, str) and 0 < len(p) <= MAX_ID_LEN for p in lst):
-            raise LogError(f"shadows: {name!r} is not a list of product ids")
-        out[name] = tuple(lst)
-    return out
-
-
-def _name(value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LEN:
-        raise LogError(f"{where}: expected a name of 1..{MAX_ID_LEN} characters")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise LogError(f"{name} is not allowed")

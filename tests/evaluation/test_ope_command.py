@@ -46,11 +46,11 @@ def make_log(seed: int, n: int) -> tuple[list[str], dict]:
         imp = Impression(request_id=f"r{t}", user_id=t, ts_ms=1_700_000_000_000 + 10 * t,
                          x=tuple(xs[c]), products=tuple(IDS[i] for i in shown),
                          scores=(0.0,) * K, policy="plackett_luce", model_version=0,
-                         propensity=float(prefix[-1])).to_dict()
-        imp.update(prefix_propensities=prefix.tolist(),
-                   slot_propensities=logging_pl[c].slot_marginals(shown).tolist(),
-                   shadows={"best": [IDS[i] for i in best[c]]}, experiment="e", variant="x")
-        lines.append(json.dumps(imp))
+                         propensity=float(prefix[-1]), prefix_propensities=tuple(prefix),
+                         slot_propensities=tuple(logging_pl[c].slot_marginals(shown)),
+                         shadows={"best": [IDS[i] for i in best[c]]}, experiment="e",
+                         variant="x")
+        lines.append(imp.to_json().decode())
         clicked = None
         for j, i in enumerate(shown):  # a cascade
             if rng.random() < p[c, i]:
@@ -116,8 +116,8 @@ def test_bad_lines_are_counted_by_reason_and_the_rest_is_used(tmp_path: Path) ->
              json.dumps(deterministic), json.dumps(random_policy),
              Click(request_id="nobody", product_id="q1", ts_ms=5).to_json().decode()]
     res = run(tmp_path, lines + extra)
-    assert res["log"]["refused"] == {"not JSON": 1, "prefix_propensities": 1,
-                                     "slot_propensities": 1, "bad_value": 1}
+    # by the contract's reasons: a decreasing prefix and an unknown field are bad values
+    assert res["log"]["refused"] == {"unparseable": 1, "bad_value": 2, "wrong_dimension": 1}
     assert res["log"]["orphan_clicks"] == 1
     assert res["impressions"] == 202  # 200 + the deterministic + the random one
     assert res["usable"] == 201  # the random policy's probabilities follow from m
