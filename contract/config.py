@@ -187,6 +187,9 @@ class JobSettings:
                                "Folder (or URI) of Flink checkpoints.")
     checkpoint_interval_ms: int = _var("RTREC_CHECKPOINT_INTERVAL_MS", 5000,
                                        "Flink checkpoint interval.")
+    snapshot_dir: str = _var("RTREC_SNAPSHOT_DIR", "var/snapshots",
+                             "Folder of model snapshots (python -m flink_job snapshot NAME: a "
+                             "savepoint and the published parameters; rollback NAME).")
     parallelism: int = _var("RTREC_JOB_PARALLELISM", 1, "Parallelism of the Flink job.")
     python_mode: str = _var("RTREC_PYTHON_MODE", "thread",
                             "PyFlink Python execution mode: thread or process.")

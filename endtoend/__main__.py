@@ -58,6 +58,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                    help="probability a visit is on a weekend (default 0.5)")
     p.add_argument("--history", type=Path, default=Path(settings.world.data_dir) / "history.jsonl",
                    help="historical log of the bootstrapped start (written when missing)")
+    p.add_argument("--flink", choices=["cluster", "mini"], default="cluster",
+                   help="where the job runs: the standalone cluster with its web UI on "
+                        "127.0.0.1:RTREC_FLINK_REST_PORT (started when none answers, stopped "
+                        "after), or a local mini-cluster per start (no UI)")
+    p.add_argument("--work-dir", type=Path, default=Path("var/loop"),
+                   help="the runs' logs and checkpoints (default %(default)s)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -94,7 +100,7 @@ def loop_options(args: argparse.Namespace, settings: Settings) -> LoopOptions:
     return LoopOptions.from_settings(
         settings, visits=visits, rate=args.rate, seed=args.seed, oracle=args.oracle,
         starts=starts, via=args.via, history=args.history, results_dir=args.results_dir,
-        dist=dist, progress=not args.no_progress)
+        dist=dist, progress=not args.no_progress, flink=args.flink, work_dir=args.work_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

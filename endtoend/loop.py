@@ -33,6 +33,7 @@ from contract.kafka import kafka_producer
 from contract.store import ParamStore
 from devstack.stack import Stack, free_port
 from endtoend import report
+from endtoend.flinkcluster import ClusterJob
 from endtoend.processes import ChildProcess, child_env
 from endtoend.simulation import (
     HttpStreamLinUCB,
@@ -80,12 +81,17 @@ class LoopOptions:
     dist: ContextDistribution = REFERENCE
     ready_timeout_s: float = 120.0
     progress: bool = True  # a bar on a terminal (never in a log)
+    # "mini": python -m flink_job run (a local mini-cluster per start); "cluster": submitted
+    # to the standalone cluster on RTREC_FLINK_REST_PORT (running: endtoend.demo starts it)
+    flink: str = "mini"
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.starts) - set(STARTS))
         if bad or not self.starts:
             raise LoopError(f"starts: unknown start(s) {', '.join(bad) or '(none)'}; "
                             f"use {' and/or '.join(STARTS)}")
+        if self.flink not in ("mini", "cluster"):
+            raise LoopError(f"flink: {self.flink!r} is not mini or cluster")
         if self.via not in ("inprocess", "http"):
             raise LoopError(f"via: {self.via!r} is not inprocess or http")
         if self.visits < 1 or self.rate <= 0:
@@ -151,7 +157,7 @@ def learned_totals(store: ParamStore, dim: int) -> tuple[int, int]:
     return n, int(np.rint(clicks))
 
 
-def wait_live(settings: Settings, job: ChildProcess, timeout_s: float) -> float:
+def wait_live(settings: Settings, job: ChildProcess | ClusterJob, timeout_s: float) -> float:
     """Send one malformed probe record and wait for it in the dead-letter topic: proof that
     the job consumes and produces, without touching any model state. Returns the seconds."""
     from confluent_kafka import Consumer
@@ -223,15 +229,21 @@ def run_start(start: str, base: Settings, world: LiveWorld,
     product_ids = [p.product_id for p in products]
     index = {p: i for i, p in enumerate(product_ids)}
     m = settings.model
-    instant = InstantLinUCB(len(products), m.dim, m.alpha, m.l2)
+    instant = InstantLinUCB(len(products), m.dim, m.alpha, m.l2, m.exploration)
     facts: dict[str, object] = {"run_tag": tag}
-    job = ChildProcess("flink_job", ["run"], settings, opts.work_dir / tag / "job.log")
+    job: ChildProcess | ClusterJob
+    if opts.flink == "cluster":
+        job = ClusterJob(settings, opts.work_dir / tag / "job.log")
+    else:
+        job = ChildProcess("flink_job", ["run"], settings, opts.work_dir / tag / "job.log")
     server: ChildProcess | None = None
     t0 = time.monotonic()
     job.start()
     rec = None
     try:
         facts["job_live_s"] = round(wait_live(settings, job, opts.ready_timeout_s), 1)
+        if isinstance(job, ClusterJob):
+            facts["flink_job_id"] = job.jid
         hist_n = hist_clicks = 0
         if start == "bootstrapped":
             if opts.history is None or not opts.history.is_file():

@@ -6,6 +6,10 @@
              the events' own timestamps, so the job learns history before live traffic
   cluster    up|submit|down|status: a standalone cluster from the pip distribution (web UI on
              127.0.0.1:<RTREC_FLINK_REST_PORT>)
+  snapshot   NAME: savepoint of the cluster's job + the parameters it published, under
+             RTREC_SNAPSHOT_DIR/NAME (the job is stopped with the savepoint and resubmitted)
+  rollback   NAME: Redis back to the snapshot's parameters under a higher generation (serving
+             switches at once), the job restored from its savepoint, learning from now on
 
 Settings come from RTREC_* variables (docs/CONFIG.md); the job reads nothing else.
 """
@@ -62,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("action", choices=["up", "submit", "down", "status"])
     cl.add_argument("--products", default=None)
     cl.add_argument("--restore", default=None, help="savepoint/checkpoint for submit (-s)")
+    for name, text in (("snapshot", "snapshot the cluster's job: savepoint + parameters"),
+                       ("rollback", "roll the model back to a snapshot and learn on from it")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("name", help="the snapshot's name (a folder under RTREC_SNAPSHOT_DIR)")
+        sp.add_argument("--products", default=None,
+                        help="known product ids of the resubmitted job (as for cluster submit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -88,6 +98,24 @@ def main(argv: list[str] | None = None) -> int:
 
         n = append_log(settings, Path(args.log))
         log.info("appended %d events", n)
+        return 0
+    if args.command in ("snapshot", "rollback"):
+        import json
+
+        from flink_job import snapshots
+
+        try:
+            if args.command == "snapshot":
+                facts = snapshots.snapshot(settings, args.name, args.products)
+                facts = {k: facts[k] for k in ("name", "savepoint", "generation",
+                                               "observations", "created_at_ms")}
+            else:
+                facts = snapshots.rollback(settings, args.name, args.products)
+                facts.pop("skip_before")
+        except (snapshots.SnapshotError, RuntimeError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(facts))
         return 0
     from flink_job import cluster
 

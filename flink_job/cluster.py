@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -46,11 +47,24 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _rpc_port(conf_file: Path) -> int:
+    """The JobManager's RPC port: the one this folder's cluster already uses, else a free one
+    (Flink's fixed default, 6123, would collide with any other cluster on this host)."""
+    if conf_file.is_file():
+        for line in conf_file.read_text().splitlines():
+            if line.startswith("jobmanager.rpc.port:"):
+                return int(json.loads(line.split(":", 1)[1].strip()))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
     """Write the cluster's config.yaml and mirror lib/ (idempotent); ``taskmanagers`` is how
     many ``start-cluster.sh`` starts on this host (more than the job needs = spares that
     Flink fails over to)."""
     d = _dirs(settings)
+    rpc_port = _rpc_port(d["conf"] / "config.yaml")
     for p in d.values():
         p.mkdir(parents=True, exist_ok=True)
     wanted = [*sorted((HOME / "lib").glob("*.jar")),
@@ -68,6 +82,7 @@ def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
     (d["conf"] / "masters").write_text(f"localhost:{settings.stack.flink_rest_port}\n")
     conf = {
         "jobmanager.rpc.address": "localhost",
+        "jobmanager.rpc.port": str(rpc_port),
         "jobmanager.bind-host": "127.0.0.1",
         "taskmanager.bind-host": "127.0.0.1",
         "taskmanager.host": "localhost",
@@ -83,11 +98,19 @@ def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
         # over to a spare at once (bench_recovery measures kill -> first new write)
         "heartbeat.interval": "500",
         "heartbeat.timeout": "3000",
+        # a loaded host (load 50 on 2 cores, seen here) starts the RPC system in more than
+        # Pekko's 10 s: the JVMs then exit with "Could not create actor system"; Flink's own
+        # option, and Pekko's classic-remoting key as a JVM property (env.java.opts.all below)
+        "pekko.startup-timeout": "60 s",
+        # the web UI's metrics are at most 2 s old, not 10 s (the fetcher's default)
+        "metrics.fetcher.update-interval": "2 s",
         "env.pid.dir": str(d["pid"]),
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
     }
     conf.update(_java_opts())
+    conf["env.java.opts.all"] = (conf.get("env.java.opts.all", "") +
+                                 " -Dpekko.remote.classic.startup-timeout=60s").strip()
     conf.update(reporter.config(settings))  # a /metrics endpoint per JVM on 127.0.0.1
     (d["conf"] / "config.yaml").write_text(
         "".join(f"{k}: {json.dumps(v)}\n" for k, v in conf.items()))
@@ -116,7 +139,7 @@ def rest(settings: Settings, path: str, timeout_s: float = 2.0) -> dict:
         return json.loads(resp.read())
 
 
-def up(settings: Settings, timeout_s: float = 90.0, taskmanagers: int = 1) -> None:
+def up(settings: Settings, timeout_s: float = 180.0, taskmanagers: int = 1) -> None:
     try:
         rest(settings, "/overview")
         log.info("a Flink cluster already answers on 127.0.0.1:%d", settings.stack.flink_rest_port)
@@ -172,8 +195,10 @@ def warm(settings: Settings) -> int:
                           stdout=subprocess.DEVNULL).returncode
 
 
-def submit(settings: Settings, products: str | None = None, restore: str | None = None) -> int:
-    """``flink run -d`` the job (the client is ``python -m flink_job.submit``)."""
+def submit(settings: Settings, products: str | None = None, restore: str | None = None,
+           generation: int | None = None, skip_before: str | None = None) -> int:
+    """``flink run -d`` the job (the client is ``python -m flink_job.submit``); ``generation``
+    and ``skip_before`` (a JSON file) after a rollback (:mod:`flink_job.snapshots`)."""
     prepare(settings)
     cmd = [str(HOME / "bin" / "flink"), "run", "-d", "-m",
            f"127.0.0.1:{settings.stack.flink_rest_port}"]
@@ -183,8 +208,90 @@ def submit(settings: Settings, products: str | None = None, restore: str | None 
             "-pyclientexec", sys.executable]
     if products:
         cmd += ["--products", products]
+    if generation is not None:
+        cmd += ["--generation", str(generation)]
+    if skip_before:
+        cmd += ["--skip-before", skip_before]
     log.info("submitting %s: %s", JOB_NAME, " ".join(cmd))
     return subprocess.run(cmd, env=_env(settings), cwd=jars.ROOT).returncode
+
+
+def _send(settings: Settings, method: str, path: str, body: dict | None = None,
+          timeout_s: float = 10.0) -> dict:
+    url = f"http://127.0.0.1:{settings.stack.flink_rest_port}{path}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw.strip() else {}
+
+
+ACTIVE = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "RECONCILING")
+
+
+def active_job(settings: Settings, name: str = JOB_NAME) -> str | None:
+    """The id of the one job named ``name`` that is not finished, failed or cancelled (None:
+    no such job); more than one is an error (say which with --job)."""
+    jobs = [j for j in rest(settings, "/jobs/overview", timeout_s=10)["jobs"]
+            if j["name"] == name and j["state"] in ACTIVE]
+    if len(jobs) > 1:
+        raise RuntimeError(f"{len(jobs)} jobs named {name} run on 127.0.0.1:"
+                           f"{settings.stack.flink_rest_port}: "
+                           f"{', '.join(j['jid'] for j in jobs)}")
+    return jobs[0]["jid"] if jobs else None
+
+
+def wait_state(settings: Settings, jid: str, states: tuple[str, ...],
+               timeout_s: float = 60.0) -> str:
+    """Wait until the job is in one of ``states``; returns it."""
+    deadline = time.monotonic() + timeout_s
+    state = "unknown"
+    while True:
+        try:
+            state = rest(settings, f"/jobs/{jid}", timeout_s=10)["state"]
+        except OSError as exc:  # a slow answer on a loaded host: ask again until the deadline
+            log.warning("job %s state: %s", jid, exc)
+        if state in states:
+            return state
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {jid} is {state}, not {'/'.join(states)}, after "
+                               f"{timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+def cancel(settings: Settings, jid: str, timeout_s: float = 60.0) -> None:
+    """Cancel the job and wait until it is CANCELED (its tasks write nothing more)."""
+    _send(settings, "PATCH", f"/jobs/{jid}?mode=cancel")
+    wait_state(settings, jid, ("CANCELED", "FAILED", "FINISHED"), timeout_s)
+
+
+def stop_with_savepoint(settings: Settings, jid: str, target: Path,
+                        timeout_s: float = 120.0) -> str:
+    """Stop the job with a savepoint in ``target`` (no drain: no end-of-time watermark, so
+    open reward windows stay open in the savepoint) and wait until it is FINISHED: every
+    operator closed, the Redis writer flushed. Returns the savepoint's path."""
+    trigger = _send(settings, "POST", f"/jobs/{jid}/stop",
+                    {"targetDirectory": str(target.resolve()), "drain": False})["request-id"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status = rest(settings, f"/jobs/{jid}/savepoints/{trigger}", timeout_s=10)
+        except OSError as exc:  # a slow answer on a loaded host: ask again until the deadline
+            log.warning("savepoint of %s: %s", jid, exc)
+            status = {"status": {"id": "IN_PROGRESS"}}
+        if status["status"]["id"] == "COMPLETED":
+            op = status.get("operation") or {}
+            if "failure-cause" in op:
+                raise RuntimeError(f"stop-with-savepoint of {jid} failed: "
+                                   f"{op['failure-cause'].get('stack-trace', '')[:2000]}")
+            location = str(op["location"])
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no savepoint of {jid} within {timeout_s:.0f}s")
+        time.sleep(0.2)
+    wait_state(settings, jid, ("FINISHED",), timeout_s)
+    return location.removeprefix("file:")
 
 
 def down(settings: Settings) -> None:

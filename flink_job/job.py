@@ -55,6 +55,11 @@ class JobOptions:
     # 0: every partition holds the watermark back (deterministic joins; see docs/JOB.md).
     # >0: a partition silent this long stops holding it back (liveness over determinism).
     idle_timeout_ms: int = 0
+    # after a rollback (flink_job/snapshots.py): the generation the job writes with (None: the
+    # store's at the first write), and "topic:partition" -> offset below which records are
+    # dropped (the events after the snapshot that the restored source position would replay)
+    generation: int | None = None
+    skip_before: dict[str, int] | None = None
 
     def group(self, settings: Settings) -> str:
         return self.group_id or f"rtrec-job-{settings.redis.prefix}"
@@ -126,7 +131,7 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
     raw = kafka_source(env, settings, opts)
     valid, dead = validate(raw, settings, opts)
     batches, join_dead = join_and_batch(valid, settings)
-    learn_dead = learn_and_publish(batches, settings)
+    learn_dead = learn_and_publish(batches, settings, opts.generation)
     dead_letter_sink(dead.union(join_dead, learn_dead), settings)
 
 
@@ -185,7 +190,8 @@ def validate(raw, settings: Settings, opts: JobOptions):  # type: ignore[no-unty
              .process(fn.Validate(settings.model.dim, opts.known_products,
                                   settings.job.max_event_bytes, settings.model.max_abs_x,
                                   round(settings.job.max_event_age_s * 1000),
-                                  round(settings.job.max_clock_skew_s * 1000)),
+                                  round(settings.job.max_clock_skew_s * 1000),
+                                  skip_before=opts.skip_before),
                       output_type=Types.STRING())
              .name("validate").uid("validate"))
     return valid, valid.get_side_output(fn.DEAD_LETTERS)
@@ -225,7 +231,8 @@ def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
     return j_batches, dead
 
 
-def learn_and_publish(j_batches, settings: Settings):  # type: ignore[no-untyped-def]
+def learn_and_publish(j_batches, settings: Settings,  # type: ignore[no-untyped-def]
+                      generation: int | None = None):
     """Micro-batches -> LinUCB state per product (RocksDB) -> Redis; returns the learner's
     dead letters (the items it cannot learn)."""
     from pyflink.common.typeinfo import Types
@@ -245,7 +252,7 @@ def learn_and_publish(j_batches, settings: Settings):  # type: ignore[no-untyped
                                 discount_factor(settings.model.half_life)),
                        output_type=Types.PICKLED_BYTE_ARRAY())
               .name("learn-linucb").uid("learn-linucb"))
-    (params.process(fn.PublishToRedis(settings), output_type=Types.INT())
+    (params.process(fn.PublishToRedis(settings, generation), output_type=Types.INT())
      .name("publish-redis").uid("publish-redis")
      .sink_to(Sink(DISCARD)).name("discard").uid("discard"))
     return params.get_side_output(fn.DEAD_LETTERS)

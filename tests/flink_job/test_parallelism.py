@@ -87,8 +87,7 @@ def _cancel(s: Settings, jid: str) -> None:
 
 
 def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
-        stack: Stack, job_settings: Settings, products_file: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        stack: Stack, job_settings: Settings, products_file: Path, tmp_path: Path) -> None:
     s1 = job_settings  # parallelism 1, local mini-cluster
     assert s1.kafka.topic_partitions >= 2
     s2 = _fresh(stack, s1, RTREC_JOB_PARALLELISM=2, RTREC_FLINK_REST_PORT=free_port(),
@@ -96,19 +95,8 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
                 RTREC_CHECKPOINT_DIR=tmp_path / "checkpoints-p2")
     assert s2.stack.flink_rest_port != 8081
 
-    # cluster.py leaves jobmanager.rpc.port at Flink's fixed default (6123): take a free one
-    # so this cluster cannot collide with one someone else runs on this machine.
-    rpc_port = free_port()
-    prepare = cluster.prepare
-
-    def prepare_free_rpc(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
-        d = prepare(settings, taskmanagers)
-        with open(d["conf"] / "config.yaml", "a") as f:
-            f.write(f'jobmanager.rpc.port: "{rpc_port}"\n')
-        return d
-
-    monkeypatch.setattr(cluster, "prepare", prepare_free_rpc)
-
+    # cluster.prepare takes a free JobManager RPC port (not Flink's fixed 6123), so this
+    # cluster cannot collide with one someone else runs on this machine
     # the same seeded log (impressions + clicks) to both topic sets, then the sentinels
     t0 = now_ms() - 30 * 60_000
     traffic = seeded_traffic(s1, N_EVENTS, seed=s1.world.seed, start_ms=t0, products=PRODUCTS)
