@@ -210,6 +210,14 @@ def run(visits_n: int = 5000, seed: int = 1237, shift_at: int = 2500, ramp: int 
         out["worlds"][world] = {"learners": {n: t.summary() for n, t in traces.items()}}
         log.info("%s world: %s", world, {n: round(t.summary()["regret"], 1)
                                          for n, t in traces.items()})
+    # less exploration: alpha trades the cost of exploring against the rules' fewer,
+    # unbiased observations (docs/LEARNING.md discusses the result)
+    out["alpha_sweep"] = {}
+    for alpha in (0.25, 0.5):
+        learners = [Learner(mode, m, dim, mode, alpha=alpha) for mode in ("all", "cascade")]
+        traces = run_world("cascade", visits, probs, learners, features, seed)
+        out["alpha_sweep"][str(alpha)] = {"world": "cascade", "learners": {
+            n: t.summary() for n, t in traces.items()}}
     # stationary: does forgetting cost top-1 when nothing changes?
     learners = [Learner("static", m, dim, "cascade"),
                 Learner("decay", m, dim, "cascade", gamma)]
@@ -252,6 +260,10 @@ def table(out: dict) -> str:
             rows.append(f"| {world} | {n} | {v['top1_ctr']:.4f} | {v['regret']:.1f} |")
     for n, v in out["stationary"]["learners"].items():
         rows.append(f"| stationary cascade | {n} | {v['top1_ctr']:.4f} | {v['regret']:.1f} |")
+    for alpha, res in out.get("alpha_sweep", {}).items():
+        for n, v in res["learners"].items():
+            rows.append(f"| cascade, alpha {alpha} | {n} | {v['top1_ctr']:.4f} | "
+                        f"{v['regret']:.1f} |")
     rows += ["", "| world | learner | top-1 CTR before | after | visits to 90% of oracle |",
              "| --- | --- | --- | --- | --- |"]
     for name in ("drift", "drift_gradual"):
