@@ -3,6 +3,8 @@ batch formulas (contract/feedback.py, contract/linucb.py; docs/LEARNING.md)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,22 @@ def test_settings_reward_values_come_from_configuration() -> None:
     assert s.model.reward_values == {"click": 1.0, "add_to_cart": 1.0, "purchase": 5.0}
     assert (s.model.reward_cap, s.model.feedback, s.model.examination_probs) == \
         (6.0, "position", (1.0, 0.5))
+
+
+def test_a_click_event_carries_its_kind() -> None:
+    """Absent means click (the JSON of a click is unchanged); the other kinds travel in the
+    event and the join line's fifth field; an unknown kind is refused (bad_value)."""
+    from contract.events import Click, EventError, parse_event
+    from flink_job.records import join_line
+
+    base = {"v": 1, "type": "click", "request_id": "r", "product_id": "p", "ts_ms": 5}
+    assert parse_event(json.dumps(base), 2).kind == "click"
+    assert b"kind" not in Click("r", "p", 5).to_json()
+    bought = parse_event(json.dumps({**base, "kind": "purchase"}), 2)
+    assert bought.kind == "purchase" and json.loads(bought.to_json())["kind"] == "purchase"
+    assert join_line(bought, 5, "src").split("\t")[4] == "purchase"
+    assert join_line(Click("r", "p", 5), 5, "src").split("\t")[4] == ""
+    for kind, reason in (("refund", "bad_value"), (3, "wrong_type"), (None, "wrong_type")):
+        with pytest.raises(EventError) as info:
+            parse_event(json.dumps({**base, "kind": kind}), 2)
+        assert (info.value.reason, info.value.field) == (reason, "kind")
