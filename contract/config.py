@@ -23,6 +23,7 @@ from typing import Any
 
 from contract import feedback
 from contract.errors import RtrecError
+from contract.exploration import EXPLORATIONS
 from contract.features import CONTEXT_DIM
 
 ENV_PREFIX = "RTREC_"
@@ -106,7 +107,12 @@ class ModelSettings:
     dim: int = _var("RTREC_DIM", CONTEXT_DIM,
                     "Dimension d of the context vector x (the feature space's, "
                     "contract/features.py).")
-    alpha: float = _var("RTREC_ALPHA", 1.0, "LinUCB exploration weight (0 = greedy).")
+    exploration: str = _var("RTREC_EXPLORATION", "calibrated",
+                            "How much LinUCB explores (docs/EXPLORATION.md): calibrated (a "
+                            "never-seen product scores the click rate learned so far: alpha = "
+                            "p sqrt(l2) / norm(x)) or fixed (alpha = RTREC_ALPHA).")
+    alpha: float = _var("RTREC_ALPHA", 1.0, "LinUCB exploration weight under RTREC_EXPLORATION="
+                        "fixed (0 = greedy); a request's alpha overrides either rule.")
     l2: float = _var("RTREC_L2", 1.0, "Ridge prior: A starts as l2 * I.")
     top_k: int = _var("RTREC_TOP_K", 5, "Products shown per recommendation.")
     max_abs_x: float = _var("RTREC_MAX_ABS_X", 1000.0,
@@ -141,6 +147,9 @@ class ModelSettings:
             raise SettingsError(f"RTREC_DIM: dim must be >= 1, got {self.dim}")
         if self.alpha < 0:
             raise SettingsError(f"RTREC_ALPHA: alpha must be >= 0, got {self.alpha}")
+        if self.exploration not in EXPLORATIONS:
+            raise SettingsError(f"RTREC_EXPLORATION: {self.exploration!r} is not one of "
+                                f"{', '.join(EXPLORATIONS)}")
         if self.l2 <= 0:
             raise SettingsError(f"RTREC_L2: l2 must be > 0, got {self.l2}")
         if self.top_k < 1:
@@ -207,7 +216,6 @@ class JobSettings:
     max_lateness_s: float = _var("RTREC_MAX_LATENESS_S", 0.0,
                                  "A reward event up to this long after its window still counts, "
                                  "learned as a correction (counted as late); later: late_click.")
-
     metrics_ports: str = _var("RTREC_METRICS_PORTS", "9250-9259",
                               "Port range of the job's Prometheus endpoint on 127.0.0.1: each "
                               "Flink JVM (mini-cluster, JobManager, TaskManager) serves /metrics "

@@ -71,9 +71,11 @@ def calibrated_alpha(clicks: float, observations: float, x: np.ndarray, l2: floa
     """alpha for context x such that a never-seen product scores the shop's click rate
     ``p = click_rate(clicks, observations)``: ``p * sqrt(l2) / |x|`` (0 for x = 0, which has
     no bonus to scale)."""
-    norm = float(np.linalg.norm(x))
-    if not math.isfinite(norm):
-        raise ExplorationError(f"x: |x| = {norm} is not finite")
+    x = np.asarray(x, dtype=np.float64)
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if not math.isfinite(top):
+        raise ExplorationError(f"x: an entry is {top}, not finite")
+    norm = top * float(np.linalg.norm(x / top)) if top > 0 else 0.0  # no overflow of x.x
     if norm == 0.0:
         return 0.0
     return click_rate(clicks, observations) * math.sqrt(l2) / norm
@@ -87,6 +89,36 @@ def exploration_alpha(rule: str, fixed_alpha: float, clicks: float, observations
     if rule == "calibrated":
         return calibrated_alpha(clicks, observations, x, l2)
     raise ExplorationError(f"exploration rule {rule!r}: not one of {', '.join(EXPLORATIONS)}")
+
+
+def _one_hot_block(dim: int) -> list[int] | None:
+    """Indexes of a block of x of which every context has exactly one 1 (the time of day of the
+    shipped features, contract/features.py), or None when x is not the shipped layout."""
+    from contract.features import CONTEXT_DIM, CONTEXT_NAMES
+
+    if dim != CONTEXT_DIM:
+        return None
+    return [i for i, name in enumerate(CONTEXT_NAMES) if name.startswith("tod_")]
+
+
+def counts_from_params(thetas: np.ndarray, A_invs: np.ndarray, l2: float
+                       ) -> tuple[float, float]:
+    """(clicks, observations) learned, read back from published parameters (m products):
+    with ``A = A_inv^-1`` and ``b = A theta``, a block of one-hot features that every x has
+    exactly once gives ``sum_block b = sum r`` (clicks) and ``sum_block (diag A - l2) = n``.
+    (0, 0) when x is not the shipped layout, which makes the rule's p its prior 1/2.
+    """
+    thetas = np.asarray(thetas, dtype=np.float64)
+    block = _one_hot_block(thetas.shape[-1]) if thetas.ndim == 2 else None
+    if block is None or thetas.shape[0] == 0:
+        return 0.0, 0.0
+    A = np.linalg.inv(np.asarray(A_invs, dtype=np.float64))
+    b = np.einsum("mij,mj->mi", A, thetas)
+    clicks = float(b[:, block].sum())
+    obs = float((np.einsum("mii->mi", A)[:, block] - l2).sum())
+    # rounding can leave -1e-12 or clicks a hair above n: clamp into what click_rate accepts
+    obs = max(0.0, obs)
+    return min(max(0.0, clicks), obs), obs
 
 
 # --- off-policy estimates ------------------------------------------------------------------

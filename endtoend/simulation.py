@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from contract import linucb
+from contract import exploration, linucb
 from contract.features import FeatureSpace, Product, User
 from producer.context import REFERENCE, ContextDistribution
 from producer.oracle import Oracle
@@ -142,12 +142,19 @@ class OraclePolicy:
 class InstantLinUCB:
     """LinUCB in this process, updated right after each visit: the best the streaming learner
     could do with no delay. Learns exactly as the job does (reward 1 for the clicked item, 0
-    for every other shown item), with the contract's math."""
+    for every other shown item), with the contract's math. Explores as serving does under
+    ``exploration`` (RTREC_EXPLORATION, docs/EXPLORATION.md; the closed loop passes the
+    setting): ``fixed`` ranks with ``alpha``, ``calibrated`` with the click rate it learned."""
 
     name = "linucb_instant"
 
-    def __init__(self, n_products: int, dim: int, alpha: float = 1.0, l2: float = 1.0) -> None:
+    def __init__(self, n_products: int, dim: int, alpha: float = 1.0, l2: float = 1.0,
+                 exploration: str = "fixed") -> None:
         self.alpha = alpha
+        self.l2 = l2
+        self.exploration = exploration
+        self.clicks = 0.0
+        self.observations = 0
         self.A_inv = np.repeat((np.eye(dim) / l2)[None], n_products, axis=0)  # (m, d, d)
         self.b = np.zeros((n_products, dim))
         self.n = np.zeros(n_products, dtype=np.int64)
@@ -158,9 +165,13 @@ class InstantLinUCB:
         self.b[item] += reward * x
         self.n[item] += 1
         self.theta[item] = self.A_inv[item] @ self.b[item]
+        self.clicks += reward
+        self.observations += 1
 
     def recommend(self, visit: Visit, x: np.ndarray, k: int) -> Shown:
-        scores = linucb.ucb_scores(self.theta, self.A_inv, x, self.alpha)
+        alpha = exploration.exploration_alpha(self.exploration, self.alpha, self.clicks,
+                                              self.observations, x, self.l2)
+        scores = linucb.ucb_scores(self.theta, self.A_inv, x, alpha)
         return Shown(items=[int(i) for i in linucb.top_k(scores, k)],
                      model_version=int(self.n.sum()), param_age_ms=0.0)
 

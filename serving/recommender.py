@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from contract import exploration
 from contract.config import Settings
 from contract.events import MAX_ID_LEN, MAX_SAFE_INT, MAX_SHOWN, Click, Impression
 from serving.controls import (
@@ -135,6 +136,7 @@ class Recommender:
         self._features = features
         self._x_cache: dict[tuple[int, int, bool], np.ndarray] = {}
         self._rng = np.random.default_rng(seed)
+        self._counts_of: tuple[Snapshot, tuple[float, float]] | None = None
         self._rng_lock = threading.Lock()
         self._recent: dict[str, tuple[str, frozenset[str]]] = {}
         self._recent_max = remember_requests
@@ -294,6 +296,16 @@ class Recommender:
             self._x_cache[key] = x
         return x
 
+    def _learned_counts(self, snap: Snapshot) -> tuple[float, float]:
+        """(clicks, observations) the snapshot's parameters hold, once per snapshot (the
+        calibrated rule's click rate; contract.exploration.counts_from_params)."""
+        cached = self._counts_of
+        if cached is None or cached[0] is not snap:
+            cached = (snap, exploration.counts_from_params(snap.thetas, snap.A_invs,
+                                                           self.settings.model.l2))
+            self._counts_of = cached  # one reference swap: a racing request recomputes
+        return cached[1]
+
     def recommend(self, user_id: int, *, user: User | None = None, x: Any = None,
                   at: datetime | None = None, k: int | None = None, policy: str | None = None,
                   alpha: float | None = None, exclude: Sequence[str] | None = None,
@@ -312,6 +324,8 @@ class Recommender:
         """
         policy = policy or self.settings.serving.policy
         check_policy(policy)
+        # no alpha in the request: RTREC_EXPLORATION's rule (docs/EXPLORATION.md)
+        calibrated = alpha is None and self.settings.model.exploration == "calibrated"
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
@@ -339,11 +353,14 @@ class Recommender:
                 mmr_lambda=mmr_lambda)
             check(controls, self.catalog, k, self.limits)
         plain = is_plain(controls, self.catalog)
-        if not plain and policy not in POLICIES[:3]:
+        if not plain and policy not in ("linucb", "greedy", "random"):
             raise InvalidRequestError(f"policy: {policy!r} does not support merchandising "
                                       f"controls")
         request_id = os.urandom(16).hex()  # 128 random bits, as uuid4 (which costs 3x more)
         snap = self.snapshot
+        if calibrated:
+            alpha = exploration.calibrated_alpha(*self._learned_counts(snap), vec,
+                                                 self.settings.model.l2)
         used_alpha = 0.0 if policy == "greedy" else alpha
         base, mean = snap.scores_and_mean(vec, used_alpha)
         pop = self.popularity.term(snap)

@@ -4,6 +4,7 @@ streams of estimates (docs/EXPLORATION.md)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -17,9 +18,11 @@ from contract.exploration import (
     SelfTuner,
     calibrated_alpha,
     click_rate,
+    counts_from_params,
     exploration_alpha,
     snips,
 )
+from contract.features import CONTEXT_DIM, CONTEXT_NAMES
 
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -56,7 +59,33 @@ def test_fixed_rule_is_the_old_alpha_and_bad_input_is_refused() -> None:
         click_rate(11, 10)
     with pytest.raises(ExplorationError, match="not finite"):
         calibrated_alpha(1, 2, np.array([np.inf, 0.0]), 1.0)
+    # x.x would overflow; |x| does not
+    assert calibrated_alpha(1, 2, np.array([3e200, 4e200]), 1.0) == pytest.approx(0.5 / 5e200)
     assert calibrated_alpha(1, 2, np.zeros(3), 1.0) == 0.0
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_counts_read_back_from_published_parameters(seed: int) -> None:
+    """Clicks and observations of several products, learned by the contract's maths, come
+    back exactly (to rounding) from theta and A^-1 alone, as serving holds them."""
+    rng = np.random.default_rng(seed)
+    tod = [i for i, n in enumerate(CONTEXT_NAMES) if n.startswith("tod_")]
+    states, clicks, n = [], 0, 0
+    for _ in range(4):
+        s = linucb.init_state(CONTEXT_DIM, l2=2.0)
+        for _ in range(int(rng.integers(0, 30))):
+            x = rng.random(CONTEXT_DIM)
+            x[tod] = 0.0
+            x[tod[int(rng.integers(0, 3))]] = 1.0
+            r = float(rng.random() < 0.3)
+            s = linucb.update(s, x, r)
+            clicks, n = clicks + int(r), n + 1
+        states.append(s)
+    thetas = np.stack([linucb.theta(s) for s in states])
+    got = counts_from_params(thetas, np.stack([s.A_inv for s in states]), l2=2.0)
+    assert got == (pytest.approx(clicks, abs=1e-6), pytest.approx(n, abs=1e-6))
+    # another layout of x has no such block: the rule falls back to its prior
+    assert counts_from_params(np.zeros((2, 3)), np.stack([np.eye(3)] * 2), 1.0) == (0.0, 0.0)
 
 
 def test_snips_by_hand() -> None:
@@ -128,7 +157,7 @@ def test_guardrails_on_a_random_stream(seed: int) -> None:
         assert min(others) == pytest.approx(0.12 / 3)
     times = [s.at for s in t.switches]
     assert len(times) >= 5  # the stream did call for switches
-    assert all(b - a >= 7 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 7 for a, b in itertools.pairwise(times))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -146,7 +175,7 @@ def test_rate_limit_holds_when_every_round_asks_to_switch(seed: int) -> None:
         free.observe(float(step), estimates)
     assert free.switch_count >= 50
     assert 1 <= t.switch_count <= 10
-    assert all(b.at - a.at >= 10 for a, b in zip(t.switches, t.switches[1:], strict=False))
+    assert all(b.at - a.at >= 10 for a, b in itertools.pairwise(t.switches))
 
 
 def test_controller_refuses_settings_that_remove_a_guardrail() -> None:

@@ -67,7 +67,8 @@ def test_ranking_matches_mabwiser_on_the_same_parameters() -> None:
     assert len(changed) == len(arms)
     tests = rng.uniform(0, 1, (50, D))
     expectations = mab.predict_expectations(tests)
-    rec = Recommender(Settings.from_env({"RTREC_ALPHA": alpha}), snapshot=snap)
+    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": "fixed", "RTREC_ALPHA": alpha}),
+                      snapshot=snap)
     for x, exp in zip(tests, expectations, strict=True):
         ours = snap.scores(x, alpha)
         theirs = np.array([exp[a] for a in arms])
@@ -97,7 +98,8 @@ def test_with_params_ignores_older_equal_unknown_and_nonfinite() -> None:
 def test_greedy_is_alpha_zero_and_linucb_explores() -> None:
     rng = np.random.default_rng(3)
     snap = _snapshot(rng, 40)
-    rec = Recommender(Settings.from_env({"RTREC_ALPHA": 2.0}), snapshot=snap, seed=0)
+    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": "fixed", "RTREC_ALPHA": 2.0}),
+                      snapshot=snap, seed=0)
     x = rng.uniform(0, 1, D)
     greedy = rec.recommend(1, x=x, k=5, policy="greedy")
     assert [i.product_id for i in greedy.items] == [

@@ -1,0 +1,314 @@
+"""The learners of the learning benchmark behind one interface: ``rank(x) -> product index``
+(the one product shown), ``update(x, item, reward)`` and ``pretrain(X, items, rewards)``.
+
+- :class:`ProjectLinUCB`: the project's learner, the contract's maths (contract.linucb, what
+  the job learns with) ranked with an exploration rule from contract.exploration;
+- :class:`SelfTuningLinUCB`: the same model, the live rule chosen by
+  :class:`contract.exploration.SelfTuner` from SNIPS estimates of the candidates;
+- peers at their libraries' defaults: :class:`MabwiserLinUCB` (MABWiser's LinUCB, alpha 1,
+  l2 1), :class:`RiverLinUCB` (river's LinUCBDisjoint, a Bayesian linear regression per arm)
+  and :class:`VowpalCB` (Vowpal Wabbit ``--cb_explore_adf`` with SquareCB or epsilon-greedy,
+  the product id as action feature crossed with the context, ``-q ua``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from contract import exploration, linucb
+
+
+class ProjectLinUCB:
+    """Disjoint LinUCB with contract.linucb's updates; ``rule`` is ``calibrated`` or ``fixed``
+    (then ``alpha``). Ties go to the lower index, as contract.linucb.top_k breaks them."""
+
+    def __init__(self, name: str, n_products: int, dim: int, rule: str = "calibrated",
+                 alpha: float = 1.0, l2: float = 1.0) -> None:
+        self.name, self.rule, self.alpha, self.l2 = name, rule, alpha, l2
+        self.A_inv = np.repeat((np.eye(dim) / l2)[None], n_products, axis=0)
+        self.b = np.zeros((n_products, dim))
+        self.theta = np.zeros((n_products, dim))
+        self.clicks = 0.0
+        self.observations = 0
+
+    def alpha_for(self, x: np.ndarray) -> float:
+        return exploration.exploration_alpha(self.rule, self.alpha, self.clicks,
+                                             self.observations, x, self.l2)
+
+    def mean_std(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
+        return self.theta @ x, np.sqrt(np.maximum(var, 0.0))
+
+    def rank(self, x: np.ndarray) -> int:
+        return int(np.argmax(linucb.ucb_scores(self.theta, self.A_inv, x, self.alpha_for(x))))
+
+    def update(self, x: np.ndarray, item: int, reward: float) -> None:
+        self.A_inv[item] = linucb.sherman_morrison(self.A_inv[item], x)
+        self.b[item] += reward * x
+        self.theta[item] = self.A_inv[item] @ self.b[item]
+        self.clicks += reward
+        self.observations += 1
+
+    def pretrain(self, X: np.ndarray, items: np.ndarray, rewards: np.ndarray) -> None:
+        for x, j, r in zip(X, items, rewards, strict=True):
+            self.update(x, int(j), float(r))
+
+
+class SelfTuningLinUCB(ProjectLinUCB):
+    """One model; every visit each candidate rule picks a product, the controller's traffic
+    split picks which candidate serves, and the log keeps the shown product's propensity (the
+    split's mass on the candidates that picked it). Every ``every`` visits the candidates'
+    SNIPS over the last ``window`` visits go to the controller."""
+
+    CANDIDATES: ClassVar[dict[str, tuple[str, float]]] = {
+        "calibrated": ("calibrated", 0.0), "alpha_0.03": ("fixed", 0.03),
+        "alpha_0.1": ("fixed", 0.1), "alpha_0.3": ("fixed", 0.3), "alpha_1": ("fixed", 1.0)}
+
+    def __init__(self, name: str, n_products: int, dim: int, seed: int, l2: float = 1.0,
+                 min_explore_share: float = 0.1, margin: float = 0.0,
+                 min_interval: int = 500, every: int = 250, window: int = 1000) -> None:
+        super().__init__(name, n_products, dim, "calibrated", 0.0, l2)
+        self.tuner = exploration.SelfTuner(list(self.CANDIDATES), "calibrated",
+                                           min_explore_share, margin, min_interval)
+        self.rng = np.random.default_rng([seed, 23])
+        self.every, self.window = every, window
+        self.t = 0
+        self.log_r: list[float] = []
+        self.log_p: list[float] = []
+        self.log_match: list[np.ndarray] = []
+        self._pending: tuple[np.ndarray, float] | None = None
+        self.live_history: list[tuple[int, str]] = [(0, self.tuner.live)]
+
+    def rank(self, x: np.ndarray) -> int:
+        mean, std = self.mean_std(x)
+        names = list(self.CANDIDATES)
+        picks = np.empty(len(names), dtype=np.int64)
+        for i, name in enumerate(names):
+            rule, alpha = self.CANDIDATES[name]
+            a = exploration.exploration_alpha(rule, alpha, self.clicks, self.observations, x,
+                                              self.l2)
+            picks[i] = int(np.argmax(mean + a * std))
+        shares = self.tuner.shares()
+        p = np.array([shares[n] for n in names])
+        serving = int(self.rng.choice(len(names), p=p / p.sum()))
+        shown = int(picks[serving])
+        match = picks == shown
+        self._pending = (match, float(p[match].sum()))
+        return shown
+
+    def update(self, x: np.ndarray, item: int, reward: float) -> None:
+        super().update(x, item, reward)
+        if self._pending is None:  # pretraining: no decision of ours to log
+            return
+        match, propensity = self._pending
+        self._pending = None
+        self.log_match.append(match)
+        self.log_p.append(propensity)
+        self.log_r.append(reward)
+        self.t += 1
+        if self.t % self.every == 0:
+            lo = max(0, len(self.log_r) - self.window)
+            r = np.asarray(self.log_r[lo:])
+            pr = np.asarray(self.log_p[lo:])
+            m = np.asarray(self.log_match[lo:])
+            estimates = {name: exploration.snips(r, m[:, i], pr)
+                         for i, name in enumerate(self.CANDIDATES)}
+            before = self.tuner.live
+            if self.tuner.observe(self.t, estimates) != before:
+                self.live_history.append((self.t, self.tuner.live))
+
+
+class MabwiserLinUCB:
+    """MABWiser's LinUCB (alpha 1, l2 1, its defaults). predict through the public API; an
+    update fits the shown arm's ridge model exactly as ``partial_fit`` does, but only that
+    arm's (``partial_fit`` deep-copies all 200 models per call: ~50 ms; its time is measured
+    separately, :meth:`time_public_partial_fit`)."""
+
+    def __init__(self, name: str, n_products: int, dim: int, seed: int) -> None:
+        from mabwiser.mab import MAB, LearningPolicy
+
+        self.name = name
+        self.arms = list(range(n_products))
+        self.mab = MAB(self.arms, LearningPolicy.LinUCB(alpha=1.0, l2_lambda=1.0), seed=seed)
+        # fit needs rows; one fit on zero rows of every arm initialises the models at the prior
+        self.mab.fit(decisions=np.zeros(0, dtype=np.int64), rewards=np.zeros(0),
+                     contexts=np.zeros((0, dim)))
+
+    def rank(self, x: np.ndarray) -> int:
+        return int(self.mab.predict(contexts=x[None]))
+
+    def update(self, x: np.ndarray, item: int, reward: float) -> None:
+        self.mab._imp._fit_arm(item, np.array([item]), np.array([reward]), x[None])
+
+    def pretrain(self, X: np.ndarray, items: np.ndarray, rewards: np.ndarray) -> None:
+        self.mab.partial_fit(decisions=np.asarray(items), rewards=np.asarray(rewards),
+                             contexts=np.asarray(X))
+
+    def time_public_partial_fit(self, x: np.ndarray, calls: int = 20) -> list[float]:
+        """Seconds of ``partial_fit`` of one row, on a copy (the benchmark's model is kept)."""
+        import time
+
+        mab = copy.deepcopy(self.mab)
+        out = []
+        for i in range(calls):
+            t0 = time.perf_counter()
+            mab.partial_fit(decisions=[i % len(self.arms)], rewards=[0.0], contexts=x[None])
+            out.append(time.perf_counter() - t0)
+        return out
+
+
+class RiverLinUCB:
+    """river's ``bandit.LinUCBDisjoint`` at its defaults (alpha 1, beta 1), seeded.
+
+    river learns (``policy.update``: its Bayesian linear regression per arm). Its ``pull``
+    builds each arm's arrays from dicts, ~0.35 ms an arm, 70 ms a visit for 200 products: too
+    slow to run every visit of the benchmark on a shared machine. So the ranking here computes
+    the same upper bound river does, ``mu + (1 / beta + x S x) ** (1/4)`` from each arm's own
+    posterior (mean and covariance read back from river after each update), picks the highest
+    and breaks exact ties with river's own generator as ``pull`` does.
+    tests/bench/test_learning_bench.py checks the bounds equal river's ``predict_one``; the
+    time of river's real ``pull`` is measured on a sample (:meth:`time_pull`).
+    """
+
+    def __init__(self, name: str, n_products: int, dim: int, seed: int) -> None:
+        from river import bandit
+
+        self.name = name
+        self.arms = list(range(n_products))
+        self.keys = [f"x{i}" for i in range(dim)]
+        self.policy = bandit.LinUCBDisjoint(seed=seed)
+        prior = 1.0 / self.policy.alpha  # river's prior covariance: I / alpha
+        self.M = np.zeros((n_products, dim))
+        self.S = np.repeat((np.eye(dim) * prior)[None], n_products, axis=0)
+
+    def _ctx(self, x: np.ndarray) -> dict[str, float]:
+        return dict(zip(self.keys, x.tolist(), strict=True))
+
+    def upper_bounds(self, x: np.ndarray) -> np.ndarray:
+        var = 1.0 / self.policy.beta + np.einsum("mij,i,j->m", self.S, x, x, optimize=False)
+        # river 0.23 builds the Gaussian with _from_state(sig=sqrt(var)), which it reads as a
+        # variance: the sigma pull adds is var ** (1/4); this is the number pull ranks by
+        return self.M @ x + var ** 0.25
+
+    def rank(self, x: np.ndarray) -> int:
+        ub = self.upper_bounds(x)
+        candidates = np.flatnonzero(ub == ub.max())
+        if candidates.size > 1:
+            return int(self.policy._rng.choice([int(c) for c in candidates]))
+        return int(candidates[0])
+
+    def update(self, x: np.ndarray, item: int, reward: float) -> None:
+        self.policy.update(item, self._ctx(x), float(reward))
+        m, _, s = self.policy._bayes_lin_regs[item]._get_arrays(self.keys, ss=False)
+        self.M[item], self.S[item] = m, s
+
+    def pretrain(self, X: np.ndarray, items: np.ndarray, rewards: np.ndarray) -> None:
+        for x, j, r in zip(X, items, rewards, strict=True):
+            self.update(x, int(j), float(r))
+
+    def river_bounds(self, x: np.ndarray) -> np.ndarray:
+        """Each arm's bound as river's ``pull`` computes it (``predict_one``, with_dist)."""
+        ctx = self._ctx(x)
+        out = []
+        for arm in self.arms:
+            dist = self.policy._bayes_lin_regs[arm].predict_one(ctx, with_dist=True)
+            out.append(dist.mu + dist.sigma)
+        return np.asarray(out)
+
+    def time_pull(self, X: np.ndarray, calls: int = 10) -> list[float]:
+        """Seconds of river's own ``pull`` over all products, on a copy (its generator and
+        state are kept)."""
+        import time
+
+        policy = copy.deepcopy(self.policy)
+        out = []
+        for i in range(calls):
+            ctx = self._ctx(X[i % len(X)])
+            t0 = time.perf_counter()
+            policy.pull(self.arms, context=ctx)
+            out.append(time.perf_counter() - t0)
+        return out
+
+
+class VowpalCB:
+    """Vowpal Wabbit's contextual bandit over action-dependent features: one example line per
+    product (``|a p<j>``) under a shared line of the context (``|u x0:.. x1:..``), ``-q ua`` so
+    each product has its own weights on the context (what disjoint LinUCB has). It samples the
+    shown product from the pmf it returns (its own seeded generator) and learns cost
+    ``1 - reward`` with that probability."""
+
+    def __init__(self, name: str, n_products: int, dim: int, seed: int, explore: str) -> None:
+        import vowpalwabbit
+
+        self.name = name
+        self.m = n_products
+        self.vw = vowpalwabbit.Workspace(
+            f"--cb_explore_adf {explore} -q ua --quiet --random_seed {seed}",
+            enable_logging=False)
+        self.actions = [f"|a p{j}" for j in range(n_products)]
+        self.rng = np.random.default_rng([seed, 24])
+        self._prob = 1.0 / n_products
+
+    @staticmethod
+    def _shared(x: np.ndarray) -> str:
+        return "shared |u " + " ".join(f"x{i}:{v:.9g}" for i, v in enumerate(x.tolist()) if v)
+
+    def _example(self, x: np.ndarray, label: tuple[int, float, float] | None = None
+                 ) -> list[str]:
+        lines = [self._shared(x), *self.actions]
+        if label is not None:
+            j, cost, prob = label
+            lines[1 + j] = f"0:{cost:.9g}:{prob:.9g} {self.actions[j]}"
+        return lines
+
+    def rank(self, x: np.ndarray) -> int:
+        pmf = np.asarray(self.vw.predict(self._example(x)), dtype=np.float64)
+        pmf = pmf / pmf.sum()
+        j = int(self.rng.choice(self.m, p=pmf))
+        self._prob = float(pmf[j])
+        return j
+
+    def update(self, x: np.ndarray, item: int, reward: float) -> None:
+        self.vw.learn(self._example(x, (item, 1.0 - reward, max(self._prob, 1e-6))))
+
+    def pretrain(self, X: np.ndarray, items: np.ndarray, rewards: np.ndarray) -> None:
+        p = 1.0 / self.m  # the log drew the product uniformly
+        for x, j, r in zip(X, items, rewards, strict=True):
+            self.vw.learn(self._example(x, (int(j), 1.0 - float(r), p)))
+
+
+def make_learners(n_products: int, dim: int, seed: int,
+                  only: Sequence[str] | None = None) -> list:
+    """Every learner of the benchmark, fresh, in the report's order (``only``: these names)."""
+    makers = {
+        "linucb_calibrated": lambda: ProjectLinUCB("linucb_calibrated", n_products, dim),
+        "linucb_alpha_1": lambda: ProjectLinUCB("linucb_alpha_1", n_products, dim, "fixed", 1.0),
+        "linucb_alpha_0.3": lambda: ProjectLinUCB("linucb_alpha_0.3", n_products, dim, "fixed",
+                                                  0.3),
+        "linucb_alpha_0.1": lambda: ProjectLinUCB("linucb_alpha_0.1", n_products, dim, "fixed",
+                                                  0.1),
+        "linucb_alpha_0.03": lambda: ProjectLinUCB("linucb_alpha_0.03", n_products, dim,
+                                                   "fixed", 0.03),
+        "self_tuning": lambda: SelfTuningLinUCB("self_tuning", n_products, dim, seed),
+        "mabwiser_linucb": lambda: MabwiserLinUCB("mabwiser_linucb", n_products, dim, seed),
+        "river_linucb": lambda: RiverLinUCB("river_linucb", n_products, dim, seed),
+        "vw_squarecb": lambda: VowpalCB("vw_squarecb", n_products, dim, seed, "--squarecb"),
+        "vw_epsilon": lambda: VowpalCB("vw_epsilon", n_products, dim, seed, "--epsilon 0.05"),
+    }
+    names = list(makers) if only is None else list(only)
+    unknown = [n for n in names if n not in makers]
+    if unknown:
+        raise ValueError(f"unknown learners {unknown}: not among {list(makers)}")
+    return [makers[n]() for n in names]
+
+
+PEERS = ("mabwiser_linucb", "river_linucb", "vw_squarecb", "vw_epsilon")
+FIXED = ("linucb_alpha_1", "linucb_alpha_0.3", "linucb_alpha_0.1", "linucb_alpha_0.03")
+DEFAULT = "linucb_calibrated"
+
+__all__ = ["DEFAULT", "FIXED", "PEERS", "MabwiserLinUCB", "ProjectLinUCB", "RiverLinUCB",
+           "SelfTuningLinUCB", "VowpalCB", "make_learners"]

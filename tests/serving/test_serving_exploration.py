@@ -1,0 +1,72 @@
+"""Serving ranks with RTREC_EXPLORATION's rule (docs/EXPLORATION.md): by default the calibrated
+alpha from the click rate its snapshot holds; ``fixed`` keeps RTREC_ALPHA; a request's alpha
+overrides either."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contract import linucb
+from contract.codec import Params
+from contract.config import Settings
+from contract.exploration import calibrated_alpha
+from contract.features import CONTEXT_DIM, CONTEXT_NAMES
+from serving import Recommender, Snapshot
+
+D = CONTEXT_DIM
+TOD = [i for i, n in enumerate(CONTEXT_NAMES) if n.startswith("tod_")]
+
+
+def _x(rng: np.random.Generator) -> np.ndarray:
+    x = rng.uniform(0, 1, D)
+    x[TOD] = 0.0
+    x[TOD[int(rng.integers(0, 3))]] = 1.0
+    return x
+
+
+def _learned(rng: np.random.Generator, m: int) -> tuple[Snapshot, int, int]:
+    """A snapshot of m products learned from x of the shipped layout, with its true counts."""
+    ids = [f"p{i:03d}" for i in range(m)]
+    params, clicks, n = {}, 0, 0
+    for pid in ids:
+        s = linucb.init_state(D)
+        for _ in range(int(rng.integers(0, 25))):
+            r = float(rng.random() < 0.2)
+            s = linucb.update(s, _x(rng), r)
+            clicks, n = clicks + int(r), n + 1
+        if s.n:
+            params[pid] = Params(s, 1)
+    snap, _ = Snapshot.prior(ids, D).with_params(params)
+    return snap, clicks, n
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_ranks_with_the_calibrated_alpha(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    snap, clicks, n = _learned(rng, 40)
+    rec = Recommender(Settings.from_env({}), snapshot=snap, seed=0)
+    assert rec.settings.model.exploration == "calibrated"
+    for _ in range(5):
+        x = _x(rng)
+        alpha = calibrated_alpha(clicks, n, x, 1.0)
+        expected = linucb.ucb_scores(snap.thetas, snap.A_invs, x, alpha)
+        got = rec.recommend(1, x=x, k=5, policy="linucb")
+        assert [i.score for i in got.items] == pytest.approx(sorted(expected)[::-1][:5])
+        # and not what the old fixed alpha 1 would have scored
+        old = linucb.ucb_scores(snap.thetas, snap.A_invs, x, 1.0)
+        assert [i.score for i in got.items] != pytest.approx(sorted(old)[::-1][:5])
+
+
+def test_fixed_rule_and_request_alpha() -> None:
+    rng = np.random.default_rng(5)
+    snap, _, _ = _learned(rng, 30)
+    x = _x(rng)
+    fixed = Recommender(Settings.from_env({"RTREC_EXPLORATION": "fixed", "RTREC_ALPHA": "0.7"}),
+                        snapshot=snap, seed=0)
+    expected = linucb.ucb_scores(snap.thetas, snap.A_invs, x, 0.7)
+    got = fixed.recommend(1, x=x, k=5, policy="linucb")
+    assert [i.score for i in got.items] == pytest.approx(sorted(expected)[::-1][:5])
+    calibrated = Recommender(Settings.from_env({}), snapshot=snap, seed=0)
+    asked = calibrated.recommend(1, x=x, k=5, policy="linucb", alpha=0.7)
+    assert [i.score for i in asked.items] == pytest.approx(sorted(expected)[::-1][:5])
