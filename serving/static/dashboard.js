@@ -4,7 +4,7 @@
 (function () {
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"];
   const color = (i) => COLORS[i % COLORS.length];
-  const timeAxis = { type: "linear", ticks: { callback: (v) => `${Math.round(v)} s` } };
+  const timeAxis = { type: "linear", ticks: { callback: (v) => `${Number(v.toFixed(1))} s` } };
 
   function lineChart(id, yTitle) {
     return new Chart(document.getElementById(id), {

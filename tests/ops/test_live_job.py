@@ -117,7 +117,7 @@ def live(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
         closing_ms = now_ms() + round(s.job.reward_window_s * 1000) + 5000
         closing = sentinels(s, closing_ms)
         produce(s, [*traffic.records, *bad, *closing])
-        wait_learned(s, versions(traffic.observations), job, timeout_s=300)
+        wait_learned(s, versions(traffic.observations), job, timeout_s=420)
         yield LiveJob(s, job, port, traffic, tmp, BAD + len(closing), closing_ms)
     finally:
         job.kill()
@@ -164,7 +164,9 @@ def test_the_jobs_metrics_on_its_endpoint_and_in_prometheus(live: LiveJob) -> No
     ours = {m for m in ours if not m.startswith(("num", "current", "is", "Watermark"))}
     assert {"events_in", "updates_learned", "publish_lag_ms"} <= ours, sorted(ours)
     doc = OPERATIONS_MD.read_text()
-    missing = sorted(m for m in ours if f"`{m}`" not in doc)
+    # dead_letters_<reason> is one row listing the reasons
+    missing = sorted(m for m in ours if f"`{m}`" not in doc and not (
+        m.startswith("dead_letters_") and f"`{m[len('dead_letters_'):]}`" in doc))
     assert not missing, f"docs/OPERATIONS.md does not list the job's metric(s) {missing}"
 
     if shutil.which("prometheus") is None:
@@ -261,12 +263,19 @@ def test_the_dashboard_in_headless_chromium(live: LiveJob) -> None:
         assert data["top_products"] and data["points"][-1]["impressions"] > 0
 
         shot = live.tmp / "dashboard.png"
-        dom = subprocess.run([chromium, *CHROMIUM_FLAGS, "--virtual-time-budget=4000",
-                              "--dump-dom", f"{url}/dashboard"],
-                             capture_output=True, text=True, timeout=60)
-        subprocess.run([chromium, *CHROMIUM_FLAGS, "--virtual-time-budget=4000",
-                        f"--screenshot={shot}", f"{url}/dashboard"],
-                       capture_output=True, timeout=60)
+        # two browsers at once (a few seconds each on an idle machine; minutes on a loaded
+        # one: generous timeouts): one prints the DOM, the other takes the screenshot
+        flags = [chromium, *CHROMIUM_FLAGS, "--virtual-time-budget=4000"]
+        shooter = subprocess.Popen([*flags, f"--screenshot={shot}", f"{url}/dashboard"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            dom = subprocess.run([*flags, "--dump-dom", f"{url}/dashboard"],
+                                 capture_output=True, text=True, timeout=300)
+            shooter.wait(300)
+        finally:
+            if shooter.poll() is None:
+                shooter.kill()
+                shooter.wait()
         m = re.search(r'<pre id="chart-report"[^>]*>(.*?)</pre>', dom.stdout, re.S)
         assert m, f"no chart report in the page's DOM: {dom.stdout[-2000:]} {dom.stderr[-2000:]}"
         report = json.loads(m.group(1).replace("&quot;", '"'))
