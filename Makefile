@@ -22,7 +22,7 @@ install: $(VENV_STAMP) $(JARS_STAMP) redis-server $(REPORTER_JAR) $(CHARTJS) pro
 $(VENV_STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	@touch $@
 
 $(JARS_STAMP): jvm/pom.xml tests/golden/job_lines.json \
