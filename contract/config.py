@@ -312,6 +312,9 @@ class ServingSettings:
     user_table: str = _var("RTREC_USER_TABLE", "",
                            "CSV of the user profiles serving looks ids up in (empty: the "
                            "shipped contract/data/users.csv); a deletion removes the row.")
+    experiments: str = _var("RTREC_EXPERIMENTS", "",
+                            "JSON file of the running experiment: variants with their shares "
+                            "and shadows (docs/EXPERIMENTS.md); checked at start. Empty: none.")
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

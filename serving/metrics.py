@@ -149,3 +149,5 @@ class Collector:
         yield duplicates
         yield ctr
         yield from metric_families(rec)  # product health (serving.health)
+        if rec.experiment is not None:  # per variant (docs/EXPERIMENTS.md)
+            yield from rec.experiment.metric_families()

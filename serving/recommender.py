@@ -34,6 +34,7 @@ import numpy as np
 from contract import exploration
 from contract.config import Settings
 from contract.events import MAX_ID_LEN, MAX_SAFE_INT, MAX_SHOWN, Click, Impression
+from contract.experiments import PLACKETT_LUCE, Experiment
 from serving.controls import (
     Boost,
     CatalogIndex,
@@ -57,6 +58,7 @@ from serving.errors import (
     UnknownUserError,
 )
 from serving.eventlog import EventSink, EventStats, MemoryEventLog
+from serving.experiments import ExperimentRunner
 from serving.explain import explain_items, product_summary
 from serving.health import Popularity, ProductHealth
 from serving.policies import POLICIES, check_policy, rank
@@ -96,6 +98,7 @@ class Recommendation(NamedTuple):
     controls: tuple[str, ...] = ()  # the merchandising controls that applied
     eligible_n: int | None = None  # products the controls left eligible (None: no controls)
     explanations: tuple[dict[str, Any], ...] | None = None  # explain=True
+    variant: str | None = None  # the experiment's variant that served it (docs/EXPERIMENTS.md)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ class Recommender:
                  events: EventSink | None = None, users: Mapping[int, User] | None = None,
                  features: FeatureSpace | None = None, seed: int | None = None,
                  remember_requests: int = 100_000,
-                 catalog: Sequence[Product] | CatalogIndex | None = None) -> None:
+                 catalog: Sequence[Product] | CatalogIndex | None = None,
+                 experiment: Experiment | None = None) -> None:
         self.settings = settings
         if refresher is None and snapshot is None:
             if product_ids is None:
@@ -149,6 +153,13 @@ class Recommender:
         # product. The last ``remember_requests`` clicks are remembered (insertion order).
         self.duplicate_clicks: dict[str, int] = dict.fromkeys(self.clicks, 0)
         self._clicked: dict[tuple[str, str], None] = {}
+        # an experiment (docs/EXPERIMENTS.md): a request naming no policy and no alpha is
+        # served by its user's variant; every request logs the shadows' lists
+        self.experiment = ExperimentRunner(experiment, settings.model.alpha) \
+            if experiment is not None else None
+        self._variant_of: dict[str, str] = {}
+        for counts in (self.impressions, self.clicks, self.duplicate_clicks):
+            counts.setdefault(PLACKETT_LUCE, 0)
         ids = self.snapshot.product_ids
         if isinstance(catalog, CatalogIndex):
             self.catalog = catalog
@@ -201,7 +212,9 @@ class Recommender:
         return cls(settings, refresher=refresher, events=events, catalog=load_catalog(),
                    users={u.user_id: u for u in load_users(user_table_path(settings))},
                    features=FeatureSpace.load(),
-                   seed=seed)
+                   seed=seed,
+                   experiment=Experiment.load(settings.serving.experiments)
+                   if settings.serving.experiments else None)
 
     # --- state ---------------------------------------------------------------------------
     @property
@@ -322,8 +335,14 @@ class Recommender:
         controls (:mod:`serving.controls`) add to or replace the ``RTREC_*`` defaults;
         ``explain`` adds the terms of each score (:mod:`serving.explain`).
         """
+        variant = None
+        if self.experiment is not None and policy is None and alpha is None \
+                and type(user_id) is int and 0 <= user_id <= MAX_SAFE_INT:
+            variant = self.experiment.assign(user_id)
+            policy, alpha = variant.policy, variant.alpha  # alpha None: the default rule
         policy = policy or self.settings.serving.policy
-        check_policy(policy)
+        if policy != PLACKETT_LUCE or variant is None:
+            check_policy(policy)
         # no alpha in the request: RTREC_EXPLORATION's rule (docs/EXPLORATION.md)
         calibrated = alpha is None and self.settings.model.exploration == "calibrated"
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
@@ -353,10 +372,13 @@ class Recommender:
                 mmr_lambda=mmr_lambda)
             check(controls, self.catalog, k, self.limits)
         plain = is_plain(controls, self.catalog)
+        if policy == PLACKETT_LUCE and not plain:
+            policy = "linucb"  # the controls' selection does not sample (docs/EXPERIMENTS.md)
         if not plain and policy not in ("linucb", "greedy", "random"):
             raise InvalidRequestError(f"policy: {policy!r} does not support merchandising "
                                       f"controls")
         request_id = os.urandom(16).hex()  # 128 random bits, as uuid4 (which costs 3x more)
+        probs: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         snap = self.snapshot
         if calibrated:
             alpha = exploration.calibrated_alpha(*self._learned_counts(snap), vec,
@@ -382,6 +404,13 @@ class Recommender:
         elif policy in ("linucb", "greedy"):
             idx = top_desc(base, k, lambda: rng_of(request_id))
             score_arr, propensity = base[idx], 1.0
+        elif policy == PLACKETT_LUCE:  # an experiment's exploring variant
+            assert variant is not None and self.experiment is not None
+            with self._rng_lock:
+                ranked = self.experiment.rank(variant, lambda _x, _a: base, len(snap), vec, k,
+                                              self._rng)
+            idx, score_arr, propensity = ranked.indices, ranked.scores, ranked.propensity
+            probs = (tuple(ranked.prefix.tolist()), tuple(ranked.slots.tolist()))
         else:
             def scores_fn(_x: np.ndarray, _a: float) -> np.ndarray:
                 return base
@@ -399,6 +428,9 @@ class Recommender:
         if sel is not None:
             extra = {"controls": sel.applied, "eligible_n": sel.eligible_n,
                      "eligible_hash": sel.eligible_hash, "eligible": sel.eligible}
+        if self.experiment is not None:
+            extra.update(self._experiment_fields(variant, policy, probs, snap, vec, k, pop,
+                                                 sel, len(idx_list)))
         self.events.publish(Impression(
             request_id=request_id, user_id=int(user_id), ts_ms=ts_ms, x=xs, products=shown,
             scores=scores, policy=policy, model_version=snap.model_version,
@@ -409,6 +441,12 @@ class Recommender:
                 del self._recent[next(iter(self._recent))]
         with self._counts_lock:
             self.impressions[policy] += 1
+        if variant is not None and self.experiment is not None:
+            self.experiment.count_impression(variant.name)
+            with self._recent_lock:
+                self._variant_of[request_id] = variant.name
+                if len(self._variant_of) > self._recent_max:
+                    del self._variant_of[next(iter(self._variant_of))]
         explored = None
         if policy == "linucb" and used_alpha > 0 and idx_list:
             # the first product is the bonus's choice when another eligible one has a higher
@@ -428,7 +466,33 @@ class Recommender:
         return Recommendation(request_id, int(user_id), ts_ms,
                               tuple(Item(p, s) for p, s in zip(shown, scores, strict=True)),
                               policy, snap.model_version, propensity, snap.age_s(), xs,
-                              applied, eligible_n, explanations)
+                              applied, eligible_n, explanations,
+                              variant.name if variant is not None else None)
+
+    def _experiment_fields(self, variant: Any, policy: str, probs: Any, snap: Snapshot,
+                           vec: np.ndarray, k: int, pop: np.ndarray | None, sel: Any,
+                           shown_n: int) -> dict[str, Any]:
+        """The impression's experiment fields: variant, the logging probabilities of a
+        sampling variant, and the shadows' lists (from the same scores and eligible set)."""
+        assert self.experiment is not None
+        out: dict[str, Any] = {}
+        if variant is not None:
+            out["experiment"] = self.experiment.experiment.name
+            out["variant"] = variant.name
+            if probs is None and policy == "random":  # uniform over the eligible products
+                pool = sel.eligible_n if sel is not None else len(snap)
+                prefix = np.cumprod(1.0 / (pool - np.arange(shown_n)))
+                if prefix[-1] > 0:
+                    probs = (tuple(prefix.tolist()), (1.0 / pool,) * shown_n)
+            if probs is not None:
+                out["prefix_propensities"], out["slot_propensities"] = probs
+        if self.experiment.experiment.shadows:
+            def scores(_x: np.ndarray, a: float) -> np.ndarray:
+                s = snap.scores_and_mean(vec, a)[0]
+                return s + pop if pop is not None else s
+            eligible = np.flatnonzero(sel.mask) if sel is not None else None
+            out["shadows"] = self.experiment.shadows(scores, vec, k, snap.product_ids, eligible)
+        return out
 
     def feedback(self, request_id: str, product_id: str, at: datetime | None = None) -> Click:
         """The user of ``request_id`` clicked ``product_id``: publish a click event.
@@ -458,6 +522,11 @@ class Recommender:
         policy = known[0] if known is not None else "unknown"
         with self._counts_lock:
             (self.duplicate_clicks if duplicate else self.clicks)[policy] += 1
+        if self.experiment is not None and not duplicate:
+            with self._recent_lock:
+                served_by = self._variant_of.get(request_id)
+            if served_by is not None:
+                self.experiment.count_click(served_by)
         if known is not None and not duplicate:  # per-product CTR: of what this replica showed
             self.product_health.clicked(self.catalog.index[product_id])
         return click
