@@ -161,35 +161,23 @@ class PlackettLuce:
 
 def _poly_times(poly: np.ndarray, a: np.ndarray) -> np.ndarray:
     """``poly`` (T, k) times ``prod_c (a[:, c] + (1 - a[:, c]) z)``, truncated to degree k-1."""
+    out = np.array(poly.T, order="C")  # (k, T), a copy: poly (shared by items) stays as it is
     for col in range(a.shape[1]):
-        al = a[:, col:col + 1]
-        shifted = np.zeros_like(poly)
-        shifted[:, 1:] = poly[:, :-1]
-        poly = al * poly + (1.0 - al) * shifted
-    return poly
+        al = a[:, col]
+        out[1:] = out[1:] * al + out[:-1] * (1.0 - al)  # the right side reads the old rows
+        out[0] *= al
+    return out.T
 
 
 def _poly_product(a: np.ndarray, k: int) -> np.ndarray:
-    """``prod_c (a[:, c] + (1 - a[:, c]) z)`` truncated to degree k-1, shape (T, k); a pairwise
-    tree of truncated products, so the Python loop is log2(columns) deep."""
+    """``prod_c (a[:, c] + (1 - a[:, c]) z)`` truncated to degree k-1, shape (T, k): one pass
+    over the factors on (k, T) rows (a pairwise tree was 3x slower: bigger temporaries)."""
     T, n = a.shape
-    if n == 0:
-        one = np.zeros((T, k))
-        one[:, 0] = 1.0
-        return one
-    polys = np.zeros((k, n, T))  # coefficient, factor, node: each coefficient contiguous
-    polys[0] = a.T
-    if k > 1:
-        polys[1] = 1.0 - a.T
-    while polys.shape[1] > 1:
-        if polys.shape[1] % 2:
-            pad = np.zeros((k, 1, T))
-            pad[0] = 1.0
-            polys = np.concatenate([polys, pad], axis=1)
-        x, y = polys[:, 0::2], polys[:, 1::2]
-        prod = np.zeros_like(x)
-        for i in range(k):
-            for j in range(k - i):
-                prod[i + j] += x[i] * y[j]
-        polys = prod
-    return polys[:, 0].T.copy()
+    poly = np.zeros((k, T))
+    poly[0] = 1.0
+    aT = np.ascontiguousarray(a.T)
+    bT = 1.0 - aT
+    for c in range(n):
+        poly[1:] = poly[1:] * aT[c] + poly[:-1] * bT[c]  # the right side reads the old rows
+        poly[0] *= aT[c]
+    return poly.T
