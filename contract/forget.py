@@ -12,7 +12,8 @@ metrics, so the audit trail never has to print the user id.
 >>> r = DeletionRequest(user_id=7, requested_at_ms=1700000000000, request_id="d1")
 >>> parse_deletion(r.to_json()) == r
 True
->>> parse_deletion(b'{"v": 1, "type": "forget_user", "user_id": -1}')
+>>> parse_deletion(b'{"v": 1, "type": "forget_user", "user_id": -1, "requested_at_ms": 5, '
+...                b'"request_id": "d2"}')
 Traceback (most recent call last):
 ...
 contract.events.EventError: bad_value: user_id: -1 not in 0..2**53-1
@@ -171,3 +172,30 @@ def forget_user(settings: Settings, user_id: int, producer=None,  # type: ignore
         else producer
     request_deletion(producer, settings.kafka.topic_deletions, request, timeout_s)
     return ForgetResult(request, remove_user(user_table_path(settings), user_id))
+
+
+DELETIONS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+"""The deletions topic's configuration: compacted, so the latest request of each user stays
+(a job started from nothing still learns who asked to be forgotten); no tombstone is written."""
+
+
+def ensure_deletions_topic(settings: Settings, timeout_s: float = 30.0) -> bool:
+    """Create the deletions topic (compacted) when it is missing; True when this call made it.
+    The job calls it at start: its source must find the topic, and a deployment whose topics
+    were made by other means (producer load makes only the event topics) has not got it."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    k = settings.kafka
+    admin = AdminClient({"bootstrap.servers": k.bootstrap})
+    if k.topic_deletions in admin.list_topics(timeout=timeout_s).topics:
+        return False
+    fut = admin.create_topics([NewTopic(k.topic_deletions, num_partitions=k.topic_partitions,
+                                        replication_factor=1, config=DELETIONS_TOPIC_CONFIG)],
+                              operation_timeout=timeout_s)[k.topic_deletions]
+    try:
+        fut.result(timeout=timeout_s)
+    except Exception as exc:  # made meanwhile by another process: fine
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+        return False
+    return True

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from contract.config import Settings
 from contract.errors import RtrecError
+from contract.forget import DELETIONS_TOPIC_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         k.topic_clicks: events,
         k.topic_dead_letter: {"cleanup.policy": "delete",
                               "retention.ms": ms(k.dead_letter_retention_h)},
-        # compacted: the latest request of each user stays (a job started from nothing still
-        # learns who asked to be forgotten); a tombstone is never written
-        k.topic_deletions: {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+        k.topic_deletions: dict(DELETIONS_TOPIC_CONFIG),  # compacted (contract/forget.py)
     }
 
 

@@ -12,6 +12,10 @@
       -> key_by(product_id) -> Learn (RocksDB, one codec blob per product, rank-k update)
          --side output--> dead letters (items it cannot learn)
       -> PublishToRedis (contract.store.ParamStore: write-if-newer + PUBLISH)
+    KafkaSource(user-deletions) -> ParseDeletions --side output--> dead letters
+      -> keyBy(user) -> [JVM] UserIndex <- keyBy(user) <- RewardJoin's learned items (user)
+      -> the items that undo a forgotten user -> MicroBatcher, with the join's
+         (flink_job/unlearn.py, docs/PRIVACY.md)
     dead letters -> KafkaSink(dead-letter topic, at least once)
 
 Every setting the job reads arrives in ``Settings`` (pickled into the functions), so the job
@@ -130,7 +134,7 @@ def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no
     in order. Each stage is a function so the benchmarks can run a prefix of the same graph."""
     raw = kafka_source(env, settings, opts)
     valid, dead = validate(raw, settings, opts)
-    batches, join_dead = join_and_batch(valid, settings)
+    batches, join_dead = join_and_batch(valid, settings, opts)
     learn_dead = learn_and_publish(batches, settings, opts.generation)
     dead_letter_sink(dead.union(join_dead, learn_dead), settings)
 
@@ -197,8 +201,11 @@ def validate(raw, settings: Settings, opts: JobOptions):  # type: ignore[no-unty
     return valid, valid.get_side_output(fn.DEAD_LETTERS)
 
 
-def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
-    """Valid events -> (the JVM's per-product micro-batches, the join's dead letters)."""
+def join_and_batch(valid, settings: Settings,  # type: ignore[no-untyped-def]
+                   opts: JobOptions | None = None):
+    """Valid events -> (the JVM's per-product micro-batches, the join's dead letters). With
+    ``opts`` (the whole job), deletion requests too: the per-user index's undoing items join
+    the micro-batcher's input (flink_job/unlearn.py, docs/PRIVACY.md)."""
     from pyflink.common.typeinfo import Types
     from pyflink.datastream.data_stream import DataStream
     from pyflink.java_gateway import get_gateway
@@ -220,9 +227,20 @@ def join_and_batch(valid, settings: Settings):  # type: ignore[no-untyped-def]
                          string_info)
                 .name("reward-join").uid("reward-join"))
     dead = DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters()))
+    j_items = j_joined
+    if opts is not None:
+        from flink_job import unlearn
+
+        if unlearn.unlearning_enabled(settings):
+            j_items, deletion_dead = unlearn.wire(valid._j_data_stream.getExecutionEnvironment(),
+                                                  j_joined, settings, opts)
+            dead = dead.union(deletion_dead)
+        else:
+            log.warning("deletion requests are not applied to the model while forgetting "
+                        "(RTREC_HALF_LIFE) is on: docs/PRIVACY.md")
     # the batcher emits Row(product, batch), which is what PyFlink's key_by would build with
     # an extra Python operator; keying it on the JVM saves that Python call per batch
-    j_batches = (j_joined
+    j_batches = (j_items
                  .transform("micro-batch",
                             Types.ROW([Types.STRING(), Types.STRING()]).get_java_type_info(),
                             jvm.rtrec.MicroBatcher(settings.job.publish_interval_ms,

@@ -91,7 +91,7 @@ def join_line(event: Impression | Click, ts: int, source_line: str) -> str:
     of formatting decimals (the JVM never looks inside).
     """
     if isinstance(event, Impression):
-        return "\t".join(("i", escape_id(event.request_id), str(ts),
+        return "\t".join(("i" + str(event.user_id), escape_id(event.request_id), str(ts),
                           np.asarray(event.x, dtype="<f8").tobytes().hex(),
                           ",".join(map(escape_id, event.products)), source_line))
     return "\t".join(("c", escape_id(event.request_id), str(ts), escape_id(event.product_id),

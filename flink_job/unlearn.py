@@ -18,13 +18,26 @@ window: an item of theirs stamped before that which arrives later (a job started
 reads the compacted deletions topic and the events in any order; a click whose impression was
 already forgotten) is negated as it arrives, so it nets to nothing.
 
-This module is the logic without Flink (tests drive it directly); the keyed operator that
-holds its state in RocksDB wraps :class:`UserIndex`.
+:class:`UserIndex` is the logic without Flink (tests drive it directly against batch ridge);
+the job runs the same rules in the JVM operator ``java/rtrec/UserIndex.java`` (keyed state in
+RocksDB; the golden negations of tests/golden/unlearn.json tie the two), fed by :func:`wire`.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+from pyflink.datastream import ProcessFunction, RuntimeContext
+
+from contract.events import EventError
+from contract.forget import parse_deletion
+from flink_job.functions import DEAD_LETTERS
+from flink_job.records import dead_letter, meta_only, split_record
+
+log = logging.getLogger(__name__)
 
 # what one stored item costs: the item line as the join wrote it (ts, product, head, x as
 # 16 hex digits per element) plus RocksDB's per-entry overhead (~30 bytes, measured by no
@@ -128,3 +141,96 @@ class UserIndex:
         st.forgotten_until_ms = max(until, st.forgotten_until_ms or until)
         st.items = []
         return out, Applied(request_id, len(out), observations, len(products))
+
+
+# --- in the job -------------------------------------------------------------------------------
+def deletion_line(source_line: str) -> str:
+    """A deletions-topic source line (docs/JOB_LINES.md, format 1) -> the index's request line
+    ``user TAB requested_at_ms TAB request_id``; :class:`contract.events.EventError` (with its
+    reason) for a record that is not a valid request.
+
+    >>> deletion_line('user-deletions\\t0\\t3\\t1700000000000\\tu\\t{"v":1,"type":"forget_user",'
+    ...               '"user_id":7,"requested_at_ms":1700000000000,"request_id":"d1"}')
+    '7\\t1700000000000\\td1'
+    """
+    _, raw = split_record(source_line)
+    req = parse_deletion(raw)
+    rid = req.request_id.replace("\t", " ").replace("\n", " ")  # the index's log line only
+    return f"{req.user_id}\t{req.requested_at_ms}\t{rid}"
+
+
+def unlearning_enabled(settings) -> bool:  # type: ignore[no-untyped-def]
+    """False while forgetting (a half-life) is on: a downdate is then exact only if scaled by
+    the discount since the event, which the index does not know (docs/PRIVACY.md)."""
+    return not getattr(settings.model, "half_life", 0) > 0
+
+
+def wire(j_env, j_joined, settings, opts):  # type: ignore[no-untyped-def]
+    """Add the deletions source and the per-user index to the graph: returns (the join's items
+    and the undoing items, one Java stream for the micro-batcher; the dead letters of invalid
+    requests). ``j_joined`` is the reward join's Java output (its side output ``learned``
+    carries the user of each item)."""
+    from pyflink.common import WatermarkStrategy
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.datastream.connectors.kafka import KafkaSource
+    from pyflink.java_gateway import get_gateway
+
+    from contract.forget import ensure_deletions_topic
+
+    if ensure_deletions_topic(settings):
+        log.info("created the deletions topic %s (compacted)", settings.kafka.topic_deletions)
+    jvm = get_gateway().jvm
+    string_info = Types.STRING().get_java_type_info()
+    builder = (KafkaSource.builder()
+               .set_bootstrap_servers(settings.kafka.bootstrap)
+               .set_topics(settings.kafka.topic_deletions)
+               .set_group_id(opts.group(settings))
+               .set_property("commit.offsets.on.checkpoint", "true")
+               .set_property("client.id.prefix", f"rtrec-deletions-{settings.redis.prefix}"))
+    builder._j_builder.setStartingOffsets(
+        jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
+        .committedOffsets(jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST))
+    builder._j_builder.setDeserializer(jvm.rtrec.MetaDeserializer(
+        int(settings.job.max_event_bytes)))
+    env = StreamExecutionEnvironment(j_env)
+    # no watermarks: nothing after the index keeps event time (the batcher and the learner
+    # work in processing time), and a request must not wait for one
+    requests = (env.from_source(builder.build(), WatermarkStrategy.no_watermarks(),
+                                "kafka: deletions").uid("kafka-deletions")
+                .process(ParseDeletions(), output_type=Types.STRING())
+                .name("parse-deletions").uid("parse-deletions"))
+    dead = requests.get_side_output(DEAD_LETTERS)
+    window_ms = round(settings.job.reward_window_s * 1000)
+    key = jvm.rtrec.UserIndex.userKey()
+    undo = (j_joined.getSideOutput(jvm.rtrec.RewardJoin.learned())
+            .connect(requests._j_data_stream)
+            .keyBy(key, key, string_info)
+            .process(jvm.rtrec.UserIndex(window_ms), string_info)
+            .name("user-index").uid("user-index"))
+    others = get_gateway().new_array(jvm.org.apache.flink.streaming.api.datastream.DataStream, 1)
+    others[0] = undo
+    return j_joined.union(others), dead
+
+
+class ParseDeletions(ProcessFunction):
+    """Deletions-topic records -> the index's request lines; an invalid one -> a dead letter
+    with its reason (nothing is unlearned for it)."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        group = runtime_context.get_metrics_group()
+        self.read = 0
+        self.refused = 0
+        group.gauge("deletion_requests_read", lambda: self.read)
+        group.gauge("deletion_requests_refused", lambda: self.refused)
+
+    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterable[Any]:
+        try:
+            line = deletion_line(value)
+        except EventError as exc:
+            self.refused += 1
+            yield DEAD_LETTERS, dead_letter(meta_only(value), exc.reason, exc.field,
+                                            exc.message)
+            return
+        self.read += 1
+        yield line

@@ -70,6 +70,10 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
     static final int MESSAGE_MAX = 500;
     private static final OutputTag<String> DEAD = new OutputTag<>("join-dead-letters",
             Types.STRING);
+    /** Each learned item with the user it was learned from, {@code user TAB item line}, for
+     * the per-user index (UserIndex, docs/PRIVACY.md); none for a line without a user. */
+    private static final OutputTag<String> LEARNED = new OutputTag<>("learned-by-user",
+            Types.STRING);
 
     private final long windowMs;
     private final long retainMs;
@@ -104,6 +108,9 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         public int u;
         /** at_close: the observations are learned when the window closes. */
         public boolean d;
+
+        /** the impression's user id (decimal); null in older state and for a line without. */
+        public String user;
 
         public JoinState() {}
     }
@@ -222,6 +229,28 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         return DEAD;
     }
 
+    /** The learned items with their user (docs/JOB_LINES.md, format 4). */
+    public static OutputTag<String> learned() {
+        return LEARNED;
+    }
+
+    /** {@code out}, and each item also to {@link #LEARNED} after {@code user} (null: out only). */
+    private static Collector<String> tee(Collector<String> out, Context ctx, String user) {
+        if (user == null) {
+            return out;
+        }
+        return new Collector<String>() {
+            @Override
+            public void collect(String item) {
+                out.collect(item);
+                ctx.output(LEARNED, user + "\t" + item);
+            }
+
+            @Override
+            public void close() {}
+        };
+    }
+
     public static RequestKey requestKey() {
         return new RequestKey();
     }
@@ -250,10 +279,17 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         String[] f = line.split("\t", 6);
         long ts = Long.parseLong(f[2]);
         JoinState st = state.value();
-        if (f[0].equals("i")) {
-            st = onImpression(st, ts, f[3], f[4].split(","), f[5], ctx, out);
+        if (f[0].charAt(0) == 'i') {  // "i" then the user id, when the line has one
+            String user = f[0].length() > 1 ? f[0].substring(1) : null;
+            boolean first = st == null || st.s == PENDING;
+            st = onImpression(st, ts, f[3], f[4].split(","), f[5], ctx,
+                    tee(out, ctx, first ? user : null));
+            if (first) {
+                st.user = user;
+            }
         } else {
-            st = onClick(st, ts, f[3], f[4].isEmpty() ? "click" : f[4], f[5], ctx, out);
+            st = onClick(st, ts, f[3], f[4].isEmpty() ? "click" : f[4], f[5], ctx,
+                    tee(out, ctx, st == null ? null : st.user));
         }
         save(st);
     }
@@ -436,7 +472,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         }
         if (st.s == OPEN && timestamp >= st.t + windowMs) {
             if (st.d) {
-                learnAtClose(st, out);
+                learnAtClose(st, tee(out, ctx, st.user));
             }
             if (latenessMs > 0) {  // keep x and the sums for the late events
                 st.s = LATE;
