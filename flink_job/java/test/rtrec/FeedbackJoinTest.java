@@ -169,6 +169,31 @@ class FeedbackJoinTest {
     }
 
     @Test
+    void aRestoredRequestKeepsItsSumsAndCascadeCut() throws Exception {
+        open("feedback=cascade;lateness_ms=5000;rewards=click:1,add_to_cart:1,purchase:2.5;cap=3");
+        impression("r1", T, "p1", "p2", "p3", "p4");
+        event("r1", T + 100, "p2", "click");
+        event("r1", T + 150, "p2", "purchase");
+        h.processWatermark(new Watermark(T + W + 10));  // LATE: kept for the lateness
+        int before = items().size();
+        org.apache.flink.runtime.checkpoint.OperatorSubtaskState snap = h.snapshot(1L, 1L);
+        h.close();
+        h = new KeyedOneInputStreamOperatorTestHarness<>(
+                new KeyedProcessOperator<>(new RewardJoin(W, RETAIN, SKEW,
+                        "feedback=cascade;lateness_ms=5000;rewards=click:1,add_to_cart:1,"
+                                + "purchase:2.5;cap=3")),
+                RewardJoin.requestKey(), Types.STRING);
+        h.setup();
+        h.initializeState(snap);
+        h.open();
+        assertEquals(8, before);  // 4 observations, 2 removed, a1, a2 (1 + 2.5 capped at 3)
+        event("r1", T + W + 100, "p4", "click");  // late, lower: p3, p4 observed again
+        event("r1", T + W + 200, "p2", "add_to_cart");  // 1 + 2.5 was capped at 3: adds 0
+        assertEquals(List.of(item(T + W + 100, "p3", "o0"), item(T + W + 100, "p4", "o0"),
+                item(T + W + 100, "p4", "a1")), items());
+    }
+
+    @Test
     void aBadSpecIsRefusedNamingIt() {
         for (String spec : new String[] {"feedback=everything", "examination=1,1.5",
             "rewards=click:-1", "rewards=refund:1", "cap=0", "lateness_ms=-5", "colour=red"}) {
