@@ -49,9 +49,9 @@ def config(settings: Settings, rules: Path | str = "rules.yml",
     """monitoring/prometheus.yml with the settings' ports (and the rules' path)."""
     conf = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     conf["rule_files"] = [str(rules)]
-    if scrape_interval_s is not None:
-        conf["global"]["scrape_interval"] = f"{scrape_interval_s:g}s"
-        conf["global"]["evaluation_interval"] = f"{scrape_interval_s:g}s"
+    if scrape_interval_s is not None:  # a scrape may take the whole interval
+        for key in ("scrape_interval", "scrape_timeout", "evaluation_interval"):
+            conf["global"][key] = f"{scrape_interval_s:g}s"
     targets = {
         "serving": [f"127.0.0.1:{settings.serving.port}"],
         "flink": [f"127.0.0.1:{p}" for p in port_range(settings.job.metrics_ports)],

@@ -175,15 +175,22 @@ def test_the_jobs_metrics_on_its_endpoint_and_in_prometheus(live: LiveJob) -> No
 
     ps = live.settings.override(RTREC_PROMETHEUS_PORT=free_port(),
                                 RTREC_STACK_DIR=live.tmp / "stack")
-    server = prometheus.Prometheus(ps, scrape_interval_s=1.0)
-    server.up(timeout_s=30)
+    server = prometheus.Prometheus(ps, scrape_interval_s=2.0)
+    server.up(timeout_s=60)
     try:
         def scraped() -> bool:
             got = server.query(f'sum({OPERATOR}events_in{{operator_name="validate"}})')
             return bool(got) and float(got[0]["value"][1]) == n_events
 
-        wait_for(scraped, 30, "Prometheus's answer: sum(events_in) of the job", job,
-                 every_s=0.5)
+        try:
+            wait_for(scraped, 90, "Prometheus's answer: sum(events_in) of the job", job,
+                     every_s=1.0)
+        except AssertionError as exc:
+            with urllib.request.urlopen(f"{server.url}/api/v1/targets", timeout=5) as r:
+                targets = [(t["scrapeUrl"], t["health"], t["lastError"])
+                           for t in json.loads(r.read())["data"]["activeTargets"]
+                           if t["health"] != "down" or str(port) in t["scrapeUrl"]]
+            raise AssertionError(f"{exc}; targets: {targets}") from None
         up = server.query(f'up{{job="flink", instance="127.0.0.1:{port}"}}')
         assert up and up[0]["value"][1] == "1", up
         rules = {r["name"] for g in json.loads(urllib.request.urlopen(
