@@ -203,6 +203,9 @@ class Recommender:
         from serving.eventlog import KafkaEventLog
 
         check_dim(settings.model.dim)  # a wrong RTREC_DIM fails here, not on every request
+        # a bad experiment file fails here too, before anything is started
+        experiment = Experiment.load(settings.serving.experiments) \
+            if settings.serving.experiments else None
         product_ids = [p.product_id for p in load_catalog()]
         refresher = SnapshotRefresher(settings, product_ids, notifications=notifications)
         if not refresher.start(wait_s=wait_s):
@@ -212,9 +215,7 @@ class Recommender:
         return cls(settings, refresher=refresher, events=events, catalog=load_catalog(),
                    users={u.user_id: u for u in load_users(user_table_path(settings))},
                    features=FeatureSpace.load(),
-                   seed=seed,
-                   experiment=Experiment.load(settings.serving.experiments)
-                   if settings.serving.experiments else None)
+                   seed=seed, experiment=experiment)
 
     # --- state ---------------------------------------------------------------------------
     @property

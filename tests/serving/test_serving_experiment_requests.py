@@ -6,6 +6,7 @@ are counted per variant and exposed on /metrics."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,26 @@ def test_metrics_expose_the_variants() -> None:
         assert f"{line} {float(rep[v]['impressions'])}" in text
         assert f'rtrec_experiment_ctr{{bound="high",experiment="e1",variant="{v}"}}' in text
     assert sum(r["impressions"] for r in rep.values()) == 40
+
+
+def test_the_experiment_file_is_checked_at_start(tmp_path: Path) -> None:
+    import json
+
+    from contract.experiments import ExperimentError
+
+    bad = tmp_path / "exp.json"
+    bad.write_text(json.dumps({**EXP.to_dict(), "variants": [
+        {"name": "a", "policy": "linucb", "share": 0.7}]}))
+    with pytest.raises(ExperimentError, match="shares add up to 0.7"):
+        Recommender.from_settings(S.override(RTREC_EXPERIMENTS=str(bad)), kafka=False,
+                                  wait_s=0)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(EXP.to_dict()))
+    rec = Recommender.from_settings(S.override(RTREC_EXPERIMENTS=str(good),
+                                               RTREC_REDIS_PORT="1"), kafka=False, wait_s=0)
+    try:
+        assert rec.experiment is not None and rec.experiment.experiment == EXP
+        r = rec.recommend(7, x=[0.5] * S.model.dim, k=3)
+        assert r.variant == EXP.assign(7).name
+    finally:
+        rec.close(1)
