@@ -83,6 +83,19 @@ if ! have "$STANDIN_FLINK"; then
     || { echo "apache-flink $version installed, the stand-in is for $FLINK_VERSION" >&2; exit 1; }
   mkdir -p "$ctx/flink-dist"
   for d in bin conf lib opt plugins licenses; do cp -r "$pyflink/$d" "$ctx/flink-dist/"; done
+  # the distribution's config.yaml as flat "key: value" lines, for the entrypoint to start from
+  "$PYTHON" - "$pyflink/conf/config.yaml" > "$ctx/flink-dist/conf/config.yaml.defaults" <<'PYEOF'
+import sys, yaml
+def flat(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+for key, value in flat(yaml.safe_load(open(sys.argv[1])) or {}):
+    print(f"{key}: {value}")
+PYEOF
+  grep -q '^env.java.opts.all: ' "$ctx/flink-dist/conf/config.yaml.defaults"
   build_base "$STANDIN_FLINK" flink.Dockerfile "$ctx"
 fi
 

@@ -35,6 +35,9 @@ from contract.config import Settings
 from contract.store import ParamStore
 from tests.helpers import job_metrics, rest_get, wait_for
 
+# starting the stack (JVMs for Kafka, Flink, the submission) takes minutes on a busy host
+pytestmark = pytest.mark.timeout(2400)
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ["docker-compose", "-f", str(ROOT / "docker-compose.yml")]
 LOG = ROOT / "results" / "compose_test.log"

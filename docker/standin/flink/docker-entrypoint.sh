@@ -3,8 +3,8 @@
 # variables of the official image's /docker-entrypoint.sh that docker-compose.yml uses:
 #   jobmanager | taskmanager   the cluster processes, in the foreground
 #   anything else              run as given (e.g. docker/flink/submit-job.sh)
-# Before each, conf/config.yaml is written from the official image's container defaults (bind
-# to all interfaces, fixed RPC/blob ports), JOB_MANAGER_RPC_ADDRESS,
+# Before each, conf/config.yaml is written from the distribution's defaults, the official
+# image's container defaults (bind to all interfaces, fixed RPC/blob ports), JOB_MANAGER_RPC_ADDRESS,
 # TASK_MANAGER_NUMBER_OF_TASK_SLOTS and the lines of FLINK_PROPERTIES ("key: value"; a later
 # line wins).
 set -euo pipefail
@@ -14,6 +14,10 @@ CONF_FILE="${FLINK_HOME}/conf/config.yaml"
 
 prepare_configuration() {
   {
+    # the distribution's own defaults (env.java.opts.all: the JDK 17 --add-opens the client
+    # and the cluster need, ...), flattened by build.sh; taskmanager.host: localhost dropped,
+    # as in the official image, so that each TaskManager advertises its container's address
+    grep -v '^taskmanager\.host:' "${FLINK_HOME}/conf/config.yaml.defaults"
     echo "jobmanager.rpc.address: ${JOB_MANAGER_RPC_ADDRESS:-localhost}"
     echo "jobmanager.rpc.port: 6123"
     echo "jobmanager.bind-host: 0.0.0.0"
