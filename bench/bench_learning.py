@@ -202,31 +202,49 @@ def _run_seed_star(args: tuple[Any, ...]) -> dict[str, dict[str, dict[str, Any]]
     return run_seed(*args)
 
 
-def run(worlds: Sequence[str], seeds: Sequence[int], visits: int, warmup: int,
-        only: Sequence[str] | None = None,
-        factory: Callable[[int, int, int], list] | None = None,
-        jobs: int = 1) -> dict[str, Any]:
-    """Every learner on every world, seed and start; returns the table, targets and curves.
-    ``jobs`` > 1 runs the (world, seed) pairs in that many processes (same results: each
-    pair is seeded on its own)."""
-    pairs = [(w, s) for w in worlds for s in seeds]
-    if jobs > 1 and factory is None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            done = list(pool.map(_run_seed_star,
-                                 [(w, s, visits, warmup, only) for w, s in pairs]))
-    else:
-        done = [run_seed(w, s, visits, warmup, only, factory) for w, s in pairs]
+def aggregate(worlds: Sequence[str], done: dict[tuple[str, int], dict[str, Any]]
+              ) -> dict[str, Any]:
+    """Table, targets and cold curves over the (world, seed) pairs done so far."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     for world in worlds:
-        mine = [r for (w, _s), r in zip(pairs, done, strict=True) if w == world]
+        mine = [r for (w, _s), r in sorted(done.items()) if w == world]
+        if not mine:
+            continue
         table[world] = {start: {name: summarise([r[start][name] for r in mine])
                                 for name in mine[0][start]} for start in STARTS}
         curves[world] = {name: np.mean([r["cold"][name]["curve"] for r in mine], axis=0)
                          for name in mine[0]["cold"]}
-    return {"table": table, "targets": targets(table), "curves": curves}
+    return {"table": table, "targets": targets(table), "curves": curves,
+            "pairs": sorted(done)}
+
+
+def run(worlds: Sequence[str], seeds: Sequence[int], visits: int, warmup: int,
+        only: Sequence[str] | None = None,
+        factory: Callable[[int, int, int], list] | None = None,
+        jobs: int = 1, progress: Callable[[dict[str, Any]], None] | None = None
+        ) -> dict[str, Any]:
+    """Every learner on every world, seed and start; returns the table, targets and curves.
+    ``jobs`` > 1 runs the (world, seed) pairs in that many processes (same results: each
+    pair is seeded on its own); ``progress`` gets the aggregate after each pair."""
+    pairs = [(w, s) for s in seeds for w in worlds]  # every world on the first seed first
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    if jobs > 1 and factory is None:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(_run_seed_star, (w, s, visits, warmup, only)): (w, s)
+                       for w, s in pairs}
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()
+                if progress:
+                    progress(aggregate(worlds, done))
+    else:
+        for w, s in pairs:
+            done[(w, s)] = run_seed(w, s, visits, warmup, only, factory)
+            if progress:
+                progress(aggregate(worlds, done))
+    return aggregate(worlds, done)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -244,22 +262,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     only = [n for n in args.only.split(",") if n] or None
     t0 = time.monotonic()
-    res = run(worlds, seeds, args.visits, args.warmup, only, jobs=args.jobs)
-    print_table(res["table"], res["targets"])
+    command = "python -m bench.bench_learning " + " ".join(
+        f"--{k} {v}" for k, v in (("worlds", ",".join(worlds)),
+                                  ("seeds", ",".join(map(str, seeds))),
+                                  ("visits", args.visits), ("warmup", args.warmup),
+                                  ("jobs", args.jobs))) + (f" --only {','.join(only)}"
+                                                           if only else "")
     RESULTS.mkdir(exist_ok=True)
     png = RESULTS / "bench_learning.png"
-    plotted = plot(res["curves"], png)
-    path = write_result("bench_learning", {
-        "command": "python -m bench.bench_learning " + " ".join(
-            f"--{k} {v}" for k, v in (("worlds", ",".join(worlds)),
-                                      ("seeds", ",".join(map(str, seeds))),
-                                      ("visits", args.visits), ("warmup", args.warmup)))
-        + (f" --only {','.join(only)}" if only else ""),
-        "visits": args.visits, "warmup": args.warmup, "seeds": seeds,
-        "worlds": res["table"], "targets": res["targets"],
-        "seconds": round(time.monotonic() - t0, 1)})
-    print(f"wrote {path}" + (f" and {png}" if plotted else " (no matplotlib: no plot)"))
 
+    def save(res: dict[str, Any], complete: bool) -> Any:
+        plot(res["curves"], png)
+        return write_result("bench_learning", {
+            "command": command, "complete": complete,
+            "pairs_done": [list(p) for p in res["pairs"]],
+            "visits": args.visits, "warmup": args.warmup, "seeds": seeds,
+            "worlds": res["table"], "targets": res["targets"],
+            "seconds": round(time.monotonic() - t0, 1)})
+
+    res = run(worlds, seeds, args.visits, args.warmup, only, jobs=args.jobs,
+              progress=lambda r: save(r, False))
+    print_table(res["table"], res["targets"])
+    path = save(res, True)
+    print(f"wrote {path} and {png}")
 
 if __name__ == "__main__":
     main()
