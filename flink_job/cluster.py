@@ -101,7 +101,7 @@ def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
         # a loaded host (load 50 on 2 cores, seen here) starts the RPC system in more than
         # Pekko's 10 s: the JVMs then exit with "Could not create actor system"; Flink's own
         # option, and Pekko's classic-remoting key as a JVM property (env.java.opts.all below)
-        "pekko.startup-timeout": "60 s",
+        "pekko.startup-timeout": "180 s",
         # the web UI's metrics are at most 2 s old, not 10 s (the fetcher's default)
         "metrics.fetcher.update-interval": "2 s",
         "env.pid.dir": str(d["pid"]),
@@ -110,7 +110,7 @@ def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
     }
     conf.update(_java_opts())
     conf["env.java.opts.all"] = (conf.get("env.java.opts.all", "") +
-                                 " -Dpekko.remote.classic.startup-timeout=60s").strip()
+                                 " -Dpekko.remote.classic.startup-timeout=180s").strip()
     conf.update(reporter.config(settings))  # a /metrics endpoint per JVM on 127.0.0.1
     (d["conf"] / "config.yaml").write_text(
         "".join(f"{k}: {json.dumps(v)}\n" for k, v in conf.items()))
@@ -139,7 +139,7 @@ def rest(settings: Settings, path: str, timeout_s: float = 2.0) -> dict:
         return json.loads(resp.read())
 
 
-def up(settings: Settings, timeout_s: float = 180.0, taskmanagers: int = 1) -> None:
+def up(settings: Settings, timeout_s: float = 300.0, taskmanagers: int = 1) -> None:
     try:
         rest(settings, "/overview")
         log.info("a Flink cluster already answers on 127.0.0.1:%d", settings.stack.flink_rest_port)

@@ -81,7 +81,7 @@ def test_snapshot_learn_more_rollback_then_learn_on_top(
     pids: list[int] = []
     try:
         produce(s, [*a.records, *sentinels(s, t0 + 5 * MINUTE_MS)])
-        cluster.up(s, timeout_s=300)
+        cluster.up(s, timeout_s=420)
         pids = _cluster_pids(s)
         assert cluster.submit(s, products=str(products_file)) == 0
         ref.start(wait_s=10)
