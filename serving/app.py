@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             raise NotStartedError("starting: the recommender is not built yet") from None
 
     errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorResponse} for code in (400, 404, 408, 413, 415, 422, 503)}
+        code: {"model": ErrorResponse} for code in (400, 404, 408, 409, 413, 415, 422, 503)}
     body_model = recommend_request_model(settings.model.dim, settings.model.max_abs_x)
 
     def recommend_json(body: RecommendRequest) -> bytes:
@@ -205,7 +205,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         share and per-product CTR of this replica (serving.health; python -m serving health)."""
         return rec().health_report()
 
-    @app.put("/admin/out-of-stock", response_model=OutOfStockOut, responses=errors)
+    @app.put("/admin/out-of-stock", response_model=OutOfStockOut,
+             responses={**errors, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
     async def out_of_stock(body: OutOfStockIn, authorization: str | None = Header(None)
                            ) -> OutOfStockOut:
         """Replace the set of out-of-stock product ids (admin token, as DELETE /users)."""

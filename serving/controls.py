@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from contract.linucb import top_k
-from serving.errors import InvalidRequestError
+from serving.errors import ControlConflictError, InvalidRequestError, UnknownProductError
 
 __all__ = ["Boost", "CatalogIndex", "Controls", "Limits", "Pin", "Selection", "parse_boosts",
            "parse_ids", "parse_pins", "rng_of", "select", "top_desc"]
@@ -152,7 +152,7 @@ class CatalogIndex:
         for pid in sorted(ids):
             i = self.index.get(pid)
             if i is None:
-                raise InvalidRequestError(f"{where}: {pid!r} is not in the catalog")
+                raise UnknownProductError(f"{where}: {pid!r} is not in the catalog")
             out.append(i)
         return out
 
@@ -266,30 +266,30 @@ def check(controls: Controls, cat: CatalogIndex, k: int, limits: Limits) -> None
         where = f"pins[{i}]"
         cat.indices([pin.product_id], f"{where}.product_id")
         if not 0 <= pin.slot < k:
-            raise InvalidRequestError(f"{where}.slot: {pin.slot} not in 0..{k - 1} (k={k})")
+            raise ControlConflictError(f"{where}.slot: {pin.slot} not in 0..{k - 1} (k={k})")
         if pin.slot in slots:
-            raise InvalidRequestError(f"{where}.slot: slot {pin.slot} is pinned twice")
+            raise ControlConflictError(f"{where}.slot: slot {pin.slot} is pinned twice")
         if pin.product_id in pinned:
-            raise InvalidRequestError(f"{where}.product_id: {pin.product_id!r} is pinned twice")
+            raise ControlConflictError(f"{where}.product_id: {pin.product_id!r} is pinned twice")
         if pin.product_id in controls.exclude:
-            raise InvalidRequestError(f"{where}.product_id: {pin.product_id!r} is also "
+            raise ControlConflictError(f"{where}.product_id: {pin.product_id!r} is also "
                                       f"excluded")
         slots.add(pin.slot)
         pinned.add(pin.product_id)
     for i, b in enumerate(controls.boosts):
         where = f"boosts[{i}]"
         if (b.product_id is None) == (b.category is None):
-            raise InvalidRequestError(f"{where}: give exactly one of product_id and category")
+            raise ControlConflictError(f"{where}: give exactly one of product_id and category")
         if b.product_id is not None:
             cat.indices([b.product_id], f"{where}.product_id")
         else:
             cat.category_codes(frozenset([b.category]), f"{where}.category")  # type: ignore[list-item]
         if not (math.isfinite(b.add) and abs(b.add) <= limits.max_boost_add):
-            raise InvalidRequestError(f"{where}.add: {b.add} not within "
+            raise ControlConflictError(f"{where}.add: {b.add} not within "
                                       f"+-{limits.max_boost_add:g} (RTREC_MAX_BOOST_ADD)")
         top = limits.max_boost_multiply
         if not (math.isfinite(b.multiply) and 1 / top <= b.multiply <= top):
-            raise InvalidRequestError(f"{where}.multiply: {b.multiply} not in {1 / top:g}.."
+            raise ControlConflictError(f"{where}.multiply: {b.multiply} not in {1 / top:g}.."
                                       f"{top:g} (RTREC_MAX_BOOST_MULTIPLY)")
     if controls.max_per_category is not None and controls.max_per_category < 1:
         raise InvalidRequestError(f"max_per_category: must be >= 1, got "
@@ -378,7 +378,7 @@ def select(policy: str, scores: np.ndarray, cat: CatalogIndex, controls: Control
         applied.append(f"boost:{len(controls.boosts)}")
     eligible_n = int(np.count_nonzero(mask))
     if eligible_n == 0:
-        raise InvalidRequestError("controls: no product is eligible (exclusions, stock and "
+        raise ControlConflictError("controls: no product is eligible (exclusions, stock and "
                                   "categories leave none)")
     pins: list[tuple[int, int]] = []  # (slot, index)
     for pin in sorted(controls.pins, key=lambda p: p.slot):

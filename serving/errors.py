@@ -22,7 +22,8 @@ from contract.errors import RtrecError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BodyTimeoutError", "BodyTooLargeError", "InvalidRequestError", "NotShownError",
+__all__ = ["BodyTimeoutError", "BodyTooLargeError", "ControlConflictError", "InvalidRequestError",
+           "NotShownError",
            "NotStartedError", "ServingError", "UnknownPolicyError", "UnknownProductError",
            "UnknownUserError", "UnsupportedMediaTypeError", "http_answer"]
 
@@ -49,6 +50,13 @@ class UnknownProductError(ServingError):
     """A product id not in the catalog (GET /products/{id})."""
 
     status = 404
+
+
+class ControlConflictError(InvalidRequestError):
+    """Merchandising controls that cannot be honoured together or here: a pin beyond k or on
+    an excluded product, a boost beyond this instance's bounds, no product left eligible."""
+
+    status = 409
 
 
 class NotShownError(ServingError):

@@ -74,7 +74,7 @@ class PinIn(_Strict):
     """Show ``product_id`` at ``slot`` (0 = first; below k) when it is eligible."""
 
     product_id: ProductId
-    slot: JsonInt = Field(ge=0, lt=MAX_SHOWN)
+    slot: Annotated[int, Field(ge=0, lt=MAX_SHOWN), BeforeValidator(_json_int)]
 
 
 class BoostIn(_Strict):
@@ -115,9 +115,10 @@ class RecommendRequest(_Strict):
                                      description="Products at fixed slots (replaces RTREC_PINS).")
     boosts: list[BoostIn] | None = Field(default=None, max_length=100,
                                          description="Score boosts (replaces RTREC_BOOSTS).")
-    max_per_category: JsonInt | None = Field(
-        default=None, ge=1, le=MAX_SHOWN, description="At most this many products of a "
-        "category (default RTREC_MAX_PER_CATEGORY).")
+    max_per_category: Annotated[int, Field(ge=1, le=MAX_SHOWN),
+                                BeforeValidator(_json_int)] | None = Field(
+        default=None, description="At most this many products of a category (default "
+        "RTREC_MAX_PER_CATEGORY).")
     mmr_lambda: float | None = Field(default=None, ge=0, le=1, description="MMR diversity "
                                      "weight: 0 the plain ranking (default RTREC_MMR_LAMBDA).")
     explain: bool = Field(default=False, description="Add each item's score terms.")

@@ -34,7 +34,7 @@ USERS = load_users()
 def _recommender() -> Recommender:
     return Recommender(Settings.from_env({}), [p.product_id for p in load_catalog()],
                        events=MemoryEventLog(), users={u.user_id: u for u in USERS},
-                       features=FeatureSpace.load(), seed=0)
+                       features=FeatureSpace.load(), seed=0, catalog=load_catalog())
 
 
 @pytest.fixture(scope="module")

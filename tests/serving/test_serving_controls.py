@@ -18,7 +18,7 @@ from contract.config import Settings
 from contract.events import EventError, Impression, parse_event
 from contract.features import CONTEXT_DIM, load_catalog
 from serving.controls import Boost, CatalogIndex, Controls, Limits, Pin, rng_of, select
-from serving.errors import InvalidRequestError
+from serving.errors import InvalidRequestError, ServingError
 from serving.eventlog import MemoryEventLog
 from serving.recommender import Recommender
 
@@ -283,25 +283,28 @@ def test_defaults_from_settings_and_request_override() -> None:
         _recommender(1, RTREC_BOOSTS="category:Pizzas*100")
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"exclude": ["nope"]}, "exclude: 'nope' is not in the catalog"),
-    ({"pins": [Pin("p001", 5)]}, r"pins\[0\].slot: 5 not in 0..4"),
-    ({"pins": [Pin("p001", 0), Pin("p002", 0)]}, "pinned twice"),
-    ({"pins": [Pin("p001", 0)], "exclude": ["p001"]}, "also excluded"),
-    ({"boosts": [Boost(product_id="p001", add=2.0)]}, "RTREC_MAX_BOOST_ADD"),
-    ({"boosts": [Boost(category="Pizzas", multiply=0.01)]}, "RTREC_MAX_BOOST_MULTIPLY"),
-    ({"boosts": [Boost(add=0.1)]}, "exactly one of"),
-    ({"include_categories": ["Soup"]}, "'Soup' is not a category"),
-    ({"include_categories": []}, "include_categories: empty"),
-    ({"max_per_category": 0}, "max_per_category: must be >= 1"),
-    ({"mmr_lambda": 1.5}, "mmr_lambda: must be in 0..1"),
-    ({"mmr_lambda": float("nan")}, "mmr_lambda"),
-    ({"include_categories": ["Pizzas"], "exclude_categories": ["Pizzas"]}, "no product"),
+@pytest.mark.parametrize(("kwargs", "message", "status"), [
+    ({"exclude": ["nope"]}, "exclude: 'nope' is not in the catalog", 404),
+    ({"pins": [Pin("p001", 5)]}, r"pins\[0\].slot: 5 not in 0..4", 409),
+    ({"pins": [Pin("p001", 0), Pin("p002", 0)]}, "pinned twice", 409),
+    ({"pins": [Pin("p001", 0)], "exclude": ["p001"]}, "also excluded", 409),
+    ({"boosts": [Boost(product_id="p001", add=2.0)]}, "RTREC_MAX_BOOST_ADD", 409),
+    ({"boosts": [Boost(category="Pizzas", multiply=0.01)]}, "RTREC_MAX_BOOST_MULTIPLY", 409),
+    ({"boosts": [Boost(add=0.1)]}, "exactly one of", 409),
+    ({"include_categories": ["Soup"]}, "'Soup' is not a category", 422),
+    ({"include_categories": []}, "include_categories: empty", 422),
+    ({"max_per_category": 0}, "max_per_category: must be >= 1", 422),
+    ({"mmr_lambda": 1.5}, "mmr_lambda: must be in 0..1", 422),
+    ({"mmr_lambda": float("nan")}, "mmr_lambda", 422),
+    ({"include_categories": ["Pizzas"], "exclude_categories": ["Pizzas"]}, "no product", 409),
 ])
-def test_bad_controls_are_refused(kwargs: dict, message: str) -> None:
+def test_bad_controls_are_refused(kwargs: dict, message: str, status: int) -> None:
+    """Each refusal names its control, carries its HTTP status (404 unknown product, 409
+    controls that cannot be honoured, 422 the rest) and logs nothing."""
     rec = _recommender(4)
-    with pytest.raises(InvalidRequestError, match=message):
+    with pytest.raises(ServingError, match=message) as refused:
         rec.recommend(1, x=np.full(CONTEXT_DIM, 0.5), k=5, **kwargs)
+    assert refused.value.status == status
     assert rec.events.events == []  # nothing logged for a refused request
 
 

@@ -16,6 +16,7 @@ from serving.app import create_app
 from serving.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
+    ControlConflictError,
     InvalidRequestError,
     NotShownError,
     NotStartedError,
@@ -41,7 +42,7 @@ ALL = [ServingError, *_subclasses(ServingError)]
 STATUS = {ServingError: 422, InvalidRequestError: 422, UnknownUserError: 404,
           NotShownError: 422, UnknownPolicyError: 422, NotStartedError: 503,
           BodyTooLargeError: 413, BodyTimeoutError: 408, UnsupportedMediaTypeError: 415,
-          UnknownProductError: 404}
+          UnknownProductError: 404, ControlConflictError: 409}
 
 
 class _Raising(Recommender):
