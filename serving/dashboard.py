@@ -60,7 +60,7 @@ def _ports(spec: str) -> list[int]:
     return ports
 
 
-def job_metrics(ports_spec: str, timeout_s: float = 0.3) -> dict[str, float] | None:
+def job_metrics(ports_spec: str, timeout_s: float = 2.0) -> dict[str, float] | None:
     """The job's operator metrics summed over subtasks and endpoints, by ``<operator>.<name>``
     (``validate.events_in``, ``reward_join.dead_letters_late_click``...); None when no
     endpoint of ``ports_spec`` answers (no job, or no reporter)."""
