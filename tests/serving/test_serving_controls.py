@@ -331,3 +331,38 @@ def test_ties_break_by_request_seeded_shuffle() -> None:
     c = select("greedy", scores, cat, Controls(exclude=frozenset({"p1"})), 5,
                lambda: rng_of("1234" * 8)).indices.tolist()
     assert a == b != c and a != [0, 2, 3, 4, 5]
+
+
+def test_out_of_stock_admin_route_over_http() -> None:
+    """PUT /admin/out-of-stock needs the admin token (401 without, 403 wrong), refuses an
+    unknown id (404, nothing changed), and what it sets is never shown unless a request asks
+    in_stock_only=false; the answer names the controls that applied."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    rec = _recommender(5, RTREC_ADMIN_TOKEN="s3cret")
+    client = TestClient(create_app(recommender=rec))
+    pizza = [p.product_id for p in load_catalog() if p.category == "Pizzas"]
+    body = {"product_ids": pizza[:20]}
+    assert client.put("/admin/out-of-stock", json=body).status_code == 401
+    assert client.put("/admin/out-of-stock", json=body,
+                      headers={"authorization": "Bearer nope"}).status_code == 403
+    ok = {"authorization": "Bearer s3cret"}
+    bad = client.put("/admin/out-of-stock", json={"product_ids": ["p000", "zz"]}, headers=ok)
+    assert bad.status_code == 404 and "'zz' is not in the catalog" in bad.json()["detail"]
+    assert rec.catalog.out_of_stock == frozenset()
+    r = client.put("/admin/out-of-stock", json=body, headers=ok)
+    assert r.status_code == 200 and r.json()["out_of_stock"] == sorted(pizza[:20])
+    req = {"user_id": 1, "x": [0.5] * CONTEXT_DIM, "include_categories": ["Pizzas"],
+           "k": 10}
+    for _ in range(10):
+        a = client.post("/recommend", json=req).json()
+        assert not {i["product_id"] for i in a["items"]} & set(pizza[:20])
+        assert a["controls"] == ["in_stock:20", "include_categories:1"]
+        assert a["eligible_n"] == len(pizza) - 20
+    shown = set()
+    for _ in range(30):
+        a = client.post("/recommend", json={**req, "in_stock_only": False}).json()
+        shown |= {i["product_id"] for i in a["items"]}
+    assert shown & set(pizza[:20])
