@@ -47,7 +47,9 @@ from endtoend.harness import (
 from endtoend.processes import ROOT, child_env
 from tests.helpers import PRODUCTS, wait_for, wait_learned
 
-pytestmark = [pytest.mark.integration, pytest.mark.flink]
+# a job start takes 10-40 s on an idle machine and minutes at load 40-70 (seen here): the
+# module's job is started inside the first test's time
+pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.timeout(1200)]
 log = logging.getLogger(__name__)
 
 OPERATOR = "flink_taskmanager_job_task_operator_"
