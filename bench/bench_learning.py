@@ -256,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=4000)
     parser.add_argument("--only", default="", help="comma-separated learner names")
     parser.add_argument("--jobs", type=int, default=1, help="processes (world, seed pairs)")
+    parser.add_argument("--name", default="bench_learning", help="results/<name>.json and .png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     worlds = [w for w in args.worlds.split(",") if w]
@@ -269,11 +270,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   ("jobs", args.jobs))) + (f" --only {','.join(only)}"
                                                            if only else "")
     RESULTS.mkdir(exist_ok=True)
-    png = RESULTS / "bench_learning.png"
+    png = RESULTS / f"{args.name}.png"
 
     def save(res: dict[str, Any], complete: bool) -> Any:
         plot(res["curves"], png)
-        return write_result("bench_learning", {
+        return write_result(args.name, {
             "command": command, "complete": complete,
             "pairs_done": [list(p) for p in res["pairs"]],
             "visits": args.visits, "warmup": args.warmup, "seeds": seeds,
