@@ -156,3 +156,47 @@ def test_from_topics_equals_from_file(unique_settings, tmp_path: Path,
     from_file = run(tmp_path, lines)
     assert from_topics["impressions"] == 400
     assert from_topics["targets"] == from_file["targets"]
+
+
+@pytest.mark.integration
+def test_what_serving_logs_under_an_experiment_is_what_the_command_reads(
+        unique_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving with an experiment (a LinUCB and an exploring variant, two shadows) publishes
+    to the real topics; the command reads them: every impression, the exploring variant's as
+    usable, the shadows as targets, the clicks joined."""
+    from contract.experiments import Experiment
+    from serving.recommender import Recommender
+
+    exp = Experiment.from_dict({"name": "it", "salt": "s", "variants": [
+        {"name": "control", "policy": "linucb", "share": 0.5},
+        {"name": "explore", "policy": "plackett_luce", "temperature": 0.2, "epsilon": 0.2,
+         "share": 0.5}],
+        "shadows": [{"name": "greedy", "policy": "greedy"},
+                    {"name": "a2", "policy": "linucb", "alpha": 2.0}]})
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps(exp.to_dict()))
+    settings = unique_settings.override(RTREC_EXPERIMENTS=str(path))
+    rec = Recommender.from_settings(settings, wait_s=0, seed=3)
+    rng = np.random.default_rng(3)
+    explore = clicks = 0
+    try:
+        for user in range(120):
+            r = rec.recommend(user, x=rng.random(CONTEXT_DIM), k=5)
+            explore += r.variant == "explore"
+            if user % 4 == 0:
+                rec.feedback(r.request_id, r.items[user % 5].product_id)
+                clicks += 1
+    finally:
+        rec.close(10)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "est.json"
+    assert main(["ope", "--from-topics", "--json", str(out), "--n-boot", "50",
+                 "--timeout", "60"]) == 0
+    res = json.loads(out.read_text())
+    assert res["log"]["impressions"] == 120 and res["log"]["clicks"] == clicks
+    assert res["log"]["refused"] == {} and res["log"]["orphan_clicks"] == 0
+    assert 0 < explore < 120 and res["usable"] == explore
+    assert res["skipped"] == {"no logging probabilities": 120 - explore}
+    assert {"greedy", "a2", "random", "popularity"} <= set(res["targets"])
+    assert res["targets"]["greedy"]["n"] == explore
