@@ -97,11 +97,11 @@ def run(runs: int, users: int, visits: int) -> dict[str, Any]:
         "RTREC_USER_TABLE": root / "users.csv"})
     shutil.copy(DATA_DIR / "users.csv", root / "users.csv")
     stack = Stack(s, kafka_controller_port=free_port())
-    stack.up(timeout_s=300)
     (root / "products.txt").write_text("\n".join(PRODUCTS) + "\n")
     job = JobProcess(s, root / "job.log", ["--products", str(root / "products.txt")])
     refresher = SnapshotRefresher(s, PRODUCTS, notifications=True)
     try:
+        stack.up(timeout_s=300)  # inside: a stack that fails to start is still stopped
         job.start()
         records, items, versions = _log(s, seed=7, users=users, visits=visits,
                                         start_ms=now_ms())
