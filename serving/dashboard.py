@@ -21,6 +21,7 @@ points: nothing runs while nobody watches.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import threading
 import time
@@ -86,6 +87,8 @@ def job_metrics(ports_spec: str, timeout_s: float = 2.0) -> dict[str, float] | N
             try:
                 value = float(m.group(3))
             except ValueError:
+                continue
+            if not math.isfinite(value):  # Flink reports NaN for some gauges; JSON has none
                 continue
             key = f"{labels.get('operator_name', '?')}.{m.group(1)[len(OPERATOR_PREFIX):]}"
             out[key] = out.get(key, 0.0) + value
