@@ -124,10 +124,11 @@ def _rest_port(job: JobProcess) -> int:
 
 
 def _metrics(port: int) -> dict[str, float]:
-    """job_metrics, or nothing while a loaded machine's REST API does not answer in time."""
+    """job_metrics, or nothing while a loaded machine's REST API does not answer in time or
+    the restored job is not RUNNING yet."""
     try:
         return job_metrics(port)
-    except OSError:
+    except (OSError, AssertionError):
         return {}
 
 
