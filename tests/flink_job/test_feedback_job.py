@@ -127,9 +127,12 @@ def records(w: World, impressions: list[Impr], rng: np.random.Generator,
             out.append(w.record((p, kind, min(ts + 50, imp.t + W_MS - 1)
                                  if ts < imp.t + W_MS else ts + 50), rid))
             w.duplicates += 1
-        if extras and w.lateness_ms and rng.random() < 0.1:
+        if extras and w.lateness_ms and rng.random() < 0.1 \
+                and (imp.shown[-1], "add_to_cart") not in {(p, k) for p, k, _ in imp.events}:
+            # an add_to_cart (held-back events are clicks or purchases): never a repeat,
+            # so its reason is late_click, not a duplicate's bad_value
             ts = imp.t + W_MS + w.lateness_ms + int(rng.integers(100, 2000))
-            rec = w.record((imp.shown[-1], "click", ts), rid)
+            rec = w.record((imp.shown[-1], "add_to_cart", ts), rid)
             out.append(rec)
             w.beyond.append(rec[1])
     return sorted(out, key=lambda r: r[2])
