@@ -148,12 +148,19 @@ def stack() -> Iterator[Stack]:
 
 
 def test_the_job_was_submitted_and_the_flink_ui_answers(stack: Stack) -> None:
-    # job-submit is a one-shot container: it exited 0 after `flink run --detached`
-    ps = stack.compose("ps", "-a").stdout
-    submit = [line for line in ps.splitlines() if "job-submit" in line]
-    assert submit and "Exit 0" in submit[0], ps
     wait_for(lambda: learner_job(stack.flink), 300, "the learner job RUNNING on the cluster",
              every_s=2)
+
+    def submit_line() -> str:
+        lines = [line for line in stack.compose("ps", "-a").stdout.splitlines()
+                 if "job-submit" in line]
+        return lines[0] if lines else ""
+
+    # job-submit is a one-shot container: it exits 0 after `flink run --detached`
+    wait_for(lambda: " Exit " in submit_line(), 120, lambda: f"job-submit to exit: {submit_line()}",
+             every_s=2)
+    assert " Exit 0 " in submit_line() + " ", submit_line()
+    ps = stack.compose("ps", "-a").stdout
     # the web UI itself (the Angular app) and the REST API it reads
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.flink}/", timeout=10) as r:
         page = r.read().decode()
