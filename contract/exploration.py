@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contract.errors import RtrecError
+
 log = logging.getLogger(__name__)
 
 EXPLORATIONS: tuple[str, ...] = ("calibrated", "fixed")
@@ -51,7 +53,7 @@ EXPLORATIONS: tuple[str, ...] = ("calibrated", "fixed")
 ``fixed`` (alpha = ``RTREC_ALPHA`` whatever the data, the rule before issue #22)."""
 
 
-class ExplorationError(ValueError):
+class ExplorationError(RtrecError, ValueError):
     """An exploration rule or controller setting that is unknown or out of range."""
 
 

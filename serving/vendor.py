@@ -23,6 +23,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from contract.errors import RtrecError
+
 log = logging.getLogger(__name__)
 
 PACKAGE = "chart.js"
@@ -37,7 +39,7 @@ VENDOR = Path(__file__).resolve().parent / "static" / "vendor"
 TARGET = VENDOR / "chart.umd.min.js"
 
 
-class VendorError(RuntimeError):
+class VendorError(RtrecError):
     """The library could not be fetched or did not match its integrity."""
 
 
