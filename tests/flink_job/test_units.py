@@ -71,7 +71,8 @@ def test_join_lines_carry_what_the_jvm_join_and_the_learner_need() -> None:
     imp = Impression("r,1", 1, 5, x, ("p\t1", "p2"), (0.0, 0.0), "bench", 0)
     src = "impressions\t0\t9\t5\tu\t{\"a\": 1}"
     kind, rid, ts, xhex, products, source = join_line(imp, 5, src).split("\t", 5)
-    assert (kind, unescape_id(rid), ts, source) == ("i", "r,1", "5", src)
+    # the first field: "i" and the user id (the user index unlearns by it: docs/JOB_LINES.md)
+    assert (kind, unescape_id(rid), ts, source) == (f"i{imp.user_id}", "r,1", "5", src)
     assert [unescape_id(p) for p in products.split(",")] == ["p\t1", "p2"]
     click = join_line(Click("r,1", "p2", 7), 7, src).split("\t", 5)
     assert click[:5] == ["c", escape_id("r,1"), "7", "p2", ""]
