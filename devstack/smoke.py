@@ -36,7 +36,8 @@ def smoke(settings: Settings) -> list[str]:
     deadline, found = time.monotonic() + 30, False
     while not found and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
+        # only its own record, by key: the topic may hold anything, junk the job dead-letters too
+        if msg is not None and msg.error() is None and msg.key() == imp.request_id.encode():
             found = parse_event(msg.value(), settings.model.dim) == imp
     consumer.close()
     if not found:

@@ -92,3 +92,18 @@ def test_unready_service_names_itself_and_its_log(tmp_path) -> None:
         settings = Settings.from_env({"RTREC_REDIS_PORT": taken, "RTREC_STACK_DIR": str(tmp_path)})
         with pytest.raises(StackError, match="port .* is taken"):
             Stack(settings).up(timeout_s=5)
+
+
+def test_smoke_finds_its_event_beside_records_that_are_not_events(
+        unique_settings: Settings) -> None:
+    """A topic that already holds what the job dead-letters (here: not JSON) must not fail the
+    smoke round trip `make demo` starts with: it reads back its own record, by key."""
+    from devstack.smoke import smoke
+
+    producer = Producer({"bootstrap.servers": unique_settings.kafka.bootstrap})
+    for partition in range(unique_settings.kafka.topic_partitions):  # before the event, wherever
+        for junk in (b"not json", b'{"v": 1}', b""):
+            producer.produce(unique_settings.kafka.topic_impressions, junk, partition=partition)
+    assert producer.flush(10) == 0
+    done = smoke(unique_settings)
+    assert len(done) == 2 and "read it back" in done[0], done
