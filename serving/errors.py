@@ -22,16 +22,34 @@ from contract.errors import RtrecError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BodyTimeoutError", "BodyTooLargeError", "ControlConflictError", "InvalidRequestError",
-           "NotShownError",
-           "NotStartedError", "ServingError", "UnknownPolicyError", "UnknownProductError",
-           "UnknownUserError", "UnsupportedMediaTypeError", "http_answer"]
+__all__ = ["BodyTimeoutError", "BodyTooLargeError", "ControlConflictError",
+           "DeletionNotRecordedError", "ForbiddenError", "InvalidRequestError", "NotShownError",
+           "NotStartedError", "ServingError", "UnauthorizedError", "UnknownPolicyError",
+           "UnknownProductError", "UnknownUserError", "UnsupportedMediaTypeError", "http_answer"]
 
 
 class ServingError(RtrecError, ValueError):
     """A request the recommender cannot answer; ``status`` is its HTTP code."""
 
     status: ClassVar[int] = 422
+
+
+class UnauthorizedError(ServingError):
+    """No admin credentials (``Authorization: Bearer ...``) on an admin route."""
+
+    status = 401
+
+
+class ForbiddenError(ServingError):
+    """Wrong admin credentials, or admin routes closed (no ``RTREC_ADMIN_TOKEN``)."""
+
+    status = 403
+
+
+class DeletionNotRecordedError(ServingError):
+    """Kafka did not acknowledge the deletion request: nothing changed, retry."""
+
+    status = 503
 
 
 class InvalidRequestError(ServingError):

@@ -20,30 +20,16 @@ from typing import Any
 from contract.config import Settings
 from contract.events import MAX_SAFE_INT
 from contract.forget import ForgetResult, forget_user
-from serving.errors import InvalidRequestError, ServingError
+from serving.errors import (
+    DeletionNotRecordedError,
+    ForbiddenError,
+    InvalidRequestError,
+    UnauthorizedError,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdminAuth", "DeletionNotRecordedError", "ForbiddenError", "Forgetter",
-           "UnauthorizedError"]
-
-
-class UnauthorizedError(ServingError):
-    """No admin credentials (``Authorization: Bearer ...``) on an admin route."""
-
-    status = 401
-
-
-class ForbiddenError(ServingError):
-    """Wrong admin credentials, or admin routes closed (no ``RTREC_ADMIN_TOKEN``)."""
-
-    status = 403
-
-
-class DeletionNotRecordedError(ServingError):
-    """Kafka did not acknowledge the deletion request: nothing changed, retry."""
-
-    status = 503
+__all__ = ["AdminAuth", "Forgetter"]
 
 
 class AdminAuth:

@@ -17,10 +17,13 @@ from serving.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
     ControlConflictError,
+    DeletionNotRecordedError,
+    ForbiddenError,
     InvalidRequestError,
     NotShownError,
     NotStartedError,
     ServingError,
+    UnauthorizedError,
     UnknownPolicyError,
     UnknownProductError,
     UnknownUserError,
@@ -42,7 +45,8 @@ ALL = [ServingError, *_subclasses(ServingError)]
 STATUS = {ServingError: 422, InvalidRequestError: 422, UnknownUserError: 404,
           NotShownError: 422, UnknownPolicyError: 422, NotStartedError: 503,
           BodyTooLargeError: 413, BodyTimeoutError: 408, UnsupportedMediaTypeError: 415,
-          UnknownProductError: 404, ControlConflictError: 409}
+          UnknownProductError: 404, ControlConflictError: 409, UnauthorizedError: 401,
+          ForbiddenError: 403, DeletionNotRecordedError: 503}
 
 
 class _Raising(Recommender):
