@@ -198,7 +198,16 @@ def warm(settings: Settings) -> int:
 def submit(settings: Settings, products: str | None = None, restore: str | None = None,
            generation: int | None = None, skip_before: str | None = None) -> int:
     """``flink run -d`` the job (the client is ``python -m flink_job.submit``); ``generation``
-    and ``skip_before`` (a JSON file) after a rollback (:mod:`flink_job.snapshots`)."""
+    and ``skip_before`` (a JSON file) after a rollback (:mod:`flink_job.snapshots`).
+
+    Always in process mode: a TaskManager lives longer than a job, and a second job (a
+    snapshot's resubmission, a rollback, the demo's next start) deployed in thread mode into a
+    TaskManager whose embedded interpreter ran the first one crashed the JVM (SIGSEGV in
+    libpython's take_gil, seen in tests/flink_job/test_rollback.py). docs/JOB.md."""
+    if settings.job.python_mode != "process":
+        log.info("the cluster runs the job's Python in process mode (thread mode cannot be "
+                 "redeployed into a running TaskManager)")
+        settings = settings.override(RTREC_PYTHON_MODE="process")
     prepare(settings)
     cmd = [str(HOME / "bin" / "flink"), "run", "-d", "-m",
            f"127.0.0.1:{settings.stack.flink_rest_port}"]
