@@ -73,7 +73,7 @@ test: install  ## the whole test suite (starts its own Kafka + Redis + Flink on 
 	$(PY) -m pytest
 
 demo: install  ## the system end to end, the job on a Flink cluster (web UI 127.0.0.1:8081; QUICK=1: short)
-	$(PY) -m endtoend demo $(if $(QUICK),--quick,)
+	$(PY) -m endtoend demo --via http $(if $(QUICK),--quick,)
 
 evaluate: install  ## offline evaluation (Mab2Rec) -> results/offline_eval.{json,csv,png}
 	$(PY) -m producer prepare-data

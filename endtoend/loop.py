@@ -265,6 +265,9 @@ def run_start(start: str, base: Settings, world: LiveWorld,
         stream: StreamLinUCB
         if opts.via == "http":
             server, url = start_http_serving(settings, opts.work_dir / tag / "serving.log")
+            print(f"  {start} start: serving on {url}, its live dashboard (CTR per policy, "
+                  f"the learning curve, freshness, the job's events/s and dead letters) on "
+                  f"{url}/dashboard", flush=True)
             stream = HttpStreamLinUCB(url, product_ids)
         else:
             rec = Recommender.from_settings(settings, seed=opts.seed)
