@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -256,28 +258,26 @@ def bench_controls(settings, n: int, duration_s: float, http: bool = True  # typ
     return out
 
 
+@contextmanager
+def _serving_over_http(settings) -> Iterator[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    """``python -m serving`` on a free port, answering /healthz (endtoend's own starter);
+    yields (port, base URL) and stops it after."""
+    from endtoend.loop import start_http_serving
+
+    log_path = Path(tempfile.mkdtemp(prefix="bench-serving-http-")) / "serving.log"
+    server, url = start_http_serving(settings, log_path)
+    try:
+        yield int(url.rsplit(":", 1)[1]), url
+    finally:
+        server.stop()
+
+
 def bench_http_controls(settings, duration_s: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """``python -m serving`` under the same closed loop (4 connections) with bodies without
     and with the controls, alternated run by run (plain, controls, plain, controls)."""
     import httpx
 
-    from devstack.stack import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTREC_")}
-    env.update(settings.to_env())
-    env["RTREC_SERVING_PORT"] = str(port)
-    server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning"],
-                              env=env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with _serving_over_http(settings) as (port, url):
         check = httpx.post(f"{url}/recommend", json={"user_id": 1, **CONTROLS}).json()
         assert check["controls"][0] == "exclude:5", check
         _run_load(port, 2.0, 4)  # warm-up
@@ -285,9 +285,6 @@ def bench_http_controls(settings, duration_s: float) -> dict[str, Any]:  # type:
         for _ in range(2):
             runs["plain"].append(_run_load(port, duration_s, 4))
             runs["controls"].append(_run_load(port, duration_s, 4, extra=CONTROLS))
-    finally:
-        server.terminate()
-        server.wait(30)
     rps = {k: sum(r["rps"] for r in v) / len(v) for k, v in runs.items()}
     return {"rps_plain": rps["plain"], "rps_controls": rps["controls"],
             "rps_ratio": rps["controls"] / rps["plain"],
@@ -393,23 +390,7 @@ def _run_load(port: int, duration_s: float, concurrency: int, rate: float = 0.0,
 def bench_http(settings, duration_s: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     import httpx
 
-    from devstack.stack import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTREC_")}
-    env.update(settings.to_env())
-    env["RTREC_SERVING_PORT"] = str(port)
-    server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning"],
-                              env=env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with _serving_over_http(settings) as (port, url):
         in_kafka_before = _topic_count(settings, settings.kafka.topic_impressions)
         warm = _run_load(port, 2.0, 4)["requests"]  # warm-up (also logs impressions)
         before = httpx.get(f"{url}/healthz").json()["events"]
@@ -420,9 +401,6 @@ def bench_http(settings, duration_s: float) -> dict[str, Any]:  # type: ignore[n
         health = httpx.get(f"{url}/healthz").json()
         after = health["events"]
         server_hist = _server_latency(httpx.get(f"{url}/metrics").text)
-    finally:
-        server.terminate()
-        server.wait(30)
     head = runs["closed_c4"]
     sent = sum(r["requests"] for r in runs.values())
     return {
