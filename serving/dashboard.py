@@ -45,6 +45,8 @@ WINDOW_S = 10.0
 MIN_SAMPLE_S = 0.5
 MAX_SAMPLES = 3600
 TOP_N = 10
+# how long an endpoint that stopped answering still counts with its last scrape
+STALE_S = 30.0
 # the job's pipeline.name (docs/JOB.md) as the reporter writes label values: "-" becomes "_"
 JOB_NAME = "rtrec_linucb_learner"
 OPERATOR_PREFIX = "flink_taskmanager_job_task_operator_"
@@ -61,36 +63,59 @@ def _ports(spec: str) -> list[int]:
     return ports
 
 
-def job_metrics(ports_spec: str, timeout_s: float = 2.0) -> dict[str, float] | None:
+def _scrape(port: int, timeout_s: float) -> dict[str, float] | None:
+    """One endpoint's operator metrics of our job by ``<operator>.<name>``; None when it does
+    not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
+            text = r.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(OPERATOR_PREFIX):
+            continue
+        m = _SAMPLE.match(line)
+        if m is None:
+            continue
+        labels = dict(_LABEL.findall(m.group(2) or ""))
+        if labels.get("job_name") != JOB_NAME:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        if not math.isfinite(value):  # Flink reports NaN for some gauges; JSON has none
+            continue
+        key = f"{labels.get('operator_name', '?')}.{m.group(1)[len(OPERATOR_PREFIX):]}"
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def job_metrics(ports_spec: str, timeout_s: float = 2.0,
+                last: dict[int, tuple[float, dict[str, float]]] | None = None,
+                stale_s: float = STALE_S) -> dict[str, float] | None:
     """The job's operator metrics summed over subtasks and endpoints, by ``<operator>.<name>``
     (``validate.events_in``, ``reward_join.dead_letters_late_click``...); None when no
-    endpoint of ``ports_spec`` answers (no job, or no reporter)."""
+    endpoint of ``ports_spec`` answers (no job, or no reporter).
+
+    With ``last`` (port -> (time, metrics), updated in place), an endpoint that misses one
+    scrape (a busy TaskManager under load) counts with its last answer for up to ``stale_s``
+    seconds, so a chart does not blank for one slow scrape."""
     out: dict[str, float] = {}
     answered = False
+    now = time.monotonic()
     for port in _ports(ports_spec):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                        timeout=timeout_s) as r:
-                text = r.read().decode("utf-8", "replace")
-        except OSError:
+        got = _scrape(port, timeout_s)
+        if got is not None and last is not None:
+            last[port] = (now, got)
+        elif got is None and last is not None and port in last:
+            at, previous = last[port]
+            got = previous if now - at <= stale_s else None
+        if got is None:
             continue
         answered = True
-        for line in text.splitlines():
-            if not line.startswith(OPERATOR_PREFIX):
-                continue
-            m = _SAMPLE.match(line)
-            if m is None:
-                continue
-            labels = dict(_LABEL.findall(m.group(2) or ""))
-            if labels.get("job_name") != JOB_NAME:
-                continue
-            try:
-                value = float(m.group(3))
-            except ValueError:
-                continue
-            if not math.isfinite(value):  # Flink reports NaN for some gauges; JSON has none
-                continue
-            key = f"{labels.get('operator_name', '?')}.{m.group(1)[len(OPERATOR_PREFIX):]}"
+        for key, value in got.items():
             out[key] = out.get(key, 0.0) + value
     return out if answered else None
 
@@ -125,6 +150,7 @@ class Dashboard:
         self.history: deque[dict[str, Any]] = deque(maxlen=MAX_SAMPLES)
         self.lock = threading.Lock()
         self.job: dict[str, float] | None = None
+        self._scraped: dict[int, tuple[float, dict[str, float]]] = {}
 
     def _buckets(self) -> list[tuple[float, float]]:
         out = []
@@ -138,7 +164,8 @@ class Dashboard:
         rec = self.rec()
         snap = rec.snapshot
         stats = rec.health().events
-        self.job = job_metrics(self.job_ports) if self.job_ports.strip() else None
+        self.job = (job_metrics(self.job_ports, last=self._scraped)
+                    if self.job_ports.strip() else None)
         return {
             "t": time.time(),
             "impressions": dict(rec.impressions), "clicks": dict(rec.clicks),

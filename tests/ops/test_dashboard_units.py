@@ -65,6 +65,22 @@ def test_job_metrics_is_none_when_no_endpoint_answers() -> None:
     assert job_metrics("") is None
 
 
+def test_an_endpoint_that_misses_a_scrape_counts_with_its_last_answer_for_a_while(
+        endpoints: list[int]) -> None:
+    """A busy TaskManager missing one scrape blanked the dead-letter chart in CI (the page
+    showed no dead letters while the job had counted them)."""
+    a, _ = endpoints
+    gone = free_port()
+    last: dict[int, tuple[float, dict[str, float]]] = {}
+    first = job_metrics(f"{a},{gone}", last=last)
+    assert first == {"validate.events_in": 1000.0, "reward_join.dead_letters_late_click": 4.0}
+    # the endpoint stops answering: its last answer stands in, then ages out
+    last[gone] = last.pop(a)
+    assert job_metrics(str(gone), last=last) == first
+    assert job_metrics(str(gone), last=last, stale_s=0.0) is None
+    assert job_metrics(str(gone)) is None
+
+
 def test_quantiles_of_a_window_as_prometheus_interpolates() -> None:
     # 100 answers: 50 within 10 ms, 49 more within 50 ms, the last in (0.5, 1] s
     buckets = [(0.01, 50.0), (0.05, 99.0), (0.5, 99.0), (1.0, 100.0), (float("inf"), 100.0)]
