@@ -25,6 +25,7 @@ from contract import feedback
 from contract.errors import RtrecError
 from contract.exploration import EXPLORATIONS
 from contract.features import CONTEXT_DIM
+from contract.prior import PRIORS
 
 ENV_PREFIX = "RTREC_"
 POLICIES: tuple[str, ...] = ("linucb", "greedy", "random")
@@ -58,6 +59,10 @@ class KafkaSettings:
                                 "Compacted topic of user deletion requests, keyed by user id "
                                 "(producer forget-user, DELETE /users/{id} -> job; "
                                 "docs/PRIVACY.md).")
+    topic_catalog: str = _var("RTREC_CATALOG_TOPIC", "catalog",
+                              "Compacted topic of the product catalog, keyed by product_id, one "
+                              "partition; a tombstone retires a product (python -m producer "
+                              "catalog -> job and serving; docs/CATALOG.md).")
     events_retention_h: float = _var("RTREC_EVENTS_RETENTION_H", 168.0,
                                      "Hours the impression and click topics keep a record "
                                      "(retention.ms, set by the stack manager): how long a "
@@ -131,6 +136,12 @@ class ModelSettings:
                             "Forgetting: an observation's weight halves after this many later "
                             "observations of the same product (0: never forget). Then the job "
                             "learns each shown product when its reward window closes.")
+    prior: str = _var("RTREC_PRIOR", "identity",
+                      "Where a new product's model starts (docs/LEARNING.md): identity (A = l2 I, "
+                      "b = 0) or category (its category's pooled observations shrunk to "
+                      "RTREC_PRIOR_PSEUDO_OBS pseudo-observations; not with RTREC_HALF_LIFE).")
+    prior_pseudo_obs: float = _var("RTREC_PRIOR_PSEUDO_OBS", 20.0,
+                                   "How many observations the category prior is worth (m).")
     reward_click: float = _var("RTREC_REWARD_CLICK", 1.0, "Reward of a click event.")
     reward_add_to_cart: float = _var("RTREC_REWARD_ADD_TO_CART", 1.0,
                                      "Reward of an add_to_cart event.")
@@ -168,6 +179,16 @@ class ModelSettings:
         if not 0 <= self.half_life < float("inf"):
             raise SettingsError(f"RTREC_HALF_LIFE must be finite and >= 0 (0: no forgetting), "
                                 f"got {self.half_life}")
+
+        if self.prior not in PRIORS:
+            raise SettingsError(f"RTREC_PRIOR: {self.prior!r} is not one of {', '.join(PRIORS)}")
+        if not 0 <= self.prior_pseudo_obs < float("inf"):
+            raise SettingsError(f"RTREC_PRIOR_PSEUDO_OBS must be finite and >= 0, "
+                                f"got {self.prior_pseudo_obs}")
+        if self.prior == "category" and self.half_life > 0:
+            raise SettingsError("RTREC_PRIOR=category with RTREC_HALF_LIFE: forgetting discounts "
+                                "the prior's pseudo-observations too, which the category pool "
+                                "cannot follow exactly (docs/LEARNING.md)")
 
     @property
     def reward_values(self) -> dict[str, float]:
@@ -418,6 +439,7 @@ class Settings:
             RTREC_TOPIC_CLICKS=f"{k.topic_clicks}-{tag}",
             RTREC_TOPIC_DEAD_LETTER=f"{k.topic_dead_letter}-{tag}",
             RTREC_TOPIC_DELETIONS=f"{k.topic_deletions}-{tag}",
+            RTREC_CATALOG_TOPIC=f"{k.topic_catalog}-{tag}",
             RTREC_REDIS_PREFIX=f"{self.redis.prefix}-{tag}",
             RTREC_CHECKPOINT_DIR=str((Path(work_dir) / tag / "checkpoints").resolve()))
 

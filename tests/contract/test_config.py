@@ -77,6 +77,7 @@ def test_isolated_shares_servers_and_nothing_else(tmp_path: Path) -> None:
 def test_docs_table_lists_every_variable() -> None:
     table = markdown_table()
     assert all(f"`{name}`" in table for name in env_names())
-    assert len(env_names()) == len(set(env_names())) == 76
+    # no variable twice (helpers add settings in parallel: no pinned total to collide on)
+    assert len(env_names()) == len(set(env_names())) >= 78
     doc = (Path(__file__).parents[2] / "docs" / "CONFIG.md").read_text()
     assert table in doc, "docs/CONFIG.md is stale: regenerate with `python -m contract.config`"
