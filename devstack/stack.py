@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract.catalog import CATALOG_PARTITIONS, CATALOG_TOPIC_CONFIG
 from contract.config import Settings
 from contract.errors import RtrecError
 from contract.forget import DELETIONS_TOPIC_CONFIG
@@ -57,7 +58,15 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         k.topic_dead_letter: {"cleanup.policy": "delete",
                               "retention.ms": ms(k.dead_letter_retention_h)},
         k.topic_deletions: dict(DELETIONS_TOPIC_CONFIG),  # compacted (contract/forget.py)
+        k.topic_catalog: dict(CATALOG_TOPIC_CONFIG),  # compacted, tombstones kept (catalog.py)
     }
+
+
+def topic_partitions(settings: Settings, topic: str) -> int:
+    """Partitions a topic is created with: the catalog has one (one order, so its offset is
+    the catalog's version: contract/catalog.py), every other topic RTREC_TOPIC_PARTITIONS."""
+    k = settings.kafka
+    return CATALOG_PARTITIONS if topic == k.topic_catalog else k.topic_partitions
 
 
 def free_port() -> int:
@@ -307,7 +316,7 @@ class Stack:
         admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
         existing = set(admin.list_topics(timeout=10).topics)
         configs = topic_configs(s)
-        new = [NewTopic(t, num_partitions=s.kafka.topic_partitions, replication_factor=1,
+        new = [NewTopic(t, num_partitions=topic_partitions(s, t), replication_factor=1,
                         config=conf)
                for t, conf in configs.items() if t not in existing]
         for topic, fut in admin.create_topics(new, operation_timeout=30).items() if new else ():

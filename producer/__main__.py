@@ -2,7 +2,8 @@
 
 Commands: ``world`` (regenerate contract/data), ``prepare-data`` (the historical log),
 ``evaluate`` (offline evaluation with Mab2Rec), ``load`` (events into Kafka at a rate),
-``forget-user`` (a deletion request, docs/PRIVACY.md).
+``forget-user`` (a deletion request, docs/PRIVACY.md), ``catalog load|set|retire|list`` and
+``users load`` (a team's own catalog and user table, docs/CATALOG.md).
 Defaults come from ``Settings.from_env()`` (RTREC_* variables); flags override them. Errors are
 one line on stderr and a non-zero exit: 2 for bad arguments, 1 when the work cannot run.
 """
@@ -242,6 +243,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                    help="seconds to wait for Kafka's acknowledgement (default %(default)s)")
     p.set_defaults(func=None)
 
+    from producer.live_catalog import add_parsers
+
+    add_parsers(sub)  # catalog load|set|retire|list, users load (docs/CATALOG.md)
     return parser
 
 
@@ -261,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_load(args, settings)
         if args.command == "forget-user":
             return cmd_forget(args, settings)
+        if args.command in ("catalog", "users"):
+            from producer.live_catalog import cmd_catalog, cmd_users
+
+            return (cmd_catalog if args.command == "catalog" else cmd_users)(args, settings)
         return int(args.func(args))
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
