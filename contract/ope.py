@@ -36,7 +36,7 @@ and stops at the first click), per-slot clicks ``R (n, k)``:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -148,6 +148,124 @@ def cascade_click_probabilities(p: np.ndarray) -> np.ndarray:
     survive = np.cumprod(1.0 - p, axis=1)
     before = np.concatenate([np.ones((p.shape[0], 1)), survive[:, :-1]], axis=1)
     return p * before
+
+
+# --- per-impression terms, shared by the offline command and the job's running sums ----------
+#
+# The offline command (evaluation/offline.py) and the job's in-stream step (flink_job/
+# evaluate.py) replay the log in time order through these, so the rules exist once and the two
+# estimates agree to the last bits of the sums (docs/EXPERIMENTS.md section 5).
+
+RANDOM, POPULARITY = "random", "popularity"
+
+
+class ReplayModel:
+    """Disjoint LinUCB learned from the log in order (contract.linucb's Sherman-Morrison): the
+    DR reward model, which at each impression has learned only the impressions before it."""
+
+    def __init__(self, m: int, dim: int, l2: float = 1.0) -> None:
+        self.A_inv = np.repeat((np.eye(dim) / l2)[None], m, axis=0)  # (m, d, d)
+        self.b = np.zeros((m, dim))
+        self.theta = np.zeros((m, dim))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(click) of every product for context x, the ridge estimate clipped to [0, 1]."""
+        return np.clip(self.theta @ x, 0.0, 1.0)
+
+    def learn(self, items: Sequence[int], x: np.ndarray, clicked: Iterable[int]) -> None:
+        """Every shown product observed, reward 1 at the clicked slots (the job's rule)."""
+        from contract import linucb
+
+        clicked = set(clicked)
+        for pos, i in enumerate(items):
+            self.A_inv[i] = linucb.sherman_morrison(self.A_inv[i], x)
+            if pos in clicked:
+                self.b[i] += x
+            self.theta[i] = self.A_inv[i] @ self.b[i]
+
+
+def logging_probabilities(prefix: Sequence[float] | None, marginals: Sequence[float] | None,
+                          policy: str, eligible_n: int | None, k: int, m: int
+                          ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The logged prefix and slot probabilities, or those of a uniformly random list (policy
+    ``random``, drawn from ``eligible_n`` products or the catalogue's m); None when the
+    impression supports no estimate (a deterministic policy's)."""
+    if prefix is not None and marginals is not None:
+        return np.asarray(prefix, dtype=np.float64), np.asarray(marginals, dtype=np.float64)
+    if policy == RANDOM:
+        pool = eligible_n or m
+        return np.cumprod(1.0 / (pool - np.arange(k))), np.full(k, 1.0 / pool)
+    return None, None
+
+
+def target_list(name: str, shadows: Mapping[str, Sequence[str]], index: Mapping[str, int],
+                clicks_so_far: np.ndarray, k: int) -> list[int] | None:
+    """The list the target would have shown, as catalogue indices: a shadow's logged list,
+    popularity's k most clicked so far (ties: catalogue order); None for ``random`` and for a
+    shadow this impression does not carry (or of another length, or an unknown product)."""
+    if name == RANDOM:
+        return None
+    if name == POPULARITY:
+        from contract import linucb
+
+        return [int(i) for i in linucb.top_k(clicks_so_far, k)]
+    shadow = shadows.get(name)
+    if shadow is None or len(shadow) != k:
+        return None
+    out = [index.get(p, -1) for p in shadow]
+    return out if min(out) >= 0 else None
+
+
+def top1_terms(tgt: Sequence[int] | None, items: Sequence[int], prefix0: float,
+               q: np.ndarray) -> tuple[float, float]:
+    """``(w, q_target)`` of one impression for the top-1 CTR: ``w = pi(a_1) / mu(a_1 at 1)``
+    and the model's expected reward under the target (``tgt`` None: uniformly random over the
+    ``len(q)`` products). With ``r`` and ``q_logged = q[items[0]]`` they give every top-1
+    term: IPS ``w r``, SNIPS ``w r`` and ``w``, DR ``q_target + w (r - q_logged)``."""
+    if tgt is None:
+        return (1.0 / q.size) / prefix0, float(q.mean())
+    return float(tgt[0] == items[0]) / prefix0, float(q[tgt[0]])
+
+
+@dataclass
+class Top1Sums:
+    """Running sums of one target's top-1 terms: SNIPS, DR and the Kish ESS are ratios of
+    them, so a stream keeps a few numbers per target, not the impressions."""
+
+    n: int = 0
+    matched: int = 0
+    sum_w: float = 0.0
+    sum_w2: float = 0.0
+    sum_wr: float = 0.0
+    sum_dr: float = 0.0
+    sum_dr2: float = 0.0
+
+    def add(self, w: float, r: float, q_logged: float, q_target: float) -> None:
+        d = q_target + w * (r - q_logged)
+        self.n += 1
+        self.matched += w > 0
+        self.sum_w += w
+        self.sum_w2 += w * w
+        self.sum_wr += w * r
+        self.sum_dr += d
+        self.sum_dr2 += d * d
+
+    def summary(self) -> dict[str, float | int | None]:
+        """IPS, SNIPS, DR (with a normal 95% interval from the sums of squares: the bootstrap
+        needs the impressions) and the ESS; None where undefined."""
+        n = self.n
+        dr_mean = self.sum_dr / n if n else None
+        half = None
+        if n > 1 and dr_mean is not None:
+            var = max(0.0, (self.sum_dr2 - n * dr_mean * dr_mean) / (n - 1))
+            half = 1.959963984540054 * math.sqrt(var / n)
+        return {"n": n, "matched": self.matched,
+                "ips": self.sum_wr / n if n else None,
+                "snips": self.sum_wr / self.sum_w if self.sum_w > 0 else None,
+                "dr": dr_mean,
+                "dr_ci_low": dr_mean - half if half is not None else None,
+                "dr_ci_high": dr_mean + half if half is not None else None,
+                "ess": self.sum_w ** 2 / self.sum_w2 if self.sum_w2 > 0 else 0.0}
 
 
 # --- shared ----------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from contract import linucb, ope
+from contract import ope
 from evaluation.log import Logged
 
-RANDOM, POPULARITY = "random", "popularity"
+RANDOM, POPULARITY = ope.RANDOM, ope.POPULARITY
 
 
 @dataclass
@@ -47,24 +47,8 @@ class _Rows:
     Q_target: list[np.ndarray] = field(default_factory=list)
 
 
-class ReplayModel:
-    """Disjoint LinUCB learned from the log in order (contract.linucb's Sherman-Morrison)."""
-
-    def __init__(self, m: int, dim: int, l2: float = 1.0) -> None:
-        self.A_inv = np.repeat((np.eye(dim) / l2)[None], m, axis=0)  # (m, d, d)
-        self.b = np.zeros((m, dim))
-        self.theta = np.zeros((m, dim))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """P(click) of every product for context x, the ridge estimate clipped to [0, 1]."""
-        return np.clip(self.theta @ x, 0.0, 1.0)
-
-    def learn(self, items: Sequence[int], x: np.ndarray, clicked: set[int]) -> None:
-        for pos, i in enumerate(items):
-            self.A_inv[i] = linucb.sherman_morrison(self.A_inv[i], x)
-            if pos in clicked:
-                self.b[i] += x
-            self.theta[i] = self.A_inv[i] @ self.b[i]
+# the shared replay (contract/ope.py): the job's in-stream step uses it too
+ReplayModel = ope.ReplayModel
 
 
 def evaluate(records: Sequence[Logged], product_ids: Sequence[str], dim: int, *,
@@ -125,37 +109,25 @@ def evaluate(records: Sequence[Logged], product_ids: Sequence[str], dim: int, *,
 
 def _logging_probabilities(rec: Logged, m: int) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The logged prefix and slot probabilities, or those a uniformly random list has."""
-    if rec.prefix is not None and rec.marginals is not None:
-        return np.asarray(rec.prefix), np.asarray(rec.marginals)
     imp = rec.impression
-    if imp.policy == "random":
-        pool = getattr(imp, "eligible_n", None) or m
-        k = len(imp.products)
-        return np.cumprod(1.0 / (pool - np.arange(k))), np.full(k, 1.0 / pool)
-    return None, None
+    return ope.logging_probabilities(rec.prefix, rec.marginals, imp.policy,
+                                     getattr(imp, "eligible_n", None), len(imp.products), m)
 
 
 def _target_list(name: str, rec: Logged, index: dict[str, int], clicks: np.ndarray,
                  k: int) -> list[int] | None:
-    if name == RANDOM:
-        return None
-    if name == POPULARITY:
-        return [int(i) for i in linucb.top_k(clicks, k)]
-    shadow = rec.shadows.get(name)
-    if shadow is None or len(shadow) != k:
-        return None
-    out = [index.get(p, -1) for p in shadow]
-    return out if min(out) >= 0 else None
+    return ope.target_list(name, rec.shadows, index, clicks, k)
 
 
 def _append(rows: _Rows, name: str, tgt: list[int] | None, items: list[int],
             prefix: np.ndarray, marg: np.ndarray, R: np.ndarray, q: np.ndarray,
             Q_logged: np.ndarray, m: int) -> None:
     k = len(items)
+    w, q_target = ope.top1_terms(tgt, items, prefix[0], q)
+    rows.w.append(w)
+    rows.q_target.append(q_target)
     if tgt is None:  # uniformly random over the m products
         pi_prefix = np.cumprod(1.0 / (m - np.arange(k)))
-        rows.w.append((1.0 / m) / prefix[0])
-        rows.q_target.append(float(q.mean()))
         rows.W_prefix.append(pi_prefix / prefix)
         rows.W_pos.append((1.0 / m) / marg)
         # E over the next product (uniform among those not above) of P(click at slot j)
@@ -165,8 +137,6 @@ def _append(rows: _Rows, name: str, tgt: list[int] | None, items: list[int],
         rows.Q_target.append(survive * (q.sum() - above) / (m - np.arange(k)))
     else:
         same = np.asarray(tgt) == np.asarray(items)
-        rows.w.append(float(same[0]) / prefix[0])
-        rows.q_target.append(float(q[tgt[0]]))
         rows.W_prefix.append(np.cumprod(same) / prefix)
         rows.W_pos.append(same / marg)
         rows.Q_target.append(ope.cascade_click_probabilities(q[tgt][None])[0])

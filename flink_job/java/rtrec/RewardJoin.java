@@ -74,6 +74,13 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
      * the per-user index (UserIndex, docs/PRIVACY.md); none for a line without a user. */
     private static final OutputTag<String> LEARNED = new OutputTag<>("learned-by-user",
             Types.STRING);
+    /** Each impression once its window has closed for good, with its clicked slots and its
+     * JSON, for the in-stream off-policy evaluation (docs/JOB_LINES.md format 7); only with
+     * {@code closed=true} in the spec. */
+    private static final OutputTag<String> CLOSED_LINES = new OutputTag<>("closed-impressions",
+            Types.STRING);
+    /** The key of every closed line (the MicroBatcher's second field): one evaluator. */
+    static final String CLOSED_KEY = "ope";
 
     private final long windowMs;
     private final long retainMs;
@@ -84,6 +91,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
     private final HashMap<String, Double> values;
     private final double cap;
     private final boolean atClose;
+    private final boolean closedOut;
     private transient ValueState<JoinState> state;
     private transient Counter observations;
     private transient Counter removed;
@@ -111,6 +119,10 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
 
         /** the impression's user id (decimal); null in older state and for a line without. */
         public String user;
+
+        /** with {@code closed=true}: the impression's JSON body, for the closed line; null
+         * otherwise and in older state. */
+        public String src;
 
         public JoinState() {}
     }
@@ -141,7 +153,8 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
      *     join_spec writes it from the settings): {@code feedback} all|cascade|position,
      *     {@code examination} comma-separated probabilities, {@code rewards}
      *     {@code kind:value,...}, {@code cap}, {@code lateness_ms}, {@code at_close}
-     *     true|false. Empty: all, click 1, add_to_cart 1, purchase 2, cap 4, no lateness.
+     *     true|false, {@code closed} true|false (the {@link #closed()} side output). Empty:
+     *     all, click 1, add_to_cart 1, purchase 2, cap 4, no lateness, no closed lines.
      * @throws IllegalArgumentException naming the bad key or value
      */
     public RewardJoin(long windowMs, long retainMs, long clickSkewMs, String spec) {
@@ -157,6 +170,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         double c = 4.0;
         long lateness = 0;
         boolean close = false;
+        boolean closedLines = false;
         for (String pair : spec.split(";")) {
             if (pair.isEmpty()) {
                 continue;
@@ -209,6 +223,12 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
                     case "at_close":
                         close = Boolean.parseBoolean(v);
                         break;
+                    case "closed":
+                        if (!v.equals("true") && !v.equals("false")) {
+                            throw new IllegalArgumentException("not true or false");
+                        }
+                        closedLines = v.equals("true");
+                        break;
                     default:
                         throw new IllegalArgumentException("unknown key");
                 }
@@ -223,6 +243,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         this.cap = c;
         this.latenessMs = lateness;
         this.atClose = close;
+        this.closedOut = closedLines;
     }
 
     public static OutputTag<String> deadLetters() {
@@ -232,6 +253,11 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
     /** The learned items with their user (docs/JOB_LINES.md, format 4). */
     public static OutputTag<String> learned() {
         return LEARNED;
+    }
+
+    /** The closed impressions (docs/JOB_LINES.md, format 7). */
+    public static OutputTag<String> closed() {
+        return CLOSED_LINES;
     }
 
     /** {@code out}, and each item also to {@link #LEARNED} after {@code user} (null: out only). */
@@ -310,6 +336,7 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
         open.c = new String[0];
         open.r = new double[products.length];
         open.d = atClose;
+        open.src = closedOut ? body(source) : null;
         if (!atClose) {
             for (int i = 0; i < products.length; i++) {
                 observe(out, ts, products[i], weight(i), 0.0, x);
@@ -479,9 +506,11 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
                 ctx.timerService().registerEventTimeTimer(st.t + windowMs + latenessMs);
                 save(st);
             } else {
+                emitClosed(st, timestamp, ctx);
                 close(st, ctx);
             }
         } else if (st.s == LATE && timestamp >= st.t + windowMs + latenessMs) {
+            emitClosed(st, timestamp, ctx);
             if (retainMs > latenessMs) {
                 close(st, ctx);
             } else {
@@ -498,6 +527,49 @@ public final class RewardJoin extends KeyedProcessFunction<String, String, Strin
             }
             state.clear();
         }
+    }
+
+    /**
+     * With {@code closed=true}: the impression, its window closed for good (no event can count
+     * any more), as {@code closeTs TAB ope TAB t|slots|json}: slots the ascending indices of
+     * the shown products clicked (kind click; the events the join accepted), json the
+     * impression's body with TAB, CR and LF as spaces (whitespace between JSON tokens: a valid
+     * event holds no raw control character inside a string), empty if it had none.
+     */
+    private void emitClosed(JoinState st, long timestamp, OnTimerContext ctx) {
+        if (!closedOut) {
+            return;
+        }
+        int[] slots = new int[st.c.length];
+        int n = 0;
+        for (String c : st.c) {
+            if (c.indexOf('\t') < 0) {
+                slots[n++] = Arrays.asList(st.p).indexOf(c);
+            }
+        }
+        Arrays.sort(slots, 0, n);
+        StringBuilder sb = new StringBuilder(64 + (st.src == null ? 0 : st.src.length()));
+        sb.append(timestamp).append('\t').append(CLOSED_KEY).append('\t').append(st.t).append('|');
+        for (int i = 0; i < n; i++) {
+            if (i > 0) {
+                sb.append(',');
+            }
+            sb.append(slots[i]);
+        }
+        sb.append('|');
+        if (st.src != null) {
+            for (int i = 0; i < st.src.length(); i++) {
+                char ch = st.src.charAt(i);
+                sb.append(ch == '\t' || ch == '\n' || ch == '\r' ? ' ' : ch);
+            }
+        }
+        ctx.output(CLOSED_LINES, sb.toString());
+    }
+
+    /** The body of a source line of kind u (the JSON text), else null. */
+    private static String body(String source) {
+        String[] m = source.split("\t", 6);
+        return m.length == 6 && m[4].equals("u") ? m[5] : null;
     }
 
     /** Keep only the request's time (late events are told apart from orphans) until retain. */
