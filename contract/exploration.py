@@ -123,6 +123,40 @@ def counts_from_params(thetas: np.ndarray, A_invs: np.ndarray, l2: float
     return min(max(0.0, clicks), obs), obs
 
 
+def count_terms(thetas: np.ndarray, A_invs: np.ndarray) -> np.ndarray:
+    """(m, 2) per product: the one-hot block's sums of b and of diag A, the terms
+    :func:`counts_from_params` adds up (zeros when x is not the shipped layout). A store of
+    many products keeps them per product as its parameters change, so the counts cost one sum
+    instead of m inversions (serving/snapshot.py)."""
+    thetas = np.asarray(thetas, dtype=np.float64)
+    out = np.zeros((thetas.shape[0], 2))
+    block = _one_hot_block(thetas.shape[-1]) if thetas.ndim == 2 else None
+    if block is None or thetas.shape[0] == 0:
+        return out
+    A = np.linalg.inv(np.asarray(A_invs, dtype=np.float64))
+    out[:, 0] = np.einsum("mij,mj->mi", A, thetas)[:, block].sum(axis=1)
+    out[:, 1] = np.einsum("mii->mi", A)[:, block].sum(axis=1)
+    return out
+
+
+def counts_from_terms(total: np.ndarray, m: int, dim: int, l2: float) -> tuple[float, float]:
+    """:func:`counts_from_params` from the sum over m products of :func:`count_terms` (equal to
+    rounding).
+
+    >>> rng = np.random.default_rng(0)
+    >>> G = rng.normal(size=(3, 15, 15)); A_invs = np.linalg.inv(np.eye(15) + G @ G.mT)
+    >>> thetas = rng.normal(size=(3, 15))
+    >>> a = counts_from_terms(count_terms(thetas, A_invs).sum(axis=0), 3, 15, 1.0)
+    >>> np.allclose(a, counts_from_params(thetas, A_invs, 1.0))
+    True
+    """
+    block = _one_hot_block(dim)
+    if block is None or m == 0:
+        return 0.0, 0.0
+    obs = max(0.0, float(total[1]) - l2 * len(block) * m)
+    return min(max(0.0, float(total[0])), obs), obs
+
+
 # --- off-policy estimates ------------------------------------------------------------------
 
 @dataclass(frozen=True)

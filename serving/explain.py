@@ -56,10 +56,10 @@ def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: flo
     names = feature_names(snap.dim)
     out = []
     for j, i in enumerate(indices.tolist()):
-        theta = snap.thetas[i]
+        theta = snap.theta(i)
         contrib = theta * x
         mean = float(contrib.sum())
-        var = float(x @ snap.A_invs[i] @ x)
+        var = float(x @ snap.A_inv(i) @ x)
         bonus = alpha * float(np.sqrt(max(var, 0.0))) if alpha else 0.0
         pop = float(popularity[i]) if popularity is not None else 0.0
         top = _top(contrib, names, TOP_FEATURES)
@@ -99,6 +99,6 @@ def product_summary(snap: Snapshot, product_id: str, *, shown: int = 0, clicked:
         "parameter_version": version,
         "last_update_ms": updated if version else None,
         "parameter_age_s": (now_ms - updated) / 1000.0 if version else None,
-        "top_features": _top(snap.thetas[i], feature_names(snap.dim), 5),
+        "top_features": _top(snap.theta(i), feature_names(snap.dim), 5),
         "served": {"shown": shown, "clicks": clicked, "ctr": clicked / shown if shown else None},
     }

@@ -101,13 +101,13 @@ class Popularity:
     def __init__(self, m: int, weight: float) -> None:
         self.weight = weight
         self.known = np.zeros(m, dtype=np.int64)  # the most clicks ever seen per product
-        self._snap: Snapshot | None = None
+        self._generation: int | None = None  # not the snapshot: holding it pins its rows
         self._term: np.ndarray | None = None
 
     def term(self, snap: Snapshot) -> np.ndarray | None:
         """(m,) added to the scores, non-zero only for products without parameters; None when
         it would add nothing (the usual case once every product has parameters)."""
-        if snap is self._snap:
+        if snap.generation == self._generation:
             return self._term
         known = np.maximum(self.known, snap.clicks)
         self.known = known
@@ -117,7 +117,7 @@ class Popularity:
         if self.weight > 0 and top > 0 and bool((known[prior] > 0).any()):
             term = np.log1p(known) * (self.weight / np.log1p(top))
             term[~prior] = 0.0
-        self._snap, self._term = snap, term
+        self._generation, self._term = snap.generation, term
         return term
 
 

@@ -140,7 +140,6 @@ class Recommender:
         self._features = features
         self._x_cache: dict[tuple[int, int, bool], np.ndarray] = {}
         self._rng = np.random.default_rng(seed)
-        self._counts_of: tuple[Snapshot, tuple[float, float]] | None = None
         self._rng_lock = threading.Lock()
         self._recent: dict[str, tuple[str, frozenset[str]]] = {}
         self._recent_max = remember_requests
@@ -311,14 +310,9 @@ class Recommender:
         return x
 
     def _learned_counts(self, snap: Snapshot) -> tuple[float, float]:
-        """(clicks, observations) the snapshot's parameters hold, once per snapshot (the
-        calibrated rule's click rate; contract.exploration.counts_from_params)."""
-        cached = self._counts_of
-        if cached is None or cached[0] is not snap:
-            cached = (snap, exploration.counts_from_params(snap.thetas, snap.A_invs,
-                                                           self.settings.model.l2))
-            self._counts_of = cached  # one reference swap: a racing request recomputes
-        return cached[1]
+        """(clicks, observations) the snapshot's parameters hold (the calibrated rule's click
+        rate; contract.exploration.counts_from_params), kept per snapshot by the snapshot."""
+        return snap.learned_counts(self.settings.model.l2)
 
     def recommend(self, user_id: int, *, user: User | None = None, x: Any = None,
                   at: datetime | None = None, k: int | None = None, policy: str | None = None,

@@ -1,15 +1,35 @@
-"""The in-process snapshot: every product's parameters as stacked arrays, scored in one go.
+"""The in-process snapshot: every product's parameters as rows of preallocated arrays, scored
+in one go, updated in O(changed products).
 
-A :class:`Snapshot` is immutable. The refresher builds a new one when parameters change
-(copy-on-write) and swaps one reference, so a request never sees half an update and never
-takes a lock: reading ``recommender.snapshot`` is atomic in CPython.
+A :class:`Snapshot` is immutable for its readers: a request reads ``recommender.snapshot``
+once (one reference, atomic in CPython) and every number it uses afterwards belongs to that
+snapshot, without a lock. Underneath, the snapshots of one lineage share a row store
+(:class:`_Rows`): arrays with a few spare rows beyond the products. A snapshot is a small
+index object - which row holds each product (``_slot``, (m,) ints) - over that store.
+Applying parameter updates (:meth:`Snapshot.with_params`) writes each changed product into a
+*free* row, one that no live snapshot points at, copies the row index with those entries
+changed, and returns the new snapshot: the refresher then swaps one reference. Rows a live
+snapshot points at are never written, so a reader never sees half a row; the rows an update
+replaced become free again once every snapshot older than it has been dropped (counted by the
+snapshots' ``__del__``; CPython frees a request's snapshot when the request returns). If the
+spare rows run out (a reader holding an old snapshot for long), the store is copied into a
+bigger one - the old snapshots keep the old arrays - so the cost per update is O(changed) and
+the rare growth is amortised.
 
 Scoring is the contract's UCB, ``x . theta + alpha * sqrt(x^T A^-1 x)``, for all m products at
 once. Because A^-1 is symmetric, ``x^T A^-1 x = sum_{i<=j} c_ij A^-1_ij x_i x_j`` (c = 1 on
-the diagonal, 2 off it): one (m, d(d+1)/2) x (d(d+1)/2,) matrix-vector product over the packed
-upper triangles, which BLAS does in one call and which reads 120 numbers per product instead
-of 225 (d = 15). It is the same number as :func:`contract.linucb.ucb_scores` to rounding
-(tests/serving/test_serving_scoring.py checks it) and 2-3x faster than its einsum.
+the diagonal, 2 off it): each row keeps theta and the packed upper triangle with c already
+multiplied in, side by side, so one matrix-vector product each over the store (BLAS, 135
+numbers per product for d = 15) gives the means and the variances; a gather by ``_slot``
+picks the products' rows. The strictly lower triangle is kept in a second array that scoring
+never reads, so :attr:`Snapshot.A_invs` gives back exactly the matrices published (the job's
+A^-1 may differ from its transpose in the last bit). It is the same number as
+:func:`contract.linucb.ucb_scores` to rounding (tests/serving/test_serving_scoring.py).
+
+Memory: 8 * (d + d^2) bytes of parameters per row (the size of A^-1 and b), plus 40 bytes of
+version, time, observation count and the calibrated rule's two terms, plus 8 bytes of row
+index per product and snapshot alive: about the parameters' published size, once
+(docs/SERVING.md, "How parameter updates apply").
 
 >>> snap = Snapshot.prior(["p0", "p1"], dim=2, l2=1.0)
 >>> snap.versions.tolist(), snap.model_version
@@ -21,25 +41,108 @@ of 225 (d = 15). It is the same number as :func:`contract.linucb.ucb_scores` to 
 from __future__ import annotations
 
 import functools
+import itertools
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from contract import linucb
+from contract import exploration, linucb
 from contract.codec import Params
+
+_V, _T, _N = 0, 1, 2  # the meta columns: version, updated_at_ms, observations
+_GENERATIONS = itertools.count(1)  # unique across stores: caches key on it
+_INDEX_LOCK = threading.Lock()
 
 
 @functools.cache
-def _triangle(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Upper triangle (diagonal included) of a d x d matrix: row and column indices, flat
-    indices, and weights (1 on the diagonal, 2 off it)."""
+def _triangle(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Upper triangle (diagonal included) of a d x d matrix: row and column indices, its
+    weights (1 on the diagonal, 2 off it), and the strictly lower triangle's row and column
+    indices."""
     rows, cols = np.triu_indices(d)
-    return rows, cols, rows * d + cols, np.where(rows == cols, 1.0, 2.0)
+    lrows, lcols = np.tril_indices(d, -1)
+    return rows, cols, np.where(rows == cols, 1.0, 2.0), lrows, lcols
 
 
-@dataclass(frozen=True)
+def spare_rows(m: int) -> int:
+    """Rows kept free beyond the products: updates land there while readers hold the rows they
+    replace (m // 64, at least 64: 1,562 rows at 100,000 products, 1.6% more memory)."""
+    return max(64, m // 64)
+
+
+class _Rows:
+    """The row store a lineage of snapshots shares (written only under ``lock``, by
+    :meth:`Snapshot.with_params` and :meth:`Snapshot.with_products`; readers never lock)."""
+
+    def __init__(self, d: int, capacity: int) -> None:
+        t = d * (d + 1) // 2
+        self.d = d
+        self.hot = np.zeros((capacity, d + t))  # theta | weighted upper triangle of A^-1
+        self.cold = np.zeros((capacity, d * (d - 1) // 2))  # strictly lower triangle of A^-1
+        self.meta = np.zeros((capacity, 3), dtype=np.int64)  # version, updated_at_ms, n
+        self.terms = np.zeros((capacity, 2))  # exploration.count_terms per row
+        self.free: list[int] = list(range(capacity - 1, -1, -1))
+        self.pending: deque[tuple[int, np.ndarray]] = deque()  # (generation, rows it freed)
+        self.head = next(_GENERATIONS)  # newest generation
+        self.live: dict[int, int] = {}  # generation -> snapshot objects alive
+        self.born: deque[int] = deque()  # appended by constructors and __del__ (atomic)
+        self.died: deque[int] = deque()
+        self.lock = threading.Lock()
+
+    @property
+    def capacity(self) -> int:
+        return self.hot.shape[0]
+
+    def write(self, rows: np.ndarray, thetas: np.ndarray, A_invs: np.ndarray,
+              meta: np.ndarray) -> None:
+        """Fill these (free) rows: thetas (k, d), A_invs (k, d, d), meta (k, 3)."""
+        d = self.d
+        r, c, w, lr, lc = _triangle(d)
+        self.hot[rows, :d] = thetas
+        self.hot[rows, d:] = A_invs[:, r, c] * w
+        self.cold[rows] = A_invs[:, lr, lc]
+        self.meta[rows] = meta
+        try:
+            self.terms[rows] = exploration.count_terms(thetas, A_invs)
+        except np.linalg.LinAlgError:  # a singular A^-1 (not a valid value): row by row,
+            for j, r in enumerate(rows.tolist()):  # counting nothing for the singular ones
+                try:
+                    self.terms[r] = exploration.count_terms(thetas[j:j + 1], A_invs[j:j + 1])[0]
+                except np.linalg.LinAlgError:
+                    self.terms[r] = 0.0
+
+    def reclaim(self) -> None:
+        """Rows replaced by generation g are free once no snapshot older than g is alive."""
+        live = self.live
+        # deaths first: a snapshot born after the births are read was made (restamped) from
+        # one alive then, whose death is read no earlier than the next call
+        for q, step in ((self.died, -1), (self.born, 1)):
+            while q:
+                g = q.popleft()
+                n = live.get(g, 0) + step
+                if n:
+                    live[g] = n
+                else:
+                    del live[g]
+        oldest = min(live, default=self.head + 1)
+        while self.pending and self.pending[0][0] <= oldest:
+            self.free.extend(self.pending.popleft()[1].tolist())
+
+    def take(self, k: int) -> np.ndarray | None:
+        """k free rows, or None when there are not that many."""
+        if len(self.free) < k:
+            self.reclaim()
+            if len(self.free) < k:
+                return None
+        out = self.free[-k:]
+        del self.free[-k:]
+        return np.asarray(out, dtype=np.intp)
+
+
 class Snapshot:
     """Parameters of all products, row i = ``product_ids[i]``.
 
@@ -48,45 +151,96 @@ class Snapshot:
     replica that has seen the same writes, so an impression names the model that scored it.
     ``synced_at`` is when the refresher last confirmed the snapshot matched Redis (monotonic
     seconds); its age is how stale the snapshot may be.
+
+    Built from whole arrays (``Snapshot(product_ids, thetas, A_invs, versions, updated_at_ms,
+    synced_at, observations)``) or by :meth:`prior`; changed by :meth:`with_params` and
+    :meth:`with_products`, which return new snapshots. The array attributes (``thetas``,
+    ``A_invs``, ``versions``, ...) are read-only views gathered on first use.
     """
 
-    product_ids: tuple[str, ...]
-    thetas: np.ndarray  # (m, d) float64, A^-1 b per product
-    A_invs: np.ndarray  # (m, d, d) float64, C-contiguous
-    versions: np.ndarray  # (m,) int64
-    updated_at_ms: np.ndarray  # (m,) int64, when the job produced each row (0 = prior)
-    synced_at: float = field(default_factory=time.monotonic)
-    observations: np.ndarray | None = None  # (m,) int64, n per product (None: = versions)
-    model_version: int = field(init=False)
-    _A_packed: np.ndarray = field(init=False, repr=False)  # (m, d(d+1)/2) upper triangles
-    _index: dict[str, int] = field(init=False, repr=False)
+    __slots__ = ("__weakref__", "_cache", "_gen", "_hot", "_index", "_rows", "_slot",
+                 "model_version", "product_ids", "synced_at")
 
-    def __post_init__(self) -> None:
-        m = len(self.product_ids)
-        d = self.thetas.shape[1] if self.thetas.ndim == 2 else 0
-        if self.thetas.shape != (m, d) or self.A_invs.shape != (m, d, d):
-            raise ValueError(f"thetas {self.thetas.shape} / A_invs {self.A_invs.shape} do not "
+    def __init__(self, product_ids: Sequence[str], thetas: np.ndarray, A_invs: np.ndarray,
+                 versions: np.ndarray, updated_at_ms: np.ndarray,
+                 synced_at: float | None = None, observations: np.ndarray | None = None
+                 ) -> None:
+        ids = tuple(product_ids)
+        m = len(ids)
+        thetas = np.asarray(thetas, dtype=np.float64)
+        A_invs = np.asarray(A_invs, dtype=np.float64)
+        d = thetas.shape[1] if thetas.ndim == 2 else 0
+        if thetas.shape != (m, d) or A_invs.shape != (m, d, d):
+            raise ValueError(f"thetas {thetas.shape} / A_invs {A_invs.shape} do not "
                              f"match {m} products")
-        if self.versions.shape != (m,) or self.updated_at_ms.shape != (m,):
+        versions, updated_at_ms = np.asarray(versions), np.asarray(updated_at_ms)
+        if versions.shape != (m,) or updated_at_ms.shape != (m,):
             raise ValueError("versions/updated_at_ms must have one entry per product")
-        object.__setattr__(self, "model_version", int(self.versions.sum()))
-        if self.observations is None:  # n unknown: every update counted as an observation
-            object.__setattr__(self, "observations", self.versions)
-        elif self.observations.shape != (m,):
+        if observations is None:  # n unknown: every update counted as an observation
+            observations = versions
+        elif np.shape(observations) != (m,):
             raise ValueError("observations must have one entry per product")
-        rows, cols, _flat, _weight = _triangle(d)
-        object.__setattr__(self, "_A_packed", np.ascontiguousarray(self.A_invs[:, rows, cols]))
-        object.__setattr__(self, "_index", {p: i for i, p in enumerate(self.product_ids)})
+        index = {p: i for i, p in enumerate(ids)}
+        if len(index) != m:
+            raise ValueError("product_ids: duplicates")
+        rows = _Rows(d, m + spare_rows(m))
+        slot = rows.take(m)
+        assert slot is not None
+        slot = slot[::-1].copy()  # rows 0..m-1 in product order: the gather reads in order
+        rows.write(slot, thetas, A_invs, np.stack([versions, updated_at_ms, observations],
+                                                  axis=1))
+        self._init(ids, index, rows, slot, rows.head, int(versions.sum()),
+                   time.monotonic() if synced_at is None else synced_at)
+
+    def _init(self, ids: tuple[str, ...], index: dict[str, int], rows: _Rows, slot: np.ndarray,
+              gen: int, model_version: int, synced_at: float) -> None:
+        self.product_ids = ids
+        self._index = index  # shared by a lineage; entries >= len(ids) belong to newer ones
+        self._rows = rows
+        self._hot = rows.hot  # this snapshot's arrays, even after the store grows
+        self._slot = slot
+        self._gen = gen
+        self.model_version = model_version
+        self.synced_at = synced_at
+        self._cache: dict[str, Any] = {}
+        rows.born.append(gen)
+
+    @classmethod
+    def _new(cls, ids: tuple[str, ...], index: dict[str, int], rows: _Rows, slot: np.ndarray,
+             gen: int, model_version: int, synced_at: float) -> Snapshot:
+        snap = cls.__new__(cls)
+        snap._init(ids, index, rows, slot, gen, model_version, synced_at)
+        return snap
+
+    def __del__(self) -> None:
+        rows = getattr(self, "_rows", None)
+        if rows is not None:
+            rows.died.append(self._gen)
+
+    def __repr__(self) -> str:
+        return (f"Snapshot({len(self)} products, model_version {self.model_version}, "
+                f"generation {self._gen})")
 
     @classmethod
     def prior(cls, product_ids: Sequence[str], dim: int, l2: float = 1.0) -> Snapshot:
-        """Every product at the prior A = l2 I, b = 0 (scores 0 + alpha * |x| / sqrt(l2))."""
-        if len(set(product_ids)) != len(product_ids):
+        """Every product at the prior A = l2 I, b = 0 (scores 0 + alpha * |x| / sqrt(l2));
+        written in chunks, with no (m, d, d) temporary."""
+        ids = tuple(product_ids)
+        index = {p: i for i, p in enumerate(ids)}
+        if len(index) != len(ids):
             raise ValueError("product_ids: duplicates")
-        m = len(product_ids)
-        A_invs = np.broadcast_to(np.eye(dim) / l2, (m, dim, dim)).copy()
-        return cls(tuple(product_ids), np.zeros((m, dim)), A_invs, np.zeros(m, dtype=np.int64),
-                   np.zeros(m, dtype=np.int64))
+        m = len(ids)
+        rows = _Rows(dim, m + spare_rows(m))
+        slot = rows.take(m)
+        assert slot is not None
+        slot = slot[::-1].copy()
+        eye = np.eye(dim) / l2
+        for lo in range(0, m, 4096):
+            part = slot[lo:lo + 4096]
+            rows.write(part, np.zeros((part.size, dim)),
+                       np.broadcast_to(eye, (part.size, dim, dim)),
+                       np.zeros((part.size, 3), dtype=np.int64))
+        return cls._new(ids, index, rows, slot, rows.head, 0, time.monotonic())
 
     @classmethod
     def from_params(cls, product_ids: Sequence[str], dim: int, l2: float,
@@ -106,17 +260,92 @@ class Snapshot:
     # --- reading ---------------------------------------------------------------------------
     @property
     def dim(self) -> int:
-        return int(self.thetas.shape[1])
+        return self._rows.d
 
     def __len__(self) -> int:
         return len(self.product_ids)
 
+    @property
+    def generation(self) -> int:
+        """Unique per set of parameters (a re-stamped snapshot keeps it): what per-snapshot
+        caches key on, without holding the snapshot (which would keep its rows from being
+        reused)."""
+        return self._gen
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the row store this snapshot reads (shared with its lineage) and of its
+        row index."""
+        r = self._rows
+        return r.hot.nbytes + r.cold.nbytes + r.meta.nbytes + r.terms.nbytes + self._slot.nbytes
+
     def index(self, product_id: str) -> int | None:
-        return self._index.get(product_id)
+        i = self._index.get(product_id)
+        return i if i is not None and i < len(self.product_ids) else None
 
     def version_of(self, product_id: str) -> int | None:
-        i = self._index.get(product_id)
-        return None if i is None else int(self.versions[i])
+        i = self.index(product_id)
+        return None if i is None else int(self._rows.meta[self._slot[i], _V])
+
+    def _gathered(self, name: str) -> np.ndarray:
+        out = self._cache.get(name)
+        if out is None:
+            slot, rows = self._slot, self._rows
+            d = rows.d
+            if name in ("versions", "updated_at_ms", "observations"):
+                out = rows.meta[slot, ("versions", "updated_at_ms", "observations").index(name)]
+            elif name == "thetas":
+                out = rows.hot[slot, :d]
+            elif name == "A_invs":
+                ur, uc, w, lr, lc = _triangle(d)
+                out = np.empty((len(self), d, d))
+                out[:, ur, uc] = rows.hot[slot, d:] / w
+                out[:, lr, lc] = rows.cold[slot]
+            else:
+                raise KeyError(name)
+            out.setflags(write=False)
+            self._cache[name] = out
+        return out
+
+    @property
+    def thetas(self) -> np.ndarray:
+        """(m, d) A^-1 b per product (a read-only copy, made on first use)."""
+        return self._gathered("thetas")
+
+    @property
+    def A_invs(self) -> np.ndarray:  # noqa: N802 (the math's name, as before)
+        """(m, d, d) A^-1 per product, exactly as published (read-only, made on first use:
+        m d^2 numbers; :meth:`A_inv` reads one)."""
+        return self._gathered("A_invs")
+
+    @property
+    def versions(self) -> np.ndarray:
+        """(m,) int64 version per product (0 = the prior)."""
+        return self._gathered("versions")
+
+    @property
+    def updated_at_ms(self) -> np.ndarray:
+        """(m,) int64, when the job produced each product's parameters (0 = prior)."""
+        return self._gathered("updated_at_ms")
+
+    @property
+    def observations(self) -> np.ndarray:
+        """(m,) int64 observations n per product."""
+        return self._gathered("observations")
+
+    def theta(self, i: int) -> np.ndarray:
+        """Product i's theta (d,), a copy."""
+        return self._rows.hot[self._slot[i], :self._rows.d].copy()
+
+    def A_inv(self, i: int) -> np.ndarray:  # noqa: N802
+        """Product i's A^-1 (d, d), exactly as published."""
+        rows, r = self._rows, self._slot[i]
+        d = rows.d
+        ur, uc, w, lr, lc = _triangle(d)
+        out = np.empty((d, d))
+        out[ur, uc] = rows.hot[r, d:] / w
+        out[lr, lc] = rows.cold[r]
+        return out
 
     @property
     def clicks(self) -> np.ndarray:
@@ -124,7 +353,20 @@ class Snapshot:
         product at once with reward 0 (``o0``) and each click as one reward correction
         (``a1``; docs/JOB_LINES.md), so the updates beyond the observations are the clicks:
         published in every value, exactly once, with no extra key."""
-        return self.versions - self.observations  # type: ignore[operator]
+        return self.versions - self.observations
+
+    def learned_counts(self, l2: float) -> tuple[float, float]:
+        """(clicks, observations) the parameters hold, as
+        :func:`contract.exploration.counts_from_params` reads them (the calibrated rule's
+        click rate), from per-row terms kept at each update: O(m) additions once per
+        snapshot, no matrix inversion."""
+        key = ("counts", l2)
+        out = self._cache.get(key)  # type: ignore[call-overload]
+        if out is None:
+            total = self._rows.terms[self._slot].sum(axis=0) if len(self) else np.zeros(2)
+            out = exploration.counts_from_terms(total, len(self), self.dim, l2)
+            self._cache[key] = out  # type: ignore[index]
+        return out
 
     def age_s(self, now: float | None = None) -> float:
         return max(0.0, (time.monotonic() if now is None else now) - self.synced_at)
@@ -136,13 +378,15 @@ class Snapshot:
     def scores_and_mean(self, x: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
         """(UCB, mean theta.x) of every product: the mean comes free with the scores (the
         exploration health counter compares the two's best products)."""
-        mean = self.thetas @ x  # (m,)
+        hot, slot = self._hot, self._slot
+        d = x.shape[0]
+        mean = (hot[:, :d] @ x).take(slot)  # (m,) over the store, then this snapshot's rows
         if alpha == 0:
             return mean, mean
-        _rows, _cols, flat, weight = _triangle(self.dim)
-        xx = np.outer(x, x).ravel().take(flat)  # (d(d+1)/2,) x_i x_j for i <= j
-        xx *= weight  # A^-1 is symmetric: each off-diagonal pair counts twice
-        var = self._A_packed @ xx  # (m,) x^T A^-1 x per product
+        r, c, _w, _lr, _lc = _triangle(d)
+        xx = x.take(r)
+        xx *= x.take(c)  # x_i x_j for i <= j (the 2 off the diagonal is in the rows)
+        var = (hot[:, d:] @ xx).take(slot)  # (m,) x^T A^-1 x per product
         np.maximum(var, 0.0, out=var)  # in place: no temporaries on the request path
         np.sqrt(var, out=var)
         var *= alpha
@@ -158,38 +402,110 @@ class Snapshot:
         product ids that changed. An older or equal version is ignored: a replayed or
         reordered value never moves a product backwards. Unknown products and values of
         another dimension are ignored too (the caller logs them).
+
+        O(changed) rows written into free rows of the shared store, plus a copy of the
+        (m,) row index; on a snapshot that is not its store's newest (two updates branching
+        from one snapshot), the store is copied first.
         """
-        rows: list[tuple[int, Params]] = []
+        chosen: list[tuple[int, Params]] = []
         for pid, p in params.items():
-            i = self._index.get(pid)
-            if i is None or p.state.dim != self.dim or p.version <= self.versions[i]:
+            i = self.index(pid)
+            if i is None or p.state.dim != self.dim or p.version <= self.version_of(pid):  # type: ignore[operator]
                 continue
             if not (np.isfinite(p.state.A_inv).all() and np.isfinite(p.state.b).all()):
                 continue  # a NaN would poison every ranking it takes part in
-            rows.append((i, p))
+            chosen.append((i, p))
         stamp = time.monotonic() if synced_at is None else synced_at
-        if not rows:
+        if not chosen:
             return self.restamped(stamp), []
-        thetas, A_invs = self.thetas.copy(), self.A_invs.copy()
-        versions, updated = self.versions.copy(), self.updated_at_ms.copy()
-        observations = self.observations.copy()  # type: ignore[union-attr]
-        for i, p in rows:
-            A_invs[i] = p.state.A_inv
-            thetas[i] = linucb.theta(p.state)
-            versions[i] = p.version
-            updated[i] = p.updated_at_ms
-            observations[i] = p.state.n
-        snap = Snapshot(self.product_ids, thetas, A_invs, versions, updated, synced_at=stamp,
-                        observations=observations)
-        return snap, [self.product_ids[i] for i, _ in rows]
+        idx = np.fromiter((i for i, _ in chosen), dtype=np.intp, count=len(chosen))
+        A_invs = np.stack([p.state.A_inv for _, p in chosen])
+        thetas = np.stack([linucb.theta(p.state) for _, p in chosen])
+        meta = np.array([(p.version, p.updated_at_ms, p.state.n) for _, p in chosen],
+                        dtype=np.int64)
+        snap = self._rewritten(idx, thetas, A_invs, meta, stamp)
+        return snap, [self.product_ids[i] for i, _ in chosen]
+
+    def _rewritten(self, idx: np.ndarray, thetas: np.ndarray, A_invs: np.ndarray,
+                   meta: np.ndarray, stamp: float, ids: tuple[str, ...] | None = None,
+                   index: dict[str, int] | None = None) -> Snapshot:
+        """Products ``idx`` (some may be new, >= len(self) when ``ids`` is longer) with these
+        rows: written into free rows, then a new row index."""
+        rows = self._rows
+        ids = self.product_ids if ids is None else ids
+        index = self._index if index is None else index
+        with rows.lock:
+            if self._gen != rows.head:  # a branch: its own store
+                return self._copied(len(ids) - len(self))._rewritten(idx, thetas, A_invs, meta,
+                                                                     stamp, ids, index)
+            new_rows = rows.take(idx.size)
+            if new_rows is None:  # readers hold the spare rows: a bigger store
+                return self._copied(len(ids) - len(self) + idx.size)._rewritten(
+                    idx, thetas, A_invs, meta, stamp, ids, index)
+            m_old = len(self)
+            old_meta = rows.meta[self._slot[idx[idx < m_old]], _V]
+            rows.write(new_rows, thetas, A_invs, meta)
+            if len(ids) > m_old:
+                slot = np.empty(len(ids), dtype=np.intp)
+                slot[:m_old] = self._slot
+            else:
+                slot = self._slot.copy()
+            replaced = slot[idx[idx < m_old]].copy()
+            slot[idx] = new_rows
+            gen = next(_GENERATIONS)
+            rows.head = gen
+            if replaced.size:
+                rows.pending.append((gen, replaced))
+            version = self.model_version + int(meta[:, _V].sum()) - int(old_meta.sum())
+            return Snapshot._new(ids, index, rows, slot, gen, version, stamp)
+
+    def _copied(self, extra: int) -> Snapshot:
+        """This snapshot in a new store with room for ``extra`` more rows than the spare
+        (the old store stays with the snapshots that use it). Called under the old lock."""
+        old, m = self._rows, len(self)
+        rows = _Rows(old.d, m + extra + spare_rows(m + extra))
+        slot = rows.take(m)
+        assert slot is not None
+        slot = slot[::-1].copy()
+        for lo in range(0, m, 4096):  # in chunks: no second whole copy at once
+            src, dst = self._slot[lo:lo + 4096], slot[lo:lo + 4096]
+            rows.hot[dst] = old.hot[src]
+            rows.cold[dst] = old.cold[src]
+            rows.meta[dst] = old.meta[src]
+            rows.terms[dst] = old.terms[src]
+        return Snapshot._new(self.product_ids, self._index, rows, slot, rows.head,
+                             self.model_version, self.synced_at)
+
+    def with_products(self, product_ids: Sequence[str], l2: float = 1.0,
+                      synced_at: float | None = None) -> Snapshot:
+        """A snapshot with these brand-new products appended at the prior (A = l2 I, b = 0,
+        version 0), after the existing ones: their rows written into free rows, O(added)
+        (plus the (m,) row index and the id tuple). Ids already held are refused."""
+        new = list(dict.fromkeys(product_ids))
+        if len(new) != len(product_ids) or any(self.index(p) is not None for p in new):
+            raise ValueError("product_ids: duplicates, or already in the snapshot")
+        if not new:
+            return self
+        m, d = len(self), self.dim
+        index = self._index
+        with _INDEX_LOCK:  # shared by a lineage (and its branches): extended by one at a time
+            if len(index) == m:  # nobody added beyond this snapshot: extend it in place
+                index.update((p, m + j) for j, p in enumerate(new))
+            else:
+                index = {p: i for i, p in enumerate(self.product_ids + tuple(new))}
+        k = len(new)
+        ids = self.product_ids + tuple(new)
+        return self._rewritten(np.arange(m, m + k, dtype=np.intp), np.zeros((k, d)),
+                               np.broadcast_to(np.eye(d) / l2, (k, d, d)),
+                               np.zeros((k, 3), dtype=np.int64),
+                               self.synced_at if synced_at is None else synced_at, ids, index)
 
     def restamped(self, synced_at: float) -> Snapshot:
         """The same parameters, confirmed in sync at ``synced_at`` (arrays are shared)."""
         if synced_at <= self.synced_at:
             return self
-        snap = object.__new__(Snapshot)
-        for name in ("product_ids", "thetas", "A_invs", "versions", "updated_at_ms",
-                     "model_version", "_A_packed", "_index", "observations"):
-            object.__setattr__(snap, name, getattr(self, name))
-        object.__setattr__(snap, "synced_at", synced_at)
+        snap = Snapshot._new(self.product_ids, self._index, self._rows, self._slot, self._gen,
+                             self.model_version, synced_at)
+        snap._hot = self._hot
+        snap._cache = self._cache  # the same rows: what was gathered holds
         return snap
