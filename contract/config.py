@@ -237,6 +237,10 @@ class JobSettings:
     max_lateness_s: float = _var("RTREC_MAX_LATENESS_S", 0.0,
                                  "A reward event up to this long after its window still counts, "
                                  "learned as a correction (counted as late); later: late_click.")
+    ope_stream: bool = _var("RTREC_OPE_STREAM", True,
+                            "Off-policy estimates in the job: SNIPS and DR of every shadow, "
+                            "random and popularity, from each impression once its window "
+                            "closed, to Redis <prefix>:ope:<target> (docs/EXPERIMENTS.md).")
     metrics_ports: str = _var("RTREC_METRICS_PORTS", "9250-9259",
                               "Port range of the job's Prometheus endpoint on 127.0.0.1: each "
                               "Flink JVM (mini-cluster, JobManager, TaskManager) serves /metrics "

@@ -12,6 +12,8 @@
       -> key_by(product_id) -> Learn (RocksDB, one codec blob per product, rank-k update)
          --side output--> dead letters (items it cannot learn)
       -> PublishToRedis (contract.store.ParamStore: write-if-newer + PUBLISH)
+    RewardJoin --closed impressions--> [JVM] MicroBatcher -> ope-evaluate (one subtask: SNIPS
+      and DR per target, to Redis <prefix>:ope:<target>; flink_job/evaluate.py)
     KafkaSource(user-deletions) -> ParseDeletions --side output--> dead letters
       -> keyBy(user) -> [JVM] UserIndex <- keyBy(user) <- RewardJoin's learned items (user)
       -> the items that undo a forgotten user -> MicroBatcher, with the join's
@@ -210,6 +212,7 @@ def join_and_batch(valid, settings: Settings,  # type: ignore[no-untyped-def]
     from pyflink.datastream.data_stream import DataStream
     from pyflink.java_gateway import get_gateway
 
+    from flink_job import evaluate
     from flink_job.records import join_spec
 
     jvm = get_gateway().jvm
@@ -223,10 +226,13 @@ def join_and_batch(valid, settings: Settings,  # type: ignore[no-untyped-def]
                 .process(jvm.rtrec.RewardJoin(window_ms, max(RETAIN_MS, 10 * window_ms),
                                               settings.job.click_skew_ms,
                                               join_spec(settings.model,
-                                                        settings.job.max_lateness_s)),
+                                                        settings.job.max_lateness_s)
+                                              + evaluate.join_spec_suffix(settings)),
                          string_info)
                 .name("reward-join").uid("reward-join"))
     dead = DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters()))
+    if evaluate.enabled(settings):  # off-policy estimates in the stream (flink_job/evaluate.py)
+        evaluate.wire(j_joined, settings, opts.known_products if opts else None)
     j_items = j_joined
     if opts is not None:
         from flink_job import unlearn

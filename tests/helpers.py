@@ -250,7 +250,7 @@ def rest_get(port: int, path: str) -> Any:
 
 # the job's own metrics (docs/JOB.md "Metrics"): the operator metric groups and their names
 JOB_OPERATORS = ("source-batch", "validate", "reward-join", "micro-batch", "learn-linucb",
-                 "publish-redis", "parse-deletions", "user-index")
+                 "publish-redis", "parse-deletions", "user-index", "ope-evaluate")
 FLINK_BUILTIN = ("numRecords", "numBytes", "current", "isBackPressured", "Watermark")
 
 

@@ -1,0 +1,301 @@
+"""Continuous off-policy evaluation in the job (docs/EXPERIMENTS.md section 5).
+
+::
+
+    RewardJoin --closed side output (one line per impression, once its window has closed for
+    good: its clicked slots and JSON; docs/JOB_LINES.md format 7)-->
+      [JVM] MicroBatcher (key "ope", one publish interval) -> keyBy -> ope-evaluate (this)
+      -> Redis <prefix>:ope:<target> (JSON) and operator metrics
+
+``ope-evaluate`` replays the closed impressions in event-time order exactly as the offline
+command does (``python -m evaluation ope``, evaluation/offline.py): the same parser
+(``contract.events.parse_event``), the same reward model (``contract.ope.ReplayModel``: LinUCB
+learned from the impressions *before* this one, the job's rule, so DR's model never saw the
+outcome it is scored on), the same targets (every shadow an impression carries, ``random``,
+``popularity``) and the same per-impression terms (``contract.ope.top1_terms``), summed per
+target (``contract.ope.Top1Sums``). So at any time its estimates are the offline command's on
+the log of the impressions closed so far (tests/flink_job/test_ope_stream.py, 1e-9).
+
+What it keeps: the sums are cumulative since the job's state began (a sliding window is not
+built: docs/EXPERIMENTS.md says why and how). It runs at parallelism 1 (one key): the reward
+model needs every impression, in order. Its state is one blob (our own format below, never a
+pickle) written once per batch: ~8 d^2 bytes per product (360 KB for 200 products at d = 15).
+
+The Redis write is best effort: a failure is logged and counted (``ope_redis_errors``) and the
+next batch writes the newest sums; the estimates live in the checkpointed state, not in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from pyflink.common.typeinfo import Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
+
+from contract import ope
+from contract.config import Settings
+from contract.events import Impression, parse_event
+from contract.store import redis_client
+
+log = logging.getLogger(__name__)
+
+OPE_KEY = "ope"  # the closed lines' key (RewardJoin.CLOSED_KEY): one evaluator
+UID = "ope-evaluate"
+_MAGIC = b"RTOPE1"
+
+
+def enabled(settings: Settings) -> bool:
+    return bool(settings.job.ope_stream)
+
+
+def join_spec_suffix(settings: Settings) -> str:
+    """What the reward join's spec gains when the evaluation runs: its closed lines."""
+    return ";closed=true" if enabled(settings) else ""
+
+
+def redis_key(prefix: str, target: str) -> str:
+    """``<prefix>:ope:<target>``: one target's running estimates (JSON)."""
+    return f"{prefix}:ope:{target}"
+
+
+class StreamEvaluator:
+    """The replay and the per-target sums, without Flink (the job's function wraps it)."""
+
+    def __init__(self, product_ids: Sequence[str], dim: int, l2: float) -> None:
+        self.product_ids = list(product_ids)
+        self.index = {p: i for i, p in enumerate(self.product_ids)}
+        self.dim, self.l2 = dim, l2
+        self.model = ope.ReplayModel(len(self.product_ids), dim, l2)
+        self.clicks = np.zeros(len(self.product_ids))
+        self.sums: dict[str, ope.Top1Sums] = {}
+        self.counts = {"impressions": 0, "usable": 0, "logged_clicks": 0, "shown_clicks": 0,
+                       "unreadable": 0, "unknown_product": 0}
+        self.through_ts = -1
+
+    # -- one closed impression ------------------------------------------------------------
+
+    def step(self, imp: Impression, slots: Sequence[int]) -> None:
+        """Add one impression (clicked ``slots``) to the sums, then learn it."""
+        m = len(self.product_ids)
+        items = [self.index.get(p, -1) for p in imp.products]
+        self.counts["impressions"] += 1
+        if min(items) < 0:  # as the offline command: neither estimated nor learned
+            self.counts["unknown_product"] += 1
+            return
+        x = np.asarray(imp.x, dtype=np.float64)
+        r = 1.0 if 0 in slots else 0.0
+        self.counts["shown_clicks"] += int(r)
+        k = len(items)
+        prefix, _ = ope.logging_probabilities(imp.prefix_propensities, imp.slot_propensities,
+                                              imp.policy, imp.eligible_n, k, m)
+        if prefix is not None:
+            self.counts["usable"] += 1
+            self.counts["logged_clicks"] += int(r)
+            q = self.model.predict(x)
+            q_logged = float(q[items[0]])
+            shadows = dict(imp.shadows or ())
+            names = set(shadows) | {ope.RANDOM, ope.POPULARITY}
+            for name in names:
+                tgt = ope.target_list(name, shadows, self.index, self.clicks, k)
+                if tgt is None and name != ope.RANDOM:
+                    continue
+                w, q_target = ope.top1_terms(tgt, items, float(prefix[0]), q)
+                self.sums.setdefault(name, ope.Top1Sums()).add(w, r, q_logged, q_target)
+        self.model.learn(items, x, slots)
+        for s in slots:
+            self.clicks[items[s]] += 1
+
+    def batch(self, lines: Iterable[str]) -> int:
+        """Closed lines (``t|slots|json``) in event-time order (stable); returns how many."""
+        parsed = []
+        for i, line in enumerate(lines):
+            t, slots, body = line.split("|", 2)
+            parsed.append((int(t), i, slots, body))
+        parsed.sort(key=lambda p: (p[0], p[1]))
+        for t, _, slots, body in parsed:
+            try:
+                imp = parse_event(body, dim=self.dim)
+                if not isinstance(imp, Impression):
+                    raise ValueError("not an impression")
+            except Exception as exc:  # never expected: the validator passed it
+                self.counts["unreadable"] += 1
+                log.warning("ope: closed impression not readable (%s): %.200s", exc, body)
+                continue
+            self.step(imp, [int(s) for s in slots.split(",")] if slots else [])
+            self.through_ts = max(self.through_ts, t)
+        return len(parsed)
+
+    # -- what is published ----------------------------------------------------------------
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Per target: the estimates, and beside them the live CTR of what was shown."""
+        c = self.counts
+        shown = {"impressions": c["impressions"], "usable": c["usable"],
+                 "logged_top1_ctr": c["logged_clicks"] / c["usable"] if c["usable"] else None,
+                 "shown_top1_ctr": c["shown_clicks"] / c["impressions"]
+                 if c["impressions"] else None,
+                 "through_ts_ms": self.through_ts, "window": "cumulative"}
+        return {name: {"target": name, **s.summary(), **shown}
+                for name, s in sorted(self.sums.items())}
+
+    # -- state: our own bytes, never a pickle ---------------------------------------------
+
+    def encode(self) -> bytes:
+        head = json.dumps({"products": self.product_ids, "dim": self.dim, "l2": self.l2,
+                           "counts": self.counts, "through_ts": self.through_ts,
+                           "sums": {k: vars(v) for k, v in self.sums.items()}}).encode()
+        arrays = [self.model.A_inv, self.model.b, self.model.theta, self.clicks]
+        return b"".join([_MAGIC, struct.pack("<I", len(head)), head,
+                         *(np.ascontiguousarray(a, dtype="<f8").tobytes() for a in arrays)])
+
+    @classmethod
+    def decode(cls, blob: bytes, product_ids: Sequence[str], dim: int,
+               l2: float) -> StreamEvaluator:
+        """The state of ``blob``, on today's products (a product new since starts fresh; one
+        gone keeps nothing); a blob of another d or l2 is refused (ValueError)."""
+        if blob[:len(_MAGIC)] != _MAGIC:
+            raise ValueError("not an ope-evaluate state")
+        (n,) = struct.unpack_from("<I", blob, len(_MAGIC))
+        off = len(_MAGIC) + 4
+        head = json.loads(blob[off:off + n])
+        off += n
+        if head["dim"] != dim or head["l2"] != l2:
+            raise ValueError(f"ope state of d={head['dim']}, l2={head['l2']}")
+        old = head["products"]
+        mo, d = len(old), dim
+        shapes = [(mo, d, d), (mo, d), (mo, d), (mo,)]
+        arrays = []
+        for shape in shapes:
+            size = int(np.prod(shape)) * 8
+            arrays.append(np.frombuffer(blob, dtype="<f8", count=size // 8,
+                                        offset=off).reshape(shape))
+            off += size
+        ev = cls(product_ids, dim, l2)
+        for i, pid in enumerate(old):
+            j = ev.index.get(pid)
+            if j is not None:
+                ev.model.A_inv[j], ev.model.b[j] = arrays[0][i], arrays[1][i]
+                ev.model.theta[j], ev.clicks[j] = arrays[2][i], arrays[3][i]
+        ev.counts.update(head["counts"])
+        ev.through_ts = head["through_ts"]
+        ev.sums = {k: ope.Top1Sums(**v) for k, v in head["sums"].items()}
+        return ev
+
+
+def catalog_order(known: frozenset[str] | None) -> tuple[str, ...]:
+    """The products in the shipped catalogue's order (the offline command's: popularity's
+    ties and random's mean over the products), then any other known product sorted."""
+    from contract.features import load_catalog
+
+    try:
+        ids = [p.product_id for p in load_catalog()]
+    except Exception:  # no catalogue shipped: the known products, sorted
+        ids = []
+    if known is None:
+        return tuple(ids)
+    return tuple([p for p in ids if p in known] + sorted(known - set(ids)))
+
+
+class Evaluate(KeyedProcessFunction):
+    """Keyed by "ope" (one subtask): one batch of closed lines is replayed, the state written
+    once, and every target's estimates published to Redis and to the metrics."""
+
+    def __init__(self, settings: Settings, product_ids: tuple[str, ...]) -> None:
+        self.settings = settings
+        self.product_ids = product_ids
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("ope", Types.PICKLED_BYTE_ARRAY()))
+        self.group = runtime_context.get_metrics_group()
+        self.ev: StreamEvaluator | None = None
+        self.redis: Any = None
+        self.redis_errors = 0
+        self.gauged: set[str] = set()
+        self.group.gauge("ope_impressions", lambda: self._count("impressions"))
+        self.group.gauge("ope_usable", lambda: self._count("usable"))
+        self.group.gauge("ope_redis_errors", lambda: self.redis_errors)
+
+    def _count(self, name: str) -> int:
+        return int(self.ev.counts[name]) if self.ev is not None else 0
+
+    def _gauge_target(self, name: str) -> None:
+        """Per target (label ``target``); gauges are integers in PyFlink: estimates in ppm."""
+        g = self.group.add_group("target", name)
+
+        def read(field: str, scale: float) -> Any:
+            def value() -> int:
+                v = self.ev.sums[name].summary()[field] if self.ev is not None else None
+                return round(v * scale) if v is not None else -1
+            return value
+
+        for field in ("snips", "dr", "ips"):
+            g.gauge(f"ope_{field}_ppm", read(field, 1e6))
+        g.gauge("ope_ess", read("ess", 1.0))
+        g.gauge("ope_n", read("n", 1.0))
+        self.gauged.add(name)
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
+        s = self.settings
+        if self.ev is None:
+            blob = self.state.value()
+            self.ev = StreamEvaluator.decode(blob, self.product_ids, s.model.dim, s.model.l2) \
+                if blob is not None else StreamEvaluator(self.product_ids, s.model.dim,
+                                                         s.model.l2)
+        batch = value if isinstance(value, str) else value[1]
+        self.ev.batch(batch.split("\t")[1:])
+        self.state.update(self.ev.encode())
+        for name in self.ev.sums.keys() - self.gauged:
+            self._gauge_target(name)
+        self._publish()
+        return iter(())
+
+    def _publish(self) -> None:
+        assert self.ev is not None
+        now = int(time.time() * 1000)
+        try:
+            if self.redis is None:
+                self.redis = redis_client(self.settings.redis)
+            pipe = self.redis.pipeline(transaction=False)
+            for name, summary in self.ev.summaries().items():
+                pipe.set(redis_key(self.settings.redis.prefix, name),
+                         json.dumps({**summary, "updated_ms": now}))
+            pipe.execute()
+        except Exception as exc:  # Redis down: the next batch writes the newest sums
+            self.redis_errors += 1
+            self.redis = None
+            log.warning("ope: Redis write failed (%s: %s); the next batch retries",
+                        type(exc).__name__, exc)
+
+
+def wire(j_joined, settings: Settings, known: frozenset[str] | None) -> None:  # type: ignore[no-untyped-def]
+    """The join's closed lines -> [JVM] batches keyed "ope" -> ``ope-evaluate`` (one
+    subtask) -> Redis. Nothing downstream: a discarding sink ends it."""
+    from pyflink.datastream.connectors.base import Sink
+    from pyflink.datastream.data_stream import DataStream, KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    from flink_job.job import DISCARD, MAX_BATCH_INTERVAL_MS
+
+    jvm = get_gateway().jvm
+    j_closed = j_joined.getSideOutput(jvm.rtrec.RewardJoin.closed())
+    j_batches = (j_closed
+                 .transform("ope-batch",
+                            Types.ROW([Types.STRING(), Types.STRING()]).get_java_type_info(),
+                            jvm.rtrec.MicroBatcher(settings.job.publish_interval_ms,
+                                                   MAX_BATCH_INTERVAL_MS))
+                 .name("ope-batch").uid("ope-batch"))
+    keyed = KeyedStream(
+        j_batches.keyBy(jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(),
+                        Types.ROW([Types.STRING()]).get_java_type_info()),
+        Types.STRING(), DataStream(j_batches))
+    (keyed.process(Evaluate(settings, catalog_order(known)), output_type=Types.INT())
+     .name(UID).uid(UID).set_parallelism(1)
+     .sink_to(Sink(DISCARD)).name("ope-discard").uid("ope-discard").set_parallelism(1))
