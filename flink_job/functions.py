@@ -28,6 +28,7 @@ from contract import codec, linucb, reasons
 from contract.config import Settings
 from contract.events import EventError, Impression, check_event_time, parse_event
 from contract.features import check_dim
+from flink_job.prior import POOL_DELTAS, PriorStarts
 from flink_job.publish import Publisher
 from flink_job.records import (
     dead_letter,
@@ -194,12 +195,16 @@ class Learn(KeyedProcessFunction):
 
     CACHE_MAX = 20_000  # products (~2 KB each at d=15)
 
-    def __init__(self, dim: int, l2: float, gamma: float = 1.0) -> None:
+    def __init__(self, dim: int, l2: float, gamma: float = 1.0,
+                 starts: PriorStarts | None = None) -> None:
         check_dim(dim)  # built with the job graph: a d serving will not send fails at start
         self.dim = dim
         self.l2 = l2
         # the discount per observation (RTREC_HALF_LIFE; docs/LEARNING.md); 1: none
         self.gamma = gamma
+        # RTREC_PRIOR=category: new products start from their category's pool, and each
+        # learned batch's delta goes to it (flink_job/prior.py); None: the identity prior
+        self.starts = starts
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _tune_interpreter()
@@ -214,6 +219,8 @@ class Learn(KeyedProcessFunction):
         group.gauge("dead_letters", lambda: self.refused)
         group.gauge(f"dead_letters_{reasons.NOT_LEARNABLE}", lambda: self.refused)
         self.cache: dict[str, linucb.ArmState] = {}
+        if self.starts is not None:
+            self.starts.open(runtime_context)
 
     def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
         key, X, rewards, observe, weights = parse_items(value, self.dim)
@@ -221,7 +228,8 @@ class Learn(KeyedProcessFunction):
         if st is None:
             blob = self.state.value()
             st = codec.decode(blob).state if blob is not None \
-                else linucb.init_state(self.dim, self.l2)
+                else linucb.init_state(self.dim, self.l2) if self.starts is None \
+                else self.starts.start(unescape_id(key))
             if len(self.cache) >= self.CACHE_MAX:  # drop the least recently learned
                 del self.cache[next(iter(self.cache))]
         new, refused = linucb.learn_checked(st, X, rewards, observe, self.l2, weights,
@@ -236,13 +244,15 @@ class Learn(KeyedProcessFunction):
         if new is st:  # nothing learned: no write, nothing to publish
             self.cache[key] = st
             return
-        st = new
+        before, st = st, new
         now = _now_ms()
         blob = codec.encode(st, now)
         self.state.update(blob)
         self.cache[key] = st
         self.learned += len(rewards) - len(refused)
         self.emitted += 1
+        if self.starts is not None:
+            yield POOL_DELTAS, self.starts.delta(unescape_id(key), before, st)
         yield unescape_id(key), blob, now
 
 

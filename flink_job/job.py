@@ -271,11 +271,26 @@ def learn_and_publish(j_batches, settings: Settings,  # type: ignore[no-untyped-
         j_batches.keyBy(jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector(),
                         Types.ROW([Types.STRING()]).get_java_type_info()),
         Types.STRING(), DataStream(j_batches))
+    category_prior = settings.model.prior == "category"
+    starts = None
+    if category_prior:
+        from flink_job.prior import PriorStarts
+
+        starts = PriorStarts(settings)
     params = (by_product
               .process(fn.Learn(settings.model.dim, settings.model.l2,
-                                discount_factor(settings.model.half_life)),
+                                discount_factor(settings.model.half_life), starts),
                        output_type=Types.PICKLED_BYTE_ARRAY())
               .name("learn-linucb").uid("learn-linucb"))
+    if category_prior:
+        # each learned batch's delta -> its category's pool -> Redis (flink_job/prior.py)
+        from flink_job.prior import POOL_DELTAS, PoolCategory
+
+        (params.get_side_output(POOL_DELTAS)
+         .key_by(lambda d: d[0], key_type=Types.STRING())
+         .process(PoolCategory(settings), output_type=Types.INT())
+         .name("pool-category").uid("pool-category")
+         .sink_to(Sink(DISCARD)).name("discard-pools").uid("discard-pools"))
     (params.process(fn.PublishToRedis(settings, generation), output_type=Types.INT())
      .name("publish-redis").uid("publish-redis")
      .sink_to(Sink(DISCARD)).name("discard").uid("discard"))

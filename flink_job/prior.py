@@ -1,0 +1,152 @@
+"""The category prior in the job (RTREC_PRIOR=category; the maths: contract/prior.py,
+docs/LEARNING.md "The category prior").
+
+- :class:`PriorStarts`, used by ``Learn``: where a product with no state starts, from its
+  category's pool as last published to Redis (``<prefix>:prior:<category>``), and the delta
+  each learned batch adds to that pool.
+- :class:`PoolCategory`, keyed by category: sums the deltas in keyed state (checkpointed, so
+  exactly once with the events like the products' own state) and publishes the pool to Redis
+  at most once per ``RTREC_PUBLISH_INTERVAL_MS``.
+
+The pool goes through Redis because the learner is keyed by product: a product's operator
+cannot read another key's state, and a graph cannot feed back into itself. So a product's
+start is the pool as published when its first batch is learned; that start is then part of
+its own state (checkpointed), so a restore never changes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pyflink.common.typeinfo import Types
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
+
+from contract.config import Settings
+from contract.linucb import ArmState, init_state
+from contract.prior import CategoryPool, informed_state, pool_delta
+
+log = logging.getLogger(__name__)
+
+# (category, dS, dt, dn) from Learn to PoolCategory (pickled by PyFlink between its own
+# Python operators, never stored or read from outside)
+POOL_DELTAS = OutputTag("pool-deltas", Types.PICKLED_BYTE_ARRAY())
+UNKNOWN = ""  # products with no category in the catalog: their own (empty) pool
+
+
+def category_map() -> dict[str, str]:
+    """product_id -> category from the catalog (contract/features.py); empty without one."""
+    try:
+        from contract.features import load_catalog
+
+        return {p.product_id: p.category for p in load_catalog()}
+    except Exception as exc:  # no catalog: every product starts from the identity
+        log.warning("no product catalog (%s): the category prior starts every product from "
+                    "the identity", exc)
+        return {}
+
+
+class PriorStarts:
+    """Made in ``Learn.__init__`` (pickled with it), opened in ``Learn.open``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dim = settings.model.dim
+        self.l2 = settings.model.l2
+        self.m = settings.model.prior_pseudo_obs
+        self.ttl_s = settings.job.publish_interval_ms / 1000
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from contract.store import redis_client
+
+        self.redis = redis_client(self.settings.redis)
+        self.categories = category_map()
+        self.cache: dict[str, tuple[float, CategoryPool | None]] = {}
+        self.started = 0
+        self.fallbacks = 0
+        group = runtime_context.get_metrics_group()
+        group.gauge("prior_informed_starts", lambda: self.started)
+        group.gauge("prior_fallbacks", lambda: self.fallbacks)
+
+    def category(self, product_id: str) -> str:
+        return self.categories.get(product_id, UNKNOWN)
+
+    def _pool(self, category: str) -> CategoryPool | None:
+        now = time.monotonic()
+        hit = self.cache.get(category)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        text = self.redis.get(self.settings.redis.key("prior", category))
+        pool = None if text is None else CategoryPool.from_json(text, self.dim)
+        self.cache[category] = (now, pool)
+        return pool
+
+    def start(self, product_id: str) -> ArmState:
+        """A new product's state: informed by its category's published pool; the identity
+        when there is none, and (degraded, counted, logged) when Redis or the pool fails."""
+        try:
+            pool = self._pool(self.category(product_id))
+            st = informed_state(pool, self.dim, self.l2, self.m)
+        except Exception as exc:  # Redis down, or a pool it cannot use
+            self.fallbacks += 1
+            log.warning("product %s starts from the identity prior: %s", product_id, exc)
+            return init_state(self.dim, self.l2)
+        if pool is not None and pool.n > 0 and self.m > 0:
+            self.started += 1
+        return st
+
+    def delta(self, product_id: str, before: ArmState, after: ArmState
+              ) -> tuple[str, Any, Any, int]:
+        return (self.category(product_id), *pool_delta(before, after))
+
+
+class PoolCategory(KeyedProcessFunction):
+    """Keyed by category: the pool of its products' learned data, published to Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from contract.store import redis_client
+
+        self.state = runtime_context.get_state(ValueStateDescriptor("pool", Types.STRING()))
+        self.redis = redis_client(self.settings.redis)
+        self.interval_ms = self.settings.job.publish_interval_ms
+        self.pending: set[str] = set()
+        self.published = 0
+        self.failed = 0
+        group = runtime_context.get_metrics_group()
+        group.gauge("prior_pools_published", lambda: self.published)
+        group.gauge("prior_publish_failures", lambda: self.failed)
+
+    def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context
+                        ) -> Iterable[Any]:
+        category, dS, dt, dn = value
+        text = self.state.value()
+        pool = CategoryPool.from_json(text) if text else CategoryPool.empty(len(dt))
+        self.state.update(pool.plus(dS, dt, dn).to_json())
+        if category not in self.pending:
+            self.pending.add(category)
+            ctx.timer_service().register_processing_time_timer(
+                ctx.timer_service().current_processing_time() + self.interval_ms)
+        return ()
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
+                 ) -> Iterable[Any]:
+        category = ctx.get_current_key()
+        text = self.state.value()
+        if text:
+            try:
+                self.redis.set(self.settings.redis.key("prior", category), text)
+                self.published += 1
+            except Exception as exc:  # retried at the next interval
+                self.failed += 1
+                log.warning("category pool %r not published (%s); retrying", category, exc)
+                ctx.timer_service().register_processing_time_timer(
+                    ctx.timer_service().current_processing_time() + self.interval_ms)
+                return ()
+        self.pending.discard(category)
+        return ()
