@@ -38,10 +38,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from contract.errors import RtrecError
+
+if TYPE_CHECKING:
+    from contract.exploration import Estimate as TunerEstimate
 
 N_BOOT = 500
 """Bootstrap resamples of a confidence interval (the percentiles move by ~0.1 SE at 500)."""
@@ -239,6 +243,8 @@ class Top1Sums:
     sum_wr: float = 0.0
     sum_dr: float = 0.0
     sum_dr2: float = 0.0
+    sum_w2r: float = 0.0
+    sum_w2r2: float = 0.0
 
     def add(self, w: float, r: float, q_logged: float, q_target: float) -> None:
         d = q_target + w * (r - q_logged)
@@ -249,23 +255,52 @@ class Top1Sums:
         self.sum_wr += w * r
         self.sum_dr += d
         self.sum_dr2 += d * d
+        self.sum_w2r += w * w * r
+        self.sum_w2r2 += w * w * r * r
 
     def summary(self) -> dict[str, float | int | None]:
-        """IPS, SNIPS, DR (with a normal 95% interval from the sums of squares: the bootstrap
-        needs the impressions) and the ESS; None where undefined."""
+        """IPS, SNIPS and DR with normal 95% intervals from the sums of squares (the bootstrap
+        needs the impressions): DR's from its terms' variance, SNIPS's by the delta method
+        clipped to [0, 1] (``contract.exploration.snips``' interval, which the self-tuning
+        controller reads); the ESS; None where undefined."""
         n = self.n
+        z = 1.96
         dr_mean = self.sum_dr / n if n else None
         half = None
         if n > 1 and dr_mean is not None:
             var = max(0.0, (self.sum_dr2 - n * dr_mean * dr_mean) / (n - 1))
-            half = 1.959963984540054 * math.sqrt(var / n)
+            half = z * math.sqrt(var / n)
+        v = self.sum_wr / self.sum_w if self.sum_w > 0 else None
+        s_half = None
+        if v is not None:  # sum w^2 (r - v)^2, expanded
+            sq = self.sum_w2r2 - 2 * v * self.sum_w2r + v * v * self.sum_w2
+            s_half = z * math.sqrt(max(0.0, sq)) / self.sum_w
         return {"n": n, "matched": self.matched,
                 "ips": self.sum_wr / n if n else None,
-                "snips": self.sum_wr / self.sum_w if self.sum_w > 0 else None,
+                "snips": v,
+                "snips_ci_low": max(0.0, v - s_half) if v is not None and s_half is not None
+                else None,
+                "snips_ci_high": min(1.0, v + s_half) if v is not None and s_half is not None
+                else None,
                 "dr": dr_mean,
                 "dr_ci_low": dr_mean - half if half is not None else None,
                 "dr_ci_high": dr_mean + half if half is not None else None,
                 "ess": self.sum_w ** 2 / self.sum_w2 if self.sum_w2 > 0 else 0.0}
+
+
+def tuner_estimate(summary: Mapping[str, float | int | None]) -> TunerEstimate:
+    """One target's running sums (``Top1Sums.summary()``, or the JSON the job writes to Redis
+    ``<prefix>:ope:<target>``) as the self-tuning controller's estimate
+    (``contract.exploration.SelfTuner.observe``): SNIPS with its delta-method interval; no
+    weight yet: value 0 and the interval [0, 1], as ``exploration.snips`` says it."""
+    from contract.exploration import Estimate as TunerEstimate
+
+    v = summary.get("snips")
+    n, matched = int(summary.get("n") or 0), int(summary.get("matched") or 0)
+    if v is None:
+        return TunerEstimate(0.0, 0.0, 1.0, n, 0)
+    return TunerEstimate(float(v), float(summary["snips_ci_low"]),  # type: ignore[arg-type]
+                         float(summary["snips_ci_high"]), n, matched)  # type: ignore[arg-type]
 
 
 # --- shared ----------------------------------------------------------------------------------

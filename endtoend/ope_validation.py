@@ -18,7 +18,12 @@ shows. Its online CTR comes from showing its list on the same visit to the same 
 noise (the oracle's probabilities).
 
 ``run`` writes results/ope.json, ope.md (the table) and ope.png; ``python -m endtoend ope``
-runs it, and ``make simulate`` too.
+runs it, and ``make simulate`` too. With ``--in-stream`` the same log also goes through the
+real job (Kafka, Redis, a Flink mini-cluster: the stack is started if it is not running): the
+job's running estimates (flink_job/evaluate.py, Redis ``<prefix>:ope:<target>``) once every
+window has closed go beside the command's in results/ope.json (``in_stream``,
+``in_stream_abs_diff``; the target: within 0.01). ``--in-stream-only`` does that for the log and
+results/ope.json an earlier run left (the logging takes ~20 minutes on this machine).
 """
 
 from __future__ import annotations
@@ -159,6 +164,78 @@ def run_command(log_path: Path, json_path: Path, opts: OpeOptions) -> dict[str, 
     return json.loads(json_path.read_text())
 
 
+def in_stream(log_path: Path, work_dir: Path, timeout_s: float = 900.0) -> dict[str, Any]:
+    """Feed the log through the real job and return its in-stream estimates per target once
+    every impression has closed. The log's clock is moved so its newest event is a minute old
+    (the job refuses events older than RTREC_MAX_EVENT_AGE_S); the events keep their order
+    and gaps, so every click stays inside its window, and the job orders by that time as the
+    command orders by ts_ms."""
+    import uuid
+
+    from contract.config import Settings
+    from contract.store import redis_client
+    from devstack.stack import Stack
+    from endtoend.harness import JobProcess, now_ms, produce, sentinels
+
+    lines = [ln for ln in log_path.read_bytes().splitlines() if ln.strip()]
+    events = [(ln, json.loads(ln)) for ln in lines]
+    n_imp = sum(1 for _, d in events if d.get("type") == "impression")
+    newest = max(d["ts_ms"] for _, d in events)
+    shift = now_ms() - 60_000 - newest
+    base = Settings.from_env()
+    stack = Stack(base)
+    already = {name for name, st in stack.status().items() if st["running"]}
+    stack.up(timeout_s=120)
+    tag = f"ope{uuid.uuid4().hex[:6]}"
+    settings = base.isolated(tag, work_dir)
+    Stack(settings).create_topics()
+    k = settings.kafka
+    records = sorted(((k.topic_impressions if d.get("type") == "impression" else k.topic_clicks,
+                       raw, d["ts_ms"] + shift, None) for raw, d in events), key=lambda r: r[2])
+    produce(settings, records + sentinels(settings, now_ms() + 30_000))
+    job = JobProcess(settings, work_dir / tag / "job.log").start()
+    r = redis_client(settings.redis)
+    got: dict[str, Any] = {}
+    t0 = time.monotonic()
+    try:
+        while True:
+            if not job.alive():
+                raise RuntimeError(f"the job exited; see {job.log_path}")
+            got = {key.decode().rsplit(":", 1)[1]: json.loads(r.get(key) or b"{}")
+                   for key in r.scan_iter(f"{settings.redis.prefix}:ope:*")}
+            if got and all(g.get("impressions") == n_imp for g in got.values()):
+                break
+            if time.monotonic() - t0 > timeout_s:
+                raise RuntimeError(f"the job's estimates did not cover the {n_imp} impressions "
+                                   f"within {timeout_s:.0f}s; see {job.log_path}")
+            time.sleep(1.0)
+        log.info("in-stream estimates of %d impressions after %.0f s", n_imp,
+                 time.monotonic() - t0)
+    finally:
+        job.kill()
+        if not already:
+            stack.down()
+    return got
+
+
+def add_in_stream(res: dict[str, Any], stream: dict[str, Any]) -> dict[str, Any]:
+    """``in_stream`` (the job's estimates) and ``in_stream_abs_diff`` (|job - command|) per
+    target, and whether every difference is within 0.01 (the acceptance)."""
+    res["in_stream"] = {name: {e: stream[name][e] for e in ("ips", "snips", "dr", "ess", "n")}
+                        | {"logged_top1_ctr": stream[name]["logged_top1_ctr"]}
+                        for name in res["targets"] if name in stream}
+    diffs = {name: {e: abs(stream[name][e] - res["targets"][name]["estimators"][e]["estimate"])
+                    for e in ("ips", "snips", "dr")}
+             for name in res["in_stream"]}
+    res["in_stream_abs_diff"] = diffs
+    worst = max((d for t in diffs.values() for d in t.values()), default=float("nan"))
+    res["checks"]["in_stream"] = {"max_abs_diff": worst,
+                                  "targets": len(diffs), "of": len(res["targets"]),
+                                  "within_0.01": len(diffs) == len(res["targets"])
+                                  and worst <= 0.01}
+    return res
+
+
 def assemble(online: dict[str, Any], estimates: dict[str, Any], opts: OpeOptions
              ) -> dict[str, Any]:
     """results/ope.json: per target its online CTR and each estimator's estimate, interval
@@ -213,9 +290,16 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{cell(es['slate'])} |")
     lines.append("")
     for e, c in res["checks"].items():
+        if e == "in_stream":  # below
+            continue
         lines.append(f"- {e} ({c['metric']}): covers {c['coverage']:.0%} of targets, MAE "
                      f"{c['mae']:.4f} = {c['mae_over_mean_online']:.1%} of the mean online CTR")
     lines.append(f"- acceptance ({res['acceptance']}): {'met' if res['passed'] else 'NOT met'}")
+    if "in_stream" in res:
+        c = res["checks"]["in_stream"]
+        lines.append(f"- in the stream (the real job on the same log): largest |job - command| "
+                     f"{c['max_abs_diff']:.2e} over {c['targets']} of {c['of']} targets "
+                     f"(target <= 0.01: {'met' if c['within_0.01'] else 'NOT met'})")
     return "\n".join(lines) + "\n"
 
 
@@ -249,14 +333,23 @@ def plot(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def run(opts: OpeOptions) -> dict[str, Any]:
-    """The whole validation; writes results/ope.{json,md,png} and returns the JSON."""
+def run(opts: OpeOptions, stream: bool = False, stream_only: bool = False) -> dict[str, Any]:
+    """The whole validation; writes results/ope.{json,md,png} and returns the JSON. ``stream``:
+    the log through the real job too; ``stream_only``: only that, on the log and
+    results/ope.json of an earlier run."""
     opts.work_dir.mkdir(parents=True, exist_ok=True)
     opts.results_dir.mkdir(parents=True, exist_ok=True)
     log_path = opts.work_dir / "log.jsonl"
-    online = write_log(opts, log_path)
-    estimates = run_command(log_path, opts.work_dir / "estimates.json", opts)
-    res = assemble(online, estimates, opts)
+    if stream_only:
+        res = json.loads((opts.results_dir / "ope.json").read_text())
+    else:
+        online = write_log(opts, log_path)
+        estimates = run_command(log_path, opts.work_dir / "estimates.json", opts)
+        res = assemble(online, estimates, opts)
+    if stream or stream_only:
+        got = in_stream(log_path, opts.work_dir)
+        (opts.work_dir / "in_stream.json").write_text(json.dumps(got, indent=2) + "\n")
+        res = add_in_stream(res, got)
     (opts.results_dir / "ope.json").write_text(json.dumps(res, indent=2) + "\n")
     (opts.results_dir / "ope.md").write_text(markdown(res))
     try:
@@ -288,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=d.results_dir)
     parser.add_argument("--work-dir", type=Path, default=d.work_dir)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--in-stream", action="store_true",
+                        help="also run the log through the real job and compare its in-stream "
+                             "estimates (starts the stack when it is not running)")
+    parser.add_argument("--in-stream-only", action="store_true",
+                        help="only that, on the log and results/ope.json of an earlier run")
     args = parser.parse_args(argv)
     if args.visits < 1 or not args.temperature > 0 or not 0 <= args.epsilon < 1:
         parser.error("--visits >= 1, --temperature > 0 and 0 <= --epsilon < 1")
@@ -298,8 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                       n_boot=args.n_boot, results_dir=args.results_dir, work_dir=args.work_dir,
                       progress=not args.no_progress)
     try:
-        res = run(opts)
-    except (RuntimeError, OSError, ValueError) as exc:
+        res = run(opts, stream=args.in_stream, stream_only=args.in_stream_only)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(markdown(res))

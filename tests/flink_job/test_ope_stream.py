@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract import exploration, ope
 from contract.config import Settings
 from contract.events import Click, Impression
 from endtoend.harness import JobProcess, Record, now_ms, produce, sentinels
@@ -28,12 +29,15 @@ POOL = PRODUCTS[:25]  # few products: shadows often agree with the shown top pro
 TOL = 1e-9
 
 
-def make_log(seed: int, n: int, t0: int, step_ms: int = 20) -> list[tuple[bytes, int, str]]:
+def make_log(seed: int, n: int, t0: int, step_ms: int = 20,
+             favour: str | None = None) -> list[tuple[bytes, int, str]]:
     """``n`` impressions ``step_ms`` apart and their clicks, as (JSON, event time, topic
     kind) in time order: 70% logged with probabilities (Plackett-Luce-like: prefixes that never
     grow, slot marginals) and two shadows that agree with the shown top product 40% of the time,
     15% of a ``random`` policy (no probabilities logged: known), 15% deterministic (nothing
-    estimable: learned only). Clicks land inside the reward window, more often on top slots."""
+    estimable: learned only). Clicks land inside the reward window, more often on top slots;
+    with ``favour`` (a shadow), the top slot is clicked with probability 0.6 when it shows that
+    shadow's first product and 0.1 otherwise."""
     rng = np.random.default_rng(seed)
     out: list[tuple[bytes, int, str]] = []
     for i in range(n):
@@ -66,8 +70,12 @@ def make_log(seed: int, n: int, t0: int, step_ms: int = 20) -> list[tuple[bytes,
                          model_version=0, **extra)
         out.append((json.dumps(imp.to_dict()).encode(), t, "i"))
         base = 0.15 + 0.35 * x[0]
+        fav = dict(extra.get("shadows", ())).get(favour) if favour else None
         for slot, p in enumerate(shown):
-            if rng.random() < base / (1 + slot):
+            prob = base / (1 + slot)
+            if favour is not None and slot == 0:
+                prob = 0.6 if fav is not None and fav[0] == p else 0.1
+            if rng.random() < prob:
                 ts = t + int(rng.integers(5, W_MS - 200))
                 out.append((Click(rid, p, ts).to_json(), ts, "c"))
     return sorted(out, key=lambda r: r[1])
@@ -171,6 +179,52 @@ def test_the_state_across_a_restore_continues_the_same_sums(seed: int) -> None:
         StreamEvaluator.decode(first.encode(), PRODUCTS, 8, 1.0)
     with pytest.raises(ValueError, match="not an ope-evaluate state"):
         StreamEvaluator.decode(b"garbage", PRODUCTS, DIM, 1.0)
+
+
+@pytest.mark.parametrize("seed", [8, 9, 10])
+def test_the_snips_interval_is_the_self_tuners(seed: int) -> None:
+    """The running SNIPS and its delta-method interval, as the controller reads them
+    (``contract.ope.tuner_estimate``), equal ``contract.exploration.snips`` on the target's
+    per-impression arrays."""
+    log_ = make_log(seed, 500, 1_700_000_000_000)
+    ev = StreamEvaluator(PRODUCTS, DIM, 1.0)
+    ev.batch(closed_lines(log_))
+    r, match, prop = [], [], []
+    for line in closed_lines(log_):
+        _, slots, body = line.split("|", 2)
+        d = json.loads(body)
+        if "shadows" in d:
+            r.append(1.0 if slots.split(",")[0] == "0" else 0.0)
+            match.append(d["shadows"]["alpha_b"][0] == d["products"][0])
+            prop.append(d["prefix_propensities"][0])
+    want = exploration.snips(np.array(r), np.array(match), np.array(prop))
+    got = ope.tuner_estimate(ev.summaries()["alpha_b"])
+    assert (got.n, got.matched) == (want.n, want.matched)
+    for a, b in ((got.value, want.value), (got.lower, want.lower), (got.upper, want.upper)):
+        assert a == pytest.approx(b, abs=1e-12)
+    assert 0 < got.lower < got.value < got.upper < 1
+
+
+def test_the_self_tuner_switches_on_the_stream_estimates_with_its_guardrails() -> None:
+    """The controller fed the running estimates after each batch: where clicks favour shadow
+    alpha_b it leaves alpha_a for it, once, keeping the exploration share; with a margin no
+    estimate can meet it never switches."""
+    lines = closed_lines(make_log(12, 2000, 1_700_000_000_000, favour="alpha_b"))
+    names = ["alpha_a", "alpha_b"]
+    tuner = exploration.SelfTuner(names, "alpha_a", min_explore_share=0.1, margin=0.02,
+                                  min_interval=10)
+    stubborn = exploration.SelfTuner(names, "alpha_a", min_explore_share=0.1, margin=0.9)
+    ev = StreamEvaluator(PRODUCTS, DIM, 1.0)
+    for i, lo in enumerate(range(0, len(lines), 100)):
+        ev.batch(lines[lo:lo + 100])
+        est = {n: ope.tuner_estimate(s) for n, s in ev.summaries().items() if n in names}
+        tuner.observe(float(i), est)
+        stubborn.observe(float(i), est)
+    assert tuner.live == "alpha_b" and tuner.switch_count == 1, tuner.switches
+    sw = tuner.switches[0]
+    assert sw.challenger.lower - sw.live.upper >= 0.02
+    assert tuner.shares() == {"alpha_b": 0.9, "alpha_a": pytest.approx(0.1)}
+    assert stubborn.live == "alpha_a" and stubborn.switch_count == 0
 
 
 @pytest.mark.integration

@@ -162,7 +162,8 @@ def test_the_jobs_metrics_on_its_endpoint_and_in_prometheus(live: LiveJob) -> No
     assert bound and bound <= LOOPBACK, bound
     # every metric of the job's own operators is documented
     ours = set(re.findall(rf"^{OPERATOR}(\w+)\{{[^}}]*operator_name=\"(?:source_batch|validate|"
-                          r"reward_join|micro_batch|learn_linucb|publish_redis)\"", text, re.M))
+                          r"reward_join|micro_batch|learn_linucb|publish_redis|"
+                          r"ope_evaluate)\"", text, re.M))
     ours = {m for m in ours if not m.startswith(("num", "current", "is", "Watermark"))}
     assert {"events_in", "updates_learned", "publish_lag_ms"} <= ours, sorted(ours)
     doc = OPERATIONS_MD.read_text()
