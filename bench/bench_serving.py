@@ -165,8 +165,7 @@ def bench_scale(settings, sizes=(200, 10_000, 100_000)) -> list[dict[str, Any]]:
         p = percentiles_ms(t)
         out.append({"products": m, "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"],
                     "mean_ms": p["mean_ms"], "n": p["n"],
-                    "snapshot_mb": (snap.A_invs.nbytes + snap.thetas.nbytes
-                                    + snap._A_packed.nbytes) / 2**20})
+                    "snapshot_mb": snap.nbytes / 2**20})
         log.info("scale %d products: p50 %.3f ms p99 %.3f ms", m, p["p50_ms"], p["p99_ms"])
         del rec, snap, A_invs
         gc.collect()
@@ -174,6 +173,162 @@ def bench_scale(settings, sizes=(200, 10_000, 100_000)) -> list[dict[str, Any]]:
     for row in out:
         row["p50_vs_200"] = row["p50_ms"] / base
     return out
+
+
+# --- a big catalog that learns ----------------------------------------------------------------
+
+def _rss_mb() -> float:
+    """This process's resident memory now (Linux /proc), in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str, Any]:
+    """In a process of its own (its memory is the serving's alone): a recommender over m
+    learned products; requests timed in blocks alternating between no updates (the baseline)
+    and ``rate`` product updates/s applied by a thread the way the refresher does (encoded
+    values decoded, :meth:`Snapshot.with_params`, one reference swapped), every 10 ms."""
+    import threading
+
+    from contract import codec, linucb
+    from contract.config import Settings
+    from serving import Recommender, Snapshot
+    from serving.controls import CatalogIndex
+    from serving.eventlog import MemoryEventLog
+
+    rng = np.random.default_rng(seed)
+    ids = tuple(f"p{i:06d}" for i in range(m))
+    thetas = rng.normal(0, 0.1, (m, D))
+    A_invs = np.empty((m, D, D))
+    for lo in range(0, m, 10_000):  # learned-looking A^-1, built in pieces
+        G = rng.normal(0, 0.3, (min(10_000, m - lo), D, D))
+        A_invs[lo:lo + G.shape[0]] = np.linalg.inv(np.eye(D) + G @ G.transpose(0, 2, 1))
+    snap = Snapshot(ids, thetas, A_invs, np.full(m, 9, dtype=np.int64),
+                    np.ones(m, dtype=np.int64), observations=np.full(m, 7, dtype=np.int64))
+    del thetas, A_invs, G
+    gc.collect()
+    settings = Settings.from_env({})
+    catalog = CatalogIndex(ids, [f"c{i % 8}" for i in range(m)], rng.uniform(5, 40, m))
+    rec = Recommender(settings, snapshot=snap, catalog=catalog, events=MemoryEventLog(), seed=0)
+    del snap
+    pool = [linucb.update_batch(linucb.init_state(D), rng.uniform(0, 1, (20, D)),
+                                (rng.uniform(size=20) < 0.3).astype(float)) for _ in range(64)]
+    applied = [0]
+    stores = set()
+    on = threading.Event()
+    stop = threading.Event()
+
+    failed: list[BaseException] = []
+
+    def updater() -> None:
+        try:
+            apply_updates()
+        except BaseException as exc:  # reported by the main thread
+            failed.append(exc)
+
+    def apply_updates() -> None:
+        urng = np.random.default_rng(seed + 1)
+        t_on = None
+        done = 0
+        while not stop.is_set():
+            if not on.is_set():
+                t_on = None
+                on.wait(0.05)
+                continue
+            now = time.perf_counter()
+            if t_on is None:
+                t_on, done = now, 0
+            due = int((now - t_on) * rate) - done
+            if due > 0:
+                cur = rec.snapshot
+                batch = {}
+                for i in urng.choice(m, due, replace=False).tolist():
+                    s = pool[i % len(pool)]
+                    v = cur.version_of(ids[i]) + 1  # type: ignore[operator]
+                    state = linucb.ArmState(s.A_inv, s.b, min(s.n, v), version=v)
+                    batch[ids[i]] = codec.decode(codec.encode(state, int(time.time() * 1000)), D)
+                new, changed = cur.with_params(batch)
+                rec.set_snapshot(new)
+                stores.add(id(new._rows))
+                del cur, new
+                done += due
+                applied[0] += len(changed)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=updater, daemon=True)
+    thread.start()
+    xs = rng.uniform(0, 1, (4096, D))
+    for x in xs[:50]:
+        rec.recommend(0, x=x, k=K, policy="linucb")
+    gc.collect()
+    gc.freeze()
+    times: dict[str, list[float]] = {"baseline": [], "updates": []}
+    rss: list[float] = []
+    update_seconds = 0.0
+    perf = time.perf_counter
+    blocks = 6
+    for b in range(blocks):
+        phase = "updates" if b % 2 else "baseline"
+        if phase == "updates":
+            on.set()
+        else:
+            on.clear()
+        time.sleep(0.05)
+        t_start = perf()
+        end = t_start + seconds / blocks
+        next_rss = t_start
+        i = 0
+        out = times[phase]
+        while True:
+            t0 = perf()
+            if t0 >= end:
+                break
+            rec.recommend(0, x=xs[i % len(xs)], k=K, policy="linucb")
+            out.append(perf() - t0)
+            i += 1
+            if phase == "updates" and t0 >= next_rss:
+                rss.append(_rss_mb())
+                next_rss = t0 + 0.25
+        if phase == "updates":
+            update_seconds += perf() - t_start
+    on.clear()
+    stop.set()
+    thread.join()
+    if failed:
+        raise RuntimeError("the updater thread failed") from failed[0]
+    base, upd = percentiles_ms(times["baseline"]), percentiles_ms(times["updates"])
+    params_mb = m * codec.encoded_size(D) / 2**20
+    store_mb = rec.snapshot.nbytes / 2**20
+    return {
+        "products": m, "updates_per_s": applied[0] / update_seconds, "target_updates_per_s": rate,
+        "p50_ms": upd["p50_ms"], "p99_ms": upd["p99_ms"], "n": upd["n"],
+        "baseline_p50_ms": base["p50_ms"], "baseline_p99_ms": base["p99_ms"],
+        "baseline_n": base["n"], "p50_ratio": upd["p50_ms"] / base["p50_ms"],
+        "p99_ratio": upd["p99_ms"] / base["p99_ms"],
+        "rss_mb": max(rss), "rss_mb_last": rss[-1], "params_mb": params_mb,
+        "rss_over_params": max(rss) / params_mb, "store_mb": store_mb,
+        "stores_used": len(stores), "updates_applied": applied[0],
+        "what": f"Recommender.recommend(x given, k={K}, linucb, calibrated alpha) over {m:,} "
+                f"products, timed in {blocks} blocks of {seconds / blocks:g} s alternating "
+                f"between no updates (baseline) and {rate:g} product updates/s applied by a "
+                f"thread every 10 ms (codec encode+decode, Snapshot.with_params, swap); rss_mb "
+                f"is the largest RSS of this process sampled every 0.25 s under updates; "
+                f"params_mb is m x the published value's size (codec.encoded_size)",
+    }
+
+
+def bench_scale_updates(m: int = 100_000, rate: float = 2000.0, seconds: float = 30.0
+                        ) -> dict[str, Any]:
+    """:func:`scale_worker` in a fresh process (``--scale-worker``)."""
+    out = subprocess.run([sys.executable, "-m", "bench.bench_serving", "--scale-worker",
+                          str(m), str(rate), str(seconds)],
+                         capture_output=True, text=True, check=True)
+    row = json.loads(out.stdout)
+    log.info("scale with updates: %d products, %.0f updates/s: p50 %.3f ms p99 %.3f ms "
+             "(no updates: p50 %.3f p99 %.3f), RSS %.0f MiB for %.0f MiB of parameters",
+             row["products"], row["updates_per_s"], row["p50_ms"], row["p99_ms"],
+             row["baseline_p50_ms"], row["baseline_p99_ms"], row["rss_mb"], row["params_mb"])
+    return row
 
 
 # --- merchandising controls -----------------------------------------------------------------
@@ -463,13 +618,25 @@ def main() -> int:
     parser.add_argument("--load-worker", nargs=4, metavar=("PORT", "SECONDS", "CONC", "RATE"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--load-extra", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--scale-worker", nargs=3, metavar=("M", "RATE", "SECONDS"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--scale-products", type=int, default=100_000,
+                        help="products of the scale part's run with updates arriving")
+    parser.add_argument("--updates-per-s", type=float, default=2000.0,
+                        help="product updates/s of the scale part's run with updates")
     args = parser.parse_args()
+    if args.scale_worker:
+        m, rate, secs = args.scale_worker
+        print(json.dumps(scale_worker(int(m), float(rate), float(secs))))
+        return 0
     if args.load_worker:
         port, secs, conc, rate = args.load_worker
         print(json.dumps(asyncio.run(_load(int(port), float(secs), int(conc), float(rate),
                                            json.loads(args.load_extra)))))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if set(args.parts.split(",")) == {"scale"}:  # no broker needed: none started
+        return _write_scale(args)
     from contract.config import Settings
     from devstack.stack import Stack, free_port
 
@@ -497,9 +664,12 @@ def main() -> int:
                 http = bench_http(settings, 3.0 if args.quick else args.seconds)
                 log.info("HTTP %.0f rps p50 %.2f ms p99 %.2f ms", http["rps"], http["p50_ms"],
                          http["p99_ms"])
+            scale_updates = None
             if "scale" in parts:
                 log.info("scale")
                 scale = bench_scale(settings)
+                scale_updates = bench_scale_updates(args.scale_products, args.updates_per_s,
+                                                    10.0 if args.quick else 30.0)
             if "controls" in parts:
                 log.info("merchandising controls")
                 controls = bench_controls(settings, 3_000 if args.quick else 20_000,
@@ -510,7 +680,8 @@ def main() -> int:
             load_after = os.getloadavg()
         finally:
             stack.down()
-    result = {"inprocess": inproc, "http": http, "scale": scale, "controls": controls,
+    result = {"inprocess": inproc, "http": http, "scale": scale,
+              "scale_with_updates": scale_updates, "controls": controls,
               "command": "make bench (python -m bench --only serving)",
               "load_average_1m": {"before": load_before[0], "after": load_after[0]},
               "note": "2-core machine shared with other jobs: a load average above 2 "
@@ -550,6 +721,75 @@ def _print_controls(c: dict[str, Any]) -> None:
         h = c["http"]
         print(f"HTTP closed loop c4: {h['rps_controls']:.0f} req/s with controls, "
               f"{h['rps_plain']:.0f} without: ratio {h['rps_ratio']:.3f}")
+
+
+def _write_scale(args: argparse.Namespace) -> int:
+    """``--parts scale`` alone: the sizes and the run with updates arriving, merged into
+    results/bench_serving.json (the other parts kept), with a plot."""
+    from bench.common import RESULTS
+    from contract.config import Settings
+
+    load_before = os.getloadavg()[0]
+    scale = bench_scale(Settings.from_env({}))
+    row = bench_scale_updates(args.scale_products, args.updates_per_s,
+                              10.0 if args.quick else 30.0)
+    load_after = os.getloadavg()[0]
+    row = {**row, "command": "python -m bench.bench_serving --parts scale",
+           "load_average_1m": {"before": load_before, "after": load_after}}
+    for r in scale:
+        print(f"{r['products']:>7} products: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms")
+    _print_scale_updates(row)
+    if args.quick:
+        return 0
+    path = RESULTS / "bench_serving.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.pop("machine", None)
+    path = write_result("bench_serving", {**record, "scale": scale, "scale_with_updates": row})
+    if _plot_scale_updates(row, path.with_name("bench_serving_scale_updates.png")):
+        print(f"plot {path.with_name('bench_serving_scale_updates.png')}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _print_scale_updates(r: dict[str, Any]) -> None:
+    print(f"| {r['products']:,} products, top-{K} in-process | p50 ms | p99 ms |")
+    print("| --- | --- | --- |")
+    print(f"| no updates (baseline) | {r['baseline_p50_ms']:.3f} | {r['baseline_p99_ms']:.3f} |")
+    print(f"| {r['updates_per_s']:,.0f} product updates/s | {r['p50_ms']:.3f} | "
+          f"{r['p99_ms']:.3f} |")
+    print(f"| ratio | {r['p50_ratio']:.2f} | {r['p99_ratio']:.2f} |")
+    print(f"memory: RSS {r['rss_mb']:.0f} MiB (max under updates) for {r['params_mb']:.0f} MiB "
+          f"of parameters: {r['rss_over_params']:.2f}x; row store {r['store_mb']:.0f} MiB; "
+          f"stores used {r['stores_used']}")
+
+
+def _plot_scale_updates(r: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    pos = np.arange(2)
+    axes[0].bar(pos - 0.2, [r["baseline_p50_ms"], r["baseline_p99_ms"]], 0.4,
+                label="no updates")
+    axes[0].bar(pos + 0.2, [r["p50_ms"], r["p99_ms"]], 0.4,
+                label=f"{r['updates_per_s']:,.0f} updates/s")
+    axes[0].set_xticks(pos, ["p50", "p99"])
+    axes[0].set_ylabel("ms per recommend (in-process)")
+    axes[0].set_title(f"top-{K} of {r['products']:,} products")
+    axes[0].legend(fontsize=8)
+    axes[1].bar([0, 1], [r["params_mb"], r["rss_mb"]], 0.5)
+    axes[1].axhline(1.5 * r["params_mb"], color="grey", linestyle="--", label="1.5x parameters")
+    axes[1].set_xticks([0, 1], ["parameters", "process RSS"])
+    axes[1].set_ylabel("MiB")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _write_controls(controls: dict[str, Any], load_before: float, load_after: float) -> int:

@@ -23,13 +23,14 @@ multiplied in, side by side, so one matrix-vector product each over the store (B
 numbers per product for d = 15) gives the means and the variances; a gather by ``_slot``
 picks the products' rows. The strictly lower triangle is kept in a second array that scoring
 never reads, so :attr:`Snapshot.A_invs` gives back exactly the matrices published (the job's
-A^-1 may differ from its transpose in the last bit). It is the same number as
+A^-1 may differ from its transpose in the last bits). It is the same number as
 :func:`contract.linucb.ucb_scores` to rounding (tests/serving/test_serving_scoring.py).
 
-Memory: 8 * (d + d^2) bytes of parameters per row (the size of A^-1 and b), plus 40 bytes of
-version, time, observation count and the calibrated rule's two terms, plus 8 bytes of row
-index per product and snapshot alive: about the parameters' published size, once
-(docs/SERVING.md, "How parameter updates apply").
+Memory per row: 8 bytes for each of theta (d) and A^-1's upper triangle (d(d+1)/2), 4 for
+each of the strictly lower triangle's differences from the upper one (d(d-1)/2), 40 for the
+version, time, observation count and the calibrated rule's two terms: 1,540 bytes at d = 15,
+0.79 of the published value (1,956 bytes); plus 8 bytes of row index per product and snapshot
+alive (docs/SERVING.md, "How parameter updates apply").
 
 >>> snap = Snapshot.prior(["p0", "p1"], dim=2, l2=1.0)
 >>> snap.versions.tolist(), snap.model_version
@@ -70,8 +71,28 @@ def _triangle(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, n
 
 def spare_rows(m: int) -> int:
     """Rows kept free beyond the products: updates land there while readers hold the rows they
-    replace (m // 64, at least 64: 1,562 rows at 100,000 products, 1.6% more memory)."""
+    replace (m // 64, at least 64: 1,562 rows at 100,000 products, 1.6% more memory). A store
+    whose spare rows run out is copied into one with twice the spare rows."""
     return max(64, m // 64)
+
+
+def _trim_heap() -> None:
+    """Give the heap freed by building a whole store back to the OS (glibc's malloc_trim; a
+    no-op elsewhere): the build's temporaries would otherwise stay in the process's
+    resident memory, about a tenth of the store at 100,000 products."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 class _Rows:
@@ -82,7 +103,12 @@ class _Rows:
         t = d * (d + 1) // 2
         self.d = d
         self.hot = np.zeros((capacity, d + t))  # theta | weighted upper triangle of A^-1
-        self.cold = np.zeros((capacity, d * (d - 1) // 2))  # strictly lower triangle of A^-1
+        # the strictly lower triangle of A^-1 as its difference from the upper one's mirror:
+        # float32 holds that difference exactly (0 for a symmetric A^-1, a few units of the
+        # last place for a Woodbury update's rounding); a row it does not hold exactly keeps
+        # its lower triangle in ``exact``
+        self.cold = np.zeros((capacity, d * (d - 1) // 2), dtype=np.float32)
+        self.exact: dict[int, np.ndarray] = {}
         self.meta = np.zeros((capacity, 3), dtype=np.int64)  # version, updated_at_ms, n
         self.terms = np.zeros((capacity, 2))  # exploration.count_terms per row
         self.free: list[int] = list(range(capacity - 1, -1, -1))
@@ -104,7 +130,15 @@ class _Rows:
         r, c, w, lr, lc = _triangle(d)
         self.hot[rows, :d] = thetas
         self.hot[rows, d:] = A_invs[:, r, c] * w
-        self.cold[rows] = A_invs[:, lr, lc]
+        lower, mirror = A_invs[:, lr, lc], A_invs[:, lc, lr]
+        delta = (lower - mirror).astype(np.float32)
+        held = (mirror + delta == lower).all(axis=1)
+        self.cold[rows] = delta
+        for j, r in enumerate(rows.tolist()):  # rows are free: no reader looks at them
+            if held[j]:
+                self.exact.pop(r, None)
+            else:
+                self.exact[r] = lower[j].copy()
         self.meta[rows] = meta
         try:
             self.terms[rows] = exploration.count_terms(thetas, A_invs)
@@ -187,8 +221,12 @@ class Snapshot:
         slot = rows.take(m)
         assert slot is not None
         slot = slot[::-1].copy()  # rows 0..m-1 in product order: the gather reads in order
-        rows.write(slot, thetas, A_invs, np.stack([versions, updated_at_ms, observations],
-                                                  axis=1))
+        meta = np.stack([versions, updated_at_ms, observations], axis=1)
+        for lo in range(0, m, 4096):  # in chunks: the temporaries stay small
+            rows.write(slot[lo:lo + 4096], thetas[lo:lo + 4096], A_invs[lo:lo + 4096],
+                       meta[lo:lo + 4096])
+        if m >= 4096:
+            _trim_heap()
         self._init(ids, index, rows, slot, rows.head, int(versions.sum()),
                    time.monotonic() if synced_at is None else synced_at)
 
@@ -240,6 +278,8 @@ class Snapshot:
             rows.write(part, np.zeros((part.size, dim)),
                        np.broadcast_to(eye, (part.size, dim, dim)),
                        np.zeros((part.size, 3), dtype=np.int64))
+        if m >= 4096:
+            _trim_heap()
         return cls._new(ids, index, rows, slot, rows.head, 0, time.monotonic())
 
     @classmethod
@@ -300,7 +340,10 @@ class Snapshot:
                 ur, uc, w, lr, lc = _triangle(d)
                 out = np.empty((len(self), d, d))
                 out[:, ur, uc] = rows.hot[slot, d:] / w
-                out[:, lr, lc] = rows.cold[slot]
+                out[:, lr, lc] = out[:, lc, lr] + rows.cold[slot]
+                for j, r in enumerate(slot.tolist()) if rows.exact else ():
+                    if r in rows.exact:
+                        out[j, lr, lc] = rows.exact[r]
             else:
                 raise KeyError(name)
             out.setflags(write=False)
@@ -344,7 +387,8 @@ class Snapshot:
         ur, uc, w, lr, lc = _triangle(d)
         out = np.empty((d, d))
         out[ur, uc] = rows.hot[r, d:] / w
-        out[lr, lc] = rows.cold[r]
+        lower = rows.exact.get(int(r))
+        out[lr, lc] = out[lc, lr] + rows.cold[r] if lower is None else lower
         return out
 
     @property
@@ -463,7 +507,8 @@ class Snapshot:
         """This snapshot in a new store with room for ``extra`` more rows than the spare
         (the old store stays with the snapshots that use it). Called under the old lock."""
         old, m = self._rows, len(self)
-        rows = _Rows(old.d, m + extra + spare_rows(m + extra))
+        spare = max(spare_rows(m + extra), 2 * (old.capacity - m))
+        rows = _Rows(old.d, m + extra + spare)
         slot = rows.take(m)
         assert slot is not None
         slot = slot[::-1].copy()
@@ -473,6 +518,11 @@ class Snapshot:
             rows.cold[dst] = old.cold[src]
             rows.meta[dst] = old.meta[src]
             rows.terms[dst] = old.terms[src]
+        for j, r in enumerate(self._slot.tolist()) if old.exact else ():
+            if r in old.exact:
+                rows.exact[int(slot[j])] = old.exact[r]
+        if m >= 4096:
+            _trim_heap()
         return Snapshot._new(self.product_ids, self._index, rows, slot, rows.head,
                              self.model_version, self.synced_at)
 
