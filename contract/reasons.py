@@ -18,6 +18,7 @@ NOT_FINITE = "not_finite"
 WRONG_DIMENSION = "wrong_dimension"
 BAD_VALUE = "bad_value"
 UNKNOWN_PRODUCT = "unknown_product"
+RETIRED_PRODUCT = "retired_product"
 UNSUPPORTED_VERSION = "unsupported_version"
 BAD_EVENT_TIME = "bad_event_time"
 DUPLICATE_IMPRESSION = "duplicate_impression"
@@ -28,10 +29,11 @@ NOT_LEARNABLE = "not_learnable"
 
 VALIDATION: tuple[str, ...] = (UNPARSEABLE, OVERSIZED, MISSING_FIELD, WRONG_TYPE, NOT_FINITE,
                                WRONG_DIMENSION, BAD_VALUE, UNKNOWN_PRODUCT, UNSUPPORTED_VERSION,
-                               BAD_EVENT_TIME)
+                               BAD_EVENT_TIME, RETIRED_PRODUCT)
 """What the validator rejects (:class:`contract.events.EventError` ``.reason``); an x entry
 beyond ``RTREC_MAX_ABS_X`` or an id out of its domain is a ``bad_value``, an event time too far
-from the clock a ``bad_event_time``."""
+from the clock a ``bad_event_time``, a product whose latest catalog record is a tombstone a
+``retired_product`` (flink_job/catalog.py)."""
 
 JOIN: tuple[str, ...] = (DUPLICATE_IMPRESSION, LATE_CLICK, ORPHAN_CLICK, BAD_VALUE, EARLY_CLICK)
 """What the reward join rejects (a duplicate click is a ``bad_value``; a click stamped more than

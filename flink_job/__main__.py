@@ -28,8 +28,11 @@ log = logging.getLogger("flink_job")
 
 
 def load_products(path: str | None) -> frozenset[str] | None:
-    """Known product ids: from a file (CSV with product_id, or one id per line), else the
-    shipped catalog when present, else None (no catalog check, with a warning)."""
+    """Known product ids besides the catalog topic's (flink_job/catalog.py): from a file (CSV
+    with product_id, or one id per line); ``topic``: none, only the catalog topic's records
+    count; else the shipped catalog when present, else None (no check, with a warning)."""
+    if path == "topic":
+        return frozenset()
     if path:
         text = Path(path).read_text()
         if text.startswith("product_id"):
@@ -52,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--restore", default=None,
                      help="'latest' (newest completed checkpoint, if any) or a checkpoint/"
                           "savepoint path")
-    run.add_argument("--products", default=None, help="known product ids (CSV or list file)")
+    run.add_argument("--products", default=None,
+                     help="known product ids besides the catalog topic's (CSV or list file; "
+                          "'topic': only the catalog topic's; default the shipped catalog)")
     run.add_argument("--group-id", default=None, help="Kafka consumer group (default derived)")
     run.add_argument("--max-restarts", type=int, default=20,
                      help="restart attempts in a row (100 ms doubling to 10 s) before the job "

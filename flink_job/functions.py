@@ -105,6 +105,9 @@ class Validate(ProcessFunction):
         self.max_ahead_ms = max_ahead_ms
         self.clock = clock or _now_ms
         self.skip_before = dict(skip_before) if skip_before else None
+        # the live catalog (flink_job/catalog.py LiveProducts) when the job follows the
+        # catalog topic: it decides known, retired and unknown products instead of ``known``
+        self.catalog: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _tune_interpreter()
@@ -131,6 +134,8 @@ class Validate(ProcessFunction):
             try:
                 meta, raw = split_record(record)
                 event = parse_event(raw, self.dim, self.known, self.max_bytes, self.max_abs_x)
+                if self.catalog is not None:
+                    self.catalog.check(event)
                 if meta.timestamp >= 0:
                     ts, field = meta.timestamp, "$timestamp"
                 else:

@@ -6,6 +6,8 @@
       -> [JVM] SourceBatcher (<= source_batch_max records / source_batch_ms; flushed before
          each watermark and barrier)
       -> Validate (contract.parse_event, one call per batch) --side output--> dead letters
+         <- broadcast: KafkaSource(catalog) [JVM] CatalogDeserializer (key + value; broadcast
+            state: which products are live, retired or unknown; flink_job/catalog.py)
       -> [JVM] Unbatch
       -> keyBy(request_id) -> [JVM] RewardJoin (event time) --side output--> dead letters
       -> [JVM] MicroBatcher (per product, one publish interval; flushed before each barrier)
@@ -192,12 +194,19 @@ def validate(raw, settings: Settings, opts: JobOptions):  # type: ignore[no-unty
                    get_gateway().jvm.rtrec.SourceBatcher(settings.job.source_batch_max,
                                                          settings.job.source_batch_ms))
         .name("source-batch").uid("source-batch"))
-    valid = (source_batches
-             .process(fn.Validate(settings.model.dim, opts.known_products,
-                                  settings.job.max_event_bytes, settings.model.max_abs_x,
-                                  round(settings.job.max_event_age_s * 1000),
-                                  round(settings.job.max_clock_skew_s * 1000),
-                                  skip_before=opts.skip_before),
+    from flink_job import catalog
+
+    # the catalog topic, broadcast to every validator subtask (broadcast state, checkpointed):
+    # products it adds are learned, products it retires dead-lettered (flink_job/catalog.py)
+    validator = fn.Validate(settings.model.dim, None,
+                            settings.job.max_event_bytes, settings.model.max_abs_x,
+                            round(settings.job.max_event_age_s * 1000),
+                            round(settings.job.max_clock_skew_s * 1000),
+                            skip_before=opts.skip_before)
+    updates = catalog.catalog_stream(source_batches.get_execution_environment(), settings) \
+        .broadcast(catalog.state_descriptor())
+    valid = (source_batches.connect(updates)
+             .process(catalog.ValidateWithCatalog(validator, opts.known_products),
                       output_type=Types.STRING())
              .name("validate").uid("validate"))
     return valid, valid.get_side_output(fn.DEAD_LETTERS)

@@ -1,0 +1,180 @@
+"""The job follows the catalog topic (docs/JOB.md "The live catalog", docs/CATALOG.md).
+
+The compacted catalog topic (``RTREC_CATALOG_TOPIC``, contract/catalog.py) is read by a Kafka
+source of its own (from the earliest offset on a fresh start; from the checkpoint's offset on a
+restore), its records turned into ``(product_id, status)`` updates and **broadcast** to every
+validator subtask, which keeps them in Flink *broadcast state* (checkpointed with the job, so a
+restore knows the catalog without re-reading the topic) and in a dict beside it (a lookup per
+event through the state bridge would cost more than the event's parsing).
+
+What the validator then decides per product of an event (:class:`LiveProducts`): the product's
+latest catalog record is a record -> learned; a tombstone -> dead-lettered ``retired_product``;
+no record -> the static list decides (``--products``, by default the shipped catalog;
+``--products topic``: none, only the topic counts), and a product in neither is
+``unknown_product``. A retired product's learned state (keyed, in the learner) is never
+touched: events are simply no longer learned, and learning resumes from that state when a
+record re-adds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from pyflink.datastream import BroadcastProcessFunction, RuntimeContext
+
+from contract.catalog import CatalogError, parse_record
+from contract.events import Click, EventError, Impression
+from contract.reasons import RETIRED_PRODUCT, UNKNOWN_PRODUCT
+
+log = logging.getLogger(__name__)
+
+ACTIVE = "a"
+RETIRED = "r"
+STATE_NAME = "catalog"
+
+
+def catalog_update(line: str) -> tuple[str, str]:
+    """A catalog source line (``java/rtrec/CatalogDeserializer.java``: ``offset TAB keyKind
+    TAB key TAB valueKind TAB value``) -> ``(product_id, ACTIVE or RETIRED)``;
+    :class:`CatalogError` for a record that is neither a valid product record nor a tombstone.
+
+    >>> catalog_update('3\\tu\\tp1\\tu\\t{"product_id":"p1","category":"Tea","price":2}')
+    ('p1', 'a')
+    >>> catalog_update("4\\tu\\tp1\\tn\\t")
+    ('p1', 'r')
+    """
+    parts = line.split("\t", 4)
+    if len(parts) != 5:
+        raise CatalogError("$", "not a catalog source line")
+    _, key_kind, key, kind, body = parts
+    if key_kind != "u" or not key:
+        raise CatalogError("key", "a catalog record needs a UTF-8 product id as its key")
+    if kind == "n":
+        return key, RETIRED
+    if kind == "o":
+        raise CatalogError("$", f"{body} bytes: too large for a product record")
+    raw: bytes | str = base64.b64decode(body) if kind == "b" else body
+    return parse_record(raw, key).product_id, ACTIVE
+
+
+class LiveProducts:
+    """Which products an event may name: the catalog topic's statuses over a static list
+    (None: no static list, only retired products are refused)."""
+
+    def __init__(self, static: frozenset[str] | None) -> None:
+        self.static = static
+        self.status: dict[str, str] = {}
+
+    def apply(self, pid: str, status: str) -> None:
+        self.status[pid] = status
+
+    def check(self, event: Impression | Click) -> None:
+        """Raise :class:`EventError` (``retired_product`` or ``unknown_product``, the field
+        of the first product refused) unless every product of ``event`` may be learned."""
+        if isinstance(event, Impression):
+            for i, pid in enumerate(event.products):
+                self._one(pid, f"products[{i}]")
+        else:
+            self._one(event.product_id, "product_id")
+
+    def _one(self, pid: str, where: str) -> None:
+        st = self.status.get(pid)
+        if st == ACTIVE:
+            return
+        if st == RETIRED:
+            raise EventError(RETIRED_PRODUCT, where, f"{pid!r} was retired from the catalog")
+        if self.static is not None and pid not in self.static:
+            raise EventError(UNKNOWN_PRODUCT, where, f"{pid!r} is not in the catalog")
+
+
+def state_descriptor():  # type: ignore[no-untyped-def]
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream.state import MapStateDescriptor
+
+    return MapStateDescriptor(STATE_NAME, Types.STRING(), Types.STRING())
+
+
+class ValidateWithCatalog(BroadcastProcessFunction):
+    """The validator (:class:`flink_job.functions.Validate`) with the catalog as its broadcast
+    input: ``process_element`` validates a batch of source records, ``process_broadcast_element``
+    applies one catalog source line to the broadcast state and to the validator's
+    :class:`LiveProducts`. The dict is filled from the broadcast state at the first element
+    after a (re)start, so a restore starts with the catalog of its checkpoint."""
+
+    def __init__(self, validate: Any, static: frozenset[str] | None) -> None:
+        self.validate = validate
+        self.static = static
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.validate.open(runtime_context)
+        self.live = LiveProducts(self.static)
+        self.validate.catalog = self.live
+        self.loaded = False
+        self.updates = 0
+        self.invalid = 0
+        group = runtime_context.get_metrics_group()
+        group.gauge("catalog_updates", lambda: self.updates)
+        group.gauge("catalog_records_invalid", lambda: self.invalid)
+        group.gauge("catalog_products_active",
+                    lambda: sum(1 for s in self.live.status.values() if s == ACTIVE))
+        group.gauge("catalog_products_retired",
+                    lambda: sum(1 for s in self.live.status.values() if s == RETIRED))
+        self.descriptor = state_descriptor()
+
+    def _load(self, ctx: Any) -> None:
+        if not self.loaded:
+            for pid, status in ctx.get_broadcast_state(self.descriptor).items():
+                self.live.apply(pid, status)
+            self.loaded = True
+
+    def process_element(self, value: str, ctx: Any) -> Iterable[Any]:
+        self._load(ctx)
+        yield from self.validate.process_element(value, ctx)
+
+    def process_broadcast_element(self, value: str, ctx: Any) -> None:
+        self._load(ctx)
+        try:
+            pid, status = catalog_update(value)
+        except (CatalogError, ValueError) as exc:  # the record stays in the topic; logged
+            self.invalid += 1
+            log.warning("catalog record refused (%s): %.200s", exc, value)
+            return
+        ctx.get_broadcast_state(self.descriptor).put(pid, status)
+        self.live.apply(pid, status)
+        self.updates += 1
+
+
+def catalog_stream(env, settings):  # type: ignore[no-untyped-def]
+    """The catalog topic as a stream of source lines (one subtask: one partition), from the
+    earliest offset on a fresh start (the broadcast state is empty then)."""
+    from pyflink.common import Duration, WatermarkStrategy
+    from pyflink.datastream.connectors.kafka import KafkaSource
+    from pyflink.java_gateway import get_gateway
+
+    from contract.catalog import ensure_catalog_topic
+
+    if ensure_catalog_topic(settings):
+        log.info("created the catalog topic %s (compacted)", settings.kafka.topic_catalog)
+    jvm = get_gateway().jvm
+    builder = (KafkaSource.builder()
+               .set_bootstrap_servers(settings.kafka.bootstrap)
+               .set_topics(settings.kafka.topic_catalog)
+               .set_group_id(f"rtrec-catalog-{settings.redis.prefix}")
+               .set_property("fetch.max.wait.ms", "50")
+               .set_property("client.id.prefix", f"rtrec-catalog-{settings.redis.prefix}"))
+    builder._j_builder.setStartingOffsets(
+        jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
+        .earliest())
+    builder._j_builder.setDeserializer(jvm.rtrec.CatalogDeserializer(
+        int(settings.job.max_event_bytes)))
+    # The validator's event time is the minimum of its two inputs' watermarks: an idle catalog
+    # input must not hold the events' watermark back (it would stall the reward join), so it
+    # is marked idle after 200 ms without a record; while records flow, their Kafka
+    # timestamps (write time, about now) are its watermark.
+    watermarks = WatermarkStrategy.for_monotonous_timestamps().with_idleness(
+        Duration.of_millis(200))
+    return (env.from_source(builder.build(), watermarks, "kafka: catalog")
+            .uid("kafka-catalog").set_parallelism(1))
