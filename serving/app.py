@@ -1,7 +1,7 @@
 """The HTTP API: FastAPI app built by :func:`create_app` (``python -m serving`` runs it).
 
 - ``POST /recommend``: top-k for a user (by id, by raw features, or an explicit x);
-- ``POST /feedback``: a click on a shown product;
+- ``POST /feedback``: a click on a shown product (or an add to cart or purchase: ``kind``);
 - ``DELETE /users/{id}``: forget a user (admin token; :mod:`serving.privacy`);
 - ``GET /healthz``: ``ready`` or ``degraded`` with reasons (200 either way: a degraded
   instance still answers from its last snapshot; 503 only before the recommender exists);
@@ -151,10 +151,11 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
     @app.post("/feedback", response_model=FeedbackResponse, responses=errors)
     async def feedback(body: FeedbackRequest) -> FeedbackResponse:
-        """A click on ``product_id`` shown by ``request_id``; published to Kafka."""
-        rec().feedback(body.request_id, body.product_id, at=body.at)
+        """A click on ``product_id`` shown by ``request_id`` (or, with ``kind``, an add to cart
+        or a purchase of it); published to Kafka."""
+        rec().feedback(body.request_id, body.product_id, at=body.at, kind=body.kind)
         return FeedbackResponse(accepted=True, request_id=body.request_id,
-                                product_id=body.product_id)
+                                product_id=body.product_id, kind=body.kind)
 
     auth = AdminAuth(settings.serving.admin_token)
     forgetter = Forgetter(settings)

@@ -144,9 +144,15 @@ class Collector:
         for policy, n in rec.clicks.items():
             clicks.add_metric([policy], n)
             duplicates.add_metric([policy], rec.duplicate_clicks.get(policy, 0))
+        outcomes = CounterMetricFamily(
+            "rtrec_serving_outcomes", "Events after a click by kind (POST /feedback with a "
+            "kind: add_to_cart, purchase); repeats not counted.", labels=["kind"])
+        for kind, n in getattr(rec, "outcomes", {}).items():
+            outcomes.add_metric([kind], n)
         yield imps
         yield clicks
         yield duplicates
+        yield outcomes
         yield ctr
         yield from metric_families(rec)  # product health (serving.health)
         if rec.experiment is not None:  # per variant (docs/EXPERIMENTS.md)

@@ -35,6 +35,7 @@ from contract import exploration
 from contract.config import Settings
 from contract.events import MAX_ID_LEN, MAX_SAFE_INT, MAX_SHOWN, Click, Impression
 from contract.experiments import PLACKETT_LUCE, Experiment
+from contract.feedback import REWARD_KINDS
 from serving.controls import (
     Boost,
     CatalogIndex,
@@ -151,6 +152,8 @@ class Recommender:
         # still published (the job's join decides), but counted here once: CTR is per shown
         # product. The last ``remember_requests`` clicks are remembered (insertion order).
         self.duplicate_clicks: dict[str, int] = dict.fromkeys(self.clicks, 0)
+        # events after a click (POST /feedback with a kind): add_to_cart, purchase
+        self.outcomes: dict[str, int] = {k: 0 for k in REWARD_KINDS if k != "click"}
         self._clicked: dict[tuple[str, str], None] = {}
         # an experiment (docs/EXPERIMENTS.md): a request naming no policy and no alpha is
         # served by its user's variant; every request logs the shadows' lists
@@ -489,24 +492,32 @@ class Recommender:
             out["shadows"] = self.experiment.shadows(scores, vec, k, snap.product_ids, eligible)
         return out
 
-    def feedback(self, request_id: str, product_id: str, at: datetime | None = None) -> Click:
-        """The user of ``request_id`` clicked ``product_id``: publish a click event.
+    def feedback(self, request_id: str, product_id: str, at: datetime | None = None,
+                 kind: str = "click") -> Click:
+        """The user of ``request_id`` clicked ``product_id`` (or, by ``kind``, added it to the
+        cart or bought it: contract.feedback.REWARD_KINDS, each with its configured reward,
+        docs/LEARNING.md): publish the event.
 
         A request this process does not remember (served by another replica, or older than
         the last ``remember_requests``) is still published: the job joins it or dead-letters
-        it. A remembered request that did not show ``product_id`` is refused.
+        it. A remembered request that did not show ``product_id`` is refused. The CTR counters
+        count clicks only; a repeated (request, product, kind) is counted as a duplicate.
         """
         for name, value in (("request_id", request_id), ("product_id", product_id)):
             if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LEN:
                 raise InvalidRequestError(f"{name}: must be a string of 1..{MAX_ID_LEN} chars")
+        if kind not in REWARD_KINDS:
+            raise InvalidRequestError(f"kind: {str(kind)[:40]!r} is not one of "
+                                      f"{', '.join(REWARD_KINDS)}")
         with self._recent_lock:
             known = self._recent.get(request_id)
         if known is not None and product_id not in known[1]:
             raise NotShownError(f"product_id: {product_id!r} was not shown in request "
                                 f"{request_id!r}")
         when = _utc(at) if at is not None else datetime.now(UTC)
-        click = Click(request_id=request_id, product_id=product_id, ts_ms=_ts_ms(when))
-        key = (request_id, product_id)
+        click = Click(request_id=request_id, product_id=product_id, ts_ms=_ts_ms(when),
+                      kind=kind)
+        key = (request_id, product_id) if kind == "click" else (request_id, product_id, kind)
         with self._recent_lock:
             duplicate = key in self._clicked
             if not duplicate:
@@ -514,6 +525,11 @@ class Recommender:
                 if len(self._clicked) > self._recent_max:
                     del self._clicked[next(iter(self._clicked))]
         self.events.publish(click)
+        if kind != "click":  # an outcome after the click: learned, not a click of the CTR
+            if not duplicate:
+                with self._counts_lock:
+                    self.outcomes[kind] += 1
+            return click
         policy = known[0] if known is not None else "unknown"
         with self._counts_lock:
             (self.duplicate_clicks if duplicate else self.clicks)[policy] += 1

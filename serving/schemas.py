@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from contract.config import POLICIES, ModelSettings
 from contract.events import MAX_ID_LEN, MAX_SHOWN
 from contract.features import CATEGORIES, GENDERS, SOURCES
+from contract.feedback import REWARD_KINDS
 
 __all__ = ["BoostIn", "ErrorResponse", "EventsOut", "ExplanationOut", "FeedbackRequest",
            "FeedbackResponse", "HealthResponse", "ItemOut", "OutOfStockIn", "OutOfStockOut",
@@ -215,12 +216,15 @@ class FeedbackRequest(_Strict):
     request_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
     product_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
     at: Timestamp | None = None
+    # what happened (contract.feedback.REWARD_KINDS), each learned with its configured reward
+    kind: Literal[REWARD_KINDS] = "click"  # type: ignore[valid-type]
 
 
 class FeedbackResponse(BaseModel):
     accepted: bool
     request_id: str
     product_id: str
+    kind: str = "click"
 
 
 class EventsOut(BaseModel):

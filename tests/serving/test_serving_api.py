@@ -90,6 +90,7 @@ def test_recommend_by_id_features_and_x_then_feedback(client) -> None:
     ("/recommend", {"user_id": 1, "user": {"age": 30}}, 422, "user"),
     ("/feedback", {"request_id": "", "product_id": "p001"}, 422, "request_id"),
     ("/feedback", {"request_id": "r", "product_id": "p001", "clicked": True}, 422, "clicked"),
+    ("/feedback", {"request_id": "r", "product_id": "p001", "kind": "refund"}, 422, "kind"),
 ])
 def test_bad_requests_get_4xx_with_a_message(client, path, body, code, match) -> None:
     r = client.post(path, json=body)
@@ -110,6 +111,28 @@ def test_feedback_for_a_product_not_shown_is_refused(client) -> None:
     other = "p000" if shown != "p000" else "p001"
     r = client.post("/feedback", json={"request_id": body["request_id"], "product_id": other})
     assert r.status_code == 422 and "not shown" in r.json()["detail"]
+
+
+def test_feedback_of_each_kind_is_published_with_it_and_only_clicks_count_in_the_ctr(
+        client) -> None:
+    """Issue 15: add_to_cart and purchase come through POST /feedback with a kind; the job
+    learns each with its configured reward (docs/LEARNING.md)."""
+    body = client.post("/recommend", json={"user_id": USERS[5].user_id, "k": 2,
+                                           "policy": "greedy"}).json()
+    shown = body["items"][1]["product_id"]
+    clicks_before = client.rec.clicks["greedy"]
+    outcomes_before = dict(client.rec.outcomes)
+    for kind in ("click", "add_to_cart", "purchase", "purchase"):
+        r = client.post("/feedback", json={"request_id": body["request_id"],
+                                           "product_id": shown, "kind": kind})
+        assert r.status_code == 200 and r.json()["kind"] == kind, r.text
+    sent = [e for e in client.rec.events.events[-4:]]
+    assert [(e.request_id, e.product_id, e.kind) for e in sent] == [
+        (body["request_id"], shown, k) for k in ("click", "add_to_cart", "purchase", "purchase")]
+    assert client.rec.clicks["greedy"] == clicks_before + 1
+    assert client.rec.outcomes == {"add_to_cart": outcomes_before["add_to_cart"] + 1,
+                                   "purchase": outcomes_before["purchase"] + 1}  # one repeat
+    assert 'rtrec_serving_outcomes_total{kind="purchase"}' in client.get("/metrics").text
 
 
 def test_health_reports_ready_without_a_refresher(client) -> None:
