@@ -65,6 +65,11 @@ def redis_key(prefix: str, target: str) -> str:
     return f"{prefix}:ope:{target}"
 
 
+def status_key(prefix: str) -> str:
+    """``<prefix>:ope``: the evaluator's counts and its targets (JSON)."""
+    return f"{prefix}:ope"
+
+
 class StreamEvaluator:
     """The replay and the per-target sums, without Flink (the job's function wraps it)."""
 
@@ -133,6 +138,10 @@ class StreamEvaluator:
         return len(parsed)
 
     # -- what is published ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What the evaluator has seen: its counts, the newest time, the targets."""
+        return {**self.counts, "through_ts_ms": self.through_ts, "targets": sorted(self.sums)}
 
     def summaries(self) -> dict[str, dict[str, Any]]:
         """Per target: the estimates, and beside them the live CTR of what was shown."""
@@ -264,6 +273,8 @@ class Evaluate(KeyedProcessFunction):
             if self.redis is None:
                 self.redis = redis_client(self.settings.redis)
             pipe = self.redis.pipeline(transaction=False)
+            pipe.set(status_key(self.settings.redis.prefix),
+                     json.dumps({**self.ev.status(), "updated_ms": now}))
             for name, summary in self.ev.summaries().items():
                 pipe.set(redis_key(self.settings.redis.prefix, name),
                          json.dumps({**summary, "updated_ms": now}))

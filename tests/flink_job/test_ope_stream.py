@@ -18,7 +18,7 @@ from contract.events import Click, Impression
 from endtoend.harness import JobProcess, Record, now_ms, produce, sentinels
 from evaluation.log import LogStats, read_lines
 from evaluation.offline import evaluate
-from flink_job.evaluate import StreamEvaluator, redis_key
+from flink_job.evaluate import StreamEvaluator, redis_key, status_key
 from tests.helpers import PRODUCTS, flink_rest_port, job_metrics, wait_for
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,10 @@ def test_the_stream_replay_equals_the_offline_command(seed: int) -> None:
     s = ev.summaries()
     off = offline(log_)
     assert_equal(s, off)
+    st = ev.status()
+    assert st["impressions"] == off["impressions"] and st["usable"] == off["usable"]
+    assert st["targets"] == sorted(s)
+    assert st["through_ts_ms"] == max(t for _, t, kind in log_ if kind == "i")
     # the DR of a shadow is not its SNIPS: the model matters (the test is not vacuous)
     assert abs(s["alpha_a"]["dr"] - s["alpha_a"]["snips"]) > 1e-6
     assert s["random"]["n"] > s["alpha_a"]["n"] > 100
@@ -261,7 +265,9 @@ def test_in_stream_estimates_equal_the_offline_command_through_the_real_job(
             if raw is None:
                 return False
             got[name] = json.loads(raw)
-        return all(g["impressions"] == n for g in got.values())
+        status = json.loads(r.get(status_key(s.redis.prefix)) or b"{}")
+        return all(g["impressions"] == n for g in got.values()) \
+            and status.get("impressions") == n and status.get("targets") == sorted(targets)
 
     try:
         wait_for(complete, 420, "every impression's estimates in Redis", job, every_s=0.5)
