@@ -19,7 +19,14 @@ from endtoend.harness import JobProcess, Record, now_ms, produce, sentinels
 from evaluation.log import LogStats, read_lines
 from evaluation.offline import evaluate
 from flink_job.evaluate import StreamEvaluator, redis_key, status_key
-from tests.helpers import PRODUCTS, flink_rest_port, job_metrics, wait_for
+from tests.helpers import (
+    PRODUCTS,
+    FakeMetricGroup,
+    FakeRuntimeContext,
+    flink_rest_port,
+    job_metrics,
+    wait_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,3 +299,71 @@ def test_in_stream_estimates_equal_the_offline_command_through_the_real_job(
         assert snips == round(got[name]["snips"] * 1e6), (name, snips, sorted(metrics)[:40])
     shown = sum(1 for raw, _, kind in log_ if kind == "i")
     assert got["random"]["impressions"] == shown
+
+
+class _Group(FakeMetricGroup):
+    """A metric group with sub-groups (``add_group(key, value)``), as the evaluator uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: dict[tuple[str, str | None], _Group] = {}
+
+    def add_group(self, key: str, value: str | None = None) -> _Group:
+        return self.groups.setdefault((key, value), _Group())
+
+
+class _FlakyRedis:
+    """Enough of a Redis client: a pipeline of SETs; the first ``fail`` executes raise."""
+
+    def __init__(self, fail: int) -> None:
+        self.data: dict[str, str] = {}
+        self.fail = fail
+
+    def pipeline(self, transaction: bool = False) -> _FlakyRedis._Pipe:
+        return _FlakyRedis._Pipe(self)
+
+    class _Pipe:
+        def __init__(self, r: _FlakyRedis) -> None:
+            self.r, self.sets = r, []
+
+        def set(self, key: str, value: str) -> None:
+            self.sets.append((key, value))
+
+        def execute(self) -> None:
+            if self.r.fail > 0:
+                self.r.fail -= 1
+                raise ConnectionError("redis down")
+            self.r.data.update(self.sets)
+
+
+def test_a_redis_outage_is_counted_and_healed_and_a_restore_continues(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The job's function: a failed write is counted and the next batch writes the newest
+    sums; a new instance on the same state (a restore) goes on to the uninterrupted figures;
+    the metrics carry them per target in millionths."""
+    from flink_job import evaluate as ev_mod
+
+    redis = _FlakyRedis(fail=1)
+    monkeypatch.setattr(ev_mod, "redis_client", lambda *a, **k: redis)
+    s = Settings.from_env({"RTREC_REDIS_PREFIX": "t"})
+    lines = closed_lines(make_log(13, 300, 1_700_000_000_000))
+    ctx = FakeRuntimeContext()
+    ctx.metrics = _Group()
+    fn = ev_mod.Evaluate(s, tuple(PRODUCTS))
+    fn.open(ctx)  # type: ignore[arg-type]
+    list(fn.process_element("ope\t" + "\t".join(lines[:100]), None))
+    assert fn.redis_errors == 1 and redis.data == {}
+    list(fn.process_element("ope\t" + "\t".join(lines[100:200]), None))
+    assert json.loads(redis.data["t:ope"])["impressions"] == 200
+    again = ev_mod.Evaluate(s, tuple(PRODUCTS))  # restored: the same state, a new instance
+    again.open(ctx)  # type: ignore[arg-type]
+    list(again.process_element("ope\t" + "\t".join(lines[200:]), None))
+    whole = StreamEvaluator(PRODUCTS, DIM, 1.0)
+    whole.batch(lines)
+    for name, want in whole.summaries().items():
+        got = json.loads(redis.data[redis_key("t", name)])
+        got.pop("updated_ms")
+        assert got == want, name
+        gauges = ctx.metrics.groups[("target", name)].gauges
+        assert gauges["ope_snips_ppm"]() == round(want["snips"] * 1e6)
+    assert ctx.metrics.gauges["ope_impressions"]() == 300
+    assert ctx.metrics.gauges["ope_redis_errors"]() == 0  # the new instance's own count
