@@ -196,7 +196,17 @@ def top_desc(scores: np.ndarray, n: int, rng: Callable[[], np.random.Generator]
     >>> top_desc(np.zeros(4), 2, lambda: np.random.default_rng(3)).tolist()
     [2, 0]
     """
-    idx = top_k(scores, n)
+    m = scores.shape[0]
+    if 1 < n < m:  # the usual case first: no ties, so the one order there is
+        part = np.argpartition(scores, m - n - 1)  # [m-n-1] is the best of the rest
+        idx = part[m - n:]
+        order = scores[idx].argsort()[::-1]
+        idx = idx[order]
+        best = scores[idx].tolist()
+        if best[-1] > float(scores[part[m - n - 1]]) and all(
+                a > b for a, b in zip(best, best[1:], strict=False)):
+            return idx
+    idx = top_k(scores, n)  # ties (or NaN): the tie-breaking draw below, as always
     if idx.size == 0:
         return idx
     s = scores[idx]
