@@ -25,6 +25,7 @@ from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
+from contract.catalog import Catalog
 from contract.config import Settings
 from contract.linucb import ArmState, init_state
 from contract.prior import CategoryPool, informed_state, pool_delta
@@ -64,6 +65,10 @@ class PriorStarts:
 
         self.redis = redis_client(self.settings.redis)
         self.categories = category_map()
+        self.live = Catalog()
+        self.read_at = 0.0
+        self.resolved: dict[str, str] = {}
+        self._read_live()
         self.cache: dict[str, tuple[float, CategoryPool | None]] = {}
         self.started = 0
         self.fallbacks = 0
@@ -72,7 +77,34 @@ class PriorStarts:
         group.gauge("prior_fallbacks", lambda: self.fallbacks)
 
     def category(self, product_id: str) -> str:
-        return self.categories.get(product_id, UNKNOWN)
+        """The product's category: the live catalog topic's record (read at open, and again,
+        at most once a second, for a product neither it nor the shipped catalog knows: its
+        record is in the topic before its events are learned, docs/JOB.md), else the shipped
+        catalog's, else ``UNKNOWN``.
+        Resolved once per product and operator instance (a later change of category moves
+        only the deltas after the next restart: docs/LEARNING.md)."""
+        got = self.resolved.get(product_id)
+        if got is not None:
+            return got
+        rec = self.live.records.get(product_id) or self.live.retired.get(product_id)
+        if rec is None and product_id not in self.categories:
+            self._read_live()
+            rec = self.live.records.get(product_id) or self.live.retired.get(product_id)
+        got = rec.category if rec is not None else self.categories.get(product_id, UNKNOWN)
+        self.resolved[product_id] = got
+        return got
+
+    def _read_live(self) -> None:
+        """Read the catalog topic on from where it was last read (at most once a second)."""
+        if time.monotonic() - self.read_at < 1.0:
+            return
+        try:
+            from contract.catalog import read_catalog
+
+            read_catalog(self.settings, timeout_s=2.0, into=self.live)
+        except Exception as exc:  # no topic, or Kafka down: the shipped catalog's
+            log.warning("catalog topic not read (%s): categories from the shipped catalog", exc)
+        self.read_at = time.monotonic()
 
     def _pool(self, category: str) -> CategoryPool | None:
         now = time.monotonic()

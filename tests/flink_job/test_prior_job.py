@@ -1,6 +1,7 @@
 """The category prior through the real job (Kafka, Redis, a Flink mini-cluster; ``python -m
 flink_job run`` as a subprocess; issue 13 item 4): the pool the job publishes equals the
-category's pooled sums, a new product of that category starts from it (weighted ridge, 1e-9),
+category's pooled sums, a product added to the live catalog topic in that category starts
+from it (weighted ridge, 1e-9),
 a product of a category with no pool starts from the identity, and a product started from the
 pool never feeds its pseudo-observations back into it."""
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract.catalog import ProductRecord, ensure_catalog_topic, write_records
 from contract.config import Settings
 from contract.events import Click
 from contract.features import load_catalog
+from contract.kafka import kafka_producer
 from contract.prior import CategoryPool
 from endtoend.harness import JobProcess, Record, now_ms, produce
 from tests.flink_job.test_feedback_job import wait_parity
@@ -69,7 +72,9 @@ def test_a_new_product_starts_from_its_categorys_pool(
     cats = sorted(by_cat)
     rng = np.random.default_rng(seed)
     cat, other = cats[seed], cats[seed + 3]
-    olds, new, lone = by_cat[cat][:5], by_cat[cat][7], by_cat[other][0]
+    olds, lone = by_cat[cat][:5], by_cat[other][0]
+    new = f"new{seed}"  # not in the shipped catalog: its category comes from the topic
+    ensure_catalog_topic(s)
 
     rows: dict[str, list[tuple[np.ndarray, float]]] = {}
     t0 = now_ms() - 10 * 60_000
@@ -87,7 +92,10 @@ def test_a_new_product_starts_from_its_categorys_pool(
         np.testing.assert_allclose(pool.S, S1, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(pool.t, t1, rtol=1e-9, atol=1e-9)
 
-        # phase 2: a new product of the category, and one of a category nobody learned yet
+        # phase 2: a product added to the live catalog in the category, and one of a
+        # category nobody learned yet
+        write_records(kafka_producer(s.kafka), s.kafka.topic_catalog,
+                      [(new, ProductRecord(new, cat, 9.5))])
         later: dict[str, list[tuple[np.ndarray, float]]] = {}
         produce(s, _phase(s, rng, t0 + 60_000, 15, [new], later)
                 + _phase(s, rng, t0 + 61_000, 10, [lone], later))
