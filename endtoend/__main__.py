@@ -75,6 +75,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     f.add_argument("--half-life", type=float, default=300.0,
                    help="the decaying learner's half-life in observations per product")
     f.add_argument("--results-dir", type=Path, default=Path("results"))
+    f.add_argument("--seeds", default="1,2,3",
+                   help="more seeds of visits for each rule against `all` in its own world")
 
     v = sub.add_parser("visitors", help="simulated users against a running serving (HTTP)")
     v.add_argument("--url", default=f"http://{settings.serving.host}:{settings.serving.port}",
@@ -120,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: need 0 < --shift-at < --visits, --ramp >= 0, --half-life > 0",
                   file=sys.stderr)
             return 2
-        run(args.visits, args.seed, args.shift_at, args.ramp, args.half_life, args.results_dir)
+        run(args.visits, args.seed, args.shift_at, args.ramp, args.half_life, args.results_dir,
+            [int(x) for x in args.seeds.split(",") if x.strip()])
         return 0
     if args.command == "visitors":
         from endtoend.visitors import run_visitors

@@ -109,3 +109,22 @@ def test_the_drifted_oracle_moves_the_time_rules() -> None:
     assert logit(new, salad, monday) - logit(old, salad, monday) == pytest.approx(2.5)
     assert logit(old, pizza, saturday) - logit(new, pizza, saturday) == pytest.approx(1.8)
     assert logit(new, mexican, saturday) - logit(old, mexican, saturday) == pytest.approx(1.8)
+
+
+def test_list_values_are_the_worlds_expected_clicks_and_the_best_list_is_an_upper_bound(
+        ) -> None:
+    """The regret of the feedback worlds is per list: P(any click) in the cascade world,
+    sum e_i a_i in the position world (hand computations), and no list beats the oracle's."""
+    probs = np.array([0.5, 0.2, 0.4])
+    assert fw.list_value("cascade", probs) == pytest.approx(1 - 0.5 * 0.8 * 0.6)
+    e = fw.EXAMINATION
+    assert fw.list_value("position", probs) == pytest.approx(e[0] * 0.5 + e[1] * 0.2 + e[2] * 0.4)
+    assert fw.best_list_value("position", probs, k=2) == pytest.approx(e[0] * 0.5 + e[1] * 0.4)
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        a = rng.random(12)
+        for world in ("cascade", "position"):
+            best = fw.best_list_value(world, a)
+            for _ in range(200):
+                shown = rng.choice(12, fw.K, replace=False)
+                assert fw.list_value(world, a[shown]) <= best + 1e-12
