@@ -188,6 +188,15 @@ def rng_of(request_id: str) -> np.random.Generator:
     return np.random.default_rng(int(request_id[:16] or "0", 16))
 
 
+def _decreasing(s: np.ndarray) -> bool:
+    """Whether s is strictly decreasing (False with a NaN): in Python for a few values, where
+    numpy's calls cost more than the comparisons."""
+    if s.shape[0] <= 8:
+        v = s.tolist()
+        return all(v[i] > v[i + 1] for i in range(len(v) - 1))
+    return bool((s[:-1] > s[1:]).all())
+
+
 def top_desc(scores: np.ndarray, n: int, rng: Callable[[], np.random.Generator]
              ) -> np.ndarray:
     """Indices of the n best scores, best first, equal scores in a random order drawn from
@@ -202,9 +211,8 @@ def top_desc(scores: np.ndarray, n: int, rng: Callable[[], np.random.Generator]
         idx = part[m - n:]
         order = scores[idx].argsort()[::-1]
         idx = idx[order]
-        best = scores[idx].tolist()
-        if best[-1] > float(scores[part[m - n - 1]]) and all(
-                a > b for a, b in zip(best, best[1:], strict=False)):
+        best = scores[idx]
+        if best[-1] > scores[part[m - n - 1]] and _decreasing(best):
             return idx
     idx = top_k(scores, n)  # ties (or NaN): the tie-breaking draw below, as always
     if idx.size == 0:
@@ -509,7 +517,7 @@ def _greedy(s: np.ndarray, pool: np.ndarray, n: int, cat: CatalogIndex, cap: int
             cur[pc == c] = -np.inf
     out: list[int] = []
     for _ in range(n):
-        j = int(np.argmax(cur))  # the first maximum: pool order, so lam = 0 is the plain order
+        j = int(cur.argmax())  # the first maximum: pool order, so lam = 0 is the plain order
         if cur[j] == -np.inf:
             break
         out.append(j)
