@@ -238,7 +238,9 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
             now = time.perf_counter()
             if t_on is None:
                 t_on, done = now, 0
-            due = int((now - t_on) * rate) - done
+            # a backlog (this thread starved on a loaded machine) goes in swaps of at most
+            # 256, as the refresher's successive drains would bring it
+            due = min(256, int((now - t_on) * rate) - done)
             if due > 0:
                 cur = rec.snapshot
                 batch = {}
@@ -253,7 +255,8 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
                 del cur, new
                 done += due
                 applied[0] += len(changed)
-            time.sleep(0.01)
+            if due < 256:
+                time.sleep(0.01)
 
     thread = threading.Thread(target=updater, daemon=True)
     thread.start()
@@ -311,7 +314,8 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
         "what": f"Recommender.recommend(x given, k={K}, linucb, calibrated alpha) over {m:,} "
                 f"products, timed in {blocks} blocks of {seconds / blocks:g} s alternating "
                 f"between no updates (baseline) and {rate:g} product updates/s applied by a "
-                f"thread every 10 ms (codec encode+decode, Snapshot.with_params, swap); rss_mb "
+                f"thread every 10 ms, a backlog in swaps of at most 256 (codec encode+decode, "
+                f"Snapshot.with_params, swap); rss_mb "
                 f"is the largest RSS of this process sampled every 0.25 s under updates; "
                 f"params_mb is m x the published value's size (codec.encoded_size)",
     }
