@@ -295,7 +295,17 @@ class Snapshot:
         >>> Snapshot.from_params(["p0", "p1"], 2, 1.0, {"p1": p}).versions.tolist()
         [0, 3]
         """
-        return cls.prior(product_ids, dim, l2).with_params(params, synced_at)[0]
+        snap = cls.prior(product_ids, dim, l2)
+        rows = snap._rows
+        picked = snap._picked(params)
+        if picked is not None:  # nobody holds this snapshot yet: its own rows are written
+            idx, thetas, A_invs, meta = picked
+            for lo in range(0, idx.size, 4096):
+                rows.write(snap._slot[idx[lo:lo + 4096]], thetas[lo:lo + 4096],
+                           A_invs[lo:lo + 4096], meta[lo:lo + 4096])
+            snap.model_version = int(meta[:, _V].sum())
+        snap.synced_at = time.monotonic() if synced_at is None else synced_at
+        return snap
 
     # --- reading ---------------------------------------------------------------------------
     @property
@@ -451,6 +461,18 @@ class Snapshot:
         (m,) row index; on a snapshot that is not its store's newest (two updates branching
         from one snapshot), the store is copied first.
         """
+        stamp = time.monotonic() if synced_at is None else synced_at
+        picked = self._picked(params)
+        if picked is None:
+            return self.restamped(stamp), []
+        idx, thetas, A_invs, meta = picked
+        snap = self._rewritten(idx, thetas, A_invs, meta, stamp)
+        return snap, [self.product_ids[i] for i in idx.tolist()]
+
+    def _picked(self, params: Mapping[str, Params]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The products of ``params`` to apply (known, of this dimension, strictly newer,
+        finite) as (indices, thetas, A_invs, meta), or None."""
         chosen: list[tuple[int, Params]] = []
         for pid, p in params.items():
             i = self.index(pid)
@@ -459,16 +481,14 @@ class Snapshot:
             if not (np.isfinite(p.state.A_inv).all() and np.isfinite(p.state.b).all()):
                 continue  # a NaN would poison every ranking it takes part in
             chosen.append((i, p))
-        stamp = time.monotonic() if synced_at is None else synced_at
         if not chosen:
-            return self.restamped(stamp), []
+            return None
         idx = np.fromiter((i for i, _ in chosen), dtype=np.intp, count=len(chosen))
         A_invs = np.stack([p.state.A_inv for _, p in chosen])
         thetas = np.stack([linucb.theta(p.state) for _, p in chosen])
         meta = np.array([(p.version, p.updated_at_ms, p.state.n) for _, p in chosen],
                         dtype=np.int64)
-        snap = self._rewritten(idx, thetas, A_invs, meta, stamp)
-        return snap, [self.product_ids[i] for i, _ in chosen]
+        return idx, thetas, A_invs, meta
 
     def _rewritten(self, idx: np.ndarray, thetas: np.ndarray, A_invs: np.ndarray,
                    meta: np.ndarray, stamp: float, ids: tuple[str, ...] | None = None,

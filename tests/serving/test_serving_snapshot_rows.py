@@ -195,3 +195,16 @@ def test_a_inv_comes_back_exactly_as_published(seed: int) -> None:
         i = snap.index(p)
         np.testing.assert_array_equal(snap.A_inv(i), s.A_inv)
         np.testing.assert_array_equal(snap.A_invs[i], s.A_inv)
+
+
+def test_a_whole_reload_stays_in_one_store_of_the_usual_size() -> None:
+    """from_params (start, epoch change) writes every product into its own fresh store: no
+    second store, no rows beyond the spare."""
+    rng = np.random.default_rng(8)
+    ids = [f"p{i:03d}" for i in range(200)]
+    params = {p: Params(learned_state(rng, D, 3), 1) for p in ids[:150]}
+    snap = Snapshot.from_params(ids, D, 1.0, params, synced_at=5.0)
+    assert snap._rows.capacity == 200 + 64 and snap.synced_at == 5.0
+    assert snap.model_version == 150 * 3 and snap.version_of("p199") == 0
+    for p in ("p000", "p149"):
+        np.testing.assert_array_equal(snap.A_inv(snap.index(p)), params[p].state.A_inv)
