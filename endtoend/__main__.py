@@ -10,6 +10,9 @@
   feedback  the feedback worlds of docs/LEARNING.md (cascade and position click models,
             purchases, a drifting oracle), in-process learners on the same seeded visits;
             writes results/simulate_feedback.json and .png (``make simulate`` runs it).
+  churn     catalog churn: products added and retired mid-run, new products started from the
+            identity or from their category's prior (docs/LEARNING.md); in-process learners on
+            the same seeded visits; writes results/simulate_churn.json and .png.
 
 Settings come from RTREC_* variables (docs/CONFIG.md); flags override them. Errors are one
 line on stderr: exit 2 for bad arguments, 1 when the run fails.
@@ -78,6 +81,17 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     f.add_argument("--seeds", default="1,2,3",
                    help="more seeds of visits for each rule against `all` in its own world")
 
+    c = sub.add_parser("churn", help="catalog churn and the category prior (docs/LEARNING.md)")
+    c.add_argument("--visits", type=int, default=4000, help="visits per seed")
+    c.add_argument("--seeds", default="1,2,3", help="seeds of the visits, comma-separated")
+    c.add_argument("--add", type=int, default=16, help="products added at --add-at")
+    c.add_argument("--retire", type=int, default=8, help="products retired at --retire-at")
+    c.add_argument("--add-at", type=int, default=1500, help="visit of the additions")
+    c.add_argument("--retire-at", type=int, default=2500, help="visit of the retirements")
+    c.add_argument("--pseudo-obs", type=float, default=settings.model.prior_pseudo_obs,
+                   help="m of the category prior (RTREC_PRIOR_PSEUDO_OBS)")
+    c.add_argument("--results-dir", type=Path, default=Path("results"))
+
     v = sub.add_parser("visitors", help="simulated users against a running serving (HTTP)")
     v.add_argument("--url", default=f"http://{settings.serving.host}:{settings.serving.port}",
                    help="serving's base URL (default %(default)s, RTREC_SERVING_HOST/PORT)")
@@ -124,6 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         run(args.visits, args.seed, args.shift_at, args.ramp, args.half_life, args.results_dir,
             [int(x) for x in args.seeds.split(",") if x.strip()])
+        return 0
+    if args.command == "churn":
+        from endtoend.churn import run as run_churn
+
+        if not 0 < args.add_at < args.retire_at < args.visits or args.add < 1 \
+                or not 0 <= args.retire <= 200 or args.pseudo_obs < 0:
+            print("error: need 0 < --add-at < --retire-at < --visits, --add >= 1, "
+                  "0 <= --retire <= 200, --pseudo-obs >= 0", file=sys.stderr)
+            return 2
+        run_churn(args.visits, [int(x) for x in args.seeds.split(",") if x.strip()], args.add,
+                  args.retire, args.add_at, args.retire_at, args.pseudo_obs, args.results_dir)
         return 0
     if args.command == "visitors":
         from endtoend.visitors import run_visitors
