@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from contract.errors import RtrecError
 from contract.events import MAX_ID_LEN, MAX_SAFE_INT
-from contract.features import GENDERS, SOURCES, User
+from contract.features import GENDERS, SOURCES, Product, User
 
 if TYPE_CHECKING:  # pragma: no cover
     from contract.config import Settings
@@ -163,6 +163,13 @@ class ProductRecord:
         d = self.to_dict()
         del d["v"]
         return d
+
+
+def product_record(p: Product, version: int = 1) -> ProductRecord:
+    """The record of a product of the simulated world (contract/data/catalog.csv), as the
+    demo loads it: what a team's own file would give for the same product."""
+    return ProductRecord(p.product_id, p.category, p.price, version=version, name=p.name,
+                         description=p.description)
 
 
 def _check_id(pid: Any) -> None:

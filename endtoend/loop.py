@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
+from contract.catalog import product_record
 from contract.config import Settings
 from contract.errors import RtrecError
 from contract.features import FeatureSpace, Product, User, load_catalog, load_users
@@ -48,6 +49,7 @@ from endtoend.simulation import (
     simulate,
 )
 from producer.context import REFERENCE, ContextDistribution
+from producer.live_catalog import load_records
 from producer.oracle import Oracle, load_oracle
 from serving.recommender import Recommender
 
@@ -225,6 +227,10 @@ def run_start(start: str, base: Settings, world: LiveWorld,
     tag = f"{start[:4]}{uuid.uuid4().hex[:6]}"
     settings = run_settings(base, tag, opts.work_dir)
     Stack(settings).create_topics()
+    # the world's catalog onto the catalog topic, the way a team loads its own (docs/CATALOG.md)
+    loaded = load_records(settings, [product_record(p) for p in products])
+    log.info("catalog topic %s: %d products loaded", settings.kafka.topic_catalog,
+             loaded.written)
     store = ParamStore.from_settings(settings, timeout_s=2)
     product_ids = [p.product_id for p in products]
     index = {p: i for i, p in enumerate(product_ids)}

@@ -43,6 +43,7 @@ from serving.metrics import Collector, Timing, freshness_histogram, latency_hist
 from serving.privacy import AdminAuth, Forgetter
 from serving.recommender import Boost, Pin, Recommender
 from serving.schemas import (
+    CatalogOut,
     ErrorResponse,
     EventsOut,
     FeedbackRequest,
@@ -57,6 +58,16 @@ from serving.schemas import (
 )
 
 __all__ = ["create_app"]
+
+
+def _catalog_out(r: Recommender) -> CatalogOut | None:
+    """The live catalog's version and counts for /healthz (None: not followed)."""
+    follower = r.catalog_follower
+    if follower is None:
+        return None
+    h = follower.health()
+    return CatalogOut(version=h.offset, digest=h.digest, products=h.products, retired=h.retired,
+                      pending=len(r.catalog_pending), loaded=h.loaded)
 
 
 def create_app(settings: Settings | None = None, recommender: Recommender | None = None, *,
@@ -189,7 +200,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             notifications=h.params.notifications if h.params else "off",
             epoch=h.params.epoch if h.params else None,
             events=EventsOut(accepted=ev.accepted, published=ev.published, failed=ev.failed,
-                             dropped=ev.dropped, queued=ev.queued))
+                             dropped=ev.dropped, queued=ev.queued),
+            catalog=_catalog_out(r))
 
     @app.get("/products/{product_id}", response_model=ProductOut, responses=errors)
     async def product(product_id: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,10 @@ class CatalogIndex:
         self.in_stock = self._stock_base.copy()
         self.out_of_stock: frozenset[str] = frozenset(
             p for p, ok in zip(self.product_ids, self.in_stock, strict=True) if not ok)
+        self._admin_out: list[int] = []
+        # retired from the live catalog (serving/catalog.py): never shown, whatever the request
+        self.hidden = np.zeros(m, dtype=bool)
+        self.hidden_ids: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.product_ids)
@@ -160,11 +164,31 @@ class CatalogIndex:
         """Replace the admin-set out-of-stock ids (the catalog's own flags stay); returns
         the whole out-of-stock set."""
         idx = self.indices(frozenset(product_ids), "out_of_stock")
+        self._admin_out = idx
+        return self._restock()
+
+    def _restock(self) -> frozenset[str]:
         stock = self._stock_base.copy()
-        stock[idx] = False
+        stock[self._admin_out] = False
         self.in_stock = stock  # one reference swap: a request sees the old or the new array
         self.out_of_stock = frozenset(self.product_ids[i] for i in np.flatnonzero(~stock))
         return self.out_of_stock
+
+    def set_catalog(self, in_stock: Mapping[str, bool], retired: Collection[str]) -> None:
+        """The live catalog's flags (serving/catalog.py): the in-stock flag of each product it
+        has a record for (the admin's out-of-stock ids stay out), and the retired ids, hidden
+        from every answer. Ids this index does not hold are ignored."""
+        base = self._stock_base.copy()
+        for pid, ok in in_stock.items():
+            i = self.index.get(pid)
+            if i is not None:
+                base[i] = ok
+        hidden = np.zeros(len(self.product_ids), dtype=bool)
+        hidden[[self.index[p] for p in retired if p in self.index]] = True
+        self._stock_base = base
+        self.hidden = hidden  # swapped before the ids: a request may see the mask first
+        self.hidden_ids = frozenset(self.product_ids[i] for i in np.flatnonzero(hidden))
+        self._restock()
 
 
 @dataclass(frozen=True)
@@ -319,6 +343,7 @@ def check(controls: Controls, cat: CatalogIndex, k: int, limits: Limits) -> None
 def is_plain(controls: Controls, cat: CatalogIndex) -> bool:
     """Whether these controls change nothing (the recommender then takes the plain path)."""
     return (not controls.exclude and not (controls.in_stock_only and cat.out_of_stock)
+            and not cat.hidden_ids
             and controls.include_categories is None and not controls.exclude_categories
             and not controls.pins and not controls.boosts and controls.max_per_category is None
             and controls.mmr_lambda == 0.0)
@@ -346,6 +371,10 @@ def eligible_mask(controls: Controls, cat: CatalogIndex) -> tuple[np.ndarray, li
     if controls.exclude:
         mask[cat.indices(controls.exclude, "exclude")] = False
         applied.append(f"exclude:{len(controls.exclude)}")
+    hidden = cat.hidden
+    if cat.hidden_ids:  # retired from the live catalog: whatever the request asked
+        mask &= ~hidden
+        applied.append(f"retired:{int(np.count_nonzero(hidden))}")
     return mask, applied
 
 

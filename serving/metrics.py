@@ -112,6 +112,19 @@ class Collector:
         yield GaugeMetricFamily("rtrec_serving_products_with_params",
                                 "Products scored from learned parameters (the rest: the prior).",
                                 value=int((snap.versions > 0).sum()))
+        follower = getattr(rec, "catalog_follower", None)
+        if follower is not None:  # the live catalog (serving/catalog.py, docs/CATALOG.md)
+            ch = follower.health()
+            yield GaugeMetricFamily("rtrec_serving_catalog_version",
+                                    "Catalog topic records read (its offset): equal versions, "
+                                    "equal catalogs.", value=ch.offset)
+            products = GaugeMetricFamily("rtrec_serving_catalog_products",
+                                         "Products of the live catalog by state (pending: no "
+                                         "row here until a restart).", labels=["state"])
+            products.add_metric(["active"], ch.products)
+            products.add_metric(["retired"], ch.retired)
+            products.add_metric(["pending"], len(rec.catalog_pending))
+            yield products
         h = rec.health()
         yield GaugeMetricFamily("rtrec_serving_ready", "1 ready, 0 degraded.",
                                 value=1 if h.status == "ready" else 0)

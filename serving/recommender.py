@@ -67,6 +67,7 @@ from serving.refresher import RefresherHealth, SnapshotRefresher
 from serving.snapshot import Snapshot
 
 if TYPE_CHECKING:  # the feature module is only needed when users are looked up by id
+    from contract.catalog import Catalog
     from contract.features import FeatureSpace, Product, User
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,10 @@ class Recommender:
         self.experiment = ExperimentRunner(experiment, settings.model.alpha) \
             if experiment is not None else None
         self._variant_of: dict[str, str] = {}
+        # the live catalog (serving/catalog.py; from_settings starts it with Kafka): products
+        # its records name that this instance holds no row for become rankable at a restart
+        self.catalog_follower: Any = None
+        self.catalog_pending: frozenset[str] = frozenset()
         for counts in (self.impressions, self.clicks, self.duplicate_clicks):
             counts.setdefault(PLACKETT_LUCE, 0)
         ids = self.snapshot.product_ids
@@ -209,16 +214,54 @@ class Recommender:
         # a bad experiment file fails here too, before anything is started
         experiment = Experiment.load(settings.serving.experiments) \
             if settings.serving.experiments else None
-        product_ids = [p.product_id for p in load_catalog()]
+        shipped = load_catalog()
+        follower = None
+        records: dict[str, Any] = {}
+        if kafka:  # the live catalog: read to its end first, so a restart starts from it
+            from serving.catalog import CatalogFollower
+
+            follower = CatalogFollower(settings, lambda _cat: None)  # applied once built
+            if not follower.start(wait_s=max(wait_s, 5.0)):
+                log.warning("catalog topic not read within %.1fs: the shipped catalog until "
+                            "it is", max(wait_s, 5.0))
+            records = dict(follower.catalog.records)
+        # the shipped products, then the catalog topic's others (a team's own) by id
+        product_ids = [p.product_id for p in shipped]
+        product_ids += sorted(set(records) - set(product_ids))
+        category = {p.product_id: p.category for p in shipped}
+        price = {p.product_id: p.price for p in shipped}
+        for pid, r in records.items():
+            category[pid], price[pid] = r.category, r.price
+        index = CatalogIndex(product_ids, [category[p] for p in product_ids],
+                             [price[p] for p in product_ids])
         refresher = SnapshotRefresher(settings, product_ids, notifications=notifications)
         if not refresher.start(wait_s=wait_s):
             log.warning("parameters not loaded from Redis within %.1fs; serving the prior "
                         "until they are", wait_s)
         events: EventSink = KafkaEventLog(settings) if kafka else MemoryEventLog()
-        return cls(settings, refresher=refresher, events=events, catalog=load_catalog(),
-                   users={u.user_id: u for u in load_users(user_table_path(settings))},
-                   features=FeatureSpace.load(),
-                   seed=seed, experiment=experiment)
+        rec = cls(settings, refresher=refresher, events=events, catalog=index,
+                  users={u.user_id: u for u in load_users(user_table_path(settings))},
+                  features=FeatureSpace.load(),
+                  seed=seed, experiment=experiment)
+        if follower is not None:
+            rec.catalog_follower = follower
+            follower.apply = rec.apply_catalog  # from now on after each batch of records
+            rec.apply_catalog(follower.catalog)  # idempotent: a batch applied twice is fine
+        return rec
+
+    def apply_catalog(self, cat: Catalog) -> None:
+        """The live catalog (serving/catalog.py) -> the eligibility mask: each record's
+        in-stock flag, and its retired products hidden from every answer (pins included).
+        A product with a record but no row here is counted in ``catalog_pending``."""
+        records = dict(cat.records)
+        self.catalog.set_catalog({p: r.in_stock for p, r in records.items()}, set(cat.retired))
+        pending = frozenset(records) - set(self.catalog.index)
+        if pending != self.catalog_pending:
+            self.catalog_pending = pending
+            if pending:
+                log.warning("%d product(s) of the catalog topic have no row in this instance "
+                            "(rankable after a restart), e.g. %s", len(pending),
+                            sorted(pending)[:3])
 
     # --- state ---------------------------------------------------------------------------
     @property
@@ -256,6 +299,12 @@ class Recommender:
             reasons.append(f"events: the oldest of {ev.queued} queued has waited "
                            f"{ev.oldest_queued_age_s:.1f}s for Kafka's acknowledgement "
                            f"(RTREC_EVENT_QUEUE_MAX_AGE_S {max_age:g}s): broker slow or frozen")
+        if self.catalog_follower is not None:
+            ch = self.catalog_follower.health()
+            if ch.last_error is not None:
+                reasons.append(f"catalog topic: {ch.last_error} (the last catalog stays)")
+            elif not ch.loaded:
+                reasons.append("catalog topic not read to its end yet")
         return Health("degraded" if reasons else "ready", tuple(reasons), params, ev)
 
     def product_summary(self, product_id: str) -> dict[str, Any] | None:
@@ -284,6 +333,8 @@ class Recommender:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the refresher and flush the event log (what was accepted gets sent)."""
+        if self.catalog_follower is not None:
+            self.catalog_follower.stop()
         if self._refresher is not None:
             self._refresher.stop()
         self.events.close(timeout_s)

@@ -16,8 +16,9 @@ from contract.events import MAX_ID_LEN, MAX_SHOWN
 from contract.features import CATEGORIES, GENDERS, SOURCES
 from contract.feedback import REWARD_KINDS
 
-__all__ = ["BoostIn", "ErrorResponse", "EventsOut", "ExplanationOut", "FeedbackRequest",
-           "FeedbackResponse", "HealthResponse", "ItemOut", "OutOfStockIn", "OutOfStockOut",
+__all__ = ["BoostIn", "CatalogOut", "ErrorResponse", "EventsOut", "ExplanationOut",
+           "FeedbackRequest", "FeedbackResponse", "HealthResponse", "ItemOut", "OutOfStockIn",
+           "OutOfStockOut",
            "PinIn", "ProductOut", "RecommendRequest", "RecommendResponse", "UserFeatures",
            "recommend_request_model"]
 
@@ -235,6 +236,19 @@ class EventsOut(BaseModel):
     queued: int
 
 
+class CatalogOut(BaseModel):
+    """The live catalog this instance follows (serving/catalog.py)."""
+
+    version: int = Field(description="Catalog topic records read (its offset): equal versions, "
+                                     "equal catalogs.")
+    digest: str = Field(description="A hash of the catalog's content.")
+    products: int = Field(description="Products with a record (in stock or not).")
+    retired: int = Field(description="Retired products (hidden from every answer).")
+    pending: int = Field(description="Products of the topic with no row here yet (rankable "
+                                     "after a restart).")
+    loaded: bool = Field(description="The topic was read to its end.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ready", "degraded"]
     reasons: list[str]
@@ -246,6 +260,8 @@ class HealthResponse(BaseModel):
     epoch: str | None = Field(default=None, description="The parameter store's generation "
                               "the snapshot belongs to (docs/PARAMS_FORMAT.md).")
     events: EventsOut
+    catalog: CatalogOut | None = Field(default=None, description="The live catalog "
+                                       "(docs/CATALOG.md); null when not followed.")
 
 
 class ErrorResponse(BaseModel):
