@@ -111,6 +111,9 @@ class Popularity:
             return self._term
         known = np.maximum(self.known, snap.clicks)
         self.known = known
+        if snap.prior_count == 0:  # every product has parameters: nothing to add
+            self._generation, self._term = snap.generation, None
+            return None
         prior = snap.versions == 0
         top = int(known.max()) if known.size else 0
         term = None

@@ -192,7 +192,7 @@ class Snapshot:
     ``A_invs``, ``versions``, ...) are read-only views gathered on first use.
     """
 
-    __slots__ = ("__weakref__", "_cache", "_gen", "_hot", "_index", "_rows", "_slot",
+    __slots__ = ("__weakref__", "_cache", "_gen", "_hot", "_index", "_rows", "_slot", "_sums",
                  "model_version", "product_ids", "synced_at")
 
     def __init__(self, product_ids: Sequence[str], thetas: np.ndarray, A_invs: np.ndarray,
@@ -231,7 +231,8 @@ class Snapshot:
                    time.monotonic() if synced_at is None else synced_at)
 
     def _init(self, ids: tuple[str, ...], index: dict[str, int], rows: _Rows, slot: np.ndarray,
-              gen: int, model_version: int, synced_at: float) -> None:
+              gen: int, model_version: int, synced_at: float,
+              sums: tuple[np.ndarray, int, int] | None = None) -> None:
         self.product_ids = ids
         self._index = index  # shared by a lineage; entries >= len(ids) belong to newer ones
         self._rows = rows
@@ -241,13 +242,22 @@ class Snapshot:
         self.model_version = model_version
         self.synced_at = synced_at
         self._cache: dict[str, Any] = {}
+        # (sum of the rows' count terms, products at the prior, updates since a full sum):
+        # kept per update, so a new snapshot costs requests no O(m) pass
+        self._sums = self._full_sums() if sums is None else sums
         rows.born.append(gen)
+
+    def _full_sums(self) -> tuple[np.ndarray, int, int]:
+        rows, slot = self._rows, self._slot
+        return (rows.terms[slot].sum(axis=0),
+                int(np.count_nonzero(rows.meta[slot, _V] == 0)), 0)
 
     @classmethod
     def _new(cls, ids: tuple[str, ...], index: dict[str, int], rows: _Rows, slot: np.ndarray,
-             gen: int, model_version: int, synced_at: float) -> Snapshot:
+             gen: int, model_version: int, synced_at: float,
+             sums: tuple[np.ndarray, int, int] | None = None) -> Snapshot:
         snap = cls.__new__(cls)
-        snap._init(ids, index, rows, slot, gen, model_version, synced_at)
+        snap._init(ids, index, rows, slot, gen, model_version, synced_at, sums)
         return snap
 
     def __del__(self) -> None:
@@ -304,6 +314,7 @@ class Snapshot:
                 rows.write(snap._slot[idx[lo:lo + 4096]], thetas[lo:lo + 4096],
                            A_invs[lo:lo + 4096], meta[lo:lo + 4096])
             snap.model_version = int(meta[:, _V].sum())
+            snap._sums = snap._full_sums()
         snap.synced_at = time.monotonic() if synced_at is None else synced_at
         return snap
 
@@ -407,20 +418,23 @@ class Snapshot:
         product at once with reward 0 (``o0``) and each click as one reward correction
         (``a1``; docs/JOB_LINES.md), so the updates beyond the observations are the clicks:
         published in every value, exactly once, with no extra key."""
-        return self.versions - self.observations
+        meta = self._cache.get("meta")
+        if meta is None:
+            meta = self._cache["meta"] = self._rows.meta[self._slot]  # one gather, both columns
+        return meta[:, _V] - meta[:, _N]
+
+    @property
+    def prior_count(self) -> int:
+        """Products at the prior (version 0): kept per update, no pass over the products."""
+        return self._sums[1]
 
     def learned_counts(self, l2: float) -> tuple[float, float]:
         """(clicks, observations) the parameters hold, as
         :func:`contract.exploration.counts_from_params` reads them (the calibrated rule's
-        click rate), from per-row terms kept at each update: O(m) additions once per
-        snapshot, no matrix inversion."""
-        key = ("counts", l2)
-        out = self._cache.get(key)  # type: ignore[call-overload]
-        if out is None:
-            total = self._rows.terms[self._slot].sum(axis=0) if len(self) else np.zeros(2)
-            out = exploration.counts_from_terms(total, len(self), self.dim, l2)
-            self._cache[key] = out  # type: ignore[index]
-        return out
+        click rate), from the sum of per-row terms kept at each update (added and taken off
+        per changed row, summed afresh every 1,024 updates so rounding cannot drift): no
+        matrix inversion, no pass over the products."""
+        return exploration.counts_from_terms(self._sums[0], len(self), self.dim, l2)
 
     def age_s(self, now: float | None = None) -> float:
         return max(0.0, (time.monotonic() if now is None else now) - self.synced_at)
@@ -507,8 +521,14 @@ class Snapshot:
                 return self._copied(len(ids) - len(self) + idx.size)._rewritten(
                     idx, thetas, A_invs, meta, stamp, ids, index)
             m_old = len(self)
-            old_meta = rows.meta[self._slot[idx[idx < m_old]], _V]
+            gone = self._slot[idx[idx < m_old]]  # the rows replaced
+            old_meta = rows.meta[gone, _V]
+            old_terms = rows.terms[gone].sum(axis=0)
             rows.write(new_rows, thetas, A_invs, meta)
+            total, n_prior, steps = self._sums
+            sums = (total + rows.terms[new_rows].sum(axis=0) - old_terms,
+                    n_prior - int(np.count_nonzero(old_meta == 0))
+                    + int(np.count_nonzero(meta[:, _V] == 0)), steps + 1)
             if len(ids) > m_old:
                 slot = np.empty(len(ids), dtype=np.intp)
                 slot[:m_old] = self._slot
@@ -521,7 +541,8 @@ class Snapshot:
             if replaced.size:
                 rows.pending.append((gen, replaced))
             version = self.model_version + int(meta[:, _V].sum()) - int(old_meta.sum())
-            return Snapshot._new(ids, index, rows, slot, gen, version, stamp)
+            return Snapshot._new(ids, index, rows, slot, gen, version, stamp,
+                                 None if steps >= 1024 else sums)
 
     def _copied(self, extra: int) -> Snapshot:
         """This snapshot in a new store with room for ``extra`` more rows than the spare
@@ -575,7 +596,7 @@ class Snapshot:
         if synced_at <= self.synced_at:
             return self
         snap = Snapshot._new(self.product_ids, self._index, self._rows, self._slot, self._gen,
-                             self.model_version, synced_at)
+                             self.model_version, synced_at, self._sums)
         snap._hot = self._hot
         snap._cache = self._cache  # the same rows: what was gathered holds
         return snap

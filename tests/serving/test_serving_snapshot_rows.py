@@ -208,3 +208,27 @@ def test_a_whole_reload_stays_in_one_store_of_the_usual_size() -> None:
     assert snap.model_version == 150 * 3 and snap.version_of("p199") == 0
     for p in ("p000", "p149"):
         np.testing.assert_array_equal(snap.A_inv(snap.index(p)), params[p].state.A_inv)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sums_kept_per_update_equal_a_fresh_pass(seed: int) -> None:
+    """The calibrated rule's counts and the number of products at the prior, kept per
+    update, equal what a pass over every product gives, through 1,100 updates (past the
+    1,024 after which they are summed afresh) and added products."""
+    rng = np.random.default_rng(seed)
+    ids = [f"p{i:03d}" for i in range(40)]
+    pool = [learned_state(rng, D, int(n)) for n in rng.integers(1, 20, 8)]
+    snap = Snapshot.prior(ids, D)
+    for step in range(1100):
+        if step == 500:
+            snap = snap.with_products(["n1", "n2", "n3"])
+        pid = snap.product_ids[int(rng.integers(len(snap)))]
+        s = pool[int(rng.integers(len(pool)))]
+        v = snap.version_of(pid) + int(rng.integers(1, 3))
+        snap, _ = snap.with_params(
+            {pid: Params(linucb.ArmState(s.A_inv, s.b, min(s.n, v), version=v), 1)})
+        if step % 97 == 0 or step in (1023, 1024, 1025, 1099):
+            assert snap.prior_count == int((snap.versions == 0).sum())
+            expected = exploration.counts_from_params(snap.thetas, snap.A_invs, 1.0)
+            assert snap.learned_counts(1.0) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert snap.prior_count < 43
