@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import feedback
+from contract.context_spec import spec_dim
 from contract.errors import RtrecError
 from contract.exploration import EXPLORATIONS
 from contract.features import CONTEXT_DIM
@@ -110,8 +111,13 @@ class ModelSettings:
     """The bandit: its dimension and hyper-parameters."""
 
     dim: int = _var("RTREC_DIM", CONTEXT_DIM,
-                    "Dimension d of the context vector x (the feature space's, "
-                    "contract/features.py).")
+                    "Dimension d of the context vector x; unset: the feature spec's "
+                    "(RTREC_FEATURE_SPEC; the shipped one has 15).")
+    feature_spec: str = _var("RTREC_FEATURE_SPEC", "",
+                             "Feature-spec JSON file that says how x is built from the user "
+                             "and the time: attributes, encodings, buckets, crosses "
+                             "(docs/FEATURES.md); empty: the shipped contract/data/"
+                             "context_spec.json. Serving, the job and the tools read the same.")
     exploration: str = _var("RTREC_EXPLORATION", "calibrated",
                             "How much LinUCB explores (docs/EXPLORATION.md): calibrated (a "
                             "never-seen product scores the click rate learned so far: alpha = "
@@ -425,6 +431,11 @@ class Settings:
         for name, (group, f) in known.items():
             if name in env:
                 values[group][f.name] = _parse(name, str(env[name]), type(f.default))
+        if values["model"].get("feature_spec") and "dim" not in values["model"]:
+            try:  # d follows the spec unless RTREC_DIM says otherwise (then checked at start)
+                values["model"]["dim"] = spec_dim(values["model"]["feature_spec"])
+            except RtrecError as exc:
+                raise SettingsError(f"RTREC_FEATURE_SPEC: {exc}") from exc
         return cls(**{g: GROUPS[g](**v) for g, v in values.items()})
 
     def override(self, **variables: Any) -> Settings:

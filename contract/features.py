@@ -19,18 +19,22 @@ This module holds no click rules (the oracle lives in producer/, which serving n
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from contract.errors import RtrecError
+
+if TYPE_CHECKING:
+    from contract.context_spec import ContextSpec
 
 CATEGORIES: tuple[str, ...] = (
     "Appetizers & Sides",
@@ -52,38 +56,60 @@ FEATURES_VERSION = 1
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CATALOG_FIELDS = ("product_id", "name", "description", "price", "category")
 USER_FIELDS = ("user_id", "age", "gender", "lat", "lon", "source")
-CONTEXT_NAMES: tuple[str, ...] = (
+# The context layout contract/data/features.json describes (its "context" section, written by
+# the producer with the fitted ranges). x itself follows the feature spec (contract/
+# context_spec.py); the shipped spec's columns are these (tests/contract/test_context_spec.py).
+FITTED_CONTEXT_NAMES: tuple[str, ...] = (
     "age", "lat", "lon",
     *(f"gender_{g}" for g in GENDERS),
     *(f"source_{s}" for s in SOURCES),
     *(f"tod_{b}" for b in TIME_BUCKETS),
     *(f"day_{d}" for d in DAY_KINDS),
 )
-CONTEXT_DIM = len(CONTEXT_NAMES)  # 15, the d of the bandit
-"""The length of every context vector x, hence the bandit's d: the one source of it."""
+
+
+def __getattr__(name: str) -> Any:
+    """``CONTEXT_NAMES`` and ``CONTEXT_DIM`` (the default d of the bandit) come from the shipped
+    feature spec, read when first asked for (contract/data/context_spec.json)."""
+    if name in ("CONTEXT_NAMES", "CONTEXT_DIM"):
+        names = _shipped_names()
+        return names if name == "CONTEXT_NAMES" else len(names)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _shipped_names() -> tuple[str, ...]:
+    from contract.context_spec import FITTED, load_spec
+
+    return load_spec(fitted=dict.fromkeys(FITTED, (0.0, 1.0))).names
 
 
 class FeatureError(RtrecError, ValueError):
     """A user, product, feature file or dimension that does not fit this feature space."""
 
 
-def check_dim(dim: int) -> None:
-    """Refuse a configured dimension other than the feature space's, at start.
+def check_dim(dim: int, spec: ContextSpec | str | Path | None = None) -> None:
+    """Refuse a configured dimension other than the feature spec's, at start.
 
     The bandit's d is a setting (``RTREC_DIM``) that the job, serving and the codec take as a
-    number, but the x they see comes from :meth:`FeatureSpace.context_vector`; a different d
-    would only show later, as every impression dead-lettered or every request failing.
-    Whatever starts a component of this world calls it once, before it serves or learns.
+    number, but the x they see comes from the feature spec (``spec``: a loaded spec, a file,
+    or None / "" for the shipped one; ``RTREC_FEATURE_SPEC``); a different d would only show
+    later, as every impression dead-lettered or every request failing. Whatever starts a
+    component of this world calls it once, before it serves or learns.
 
-    >>> check_dim(CONTEXT_DIM)
-    >>> check_dim(16)
+    >>> check_dim(15)
+    >>> check_dim(16)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    contract.features.FeatureError: dim 16 != CONTEXT_DIM 15 (the length of x); set RTREC_DIM=15
+    contract.features.FeatureError: dim 16 != CONTEXT_DIM 15 (the length of x under ...
     """
-    if dim != CONTEXT_DIM:
-        raise FeatureError(f"dim {dim} != CONTEXT_DIM {CONTEXT_DIM} (the length of x); "
-                           f"set RTREC_DIM={CONTEXT_DIM}")
+    from contract.context_spec import FITTED, ContextSpec, load_spec
+
+    if not isinstance(spec, ContextSpec):
+        spec = load_spec(spec or None, fitted=dict.fromkeys(FITTED, (0.0, 1.0)))
+    if dim != spec.dim:
+        raise FeatureError(f"dim {dim} != CONTEXT_DIM {spec.dim} (the length of x under "
+                           f"feature spec {spec.ref}); set RTREC_DIM={spec.dim}")
 
 
 @dataclass(frozen=True)
@@ -182,6 +208,9 @@ class FeatureSpace:
     idf: tuple[float, ...]
     svd_components: tuple[tuple[float, ...], ...]  # (k, V)
     seed: int = 0
+    # the feature spec x follows: None (the shipped one), a file, a parsed JSON dict or a
+    # ContextSpec (contract/context_spec.py); resolved against the fitted ranges by .context
+    spec: Any = field(default=None, compare=False, repr=False)
 
     # --- persistence -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -190,7 +219,7 @@ class FeatureSpace:
             "version": FEATURES_VERSION,
             "seed": self.seed,
             "context": {
-                "names": list(CONTEXT_NAMES),
+                "names": list(FITTED_CONTEXT_NAMES),
                 "minmax": {"columns": ["age", "lat", "lon"], "data_min": list(self.user_min),
                            "data_max": list(self.user_max), "clip": True},
                 "onehot": {"gender": list(GENDERS), "source": list(SOURCES)},
@@ -223,7 +252,7 @@ class FeatureSpace:
             raise FeatureError(f"version: {d.get('version')!r} is not supported "
                              f"(this code reads {FEATURES_VERSION})")
         ctx, prod = d["context"], d["product"]
-        if tuple(ctx["names"]) != CONTEXT_NAMES or tuple(prod["categories"]) != CATEGORIES:
+        if tuple(ctx["names"]) != FITTED_CONTEXT_NAMES or tuple(prod["categories"]) != CATEGORIES:
             raise FeatureError("context.names/product.categories differ from this code's layout")
         mm = ctx["minmax"]
         return cls(
@@ -238,37 +267,50 @@ class FeatureSpace:
         )
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> FeatureSpace:
-        """Read the JSON written by :meth:`save` (default: contract/data/features.json)."""
+    def load(cls, path: str | Path | None = None, spec: Any = None) -> FeatureSpace:
+        """Read the JSON written by :meth:`save` (default: contract/data/features.json);
+        x follows ``spec`` (None or "": the shipped feature spec; else a spec file,
+        ``RTREC_FEATURE_SPEC``), checked here so a bad spec fails at start."""
         path = Path(path) if path is not None else DATA_DIR / "features.json"
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        fs = cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return fs.with_spec(spec) if spec else fs
+
+    def with_spec(self, spec: Any) -> FeatureSpace:
+        """The same fitted transforms with x built by another feature spec (a file, a parsed
+        JSON dict or a ContextSpec); validated now."""
+        out = replace(self, spec=spec)
+        out.context  # noqa: B018 - resolve and validate at once, not at the first request
+        return out
 
     # --- context ---------------------------------------------------------------------------
-    def _scale(self, values: np.ndarray) -> np.ndarray:
-        lo, hi = np.asarray(self.user_min), np.asarray(self.user_max)
-        span = np.where(hi > lo, hi - lo, 1.0)
-        return np.clip((values - lo) / span, 0.0, 1.0)
+    def fitted_ranges(self) -> dict[str, tuple[float, float]]:
+        """The min-max ranges fitted on the users: a spec's scale feature without its own."""
+        return {name: (float(lo), float(hi)) for name, lo, hi
+                in zip(("age", "lat", "lon"), self.user_min, self.user_max, strict=True)}
+
+    @functools.cached_property
+    def context(self) -> ContextSpec:
+        """The feature spec x follows, resolved against these fitted ranges."""
+        from contract.context_spec import ContextSpec, load_spec, parse_spec
+
+        if isinstance(self.spec, ContextSpec):
+            return self.spec
+        if isinstance(self.spec, dict):
+            return parse_spec(self.spec, self.fitted_ranges())
+        return load_spec(self.spec or None, self.fitted_ranges())
+
+    @property
+    def dim(self) -> int:
+        """The length of x: the bandit's d under this feature space's spec."""
+        return self.context.dim
 
     def context_vector(self, user: User, at: datetime) -> np.ndarray:
-        """x of shape (15,): the user's scaled and one-hot features plus the visit's context."""
+        """x of shape (d,): the user's and the visit's features, as the spec says."""
         return self.context_matrix([user], [at])[0]
 
     def context_matrix(self, users: Sequence[User], times: Sequence[datetime]) -> np.ndarray:
-        """x for many visits at once, shape (n, 15), float64."""
-        if len(users) != len(times):
-            raise FeatureError(f"times: {len(times)} times for {len(users)} users")
-        n = len(users)
-        out = np.zeros((n, CONTEXT_DIM), dtype=np.float64)
-        if n == 0:
-            return out
-        raw = np.array([(u.age, u.lat, u.lon) for u in users], dtype=np.float64)
-        out[:, 0:3] = self._scale(raw)
-        rows = np.arange(n)
-        out[rows, 3 + np.array([GENDERS.index(u.gender) for u in users])] = 1.0
-        out[rows, 5 + np.array([SOURCES.index(u.source) for u in users])] = 1.0
-        out[rows, 10 + np.array([time_bucket(t) for t in times])] = 1.0
-        out[rows, 13 + np.array([int(is_weekend(t)) for t in times])] = 1.0
-        return out
+        """x for many visits at once, shape (n, d), float64 (:meth:`ContextSpec.matrix`)."""
+        return self.context.matrix(users, times)
 
     def normalized_age(self, user: User) -> float:
         """Age MinMax-scaled over the fitted users, in [0, 1]."""
