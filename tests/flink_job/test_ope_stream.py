@@ -247,7 +247,10 @@ def test_in_stream_estimates_equal_the_offline_command_through_the_real_job(
     target (two shadows, random, popularity) the offline command's IPS, SNIPS, DR and ESS on
     the same events (1e-9), the logged CTR beside them, and the job's metrics count every
     impression."""
-    s = job_settings
+    from devstack.stack import free_port
+
+    prom = free_port()
+    s = job_settings.override(RTREC_METRICS_PORTS=str(prom))
     n = 500
     t0 = now_ms() - 10 * 60_000
     log_ = make_log(11, n, t0)
@@ -290,6 +293,10 @@ def test_in_stream_estimates_equal_the_offline_command_through_the_real_job(
             return metrics.get("ope-evaluate.ope_impressions") == n
 
         wait_for(counted, 60, "ope_impressions in the job's metrics", job, every_s=2)
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{prom}/metrics", timeout=10) as resp:
+            exposition = resp.read().decode()
     finally:
         job.kill()
     assert_equal(got, off)
@@ -297,6 +304,14 @@ def test_in_stream_estimates_equal_the_offline_command_through_the_real_job(
         assert got[name]["window"] == "cumulative" and got[name]["through_ts_ms"] >= t0
         snips = metrics.get(f"ope-evaluate.target.{name}.ope_snips_ppm")
         assert snips == round(got[name]["snips"] * 1e6), (name, snips, sorted(metrics)[:40])
+    # on the Prometheus endpoint: the key group is part of the name, the target a label
+    import re
+
+    for name in targets:
+        m = re.search(r'^flink_taskmanager_job_task_operator_target_ope_snips_ppm\{[^}]*'
+                      rf'target="{re.escape(name)}"[^}}]*\}} (\S+)$', exposition, re.M)
+        assert m and float(m.group(1)) == round(got[name]["snips"] * 1e6), (
+            name, [ln for ln in exposition.splitlines() if "ope_" in ln][:8])
     shown = sum(1 for raw, _, kind in log_ if kind == "i")
     assert got["random"]["impressions"] == shown
 
