@@ -138,3 +138,45 @@ def test_a_record_hides_a_product_within_a_second_and_a_restart_rebuilds_the_cat
         assert again.catalog.category_name(again.catalog.index["team-1"]) == "Specials"
     finally:
         again.close()
+
+
+def test_catalog_flags_and_the_admins_out_of_stock_list_both_apply() -> None:
+    rec = _rec(4)
+    a, b, c = IDS[:3]
+    by_id = {p.product_id: p for p in SHIPPED}
+    rec.set_out_of_stock([a])
+    rec.apply_catalog(_catalog((b, ProductRecord(b, by_id[b].category, 1.0, in_stock=False)),
+                               (c, None)))
+    assert rec.catalog.out_of_stock == {a, b} and rec.catalog.hidden_ids == {c}
+    rec.set_out_of_stock([])  # the admin's list emptied: the catalog's flag stays
+    assert rec.catalog.out_of_stock == {b} and rec.catalog.hidden_ids == {c}
+    rec.apply_catalog(_catalog((b, ProductRecord(b, by_id[b].category, 1.0)),
+                               (c, ProductRecord(c, by_id[c].category, 1.0))))
+    assert rec.catalog.out_of_stock == frozenset() and rec.catalog.hidden_ids == frozenset()
+
+
+def test_healthz_and_metrics_carry_the_catalog_version() -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.catalog import CatalogHealth
+
+    class Follower:  # what serving.catalog.CatalogFollower reports, without a broker
+        def health(self) -> CatalogHealth:
+            return CatalogHealth(offset=42, digest="abc", products=199, retired=1, invalid=0,
+                                 loaded=True, last_error=None, applied_at_ms=1)
+
+        def stop(self) -> None:
+            pass
+
+    rec = _rec(5)
+    rec.catalog_follower = Follower()
+    rec.catalog_pending = frozenset({"new-1", "new-2"})
+    with TestClient(create_app(recommender=rec)) as client:
+        body = client.get("/healthz").json()
+        assert body["catalog"] == {"version": 42, "digest": "abc", "products": 199,
+                                   "retired": 1, "pending": 2, "loaded": True}
+        text = client.get("/metrics").text
+    assert "rtrec_serving_catalog_version 42.0" in text
+    assert 'rtrec_serving_catalog_products{state="pending"} 2.0' in text
+    assert 'rtrec_serving_catalog_products{state="retired"} 1.0' in text
