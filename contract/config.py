@@ -440,8 +440,12 @@ class Settings:
 
     def override(self, **variables: Any) -> Settings:
         """A copy with some variables changed, named as in the environment:
-        ``settings.override(RTREC_REDIS_PORT=6390)``."""
-        return Settings.from_env({**self.to_env(), **{k: str(v) for k, v in variables.items()}})
+        ``settings.override(RTREC_REDIS_PORT=6390)``. A new RTREC_FEATURE_SPEC without an
+        RTREC_DIM brings its own d."""
+        base = self.to_env()
+        if "RTREC_FEATURE_SPEC" in variables and "RTREC_DIM" not in variables:
+            del base["RTREC_DIM"]
+        return Settings.from_env({**base, **{k: str(v) for k, v in variables.items()}})
 
     def isolated(self, tag: str, work_dir: str | Path) -> Settings:
         """A copy for one run that shares the servers but nothing else: topics and Redis

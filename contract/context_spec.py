@@ -27,6 +27,7 @@ and ``source`` (categories); the visit's UTC ``hour`` (0..23) and ``weekday`` (0
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -171,17 +172,19 @@ class ContextSpec:
         return out
 
     def time_key(self, at: datetime) -> tuple[int, ...]:
-        """What x takes from the time: equal keys, equal x for one user (serving's cache)."""
-        raw = {"hour": np.array([at.hour], dtype=np.float64),
-               "weekday": np.array([at.weekday()], dtype=np.float64)}
-        key: list[int] = []
-        for b in self.blocks:
-            if b.attribute in raw:
-                if b.kind == "scale":
-                    key.append(int(raw[b.attribute][0]))
-                else:
-                    key.append(int(self._codes(b, raw, {})[0]))
-        return tuple(key)
+        """What x takes from the time: equal keys, equal x for one user (serving caches x by
+        user and key). A table lookup: x depends on the time only through hour and weekday."""
+        return self._time_keys[at.hour * 7 + at.weekday()]
+
+    @functools.cached_property
+    def _time_keys(self) -> tuple[tuple[int, ...], ...]:
+        hours = np.repeat(np.arange(24, dtype=np.float64), 7)
+        raw = {"hour": hours, "weekday": np.tile(np.arange(7, dtype=np.float64), 24)}
+        cols = [raw[b.attribute].astype(np.int64) if b.kind == "scale"
+                else self._codes(b, raw, {}) for b in self.blocks if b.attribute in raw]
+        if not cols:
+            return ((),) * (24 * 7)
+        return tuple(tuple(int(v) for v in row) for row in np.stack(cols, axis=1))
 
     def _codes(self, b: Block, raw: Mapping[str, np.ndarray],
                codes: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -509,11 +512,12 @@ def spec_conflict(stored: Mapping[str, Any] | None, mine: Mapping[str, Any],
     """Why parameters in a store cannot be used under spec ``mine`` (None: they can).
 
     ``stored`` is the store's recorded identity (:meth:`ContextSpec.identity`; None: not
-    recorded). A store without parameters conflicts with nothing. Parameters without a
-    record were published before specs were recorded, all under the shipped spec
-    (``shipped``: its identity; None, the shipped file's).
+    recorded). A recorded spec that is not ``mine`` conflicts even before its first parameter
+    (a reader must not take the ones about to come). Parameters without a record were
+    published before specs were recorded, all under the shipped spec (``shipped``: its
+    identity; None, the shipped file's); no record and no parameters conflict with nothing.
     """
-    if not has_params:
+    if stored is None and not has_params:
         return None
     if stored is None:
         stored = shipped if shipped is not None else load_spec().identity()
@@ -534,16 +538,21 @@ def read_store_spec(client: Any, prefix: str) -> tuple[dict[str, Any] | None, bo
     pipe.get(f"{prefix}:spec")
     pipe.hlen(f"{prefix}:versions")
     raw, n = pipe.execute()
+    return parse_stored(raw), n > 0
+
+
+def parse_stored(raw: bytes | str | None) -> dict[str, Any] | None:
+    """The identity in a ``<prefix>:spec`` value (None: no value). A value this code did not
+    write stands for a spec no one runs: it never matches."""
     if raw is None:
-        return None, n > 0
+        return None
     try:
         stored = json.loads(raw)
     except ValueError:
         stored = None
     if not isinstance(stored, dict):
-        # a key we did not write: treat it as a spec no one runs, never as a match
         stored = {"name": "unreadable", "version": 0, "digest": "?", "dim": "?"}
-    return stored, n > 0
+    return stored
 
 
 def claim_store(client: Any, prefix: str, spec: ContextSpec, replace: bool = False) -> str:
@@ -552,27 +561,62 @@ def claim_store(client: Any, prefix: str, spec: ContextSpec, replace: bool = Fal
     Refuses (:class:`SpecError`) a store holding parameters of another spec unless
     ``replace``: then those parameters (and the category prior's pools) are removed, under a
     new epoch and generation (:meth:`contract.store.ParamStore.replace_all`), so no reader
-    keeps one of them. Returns
-    what happened: "recorded", "same" or "replaced".
+    keeps one of them. Returns what happened: "recorded" (nothing of another spec was
+    there), "same" (already recorded) or "replaced".
     """
     stored, has_params = read_store_spec(client, prefix)
     conflict = spec_conflict(stored, spec.identity(), has_params)
-    mine = json.dumps(spec.identity(), sort_keys=True)
-    if conflict is None:
-        client.set(f"{prefix}:spec", mine)
-        return "same" if stored is not None and stored.get("digest") == spec.digest \
-            else "recorded"
-    if not replace:
+    if conflict is not None and has_params and not replace:
         raise SpecError(f"refusing to start: the store {prefix!r} holds {conflict}. Point the "
                         f"job at another Redis prefix, use the spec they were learned under, "
                         f"or start it with --replace-spec to drop them")
-    from contract.store import ParamStore
+    # the record first: a reader that reloads on the new epoch already refuses what follows
+    client.set(f"{prefix}:spec", json.dumps(spec.identity(), sort_keys=True))
+    if conflict is None:
+        return "same" if stored is not None else "recorded"
+    if has_params:
+        from contract.store import ParamStore
 
-    store = ParamStore(client, prefix)
-    store.replace_all({}, store.current_generation() + 1)
+        store = ParamStore(client, prefix)
+        store.replace_all({}, store.current_generation() + 1)
     # the category prior's pools (<prefix>:prior:<category>) were summed under the old x too
     pools = list(client.scan_iter(match=f"{prefix}:prior:*", count=1000))
     if pools:
         client.delete(*pools)
-    client.set(f"{prefix}:spec", mine)
-    return "replaced"
+    return "replaced" if has_params else "recorded"
+
+
+def settings_spec(settings: Any) -> ContextSpec:
+    """The spec ``settings`` name (``RTREC_FEATURE_SPEC``), resolved against the fitted
+    ranges of contract/data/features.json: the one serving builds x with."""
+    from contract.features import FeatureSpace
+
+    return FeatureSpace.load(spec=settings.model.feature_spec or None).context
+
+
+def claim_for(settings: Any, replace: bool = False, wait_s: float = 30.0) -> str:
+    """:func:`claim_store` on the store of ``settings``, checking d against the spec first.
+    Retries while Redis does not answer, up to ``wait_s``, then refuses to start: a job that
+    cannot tell which spec a store's parameters belong to must not add its own to them."""
+    import time
+
+    import redis
+
+    from contract.features import check_dim
+    from contract.store import redis_client
+
+    spec = settings_spec(settings)
+    check_dim(settings.model.dim, spec)
+    deadline = time.monotonic() + wait_s
+    while True:
+        client = redis_client(settings.redis)
+        try:
+            return claim_store(client, settings.redis.prefix, spec, replace)
+        except (redis.RedisError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise SpecError(f"refusing to start: Redis did not answer for {wait_s:g}s "
+                                f"({type(exc).__name__}: {exc}), so which feature spec its "
+                                f"parameters were learned under is unknown") from exc
+            time.sleep(0.5)
+        finally:
+            client.close()

@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--idle-timeout-ms", type=int, default=0,
                      help="mark a silent partition idle after this long (0: never; keeps the "
                           "reward join deterministic under replay)")
+    run.add_argument("--replace-spec", action="store_true",
+                     help="the store holds parameters learned under another feature spec "
+                          "(RTREC_FEATURE_SPEC): drop them and learn under this one (default: "
+                          "refuse to start; docs/FEATURES.md)")
     boot = sub.add_parser("bootstrap", help="append a historical JSONL log to the topics")
     boot.add_argument("log", help="JSON lines of impression/click events")
     cl = sub.add_parser("cluster", help="standalone cluster from the pip distribution")
@@ -95,8 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         opts = JobOptions(known_products=load_products(args.products), restore_path=restore,
                           group_id=args.group_id,
                           max_restarts=args.max_restarts,
-                          idle_timeout_ms=args.idle_timeout_ms)
-        run_job(settings, opts)
+                          idle_timeout_ms=args.idle_timeout_ms,
+                          replace_spec=args.replace_spec)
+        from contract.features import FeatureError
+
+        try:
+            run_job(settings, opts)
+        except FeatureError as exc:  # another spec's parameters, a d that is not the spec's
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "bootstrap":
         from flink_job.bootstrap import append_log

@@ -201,8 +201,9 @@ class Learn(KeyedProcessFunction):
     CACHE_MAX = 20_000  # products (~2 KB each at d=15)
 
     def __init__(self, dim: int, l2: float, gamma: float = 1.0,
-                 starts: PriorStarts | None = None) -> None:
-        check_dim(dim)  # built with the job graph: a d serving will not send fails at start
+                 starts: PriorStarts | None = None, feature_spec: str = "") -> None:
+        # built with the job graph: a d serving will not send fails at start
+        check_dim(dim, feature_spec)
         self.dim = dim
         self.l2 = l2
         # the discount per observation (RTREC_HALF_LIFE; docs/LEARNING.md); 1: none

@@ -68,6 +68,9 @@ class JobOptions:
     # dropped (the events after the snapshot that the restored source position would replay)
     generation: int | None = None
     skip_before: dict[str, int] | None = None
+    # the store holds parameters of another feature spec: drop them and learn under this one
+    # (contract.context_spec.claim_store); False: refuse to start
+    replace_spec: bool = False
 
     def group(self, settings: Settings) -> str:
         return self.group_id or f"rtrec-job-{settings.redis.prefix}"
@@ -136,6 +139,11 @@ def _restart_strategy(max_restarts: int) -> dict[str, str]:
 def build(env, settings: Settings, opts: JobOptions) -> None:  # type: ignore[no-untyped-def]
     """Add the job's operators to ``env`` (a StreamExecutionEnvironment): the stages below,
     in order. Each stage is a function so the benchmarks can run a prefix of the same graph."""
+    from contract.context_spec import claim_for
+
+    # which feature spec the store's parameters belong to, before anything is learned
+    log.info("feature spec: %s in %s", claim_for(settings, opts.replace_spec),
+             settings.redis.key("spec"))
     raw = kafka_source(env, settings, opts)
     valid, dead = validate(raw, settings, opts)
     batches, join_dead = join_and_batch(valid, settings, opts)
@@ -288,7 +296,8 @@ def learn_and_publish(j_batches, settings: Settings,  # type: ignore[no-untyped-
         starts = PriorStarts(settings)
     params = (by_product
               .process(fn.Learn(settings.model.dim, settings.model.l2,
-                                discount_factor(settings.model.half_life), starts),
+                                discount_factor(settings.model.half_life), starts,
+                                feature_spec=settings.model.feature_spec),
                        output_type=Types.PICKLED_BYTE_ARRAY())
               .name("learn-linucb").uid("learn-linucb"))
     if category_prior:

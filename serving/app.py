@@ -77,7 +77,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     (flushing events) at shutdown."""
     settings = settings or (recommender.settings if recommender else Settings.from_env())
     if recommender is None:
-        check_dim(settings.model.dim)  # before the server binds, not at the first request
+        # before the server binds, not at the first request
+        check_dim(settings.model.dim, settings.model.feature_spec)
     registry = CollectorRegistry()
     latency = latency_histogram(registry)
     freshness = freshness_histogram(registry)

@@ -140,7 +140,7 @@ class Recommender:
         self.events: EventSink = events if events is not None else MemoryEventLog()
         self._users = dict(users) if users is not None else None
         self._features = features
-        self._x_cache: dict[tuple[int, int, bool], np.ndarray] = {}
+        self._x_cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
         self._rate_of: tuple[int, float] | None = None  # (snapshot generation, rate * sqrt(l2))
@@ -210,7 +210,9 @@ class Recommender:
         from contract.forget import user_table_path
         from serving.eventlog import KafkaEventLog
 
-        check_dim(settings.model.dim)  # a wrong RTREC_DIM fails here, not on every request
+        # a wrong RTREC_DIM or a bad RTREC_FEATURE_SPEC fails here, not on every request
+        check_dim(settings.model.dim, settings.model.feature_spec)
+        features = FeatureSpace.load(spec=settings.model.feature_spec or None)
         # a bad experiment file fails here too, before anything is started
         experiment = Experiment.load(settings.serving.experiments) \
             if settings.serving.experiments else None
@@ -234,14 +236,16 @@ class Recommender:
             category[pid], price[pid] = r.category, r.price
         index = CatalogIndex(product_ids, [category[p] for p in product_ids],
                              [price[p] for p in product_ids])
-        refresher = SnapshotRefresher(settings, product_ids, notifications=notifications)
+        # parameters published under another feature spec are refused (docs/FEATURES.md)
+        refresher = SnapshotRefresher(settings, product_ids, notifications=notifications,
+                                      spec=features.context.identity())
         if not refresher.start(wait_s=wait_s):
             log.warning("parameters not loaded from Redis within %.1fs; serving the prior "
                         "until they are", wait_s)
         events: EventSink = KafkaEventLog(settings) if kafka else MemoryEventLog()
         rec = cls(settings, refresher=refresher, events=events, catalog=index,
                   users={u.user_id: u for u in load_users(user_table_path(settings))},
-                  features=FeatureSpace.load(),
+                  features=features,
                   seed=seed, experiment=experiment)
         if follower is not None:
             rec.catalog_follower = follower
@@ -288,6 +292,8 @@ class Recommender:
                 reasons.append("parameters never loaded from Redis: serving the prior")
             if params.notifications == "down":
                 reasons.append("change notifications down: polling")
+            if params.spec_error is not None:
+                reasons.append(f"feature spec: {params.spec_error}; scoring from the prior")
         ev = self.events.stats()
         if ev.last_failure_age_s is not None and ev.last_failure_age_s < 30.0:
             reasons.append(f"events: {ev.failed} failed, {ev.dropped} dropped; last "
@@ -351,12 +357,10 @@ class Recommender:
         known = self._users.get(user_id) if self._users is not None else None
         if known is None:
             raise UnknownUserError(f"user_id: {user_id} is unknown; pass the user's features")
-        # x of a known user depends on the time only through the shared time_bucket and
-        # is_weekend (tests/serving check it against context_vector), so it is computed once
-        # per (user, bucket, day kind) by the shared transform and reused: ~2 us, not ~90.
-        from contract.features import is_weekend, time_bucket
-
-        key = (user_id, time_bucket(at), is_weekend(at))
+        # x of a known user depends on the time only through the feature spec's time key
+        # (tests/contract/test_context_spec.py checks it), so it is computed once per (user,
+        # key) by the shared transform and reused: ~2 us, not ~90.
+        key = (user_id, self._features.context.time_key(at))
         x = self._x_cache.get(key)
         if x is None:
             x = self._features.context_vector(known, at)

@@ -28,6 +28,11 @@ Within an epoch every change goes through :meth:`Snapshot.with_params`, which ap
 only when its version is strictly newer: a late notification or a replayed write never moves
 it backwards.
 
+**feature spec**: given ``spec`` (this replica's, contract/context_spec.py), parameters are
+applied only while the store's record (``<prefix>:spec``, read with every value read and each
+probe) is that spec: under another, the snapshot is the prior and :meth:`health` says why,
+until the record is this spec again (then everything is reloaded).
+
 If Redis is unreachable or hung (at start or later) the last snapshot - or the prior - keeps
 serving, :meth:`health` says degraded with the reason, and the thread retries with a capped
 backoff and re-synchronises by versions when Redis is back, all by itself.
@@ -46,6 +51,7 @@ import redis
 
 from contract.codec import CodecError, Params, decode
 from contract.config import Settings
+from contract.context_spec import parse_stored, spec_conflict
 from contract.store import EPOCH_CHANGED, ParamStore, redis_client
 from serving.snapshot import Snapshot
 
@@ -72,6 +78,7 @@ class RefresherHealth:
     epoch_changes: int = 0  # full reloads because the epoch changed after the first load
     probes: int = 0  # liveness probes Redis answered
     last_snapshot_ms: int | None = None  # newest model snapshot's time (python -m flink_job)
+    spec_error: str | None = None  # the store's parameters belong to another feature spec
 
 
 class SnapshotRefresher:
@@ -79,8 +86,13 @@ class SnapshotRefresher:
 
     def __init__(self, settings: Settings, product_ids: Sequence[str], *,
                  notifications: bool = True, reconcile_every: int = 10,
-                 client_factory: Callable[[], redis.Redis] | None = None) -> None:
+                 client_factory: Callable[[], redis.Redis] | None = None,
+                 spec: dict | None = None) -> None:
         self.settings = settings
+        # this replica's feature spec (ContextSpec.identity()); None: no check
+        self.spec = spec
+        self._spec_key = settings.redis.key("spec")
+        self._spec_error: str | None = None
         self.snapshot = Snapshot.prior(product_ids, settings.model.dim, settings.model.l2)
         self.notifications = notifications
         self.reconcile_every = max(1, reconcile_every)
@@ -127,7 +139,7 @@ class SnapshotRefresher:
             updates_applied=self._updates, syncs=self._syncs,
             epoch=None if self._epoch is _UNREAD else self._epoch,  # type: ignore[arg-type]
             epoch_changes=self._epoch_changes, probes=self._probes,
-            last_snapshot_ms=self._last_snapshot_ms)
+            last_snapshot_ms=self._last_snapshot_ms, spec_error=self._spec_error)
 
     # --- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -221,6 +233,12 @@ class SnapshotRefresher:
                 f"liveness probe not answered within {self.settings.redis.timeout_s}s "
                 f"(Redis hung or overloaded)") from exc
         self._probes += 1
+        if self.spec is not None:
+            pipe = store.client.pipeline(transaction=True)
+            pipe.get(self._spec_key)
+            pipe.hlen(store.keys.versions)
+            raw_spec, n = pipe.execute()
+            self._spec_blocks(raw_spec, n > 0)
         if epoch != self._epoch:
             self._sync_by_versions(store)  # sees the new epoch: reloads everything
             return
@@ -306,7 +324,13 @@ class SnapshotRefresher:
         chunks = [product_ids[i:i + MGET_CHUNK] for i in range(0, len(product_ids), MGET_CHUNK)]
         for chunk in chunks:
             pipe.mget([store.keys.arm(p) for p in chunk])
-        raw_epoch, *results = pipe.execute()
+        if self.spec is not None:  # the values' spec, read in the same transaction
+            pipe.get(self._spec_key)
+            raw_epoch, *results, raw_spec = pipe.execute()
+            if self._spec_blocks(raw_spec, any(b is not None for r in results for b in r)):
+                return (None if raw_epoch is None else raw_epoch.decode()), {}
+        else:
+            raw_epoch, *results = pipe.execute()
         epoch = None if raw_epoch is None else raw_epoch.decode()
         out: dict[str, Params] = {}
         for chunk, blobs in zip(chunks, results, strict=True):
@@ -318,6 +342,25 @@ class SnapshotRefresher:
                 except CodecError as exc:
                     log.error("skipping corrupt parameters of %s: %s", pid, exc)
         return epoch, out
+
+    def _spec_blocks(self, raw_spec: bytes | None, has_params: bool) -> bool:
+        """Whether the store's parameters belong to another feature spec than this replica's
+        (contract.context_spec.spec_conflict). Blocking drops the snapshot to the prior;
+        unblocking asks for a full reload."""
+        assert self.spec is not None
+        reason = spec_conflict(parse_stored(raw_spec), self.spec, has_params)
+        if reason != self._spec_error:
+            if reason is not None:
+                log.error("refusing the store's parameters: %s; scoring from the prior",
+                          reason)
+                snap = self.snapshot
+                self.snapshot = Snapshot.prior(snap.product_ids, snap.dim,
+                                               self.settings.model.l2)
+            else:
+                log.warning("the store's feature spec is this replica's again: reloading")
+                self._reload = True
+            self._spec_error = reason
+        return reason is not None
 
     def _apply(self, params: dict[str, Params], stamp: float) -> None:
         snap, changed = self.snapshot.with_params(params, synced_at=stamp)

@@ -252,5 +252,8 @@ def test_d_follows_the_configured_spec() -> None:
         check_dim(15, str(CROSSES))
     with pytest.raises(FeatureError, match="dim 23 != CONTEXT_DIM 15"):
         check_dim(23)
-    # the override copy keeps both
+    # an override keeps both; a new spec brings its d, unless RTREC_DIM comes with it
     assert s.override(RTREC_ALPHA=0.5).model.dim == 23
+    assert s.override(RTREC_FEATURE_SPEC="").model.dim == 15
+    assert Settings.from_env({}).override(RTREC_FEATURE_SPEC=CROSSES).model.dim == 23
+    assert Settings.from_env({}).override(RTREC_FEATURE_SPEC=CROSSES, RTREC_DIM=4).model.dim == 4

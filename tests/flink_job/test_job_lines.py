@@ -104,7 +104,7 @@ def test_the_learner_dead_letters_what_it_cannot_learn_and_learns_the_rest(
     not_learnable, the item as its value), is counted and logged; the batch's other items
     are learned."""
     g = GOLDEN["learner"]["refused"]
-    monkeypatch.setattr(functions, "check_dim", lambda dim: None)  # the golden lines' d is 2
+    monkeypatch.setattr(functions, "check_dim", lambda *_: None)  # the golden lines' d is 2
     fn = functions.Learn(GOLDEN["learner"]["dim"], g["l2"])
     ctx = FakeRuntimeContext()
     interval = sys.getswitchinterval()
