@@ -288,7 +288,9 @@ class Evaluate(KeyedProcessFunction):
 
 def wire(j_joined, settings: Settings, known: frozenset[str] | None) -> None:  # type: ignore[no-untyped-def]
     """The join's closed lines -> [JVM] batches keyed "ope" -> ``ope-evaluate`` (one
-    subtask) -> Redis. Nothing downstream: a discarding sink ends it."""
+    subtask) -> Redis. Nothing downstream: a discarding sink ends it. Built whether or not
+    ``RTREC_OPE_STREAM`` is on (off, the join writes no closed lines and it idles): a restore
+    must find the same operators as the checkpoint, or Flink refuses the evaluator's state."""
     from pyflink.datastream.connectors.base import Sink
     from pyflink.datastream.data_stream import DataStream, KeyedStream
     from pyflink.java_gateway import get_gateway

@@ -248,8 +248,9 @@ def join_and_batch(valid, settings: Settings,  # type: ignore[no-untyped-def]
                          string_info)
                 .name("reward-join").uid("reward-join"))
     dead = DataStream(j_joined.getSideOutput(jvm.rtrec.RewardJoin.deadLetters()))
-    if evaluate.enabled(settings):  # off-policy estimates in the stream (flink_job/evaluate.py)
-        evaluate.wire(j_joined, settings, opts.known_products if opts else None)
+    # off-policy estimates in the stream (flink_job/evaluate.py): always in the graph, fed only
+    # when RTREC_OPE_STREAM is on, so switching it across a restore never changes the operators
+    evaluate.wire(j_joined, settings, opts.known_products if opts else None)
     j_items = j_joined
     if opts is not None:
         from flink_job import unlearn
