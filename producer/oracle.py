@@ -126,8 +126,45 @@ class DriftedRulesOracle(RulesOracle):
     weekend_categories = ("Mexican Specialties", "Pasta & Risotto")
 
 
+# The cross world's terms (RulesCrossOracle; docs/FEATURES.md)
+CROSS_TIME = 2.5
+SENIOR_SALADS = 3.0
+SENIOR_AGE_ABOVE = 0.75
+
+
+class RulesCrossOracle(RulesOracle):
+    """A world the shipped features cannot express (endtoend/spec_worlds.py): base -2.5;
+    +2.5 Drinks & Desserts on weekday afternoons and weekend evenings, +2.5 Pizzas on weekend
+    afternoons and weekday evenings (time of day x weekday: which of the two is better flips
+    with both, so no sum of a time-of-day and a day-kind term ranks them right); +3.0 Salads &
+    Healthy Options for users older than 0.75 (scaled age, a threshold). Times are UTC, as the
+    feature spec's."""
+
+    name = "rules_cross"
+
+    def logits(self, users: Sequence[User], products: Sequence[Product],
+               times: Sequence[datetime]) -> np.ndarray:
+        if not len(users) == len(products) == len(times):
+            raise ValueError(f"users/products/times: lengths {len(users)}, {len(products)}, "
+                             f"{len(times)} differ")
+        n = len(users)
+        afternoon = np.fromiter((12 <= t.hour < 18 for t in times), dtype=bool, count=n)
+        evening = np.fromiter((not 6 <= t.hour < 18 for t in times), dtype=bool, count=n)
+        weekend = np.fromiter((t.weekday() >= 5 for t in times), dtype=bool, count=n)
+        cat = np.fromiter((_CAT_INDEX[p.category] for p in products), dtype=np.int64, count=n)
+        drinks = cat == _CAT_INDEX["Drinks & Desserts"]
+        pizzas = cat == _CAT_INDEX["Pizzas"]
+        salads = cat == _CAT_INDEX["Salads & Healthy Options"]
+        senior = self.features.normalized_ages(users) > SENIOR_AGE_ABOVE
+        z = np.full(n, BASE_LOGIT)
+        z += CROSS_TIME * (drinks & ((afternoon & ~weekend) | (evening & weekend)))
+        z += CROSS_TIME * (pizzas & ((afternoon & weekend) | (evening & ~weekend)))
+        z += SENIOR_SALADS * (salads & senior)
+        return z
+
+
 ORACLES: dict[str, type] = {"rules": RulesOracle, "default": RulesOracle, "flat": FlatOracle,
-                            "rules_drifted": DriftedRulesOracle}
+                            "rules_drifted": DriftedRulesOracle, "rules_cross": RulesCrossOracle}
 
 
 def load_oracle(spec: str, features: FeatureSpace) -> Oracle:
