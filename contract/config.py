@@ -146,8 +146,12 @@ class ModelSettings:
                       "Where a new product's model starts (docs/LEARNING.md): identity (A = l2 I, "
                       "b = 0) or category (its category's pooled observations shrunk to "
                       "RTREC_PRIOR_PSEUDO_OBS pseudo-observations; not with RTREC_HALF_LIFE).")
-    prior_pseudo_obs: float = _var("RTREC_PRIOR_PSEUDO_OBS", 20.0,
-                                   "How many observations the category prior is worth (m).")
+    prior_pseudo_obs: float = _var("RTREC_PRIOR_PSEUDO_OBS", 5.0,
+                                   "How many observations the category prior is worth (m; "
+                                   "docs/LEARNING.md says how 5 was chosen).")
+    prior_min_obs: int = _var("RTREC_PRIOR_MIN_OBS", 100,
+                              "A category's pool informs new products once it holds this many "
+                              "observations (before: the identity prior).")
     reward_click: float = _var("RTREC_REWARD_CLICK", 1.0, "Reward of a click event.")
     reward_add_to_cart: float = _var("RTREC_REWARD_ADD_TO_CART", 1.0,
                                      "Reward of an add_to_cart event.")
@@ -191,6 +195,8 @@ class ModelSettings:
         if not 0 <= self.prior_pseudo_obs < float("inf"):
             raise SettingsError(f"RTREC_PRIOR_PSEUDO_OBS must be finite and >= 0, "
                                 f"got {self.prior_pseudo_obs}")
+        if self.prior_min_obs < 0:
+            raise SettingsError(f"RTREC_PRIOR_MIN_OBS must be >= 0, got {self.prior_min_obs}")
         if self.prior == "category" and self.half_life > 0:
             raise SettingsError("RTREC_PRIOR=category with RTREC_HALF_LIFE: forgetting discounts "
                                 "the prior's pseudo-observations too, which the category pool "

@@ -104,12 +104,18 @@ def pool_delta(before: ArmState, after: ArmState) -> tuple[np.ndarray, np.ndarra
     return dA, after.b - before.b, after.n - before.n
 
 
-def informed_state(pool: CategoryPool | None, dim: int, l2: float, m: float) -> ArmState:
-    """A new product's starting state: the identity prior when there is no pool, no data in it,
-    or ``m == 0``; else ridge on the pool's observations weighted ``s = min(1, m / n)``."""
+def informed_state(pool: CategoryPool | None, dim: int, l2: float, m: float,
+                   min_obs: int = 0) -> ArmState:
+    """A new product's starting state: the identity prior when there is no pool, fewer than
+    ``min_obs`` observations in it (at least one), or ``m == 0``; else ridge on the pool's
+    observations weighted ``s = min(1, m / n)``.
+
+    ``min_obs`` keeps a young pool out: a category's first few observations are mostly noise,
+    and they would steer every unlearned product of the category at once (measured by
+    ``python -m endtoend churn``: docs/LEARNING.md)."""
     if not (m >= 0 and math.isfinite(m)):
         raise PriorError(f"pseudo-observations m must be finite and >= 0, got {m}")
-    if pool is None or pool.n <= 0 or m == 0:
+    if pool is None or pool.n <= 0 or pool.n < min_obs or m == 0:
         return init_state(dim, l2)
     if pool.dim != dim:
         raise PriorError(f"pool of d={pool.dim}, expected d={dim}")

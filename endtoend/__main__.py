@@ -83,13 +83,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
     c = sub.add_parser("churn", help="catalog churn and the category prior (docs/LEARNING.md)")
     c.add_argument("--visits", type=int, default=4000, help="visits per seed")
-    c.add_argument("--seeds", default="1,2,3", help="seeds of the visits, comma-separated")
+    c.add_argument("--seeds", default="1,2,3,4,5,6",
+                   help="seeds of the visits, comma-separated")
     c.add_argument("--add", type=int, default=16, help="products added at --add-at")
     c.add_argument("--retire", type=int, default=8, help="products retired at --retire-at")
     c.add_argument("--add-at", type=int, default=1500, help="visit of the additions")
     c.add_argument("--retire-at", type=int, default=2500, help="visit of the retirements")
     c.add_argument("--pseudo-obs", type=float, default=settings.model.prior_pseudo_obs,
                    help="m of the category prior (RTREC_PRIOR_PSEUDO_OBS)")
+    c.add_argument("--min-obs", type=int, default=settings.model.prior_min_obs,
+                   help="observations a category's pool needs to inform (RTREC_PRIOR_MIN_OBS)")
     c.add_argument("--results-dir", type=Path, default=Path("results"))
 
     v = sub.add_parser("visitors", help="simulated users against a running serving (HTTP)")
@@ -148,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "0 <= --retire <= 200, --pseudo-obs >= 0", file=sys.stderr)
             return 2
         run_churn(args.visits, [int(x) for x in args.seeds.split(",") if x.strip()], args.add,
-                  args.retire, args.add_at, args.retire_at, args.pseudo_obs, args.results_dir)
+                  args.retire, args.add_at, args.retire_at, args.pseudo_obs, args.results_dir,
+                  args.min_obs)
         return 0
     if args.command == "visitors":
         from endtoend.visitors import run_visitors

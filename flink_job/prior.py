@@ -58,6 +58,7 @@ class PriorStarts:
         self.dim = settings.model.dim
         self.l2 = settings.model.l2
         self.m = settings.model.prior_pseudo_obs
+        self.min_obs = settings.model.prior_min_obs
         self.ttl_s = settings.job.publish_interval_ms / 1000
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -121,12 +122,12 @@ class PriorStarts:
         when there is none, and (degraded, counted, logged) when Redis or the pool fails."""
         try:
             pool = self._pool(self.category(product_id))
-            st = informed_state(pool, self.dim, self.l2, self.m)
+            st = informed_state(pool, self.dim, self.l2, self.m, self.min_obs)
         except Exception as exc:  # Redis down, or a pool it cannot use
             self.fallbacks += 1
             log.warning("product %s starts from the identity prior: %s", product_id, exc)
             return init_state(self.dim, self.l2)
-        if pool is not None and pool.n > 0 and self.m > 0:
+        if pool is not None and pool.n > 0 and pool.n >= self.min_obs and self.m > 0:
             self.started += 1
         return st
 

@@ -82,6 +82,18 @@ def test_no_pool_no_data_or_m_zero_is_the_identity_prior() -> None:
     assert not np.array_equal(informed_state(pool, D, L2, 5.0).b, identity.b)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_pool_younger_than_min_obs_gives_the_identity(seed: int) -> None:
+    pool, X, _ = _learn_category(np.random.default_rng(seed), m=4.0)
+    identity = linucb.init_state(D, L2)
+    young = informed_state(pool, D, L2, 4.0, min_obs=pool.n + 1)
+    np.testing.assert_array_equal(young.A_inv, identity.A_inv)
+    np.testing.assert_array_equal(young.b, identity.b)
+    grown = informed_state(pool, D, L2, 4.0, min_obs=pool.n)
+    np.testing.assert_allclose(grown.A_inv, informed_state(pool, D, L2, 4.0).A_inv)
+    assert not np.array_equal(grown.A_inv, identity.A_inv)
+
+
 def test_the_pool_round_trips_through_json_exactly() -> None:
     pool, _, _ = _learn_category(np.random.default_rng(1), m=5.0)
     back = CategoryPool.from_json(pool.to_json(), dim=D)
@@ -116,3 +128,5 @@ def test_settings_refuse_an_unknown_prior_and_the_category_prior_with_forgetting
         ModelSettings(prior="category", half_life=100.0)
     with pytest.raises(SettingsError, match="RTREC_PRIOR_PSEUDO_OBS"):
         ModelSettings(prior_pseudo_obs=-1.0)
+    with pytest.raises(SettingsError, match="RTREC_PRIOR_MIN_OBS"):
+        ModelSettings(prior_min_obs=-1)

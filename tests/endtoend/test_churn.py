@@ -42,7 +42,7 @@ def test_the_catalog_of_each_visit_and_the_prior_formula(seed: int) -> None:
     shop.prepare(visits)
     cats = [CATEGORIES.index(p.category) for p in products]
     dim = churn.features_dim(features, users)
-    learners = [churn.ChurnLearner(p, cats, dim, p, m=10.0) for p in churn.PRIORS]
+    learners = [churn.ChurnLearner(p, cats, dim, p, m=10.0, min_obs=0) for p in churn.PRIORS]
     new_idx = list(range(len(base), len(products)))
     retired = [0, 7, 13]
     traces = churn.run_churn(visits, shop, learners, new_idx, retired, 100, 200)
@@ -55,7 +55,7 @@ def test_the_catalog_of_each_visit_and_the_prior_formula(seed: int) -> None:
     S = [np.zeros((dim, dim)) for _ in CATEGORIES]
     t = [np.zeros(dim) for _ in CATEGORIES]
     n = [0] * len(CATEGORIES)
-    fresh = churn.ChurnLearner("replay", cats, dim, "informed", m=10.0)
+    fresh = churn.ChurnLearner("replay", cats, dim, "informed", m=10.0, min_obs=0)
     active = np.ones(len(products), bool)
     active[new_idx] = False
     for v, x in zip(visits, xs, strict=True):
