@@ -245,9 +245,13 @@ def test_in_stream_estimates_equal_the_offline_command_through_the_real_job(
         job_settings: Settings, products_file: Path, tmp_path: Path) -> None:
     """A fixed log through Kafka and the job: once every window has closed, Redis holds per
     target (two shadows, random, popularity) the offline command's IPS, SNIPS, DR and ESS on
-    the same events (1e-9), the logged CTR beside them, and the job's metrics count every
-    impression."""
+    the same events (1e-9), the logged CTR beside them, and the job's metrics (REST and the
+    Prometheus endpoint) carry them. Then, restored from its checkpoint with RTREC_OPE_STREAM
+    off, the job starts (the evaluator's operators are in the graph either way, so Flink finds
+    a home for its state), learns new events exactly and evaluates nothing more."""
     from devstack.stack import free_port
+    from flink_job import checkpoints
+    from tests.helpers import wait_learned
 
     prom = free_port()
     s = job_settings.override(RTREC_METRICS_PORTS=str(prom))
@@ -257,7 +261,8 @@ def test_in_stream_estimates_equal_the_offline_command_through_the_real_job(
     records: list[Record] = [
         (s.kafka.topic_impressions if kind == "i" else s.kafka.topic_clicks, raw, t, None)
         for raw, t, kind in log_]
-    produce(s, records + sentinels(s, t0 + n * 20 + W_MS + 60_000))
+    end1 = t0 + n * 20 + W_MS + 2_000
+    produce(s, records + sentinels(s, end1))
     off = offline(log_)
     targets = [name for name, t in off["targets"].items() if t.get("n")]
     assert set(targets) == {"alpha_a", "alpha_b", "random", "popularity"}, targets
@@ -297,8 +302,30 @@ def test_in_stream_estimates_equal_the_offline_command_through_the_real_job(
 
         with urllib.request.urlopen(f"http://127.0.0.1:{prom}/metrics", timeout=10) as resp:
             exposition = resp.read().decode()
+        before = {str(p) for p in checkpoints.completed(s.job.checkpoint_dir)}
+        wait_for(lambda: any(str(p) not in before
+                             for p in checkpoints.completed(s.job.checkpoint_dir)),
+                 60, "a checkpoint after the log", job)
     finally:
         job.kill()
+    # restored with the evaluation off: the new events are learned, none evaluated
+    second = make_log(16, 150, end1 + 1_000)
+    off_s = s.override(RTREC_OPE_STREAM=False)
+    job = JobProcess(off_s, tmp_path / "job2.log", ["--products", str(products_file)])
+    job.start("--restore", "latest")
+    try:
+        produce(off_s, [(s.kafka.topic_impressions if kind == "i" else s.kafka.topic_clicks,
+                         raw, t, None) for raw, t, kind in second]
+                + sentinels(off_s, now_ms() + 30_000))
+        want: dict[str, int] = {}  # a product's version: its observations and clicks
+        for raw, _, kind in log_ + second:
+            d = json.loads(raw)
+            for p in d["products"] if kind == "i" else [d["product_id"]]:
+                want[p] = want.get(p, 0) + 1
+        wait_learned(off_s, want, job, 300)
+    finally:
+        job.kill()
+    assert json.loads(r.get(status_key(s.redis.prefix)))["impressions"] == n
     assert_equal(got, off)
     for name in targets:
         assert got[name]["window"] == "cumulative" and got[name]["through_ts_ms"] >= t0
@@ -382,61 +409,3 @@ def test_a_redis_outage_is_counted_and_healed_and_a_restore_continues(monkeypatc
         assert gauges["ope_snips_ppm"]() == round(want["snips"] * 1e6)
     assert ctx.metrics.gauges["ope_impressions"]() == 300
     assert ctx.metrics.gauges["ope_redis_errors"]() == 0  # the new instance's own count
-
-
-@pytest.mark.integration
-@pytest.mark.flink
-@pytest.mark.timeout(900)
-def test_switching_the_evaluation_off_across_a_restore(job_settings: Settings,
-                                                      products_file: Path,
-                                                      tmp_path: Path) -> None:
-    """On, then restored from its checkpoint with RTREC_OPE_STREAM off: the job starts (the
-    evaluator's operators are in the graph either way, so Flink finds a home for its state),
-    learns the new events exactly, and evaluates nothing more."""
-    from contract.store import redis_client
-    from flink_job import checkpoints
-    from tests.helpers import wait_learned
-
-    s = job_settings
-    t0 = now_ms() - 10 * 60_000
-    first = make_log(15, 150, t0)
-    end1 = t0 + 150 * 20 + W_MS + 2_000
-    second = make_log(16, 150, end1 + 1_000)
-
-    def records(log_: list[tuple[bytes, int, str]]) -> list[Record]:
-        return [(s.kafka.topic_impressions if kind == "i" else s.kafka.topic_clicks, raw, t,
-                 None) for raw, t, kind in log_]
-
-    def versions(logs: list[list[tuple[bytes, int, str]]]) -> dict[str, int]:
-        want: dict[str, int] = {}
-        for log_ in logs:
-            for raw, _, kind in log_:
-                d = json.loads(raw)
-                for p in d["products"] if kind == "i" else [d["product_id"]]:
-                    want[p] = want.get(p, 0) + 1
-        return want
-
-    r = redis_client(s.redis)
-
-    def evaluated() -> int:
-        return int(json.loads(r.get(status_key(s.redis.prefix)) or b"{}").get("impressions", 0))
-
-    produce(s, records(first) + sentinels(s, end1))
-    job = JobProcess(s, tmp_path / "job.log", ["--products", str(products_file)]).start()
-    try:
-        wait_for(lambda: evaluated() == 150, 300, "the first part evaluated", job, every_s=0.5)
-        before = {str(p) for p in checkpoints.completed(s.job.checkpoint_dir)}
-        wait_for(lambda: any(str(p) not in before
-                             for p in checkpoints.completed(s.job.checkpoint_dir)),
-                 60, "a checkpoint after the first part", job)
-    finally:
-        job.kill()
-    off = s.override(RTREC_OPE_STREAM=False)
-    job = JobProcess(off, tmp_path / "job2.log", ["--products", str(products_file)])
-    job.start("--restore", "latest")
-    try:
-        produce(off, records(second) + sentinels(off, now_ms() + 30_000))
-        wait_learned(off, versions([first, second]), job, 300)
-    finally:
-        job.kill()
-    assert evaluated() == 150
