@@ -121,8 +121,13 @@ class StreamEvaluator:
         """Closed lines (``t|slots|json``) in event-time order (stable); returns how many."""
         parsed = []
         for i, line in enumerate(lines):
-            t, slots, body = line.split("|", 2)
-            parsed.append((int(t), i, slots, body))
+            try:
+                t, slots, body = line.split("|", 2)
+                parsed.append((int(t), i, [int(s) for s in slots.split(",")] if slots else [],
+                               body))
+            except ValueError:  # never written by the join: counted, never fatal
+                self.counts["unreadable"] += 1
+                log.warning("ope: not a closed-impression line: %.200s", line)
         parsed.sort(key=lambda p: (p[0], p[1]))
         for t, _, slots, body in parsed:
             try:
@@ -133,7 +138,12 @@ class StreamEvaluator:
                 self.counts["unreadable"] += 1
                 log.warning("ope: closed impression not readable (%s): %.200s", exc, body)
                 continue
-            self.step(imp, [int(s) for s in slots.split(",")] if slots else [])
+            try:
+                self.step(imp, slots)
+            except Exception:  # a bug must not fail the job (nor restart it forever)
+                self.counts["unreadable"] += 1
+                log.exception("ope: impression %s not evaluated", imp.request_id)
+                continue
             self.through_ts = max(self.through_ts, t)
         return len(parsed)
 
@@ -255,9 +265,14 @@ class Evaluate(KeyedProcessFunction):
         s = self.settings
         if self.ev is None:
             blob = self.state.value()
-            self.ev = StreamEvaluator.decode(blob, self.product_ids, s.model.dim, s.model.l2) \
-                if blob is not None else StreamEvaluator(self.product_ids, s.model.dim,
-                                                         s.model.l2)
+            self.ev = StreamEvaluator(self.product_ids, s.model.dim, s.model.l2)
+            if blob is not None:
+                try:
+                    self.ev = StreamEvaluator.decode(blob, self.product_ids, s.model.dim,
+                                                     s.model.l2)
+                except (ValueError, KeyError, TypeError, struct.error) as exc:  # d, l2, damage
+                    log.error("ope: the restored evaluator state cannot be used (%s): the "
+                              "estimates start again from nothing", exc)
         batch = value if isinstance(value, str) else value[1]
         self.ev.batch(batch.split("\t")[1:])
         self.state.update(self.ev.encode())

@@ -188,6 +188,10 @@ def test_the_state_across_a_restore_continues_the_same_sums(seed: int) -> None:
     assert again.summaries() == whole.summaries()
     with pytest.raises(ValueError, match="d=15"):
         StreamEvaluator.decode(first.encode(), PRODUCTS, 8, 1.0)
+    # lines the join never writes, and a body that is not an impression: counted, not fatal
+    bad = StreamEvaluator(PRODUCTS, DIM, 1.0)
+    bad.batch(["no bars", "12|x|{}", "5||{\"type\":\"click\"}", lines[0]])
+    assert bad.counts["unreadable"] == 3 and bad.counts["impressions"] == 1
     with pytest.raises(ValueError, match="not an ope-evaluate state"):
         StreamEvaluator.decode(b"garbage", PRODUCTS, DIM, 1.0)
 
@@ -409,3 +413,26 @@ def test_a_redis_outage_is_counted_and_healed_and_a_restore_continues(monkeypatc
         assert gauges["ope_snips_ppm"]() == round(want["snips"] * 1e6)
     assert ctx.metrics.gauges["ope_impressions"]() == 300
     assert ctx.metrics.gauges["ope_redis_errors"]() == 0  # the new instance's own count
+
+
+def test_an_unusable_restored_state_starts_the_estimates_again(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A restored value the evaluator cannot read (another d, or damaged) is logged and the
+    estimates start from nothing: never a job that fails and restarts forever."""
+    from flink_job import evaluate as ev_mod
+
+    redis = _FlakyRedis(fail=0)
+    monkeypatch.setattr(ev_mod, "redis_client", lambda *a, **k: redis)
+    s = Settings.from_env({"RTREC_REDIS_PREFIX": "t"})
+    lines = closed_lines(make_log(17, 60, 1_700_000_000_000))
+    ctx = FakeRuntimeContext()
+    ctx.metrics = _Group()
+    other = StreamEvaluator(PRODUCTS, 8, 1.0)
+    for blob in (other.encode(), b"RTOPE1 damaged", b"RTOPE1"):
+        ctx.state.values[None] = blob
+        fn = ev_mod.Evaluate(s, tuple(PRODUCTS))
+        fn.open(ctx)  # type: ignore[arg-type]
+        with caplog.at_level(logging.ERROR, logger="flink_job.evaluate"):
+            list(fn.process_element("ope\t" + "\t".join(lines), None))
+        assert "cannot be used" in caplog.text
+        assert json.loads(redis.data["t:ope"])["impressions"] == 60
+        caplog.clear()
