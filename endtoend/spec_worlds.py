@@ -49,6 +49,24 @@ SPECS: dict[str, Path] = {"shipped": SHIPPED_SPEC,
 WORLDS = ("rules", "rules_cross")
 LATE = 1000  # visits at the end over which the "late" ratio is taken
 K = 5
+WINDOW = 250  # visits of the rolling mean for "reaches 0.95 of the oracle"
+LEVEL = 0.95
+
+
+def reach(top1: np.ndarray, best: np.ndarray, level: float = LEVEL,
+          window: int = WINDOW) -> tuple[int | None, int | None]:
+    """(after how many visits the rolling ``window``-visit mean of the first slot's attraction
+    first reaches ``level`` of the oracle's, after how many it stays there to the end); None:
+    never."""
+    if top1.size < window:
+        return None, None
+    k = np.ones(window)
+    above = np.convolve(top1, k, "valid") >= level * np.convolve(best, k, "valid")
+    if not above.any():
+        return None, None
+    below = np.flatnonzero(~above)
+    stays = 0 if below.size == 0 else int(below[-1]) + 1
+    return int(np.argmax(above)) + window, (stays + window if stays < above.size else None)
 
 
 def run_world(world: str, visits: Sequence[Visit], seed: int,
@@ -85,7 +103,9 @@ def run_world(world: str, visits: Sequence[Visit], seed: int,
     out = {}
     for name, t in top1.items():
         a = np.asarray(t)
+        first, stays = reach(a, b)
         out[name] = {"oracle_ratio": float(a.sum() / b.sum()),
+                     f"first_reaches_{LEVEL}": first, f"stays_above_{LEVEL}_from": stays,
                      "oracle_ratio_late": float(a[-LATE:].sum() / b[-LATE:].sum()),
                      "top1_ctr": clicks[name] / len(visits),
                      "regret": float((b - a).sum()),
@@ -102,6 +122,7 @@ def run(visits_n: int = 5000, seeds: Sequence[int] = (1, 2, 3, 4),
     t0 = time.monotonic()
     users = load_users()
     out: dict = {"visits": visits_n, "seeds": list(seeds), "late_visits": LATE,
+                 "rolling_window": WINDOW,
                  "exploration": "calibrated",
                  "specs": {n: {"file": str(p.relative_to(DATA_DIR.parent.parent)),
                                "dim": FeatureSpace.load(spec=p).dim,
@@ -153,6 +174,19 @@ def table(out: dict) -> str:
             "| world | learner (d) | oracle ratio, mean (min-max) | late, mean | "
             + " | ".join(f"seed {s}" for s in out["seeds"]) + " |",
             "| --- | --- | --- | --- | " + " | ".join("---" for _ in out["seeds"]) + " |"]
+    reach_rows = ["", f"Visits after which the {out['rolling_window']}-visit mean of the "
+                  f"first slot's attraction first reaches {LEVEL} of the oracle's / stays at or "
+                  f"above it to the end (-: never), per seed", "",
+                  "| world | learner | " + " | ".join(f"seed {s}" for s in out["seeds"]) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in out["seeds"]) + " |"]
+    for world, res in out["worlds"].items():
+        for n in ("shipped", "crosses"):
+            cells = []
+            for sd in out["seeds"]:
+                r = res["per_seed"][str(sd)][n]
+                cells.append(f"{r[f'first_reaches_{LEVEL}'] or '-'} / "
+                             f"{r[f'stays_above_{LEVEL}_from'] or '-'}")
+            reach_rows.append(f"| {world} | {n} | " + " | ".join(cells) + " |")
     for world, res in out["worlds"].items():
         for n, s in res["summary"].items():
             d = out["specs"][n]["dim"] if n in out["specs"] else "-"
@@ -161,7 +195,7 @@ def table(out: dict) -> str:
             rows.append(f"| {world} | {n} ({d}) | {s['oracle_ratio_mean']:.3f} "
                         f"({s['oracle_ratio_min']:.3f}-{s['oracle_ratio_max']:.3f}) | "
                         f"{s['oracle_ratio_late_mean']:.3f} | {per} |")
-    return "\n".join(rows)
+    return "\n".join(rows + reach_rows)
 
 
 def _plot(curves: dict, path: Path, window: int = 250) -> None:

@@ -78,6 +78,16 @@ def test_every_other_category_is_flat() -> None:
         assert _fit_residual(FS, c) < 1e-9
 
 
+def test_reach_by_hand() -> None:
+    best = np.ones(600)
+    late = np.r_[np.zeros(100), np.ones(500)]  # 5 zeros left in a window of 100 after 195
+    assert spec_worlds.reach(late, best, 0.95, 100) == (195, 195)
+    dip = np.r_[np.ones(300), np.zeros(100), np.ones(200)]  # the dip's last window: 301..400
+    assert spec_worlds.reach(dip, best, 0.95, 100) == (100, 495)
+    assert spec_worlds.reach(np.zeros(600), best, 0.95, 100) == (None, None)
+    assert spec_worlds.reach(np.ones(50), best[:50], 0.95, 100) == (None, None)
+
+
 def test_the_report_on_a_short_run(tmp_path: Path) -> None:
     out = spec_worlds.run(visits_n=600, seeds=(5, 6), results_dir=tmp_path)
     saved = json.loads((tmp_path / "simulate_spec.json").read_text())
