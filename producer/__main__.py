@@ -28,8 +28,9 @@ class CliError(RtrecError):
     """A failure to report as one line with exit code 1."""
 
 
-def _world(seed: int, world_dir: Path | None):
-    """(users, products, features) of ``seed``: the shipped files when they match the seed."""
+def _world(seed: int, world_dir: Path | None, spec: str = ""):
+    """(users, products, features) of ``seed``: the shipped files when they match the seed;
+    x built by the feature spec ``spec`` (RTREC_FEATURE_SPEC; "": the shipped one)."""
     from producer.world import World
 
     folder = world_dir or DATA_DIR
@@ -42,13 +43,14 @@ def _world(seed: int, world_dir: Path | None):
         except (ValueError, KeyError, json.JSONDecodeError) as exc:
             raise CliError(f"{feats}: not a features file: {exc}") from exc
         if fs.seed == seed:
-            return load_users(folder / "users.csv"), load_catalog(folder / "catalog.csv"), fs
+            return (load_users(folder / "users.csv"), load_catalog(folder / "catalog.csv"),
+                    fs.with_spec(spec) if spec else fs)
     elif world_dir is not None:
         raise CliError(f"{feats} not found")
     log.info("building the world of seed %d (the shipped data is seed %s)", seed,
              FeatureSpace.load().seed if (DATA_DIR / "features.json").is_file() else "-")
     w = World.build(seed)
-    return w.users, w.products, w.features
+    return w.users, w.products, w.features.with_spec(spec) if spec else w.features
 
 
 def _oracle(spec: str, fs: FeatureSpace):
@@ -72,7 +74,7 @@ def _dist(args: argparse.Namespace):
 def _history(args: argparse.Namespace):
     from producer.history import make_history
 
-    users, products, fs = _world(args.seed, args.world_dir)
+    users, products, fs = _world(args.seed, args.world_dir, args.feature_spec)
     oracle = _oracle(args.oracle, fs)
     h = make_history(users, products, fs, oracle, args.seed, args.events, _dist(args))
     return users, products, fs, oracle, h
@@ -122,7 +124,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
         replay = read_replay(args.replay, settings) if args.replay else None
         pool = None
         if replay is None:
-            users, products, fs = _world(args.seed, args.world_dir)
+            users, products, fs = _world(args.seed, args.world_dir, args.feature_spec)
             pool = make_pool(users, products, fs, _oracle(args.oracle, fs), args.seed,
                              dist=_dist(args))
         producer = open_producer(settings)
@@ -163,6 +165,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         description="The simulated world: data, historical log, offline evaluation, load.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    # x of the history and the load follows the feature spec serving and the job use
+    parser.set_defaults(feature_spec=settings.model.feature_spec)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser, world: bool = True) -> None:
