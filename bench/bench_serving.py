@@ -214,6 +214,7 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
     pool = [linucb.update_batch(linucb.init_state(D), rng.uniform(0, 1, (20, D)),
                                 (rng.uniform(size=20) < 0.3).astype(float)) for _ in range(64)]
     applied = [0]
+    apply_cpu = [0.0]  # the updater thread's CPU time decoding and applying (not encoding)
     stores = set()
     on = threading.Event()
     stop = threading.Event()
@@ -243,14 +244,17 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
             due = min(256, int((now - t_on) * rate) - done)
             if due > 0:
                 cur = rec.snapshot
-                batch = {}
+                blobs = {}
                 for i in urng.choice(m, due, replace=False).tolist():
                     s = pool[i % len(pool)]
                     v = cur.version_of(ids[i]) + 1  # type: ignore[operator]
                     state = linucb.ArmState(s.A_inv, s.b, min(s.n, v), version=v)
-                    batch[ids[i]] = codec.decode(codec.encode(state, int(time.time() * 1000)), D)
+                    blobs[ids[i]] = codec.encode(state, int(time.time() * 1000))
+                c0 = time.thread_time()
+                batch = {p: codec.decode(b, D) for p, b in blobs.items()}
                 new, changed = cur.with_params(batch)
                 rec.set_snapshot(new)
+                apply_cpu[0] += time.thread_time() - c0
                 stores.add(id(new._rows))
                 del cur, new
                 done += due
@@ -311,6 +315,7 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
         "rss_mb": max(rss), "rss_mb_last": rss[-1], "params_mb": params_mb,
         "rss_over_params": max(rss) / params_mb, "store_mb": store_mb,
         "stores_used": len(stores), "updates_applied": applied[0],
+        "apply_cpu_us_per_update": apply_cpu[0] / max(1, applied[0]) * 1e6,
         "what": f"Recommender.recommend(x given, k={K}, linucb, calibrated alpha) over {m:,} "
                 f"products, timed in {blocks} blocks of {seconds / blocks:g} s alternating "
                 f"between no updates (baseline) and {rate:g} product updates/s applied by a "
@@ -764,7 +769,8 @@ def _print_scale_updates(r: dict[str, Any]) -> None:
     print(f"| ratio | {r['p50_ratio']:.2f} | {r['p99_ratio']:.2f} |")
     print(f"memory: RSS {r['rss_mb']:.0f} MiB (max under updates) for {r['params_mb']:.0f} MiB "
           f"of parameters: {r['rss_over_params']:.2f}x; row store {r['store_mb']:.0f} MiB; "
-          f"stores used {r['stores_used']}")
+          f"stores used {r['stores_used']}; applying cost {r['apply_cpu_us_per_update']:.0f} us "
+          f"CPU per update (decode + with_params)")
 
 
 def _plot_scale_updates(r: dict[str, Any], path: Path) -> bool:
