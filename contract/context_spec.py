@@ -137,6 +137,34 @@ class ContextSpec:
                           separators=(",", ":"))
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
+    def count_block(self) -> tuple[int, ...] | None:
+        """Columns of x of which every visit sets exactly one (a time block first): summed
+        over them, b is the clicks and diag A - l2 the observations, which the calibrated
+        exploration reads back from published parameters (contract/exploration.py). None:
+        no block is complete (every onehot lists fewer values, every bucket set has gaps)."""
+        col, found = 0, []
+        for b in self.blocks:
+            width = 1 if b.kind == "scale" else len(b.labels)
+            if b.emit and b.kind != "scale" and self._complete(b):
+                found.append((ATTRIBUTES[b.attribute].source != "time" if b.attribute
+                              else True, tuple(range(col, col + width))))
+            col += width if b.emit else 0
+        return min(found)[1] if found else None
+
+    def _complete(self, b: Block) -> bool:
+        if b.kind == "cross":
+            return (len(b.keep) == math.prod(len(self._block(o).labels) for o in b.of)
+                    and all(self._complete(self._block(o)) for o in b.of))
+        if b.kind == "onehot":
+            return set(b.labels) == set(ATTRIBUTES[b.attribute].values)  # type: ignore[index]
+        if b.rest is not None:
+            return True
+        domain = {"hour": range(24), "weekday": range(7)}.get(b.attribute)  # type: ignore[arg-type]
+        if domain is None:
+            return False
+        raw = {b.attribute: np.array(domain, dtype=np.float64)}
+        return bool((self._codes(b, raw, {}) >= 0).all())  # type: ignore[arg-type]
+
     def identity(self) -> dict[str, Any]:
         """What the job records in ``<prefix>:spec`` and serving compares."""
         return {"name": self.name, "version": self.version, "digest": self.digest,
@@ -499,6 +527,28 @@ def load_spec(path: str | Path | None = None,
         return parse_spec(d, fitted)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
+
+
+_COUNT_BLOCKS: dict[int, tuple[int, ...] | None] = {}
+
+
+def use_for_counts(spec: ContextSpec) -> None:
+    """Make ``spec`` the layout the calibrated exploration reads counts with for its d (a
+    process serves one spec; serving and the tools call it when they load theirs)."""
+    _COUNT_BLOCKS[spec.dim] = spec.count_block()
+
+
+def count_block(dim: int) -> tuple[int, ...] | None:
+    """The count block of the spec in use for ``dim`` (the shipped spec's for its d, unless
+    another spec of that d is in use); None: unknown layout."""
+    if dim in _COUNT_BLOCKS:
+        return _COUNT_BLOCKS[dim]
+    from contract.features import CONTEXT_DIM
+
+    if dim != CONTEXT_DIM:
+        return None
+    block = load_spec(fitted=dict.fromkeys(FITTED, (0.0, 1.0))).count_block()
+    return _COUNT_BLOCKS.setdefault(dim, block)
 
 
 def spec_dim(path: str | Path | None = None) -> int:

@@ -95,12 +95,12 @@ def exploration_alpha(rule: str, fixed_alpha: float, clicks: float, observations
 
 def _one_hot_block(dim: int) -> list[int] | None:
     """Indexes of a block of x of which every context has exactly one 1 (the time of day of the
-    shipped features, contract/features.py), or None when x is not the shipped layout."""
-    from contract.features import CONTEXT_DIM, CONTEXT_NAMES
+    shipped features; the feature spec in use for ``dim``: contract.context_spec.count_block),
+    or None when no such block is known."""
+    from contract.context_spec import count_block
 
-    if dim != CONTEXT_DIM:
-        return None
-    return [i for i, name in enumerate(CONTEXT_NAMES) if name.startswith("tod_")]
+    block = count_block(dim)
+    return None if block is None else list(block)
 
 
 def counts_from_params(thetas: np.ndarray, A_invs: np.ndarray, l2: float

@@ -291,13 +291,16 @@ class FeatureSpace:
     @functools.cached_property
     def context(self) -> ContextSpec:
         """The feature spec x follows, resolved against these fitted ranges."""
-        from contract.context_spec import ContextSpec, load_spec, parse_spec
+        from contract.context_spec import ContextSpec, load_spec, parse_spec, use_for_counts
 
         if isinstance(self.spec, ContextSpec):
-            return self.spec
-        if isinstance(self.spec, dict):
-            return parse_spec(self.spec, self.fitted_ranges())
-        return load_spec(self.spec or None, self.fitted_ranges())
+            spec = self.spec
+        elif isinstance(self.spec, dict):
+            spec = parse_spec(self.spec, self.fitted_ranges())
+        else:
+            spec = load_spec(self.spec or None, self.fitted_ranges())
+        use_for_counts(spec)  # the calibrated exploration's counts follow this layout
+        return spec
 
     @property
     def dim(self) -> int:

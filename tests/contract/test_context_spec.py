@@ -257,3 +257,39 @@ def test_d_follows_the_configured_spec() -> None:
     assert s.override(RTREC_FEATURE_SPEC="").model.dim == 15
     assert Settings.from_env({}).override(RTREC_FEATURE_SPEC=CROSSES).model.dim == 23
     assert Settings.from_env({}).override(RTREC_FEATURE_SPEC=CROSSES, RTREC_DIM=4).model.dim == 4
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_calibrated_rule_reads_counts_under_any_spec(seed: int) -> None:
+    """contract.exploration reads (clicks, observations) back from parameters through a block
+    every x sets once: the spec in use's (a time block), not only the shipped layout's."""
+    from contract import exploration, linucb
+
+    fs = FeatureSpace.load(spec=CROSSES)
+    assert fs.context.count_block() == (10, 11, 12)  # tod: a complete time block
+    rng = np.random.default_rng(seed)
+    users, times = visits(seed, 400)
+    X = fs.context_matrix(users, times)
+    rewards = (rng.random(len(X)) < 0.2).astype(float)
+    arm = rng.integers(0, 4, len(X))
+    states = [linucb.update_batch(linucb.init_state(23), X[arm == a], rewards[arm == a])
+              for a in range(4)]
+    thetas = np.stack([s.A_inv @ s.b for s in states])
+    A_invs = np.stack([s.A_inv for s in states])
+    clicks, obs = exploration.counts_from_params(thetas, A_invs, 1.0)
+    assert clicks == pytest.approx(rewards.sum(), abs=1e-6)
+    assert obs == pytest.approx(len(X), abs=1e-6)
+    terms = exploration.count_terms(thetas, A_invs).sum(axis=0)
+    assert exploration.counts_from_terms(terms, 4, 23, 1.0) == pytest.approx((clicks, obs))
+
+
+def test_count_blocks_of_hand_made_specs() -> None:
+    d = shipped_dict()
+    d["features"] = [d["features"][0], d["features"][3],  # age, gender (F, M: complete)
+                     {"name": "h", "kind": "buckets", "attribute": "hour",
+                      "buckets": [{"name": "day", "ranges": [[6, 20]]}]}]  # a gap: not complete
+    assert parse_spec(d).count_block() == (1, 2)
+    d["features"][1]["categories"] = ["F"]  # no longer every value
+    assert parse_spec(d).count_block() is None
+    d["features"][2]["buckets"].append({"name": "night", "ranges": [[0, 6], [20, 24]]})
+    assert parse_spec(d).count_block() == (2, 3)  # the hour now covered: a time block
