@@ -530,12 +530,22 @@ def load_spec(path: str | Path | None = None,
 
 
 _COUNT_BLOCKS: dict[int, tuple[int, ...] | None] = {}
+_NAMES: dict[int, tuple[str, ...]] = {}
 
 
 def use_for_counts(spec: ContextSpec) -> None:
-    """Make ``spec`` the layout the calibrated exploration reads counts with for its d (a
-    process serves one spec; serving and the tools call it when they load theirs)."""
+    """Make ``spec`` the layout of x of its d in this process (a process serves one spec;
+    ``FeatureSpace.context`` calls it): the calibrated exploration reads counts through its
+    :meth:`ContextSpec.count_block`, serving's explanations name x's columns by it."""
     _COUNT_BLOCKS[spec.dim] = spec.count_block()
+    _NAMES[spec.dim] = spec.names
+
+
+def names_for(dim: int) -> tuple[str, ...] | None:
+    """The column names of x of length ``dim`` (the spec in use, else the shipped one's)."""
+    from contract.features import CONTEXT_DIM, CONTEXT_NAMES
+
+    return _NAMES.get(dim) or (CONTEXT_NAMES if dim == CONTEXT_DIM else None)
 
 
 def count_block(dim: int) -> tuple[int, ...] | None:

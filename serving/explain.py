@@ -34,10 +34,11 @@ TOP_FEATURES = 3
 
 
 def feature_names(dim: int) -> tuple[str, ...]:
-    """contract.features.CONTEXT_NAMES when x is the feature space's, else x0, x1, ..."""
-    from contract.features import CONTEXT_NAMES
+    """The feature spec's column names when x is the feature space's (the spec in use for
+    this d: contract.context_spec.names_for), else x0, x1, ..."""
+    from contract.context_spec import names_for
 
-    return CONTEXT_NAMES if len(CONTEXT_NAMES) == dim else tuple(f"x{i}" for i in range(dim))
+    return names_for(dim) or tuple(f"x{i}" for i in range(dim))
 
 
 def _top(values: np.ndarray, names: Sequence[str], n: int) -> list[dict[str, Any]]:

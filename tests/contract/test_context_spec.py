@@ -267,6 +267,10 @@ def test_the_calibrated_rule_reads_counts_under_any_spec(seed: int) -> None:
 
     fs = FeatureSpace.load(spec=CROSSES)
     assert fs.context.count_block() == (10, 11, 12)  # tod: a complete time block
+    from serving.explain import feature_names
+
+    assert feature_names(23) == fs.context.names and feature_names(15) == CONTEXT_NAMES
+    assert feature_names(4) == ("x0", "x1", "x2", "x3")
     rng = np.random.default_rng(seed)
     users, times = visits(seed, 400)
     X = fs.context_matrix(users, times)
