@@ -135,7 +135,7 @@ class SnapshotRefresher:
             redis_ok=self._redis_ok, loaded=self._loaded.is_set(), notifications=notif,
             last_error=self._last_error, snapshot_age_s=snap.age_s(),
             model_version=snap.model_version,
-            products_with_params=int((snap.versions > 0).sum()),
+            products_with_params=len(snap) - snap.prior_count,  # kept per update: no pass
             updates_applied=self._updates, syncs=self._syncs,
             epoch=None if self._epoch is _UNREAD else self._epoch,  # type: ignore[arg-type]
             epoch_changes=self._epoch_changes, probes=self._probes,
