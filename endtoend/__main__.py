@@ -13,6 +13,9 @@
   churn     catalog churn: products added and retired mid-run, new products started from the
             identity or from their category's prior (docs/LEARNING.md); in-process learners on
             the same seeded visits; writes results/simulate_churn.json and .png.
+  spec-worlds  the shipped feature spec against one with buckets and crosses, in a world
+            with rules the shipped one cannot express (docs/FEATURES.md); in-process learners
+            on the same seeded visits; writes results/simulate_spec.json, .md and .png.
 
 Settings come from RTREC_* variables (docs/CONFIG.md); flags override them. Errors are one
 line on stderr: exit 2 for bad arguments, 1 when the run fails.
@@ -95,6 +98,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                    help="observations a category's pool needs to inform (RTREC_PRIOR_MIN_OBS)")
     c.add_argument("--results-dir", type=Path, default=Path("results"))
 
+    w = sub.add_parser("spec-worlds", help="feature specs in the rules and rules_cross "
+                                           "worlds (docs/FEATURES.md)")
+    w.add_argument("--visits", type=int, default=5000, help="visits per seed")
+    w.add_argument("--seeds", default="1,2,3,4", help="seeds of the visits, comma-separated")
+    w.add_argument("--results-dir", type=Path, default=Path("results"))
+
     v = sub.add_parser("visitors", help="simulated users against a running serving (HTTP)")
     v.add_argument("--url", default=f"http://{settings.serving.host}:{settings.serving.port}",
                    help="serving's base URL (default %(default)s, RTREC_SERVING_HOST/PORT)")
@@ -153,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_churn(args.visits, [int(x) for x in args.seeds.split(",") if x.strip()], args.add,
                   args.retire, args.add_at, args.retire_at, args.pseudo_obs, args.results_dir,
                   args.min_obs)
+        return 0
+    if args.command == "spec-worlds":
+        from endtoend.spec_worlds import run as run_spec
+
+        run_spec(args.visits, [int(x) for x in args.seeds.split(",") if x.strip()],
+                 args.results_dir)
         return 0
     if args.command == "visitors":
         from endtoend.visitors import run_visitors
