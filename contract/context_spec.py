@@ -580,7 +580,7 @@ def spec_conflict(stored: Mapping[str, Any] | None, mine: Mapping[str, Any],
     if stored is None and not has_params:
         return None
     if stored is None:
-        stored = shipped if shipped is not None else load_spec().identity()
+        stored = shipped if shipped is not None else _shipped_identity()
         how = "unrecorded, so the shipped spec's"
     else:
         how = "recorded"
@@ -590,6 +590,12 @@ def spec_conflict(stored: Mapping[str, Any] | None, mine: Mapping[str, Any],
             f"{stored.get('version')} (digest {stored.get('digest')}, d={stored.get('dim')}; "
             f"{how}), not this one's {mine['name']}@{mine['version']} (digest "
             f"{mine['digest']}, d={mine['dim']})")
+
+
+@functools.cache
+def _shipped_identity() -> dict[str, Any]:
+    """The shipped spec's identity (read once: serving compares at every probe)."""
+    return load_spec().identity()
 
 
 def read_store_spec(client: Any, prefix: str) -> tuple[dict[str, Any] | None, bool]:
