@@ -20,6 +20,7 @@ product's new version in Redis.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import tempfile
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import write_result
+from bench.common import RESULTS, write_result
 from contract.config import JobSettings, Settings
 from contract.events import Click, Impression
 from contract.kafka import kafka_producer
@@ -146,14 +147,71 @@ def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: 
     return round(n_events / max(1e-3, arrivals[-1] - arrivals[0]), 1)
 
 
+def note_held(held: dict[str, int], seen: dict[str, int], now_versions: dict[str, int],
+              now_ns: int) -> None:
+    """Record ``now_ns`` as the first time each version up to the current one is held (one
+    look may find a product several versions on: the snapshot includes those skipped)."""
+    for pid, v in now_versions.items():
+        if v > held[pid]:
+            for u in range(held[pid] + 1, v + 1):
+                seen.setdefault(f"{pid}:{u}", now_ns)
+            held[pid] = v
+
+
+def _serving_probe_main(env: dict[str, str], out: str, stop: Any, ready: Any,
+                        every_s: float = 0.001) -> None:
+    """In a process of its own, like serving: serving's refresher (pub/sub + reads of Redis,
+    as in production) and a thread noting when its snapshot first holds each version of each
+    probe product (a version skipped over counts as held from then: the snapshot includes
+    it); writes {"product:version": ns} to ``out`` when ``stop`` is set."""
+    from serving.refresher import SnapshotRefresher
+
+    s = Settings.from_env(env)
+    refresher = SnapshotRefresher(s, PRODUCTS, notifications=True)
+    if not refresher.start(wait_s=30.0):
+        raise RuntimeError("serving's refresher did not load from Redis within 30 s")
+    ready.set()
+    held = dict.fromkeys(PROBES, 0)
+    seen: dict[str, int] = {}
+    while not stop.is_set():
+        snap = refresher.snapshot
+        note_held(held, seen, {pid: snap.version_of(pid) or 0 for pid in PROBES},
+                  time.time_ns())
+        time.sleep(every_s)
+    refresher.stop()
+    Path(out).write_text(json.dumps(seen))
+
+
+def _serving_probe(s: Settings, work: Path) -> tuple[Any, Any, Path]:
+    """Start :func:`_serving_probe_main` (spawned: no GIL shared with the load generator)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    stop, ready = ctx.Event(), ctx.Event()
+    out = work / f"served-{s.redis.prefix}.json"
+    proc = ctx.Process(target=_serving_probe_main, args=(s.to_env(), str(out), stop, ready),
+                       daemon=True)
+    proc.start()
+    if not ready.wait(60):
+        proc.kill()
+        raise RuntimeError("the serving probe did not load from Redis within 60 s")
+    return proc, stop, out
+
+
+def _pct(a: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(a, q)), 1) if a.size else None
+
+
 def freshness(base: Settings, products: Path, work: Path, rate_eps: float, seconds: float,
-              mode: str, warmup_s: float = 5.0) -> dict[str, Any]:
-    """Probe clicks on 500 ev/s background traffic -> pub/sub notice of the new version.
+              mode: str, warmup_s: float = 5.0, serving: bool = False) -> dict[str, Any]:
+    """Probe clicks on 500 ev/s background traffic -> pub/sub notice of the new version
+    (and, with ``serving``, -> serving's snapshot holding it: end-to-end freshness).
 
     The first ``warmup_s`` of traffic are not measured: a fresh JVM compiles its hot paths
     then, and the probes of those seconds measure the compiler, not the steady state (they
     are reported apart, as ``warmup_p50``/``warmup_p99``)."""
-    s = _fresh(base, f"fresh-{mode}-{int(rate_eps)}", RTREC_PYTHON_MODE=mode)
+    s = _fresh(base, f"fresh-{mode}-{int(rate_eps)}{'-e2e' if serving else ''}",
+               RTREC_PYTHON_MODE=mode)
     client = redis_client(s.redis, timeout_s=5.0)
     pubsub = client.pubsub()
     pubsub.subscribe(_store(s).keys.channel)
@@ -180,6 +238,8 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
     produce(s, warm)
     wait_for(lambda: ("p000", 2) in seen, 120, "the first update", job, every_s=0.02)
     first_update_s = time.monotonic() - t_start
+    in_serving: dict[tuple[str, int], int] = {}  # (product, version) -> ns when served
+    probe = _serving_probe(s, work) if serving else None
 
     producer = kafka_producer(s.kafka, **{"linger.ms": 0})
     rng = np.random.default_rng(9)
@@ -227,17 +287,38 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
     time.sleep(3.0)
     stop.set()
     job.kill()
+    if probe is not None:
+        proc, probe_stop, probe_out = probe
+        probe_stop.set()
+        proc.join(30)
+        for k, ns in json.loads(probe_out.read_text()).items():
+            pid, _, v = k.rpartition(":")
+            in_serving[(pid, int(v))] = ns
     lat = np.array([(seen[k] - t) / 1e6 for k, t in sent.items() if k in seen])
     warm = np.array([(seen[k] - t) / 1e6 for k, t in warm_sent.items() if k in seen])
     missing = sum(1 for k in sent if k not in seen)
-    return {"rate_eps": rate_eps, "achieved_eps": round(n_total / sent_seconds, 1),
-            "p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
-            "p99": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
-            "mean": round(float(lat.mean()), 1) if lat.size else None,
-            "probes": len(sent), "probes_never_seen": missing, "warmup_s": warmup_s,
-            "warmup_p50": round(float(np.percentile(warm, 50)), 1) if warm.size else None,
-            "warmup_p99": round(float(np.percentile(warm, 99)), 1) if warm.size else None,
-            "first_update_s": round(first_update_s, 2)}
+    out = {"rate_eps": rate_eps, "achieved_eps": round(n_total / sent_seconds, 1),
+           "p50": _pct(lat, 50), "p99": _pct(lat, 99),
+           "mean": round(float(lat.mean()), 1) if lat.size else None,
+           "probes": len(sent), "probes_never_seen": missing, "warmup_s": warmup_s,
+           "warmup_p50": _pct(warm, 50), "warmup_p99": _pct(warm, 99),
+           "first_update_s": round(first_update_s, 2)}
+    if serving:
+        # click appended (acked by Kafka) -> serving's snapshot holds the new version, and
+        # its two legs: -> the job's notice in Redis, notice -> serving's snapshot
+        both = [k for k in sent if k in in_serving and k in seen]
+        e2e = np.array([(in_serving[k] - sent[k]) / 1e6 for k in sent if k in in_serving])
+        to_redis = np.array([(seen[k] - sent[k]) / 1e6 for k in both])
+        to_serving = np.array([(in_serving[k] - seen[k]) / 1e6 for k in both])
+        out["e2e"] = {"p50": _pct(e2e, 50), "p99": _pct(e2e, 99),
+                      "mean": round(float(e2e.mean()), 1) if e2e.size else None,
+                      "probes_never_served": sum(1 for k in sent if k not in in_serving),
+                      "breakdown_ms": {
+                          "append_to_redis_notice": {"p50": _pct(to_redis, 50),
+                                                     "p99": _pct(to_redis, 99)},
+                          "notice_to_serving": {"p50": _pct(to_serving, 50),
+                                                "p99": _pct(to_serving, 99)}}}
+    return out
 
 
 def main() -> int:
@@ -258,6 +339,12 @@ def main() -> int:
     parser.add_argument("--out", default="bench_job", help="results/<out>.json")
     parser.add_argument("--no-stages", dest="stages", action="store_false",
                         help="skip the runs of the job cut after validate and after the join")
+    parser.add_argument("--e2e-rates", default="500,2000",
+                        help="end-to-end freshness (click append -> serving's snapshot) at "
+                             "these rates, ev/s (empty: skip)")
+    parser.add_argument("--e2e-only", action="store_true",
+                        help="only the end-to-end freshness; the other keys of the results "
+                             "file are kept")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     load_before = os.getloadavg()
@@ -273,6 +360,16 @@ def main() -> int:
         products.write_text("\n".join(PRODUCTS) + "\n")
         try:
             stack.up(timeout_s=120)
+            e2e = {}
+            for rate in [float(r) for r in args.e2e_rates.split(",") if r]:
+                fr = freshness(base, products, work, rate, args.seconds, args.mode,
+                               serving=True)
+                e2e[f"{rate:.0f}"] = {**fr["e2e"], "achieved_eps": fr["achieved_eps"],
+                                      "probes": fr["probes"],
+                                      "loadavg_1m": round(os.getloadavg()[0], 2)}
+                log.info("end-to-end freshness at %.0f ev/s: %s", rate, e2e[f"{rate:.0f}"])
+            if args.e2e_only:
+                return _merge(args.out, {"freshness_e2e_ms": e2e}, load_before)
             tp = throughput(base, products, work, args.events)
             log.info("throughput: %s", tp)
             stages = {"noop": tp["noop_ceiling_eps"]}
@@ -308,9 +405,12 @@ def main() -> int:
         # other work on this shared 2-core machine changes every figure: say how busy it was
         "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "targets": {"ratio": 0.6, "freshness_p50_ms": 100, "freshness_p99_ms": 500,
-                    "first_update_s": 20},
+                    "first_update_s": 20, "freshness_e2e_p50_ms": 100,
+                    "freshness_e2e_p99_ms": 300},
     }
-    path = write_result(args.out, result)
+    if e2e:
+        result["freshness_e2e_ms"] = e2e
+    path = write_result(args.out, {**_previous(args.out), **result})
     print(f"throughput: job {tp['job_eps']:.0f} ev/s ({tp['job_observations_per_s']:.0f} "
           f"updates/s) vs no-op ceiling {tp['noop_ceiling_eps']:.0f} ev/s -> ratio "
           f"{tp['ratio']:.2f}")
@@ -319,8 +419,39 @@ def main() -> int:
     for mode, fr in modes.items():
         print(f"freshness ({mode}) at {fr['rate_eps']:.0f} ev/s: p50 {fr['p50']} ms, "
               f"p99 {fr['p99']} ms ({fr['probes']} probes, {fr['probes_never_seen']} unseen)")
+    _print_e2e(e2e)
     print(f"first update {tp['first_update_s']:.1f} s after start; wrote {path}")
     return 0
+
+
+def _previous(out: str) -> dict[str, Any]:
+    """What results/<out>.json holds already (other benches add keys to it: bench_scale)."""
+    path = RESULTS / f"{out}.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def _merge(out: str, keys: dict[str, Any], load_before: tuple[float, ...]) -> int:
+    """Add ``keys`` to results/<out>.json, keeping what is there."""
+    keys = {**keys, f"loadavg_1m_{'_'.join(keys)}": {
+        "before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}}
+    path = write_result(out, {**_previous(out), **keys})
+    _print_e2e(keys.get("freshness_e2e_ms", {}))
+    print(f"wrote {path}")
+    return 0
+
+
+def _print_e2e(e2e: dict[str, Any]) -> None:
+    for rate, fr in e2e.items():
+        br = fr["breakdown_ms"]
+        print(f"end-to-end freshness (click append -> serving's snapshot) at {rate} ev/s: "
+              f"p50 {fr['p50']} ms, p99 {fr['p99']} ms ({fr['probes']} probes, "
+              f"{fr['probes_never_served']} never served; load {fr['loadavg_1m']}); "
+              f"append -> Redis notice p50 {br['append_to_redis_notice']['p50']} / p99 "
+              f"{br['append_to_redis_notice']['p99']}, notice -> serving p50 "
+              f"{br['notice_to_serving']['p50']} / p99 {br['notice_to_serving']['p99']}")
 
 
 if __name__ == "__main__":

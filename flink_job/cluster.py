@@ -59,10 +59,12 @@ def _rpc_port(conf_file: Path) -> int:
         return int(sock.getsockname()[1])
 
 
-def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
+def prepare(settings: Settings, taskmanagers: int = 1, slots: int | None = None
+            ) -> dict[str, Path]:
     """Write the cluster's config.yaml and mirror lib/ (idempotent); ``taskmanagers`` is how
     many ``start-cluster.sh`` starts on this host (more than the job needs = spares that
-    Flink fails over to)."""
+    Flink fails over to); ``slots`` per TaskManager (default: max(2, parallelism); 1 puts
+    each subtask of a parallel job in a TaskManager of its own, bench/bench_scale.py)."""
     d = _dirs(settings)
     rpc_port = _rpc_port(d["conf"] / "config.yaml")
     for p in d.values():
@@ -91,7 +93,7 @@ def prepare(settings: Settings, taskmanagers: int = 1) -> dict[str, Path]:
         "rest.port": str(settings.stack.flink_rest_port),
         "jobmanager.memory.process.size": "1024m",
         "taskmanager.memory.process.size": "2048m",
-        "taskmanager.numberOfTaskSlots": str(max(2, settings.job.parallelism)),
+        "taskmanager.numberOfTaskSlots": str(slots or max(2, settings.job.parallelism)),
         "parallelism.default": str(settings.job.parallelism),
         "classloader.parent-first-patterns.additional": "pemja.",
         # a lost TaskManager is noticed within ~1 s, not the default 20-50 s: the job fails
@@ -139,14 +141,15 @@ def rest(settings: Settings, path: str, timeout_s: float = 2.0) -> dict:
         return json.loads(resp.read())
 
 
-def up(settings: Settings, timeout_s: float = 300.0, taskmanagers: int = 1) -> None:
+def up(settings: Settings, timeout_s: float = 300.0, taskmanagers: int = 1,
+       slots: int | None = None) -> None:
     try:
         rest(settings, "/overview")
         log.info("a Flink cluster already answers on 127.0.0.1:%d", settings.stack.flink_rest_port)
         return
     except OSError:
         pass
-    prepare(settings, taskmanagers)
+    prepare(settings, taskmanagers, slots)
     subprocess.run([str(HOME / "bin" / "start-cluster.sh")], env=_env(settings), check=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
