@@ -83,6 +83,11 @@ class StoreKeys:
     def last_snapshot(self) -> str:
         return f"{self.prefix}:last_snapshot"
 
+    @property
+    def spec(self) -> str:
+        """The feature spec the parameters were learned under (contract/context_spec.py)."""
+        return f"{self.prefix}:spec"
+
 
 # Published on the channel after a rollback replaced every value (not a product:version pair):
 # a reader reloads everything at once instead of at its next probe.
@@ -112,9 +117,13 @@ class ParamStore:
         return cls(redis_client(settings.redis, timeout_s), settings.redis.prefix)
 
     def __init__(self, client: redis.Redis, prefix: str = "rtrec",
-                 generation: int | None = None) -> None:
+                 generation: int | None = None, spec_record: str | None = None) -> None:
         self.client = client
         self.keys = StoreKeys(prefix)
+        # the writer's feature-spec record (JSON), put back with a batch if Redis lost it (a
+        # wipe): readers then keep telling which spec the values belong to. Never overwrites
+        # another record (SET NX): a writer of another spec is refused by its generation.
+        self.spec_record = spec_record
         # the writer's generation: given (a rolled-back job), else the store's at the first
         # write, then fixed: a writer never follows a rollback made after it started
         self.generation = generation
@@ -143,11 +152,15 @@ class ParamStore:
         # bring the old epoch back with its next write.
         token = new_epoch_token()
         pipe = self.client.pipeline(transaction=False)
+        if self.spec_record is not None:  # before the values: a reader never sees them bare
+            pipe.set(self.keys.spec, self.spec_record, nx=True)
         for product_id, blob in batch:
             pipe.evalsha(self._sha, 4, self.keys.arm(product_id), self.keys.versions,
                          self.keys.epoch, self.keys.generation, product_id, peek_version(blob),
                          blob, self.keys.channel, token, str(self.generation))
         results = pipe.execute()
+        if self.spec_record is not None:
+            results = results[1:]
         stale = sum(1 for r in results if r == -1)
         if stale:
             if not self.refused_generation:

@@ -288,7 +288,14 @@ class PublishToRedis(ProcessFunction):
         except Exception as exc:  # keep going: the writer retries until Redis is back
             log.warning("Redis %s:%d not reachable at start (%s); writes will retry",
                         s.redis.host, s.redis.port, exc)
-        self.store = ParamStore(client, s.redis.prefix, self.generation)
+        import json
+
+        from contract.context_spec import settings_spec
+
+        # the job's feature-spec record rides along, so a wiped Redis gets it back with the
+        # first values (docs/FEATURES.md)
+        record = json.dumps(settings_spec(s).identity(), sort_keys=True)
+        self.store = ParamStore(client, s.redis.prefix, self.generation, spec_record=record)
         self.publisher = Publisher(self.store)
         self.lock = threading.Lock()
         self.wake = threading.Event()

@@ -166,3 +166,35 @@ def test_a_recommender_built_with_a_spec_scores_its_x(own_redis: OwnRedis) -> No
     finally:
         rec.close()
     assert load_spec(CROSSES).dim == 23
+
+
+def test_a_wiped_store_gets_the_writer_s_spec_back_with_its_first_values(
+        own_redis: OwnRedis) -> None:
+    """Under a spec other than the shipped one, a Redis wipe must not leave values without a
+    record (serving would take them for the shipped spec's and refuse them for good): the
+    job's writer puts its record back in the batch that writes the first values, and never
+    overwrites another spec's record."""
+    s = redis_settings(own_redis.port, RTREC_FEATURE_SPEC=CROSSES, RTREC_POLL_INTERVAL_S=0.05)
+    crosses = FeatureSpace.load(spec=CROSSES).context
+    record = json.dumps(crosses.identity(), sort_keys=True)
+    client = ParamStore.from_settings(s).client
+    claim_store(client, "t", crosses)
+    writer = ParamStore(client, "t", spec_record=record)
+    rng = np.random.default_rng(7)
+    ref = SnapshotRefresher(s, IDS, notifications=False, spec=crosses.identity())
+    try:
+        assert ref.start(wait_s=5)
+        writer.write(IDS[0], blob(with_version(learned_state(rng, 23, 3), 1)))
+        wait_for(lambda: ref.health().products_with_params == 1, 5, "first values")
+        client.flushdb()  # Redis wiped: values, versions, epoch and the record gone
+        writer.write(IDS[1], blob(with_version(learned_state(rng, 23, 3), 2)))
+        assert read_store_spec(client, "t") == (crosses.identity(), True)
+        wait_for(lambda: ref.snapshot.version_of(IDS[1]) == 2, 5, "values after the wipe")
+        assert ref.health().spec_error is None
+        # another spec's record stays: this writer does not take the store back
+        client.set("t:spec", json.dumps(shipped().identity()))
+        writer.write(IDS[2], blob(with_version(learned_state(rng, 23, 3), 3)))
+        assert read_store_spec(client, "t")[0] == shipped().identity()
+        wait_for(lambda: ref.health().spec_error is not None, 5, "the other record seen")
+    finally:
+        ref.stop()
