@@ -53,12 +53,14 @@ from contract.codec import CodecError, Params, decode
 from contract.config import Settings
 from contract.context_spec import parse_stored, spec_conflict
 from contract.store import EPOCH_CHANGED, ParamStore, redis_client
-from serving.snapshot import Snapshot
+from serving.snapshot import Snapshot, trim_heap
 
 log = logging.getLogger(__name__)
 
 MGET_CHUNK = 1000
+TX_PRODUCTS = 2000  # values per MULTI/EXEC: ~4 MB, well within the socket timeout
 _UNREAD = object()  # the epoch before the first load (None is a real value: no epoch key)
+_MIXED = object()  # values read under two epochs: equal to none, so the caller reads again
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,9 @@ class SnapshotRefresher:
         else:
             self._apply(params, stamp)
         self._syncs += 1
+        if len(params) >= 4096:  # a big load's decoded values: their heap back to the OS
+            del params
+            trim_heap()
 
     def _stale(self, epoch: str | None, versions: dict[str, int]) -> list[str]:
         """The products to read: newer in Redis than in the snapshot, or all on a new epoch."""
@@ -316,32 +321,39 @@ class SnapshotRefresher:
                         len(params))
 
     def _read(self, store: ParamStore,
-              product_ids: list[str]) -> tuple[str | None, dict[str, Params]]:
-        """The epoch and the values of these products, read in one MULTI/EXEC (MGET chunks)
-        so the values belong to that epoch; a corrupt value is skipped."""
-        pipe = store.client.pipeline(transaction=True)
-        pipe.get(store.keys.epoch)
-        chunks = [product_ids[i:i + MGET_CHUNK] for i in range(0, len(product_ids), MGET_CHUNK)]
-        for chunk in chunks:
-            pipe.mget([store.keys.arm(p) for p in chunk])
-        if self.spec is not None:  # the values' spec, read in the same transaction
-            pipe.get(self._spec_key)
-            raw_epoch, *results, raw_spec = pipe.execute()
-            if self._spec_blocks(raw_spec, any(b is not None for r in results for b in r)):
-                return (None if raw_epoch is None else raw_epoch.decode()), {}
-        else:
-            raw_epoch, *results = pipe.execute()
-        epoch = None if raw_epoch is None else raw_epoch.decode()
+              product_ids: list[str]) -> tuple[object, dict[str, Params]]:
+        """The epoch and the values of these products, each ``TX_PRODUCTS`` of them read in
+        one MULTI/EXEC with the epoch (MGET chunks), so every value belongs to the epoch
+        returned; if two transactions saw different epochs the epoch returned is ``_MIXED``,
+        equal to none, and the caller reads again. (One transaction for a whole catalog -
+        200 MB at 100,000 products - outlasted the socket timeout: the first load never
+        finished.) A corrupt value is skipped."""
+        epochs: set[str | None] = set()
         out: dict[str, Params] = {}
-        for chunk, blobs in zip(chunks, results, strict=True):
-            for pid, blob in zip(chunk, blobs, strict=True):
-                if blob is None:
-                    continue
-                try:
-                    out[pid] = decode(blob, self.settings.model.dim)
-                except CodecError as exc:
-                    log.error("skipping corrupt parameters of %s: %s", pid, exc)
-        return epoch, out
+        for lo in range(0, max(1, len(product_ids)), TX_PRODUCTS):
+            part = product_ids[lo:lo + TX_PRODUCTS]
+            pipe = store.client.pipeline(transaction=True)
+            pipe.get(store.keys.epoch)
+            chunks = [part[i:i + MGET_CHUNK] for i in range(0, len(part), MGET_CHUNK)]
+            for chunk in chunks:
+                pipe.mget([store.keys.arm(p) for p in chunk])
+            if self.spec is not None:  # the values' spec, read in the same transaction
+                pipe.get(self._spec_key)
+                raw_epoch, *results, raw_spec = pipe.execute()
+                if self._spec_blocks(raw_spec, any(b is not None for r in results for b in r)):
+                    return (None if raw_epoch is None else raw_epoch.decode()), {}
+            else:
+                raw_epoch, *results = pipe.execute()
+            epochs.add(None if raw_epoch is None else raw_epoch.decode())
+            for chunk, blobs in zip(chunks, results, strict=True):
+                for pid, blob in zip(chunk, blobs, strict=True):
+                    if blob is None:
+                        continue
+                    try:
+                        out[pid] = decode(blob, self.settings.model.dim)
+                    except CodecError as exc:
+                        log.error("skipping corrupt parameters of %s: %s", pid, exc)
+        return (epochs.pop() if len(epochs) == 1 else _MIXED), out
 
     def _spec_blocks(self, raw_spec: bytes | None, has_params: bool) -> bool:
         """Whether the store's parameters belong to another feature spec than this replica's

@@ -76,7 +76,7 @@ def spare_rows(m: int) -> int:
     return max(64, m // 64)
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Give the heap freed by building a whole store back to the OS (glibc's malloc_trim; a
     no-op elsewhere): the build's temporaries would otherwise stay in the process's
     resident memory, about a tenth of the store at 100,000 products."""
@@ -226,7 +226,7 @@ class Snapshot:
             rows.write(slot[lo:lo + 4096], thetas[lo:lo + 4096], A_invs[lo:lo + 4096],
                        meta[lo:lo + 4096])
         if m >= 4096:
-            _trim_heap()
+            trim_heap()
         self._init(ids, index, rows, slot, rows.head, int(versions.sum()),
                    time.monotonic() if synced_at is None else synced_at)
 
@@ -289,7 +289,7 @@ class Snapshot:
                        np.broadcast_to(eye, (part.size, dim, dim)),
                        np.zeros((part.size, 3), dtype=np.int64))
         if m >= 4096:
-            _trim_heap()
+            trim_heap()
         return cls._new(ids, index, rows, slot, rows.head, 0, time.monotonic())
 
     @classmethod
@@ -563,7 +563,7 @@ class Snapshot:
             if r in old.exact:
                 rows.exact[int(slot[j])] = old.exact[r]
         if m >= 4096:
-            _trim_heap()
+            trim_heap()
         return Snapshot._new(self.product_ids, self._index, rows, slot, rows.head,
                              self.model_version, self.synced_at)
 
