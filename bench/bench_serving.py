@@ -326,6 +326,77 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
     }
 
 
+def refresher_worker(port: int, m: int) -> dict[str, Any]:
+    """In a process of its own: the real :class:`SnapshotRefresher` loading m products from
+    the Redis on ``port`` (as a replica starting), its time and this process's RSS after."""
+    from contract import codec
+    from contract.config import Settings
+    from serving.refresher import SnapshotRefresher
+
+    settings = Settings.from_env({"RTREC_REDIS_PORT": port})
+    ids = [f"p{i:06d}" for i in range(m)]
+    before = _rss_mb()
+    ref = SnapshotRefresher(settings, ids, notifications=True)
+    t0 = time.perf_counter()
+    loaded = ref.start(wait_s=600)
+    load_s = time.perf_counter() - t0
+    time.sleep(1.0)
+    snap = ref.snapshot
+    out = {"products": m, "loaded": loaded, "load_s": load_s, "rss_mb": _rss_mb(),
+           "rss_before_mb": before, "products_with_params": len(snap) - snap.prior_count,
+           "params_mb": m * codec.encoded_size(D) / 2**20, "store_mb": snap.nbytes / 2**20}
+    ref.stop()
+    out["rss_over_params"] = out["rss_mb"] / out["params_mb"]
+    return out
+
+
+def bench_refresher_load(m: int = 100_000) -> dict[str, Any]:
+    """A redis-server of its own holding m learned values, then :func:`refresher_worker`."""
+    import shutil
+
+    from contract import codec, linucb
+    from contract.config import Settings
+    from contract.store import ParamStore, redis_client
+    from devstack.stack import free_port
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-redis-") as root:
+        server = subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server",
+                                   "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", root],
+                                  stdout=subprocess.DEVNULL)
+        try:
+            settings = Settings.from_env({"RTREC_REDIS_PORT": port})
+            client = redis_client(settings.redis)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            store = ParamStore(client, settings.redis.prefix)
+            rng = np.random.default_rng(7)
+            pool = [linucb.update_batch(linucb.init_state(D), rng.uniform(0, 1, (20, D)),
+                                        (rng.uniform(size=20) < 0.3).astype(float))
+                    for _ in range(64)]
+            for lo in range(0, m, 5000):
+                store.write_many([(f"p{i:06d}", codec.encode(pool[i % 64], 1))
+                                  for i in range(lo, min(m, lo + 5000))])
+            out = subprocess.run([sys.executable, "-m", "bench.bench_serving",
+                                  "--refresher-worker", str(port), str(m)],
+                                 capture_output=True, text=True, check=True)
+        finally:
+            server.terminate()
+            server.wait(10)
+    row = json.loads(out.stdout)
+    log.info("refresher load: %d products in %.1f s, RSS %.0f MiB (%.2fx the parameters)",
+             m, row["load_s"], row["rss_mb"], row["rss_over_params"])
+    return row
+
+
 def bench_scale_updates(m: int = 100_000, rate: float = 2000.0, seconds: float = 30.0
                         ) -> dict[str, Any]:
     """:func:`scale_worker` in a fresh process (``--scale-worker``)."""
@@ -629,11 +700,17 @@ def main() -> int:
     parser.add_argument("--load-extra", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--scale-worker", nargs=3, metavar=("M", "RATE", "SECONDS"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--refresher-worker", nargs=2, metavar=("PORT", "M"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--scale-products", type=int, default=100_000,
                         help="products of the scale part's run with updates arriving")
     parser.add_argument("--updates-per-s", type=float, default=2000.0,
                         help="product updates/s of the scale part's run with updates")
     args = parser.parse_args()
+    if args.refresher_worker:
+        port, m = args.refresher_worker
+        print(json.dumps(refresher_worker(int(port), int(m))))
+        return 0
     if args.scale_worker:
         m, rate, secs = args.scale_worker
         print(json.dumps(scale_worker(int(m), float(rate), float(secs))))
@@ -673,12 +750,13 @@ def main() -> int:
                 http = bench_http(settings, 3.0 if args.quick else args.seconds)
                 log.info("HTTP %.0f rps p50 %.2f ms p99 %.2f ms", http["rps"], http["p50_ms"],
                          http["p99_ms"])
-            scale_updates = None
+            scale_updates = refresher_load = None
             if "scale" in parts:
                 log.info("scale")
                 scale = bench_scale(settings)
                 scale_updates = bench_scale_updates(args.scale_products, args.updates_per_s,
                                                     10.0 if args.quick else 30.0)
+                refresher_load = bench_refresher_load(args.scale_products)
             if "controls" in parts:
                 log.info("merchandising controls")
                 controls = bench_controls(settings, 3_000 if args.quick else 20_000,
@@ -690,7 +768,8 @@ def main() -> int:
         finally:
             stack.down()
     result = {"inprocess": inproc, "http": http, "scale": scale,
-              "scale_with_updates": scale_updates, "controls": controls,
+              "scale_with_updates": scale_updates, "refresher_load": refresher_load,
+              "controls": controls,
               "command": "make bench (python -m bench --only serving)",
               "load_average_1m": {"before": load_before[0], "after": load_after[0]},
               "note": "2-core machine shared with other jobs: a load average above 2 "
@@ -742,18 +821,28 @@ def _write_scale(args: argparse.Namespace) -> int:
     scale = bench_scale(Settings.from_env({}))
     row = bench_scale_updates(args.scale_products, args.updates_per_s,
                               10.0 if args.quick else 30.0)
+    load_mid = os.getloadavg()[0]
+    start = bench_refresher_load(args.scale_products)
     load_after = os.getloadavg()[0]
     row = {**row, "command": "python -m bench.bench_serving --parts scale",
-           "load_average_1m": {"before": load_before, "after": load_after}}
+           "load_average_1m": {"before": load_before, "after": load_mid}}
+    start = {**start, "command": "python -m bench.bench_serving --parts scale",
+             "load_average_1m": {"before": load_mid, "after": load_after},
+             "what": "the real SnapshotRefresher (notifications on) loading every product "
+                     "from a redis-server of its own, in a process of its own"}
     for r in scale:
         print(f"{r['products']:>7} products: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms")
     _print_scale_updates(row)
+    print(f"refresher start: {start['products']:,} products loaded from Redis in "
+          f"{start['load_s']:.1f} s, RSS {start['rss_mb']:.0f} MiB "
+          f"({start['rss_over_params']:.2f}x the parameters)")
     if args.quick:
         return 0
     path = RESULTS / "bench_serving.json"
     record = json.loads(path.read_text()) if path.exists() else {}
     record.pop("machine", None)
-    path = write_result("bench_serving", {**record, "scale": scale, "scale_with_updates": row})
+    path = write_result("bench_serving", {**record, "scale": scale, "scale_with_updates": row,
+                                          "refresher_load": start})
     if _plot_scale_updates(row, path.with_name("bench_serving_scale_updates.png")):
         print(f"plot {path.with_name('bench_serving_scale_updates.png')}")
     print(f"wrote {path}")
