@@ -366,7 +366,9 @@ def bench_refresher_load(m: int = 100_000) -> dict[str, Any]:
                                    "--appendonly", "no", "--dir", root],
                                   stdout=subprocess.DEVNULL)
         try:
-            settings = Settings.from_env({"RTREC_REDIS_PORT": port})
+            # the set-up's writes may wait on a loaded machine: a long timeout for them only
+            settings = Settings.from_env({"RTREC_REDIS_PORT": port,
+                                          "RTREC_REDIS_TIMEOUT_S": 60})
             client = redis_client(settings.redis)
             deadline = time.monotonic() + 10
             while True:
@@ -382,9 +384,9 @@ def bench_refresher_load(m: int = 100_000) -> dict[str, Any]:
             pool = [linucb.update_batch(linucb.init_state(D), rng.uniform(0, 1, (20, D)),
                                         (rng.uniform(size=20) < 0.3).astype(float))
                     for _ in range(64)]
-            for lo in range(0, m, 5000):
+            for lo in range(0, m, 1000):
                 store.write_many([(f"p{i:06d}", codec.encode(pool[i % 64], 1))
-                                  for i in range(lo, min(m, lo + 5000))])
+                                  for i in range(lo, min(m, lo + 1000))])
             out = subprocess.run([sys.executable, "-m", "bench.bench_serving",
                                   "--refresher-worker", str(port), str(m)],
                                  capture_output=True, text=True, check=True)
