@@ -226,7 +226,17 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
                                                 if w == where)
             for r in which:
                 want[f"{where}.dead_letters_{r}"] = expected_dl[where, r]
-        port = flink_rest_port(job)
+        found: list[int] = []
+
+        def rest_port() -> bool:  # /overview may take over its 1 s timeout on a loaded machine
+            try:
+                found.append(flink_rest_port(job))
+            except AssertionError:
+                return False
+            return True
+
+        wait_for(rest_port, 60, "the mini-cluster's REST endpoint", job, every_s=1.0)
+        port = found[-1]
         _wait_metrics(port, want, job)
         # source-batch is in the source's vertex since validate became a two-input operator
         # (the catalog's broadcast input): its metrics may reach the REST API a fetch later
