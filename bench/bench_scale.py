@@ -183,6 +183,27 @@ def _placement(s: Settings, jid: str) -> list[int]:
     return out
 
 
+def check_equal(a: dict[str, Any], c: dict[str, Any],
+                expected: dict[str, tuple[int, np.ndarray, np.ndarray]],
+                want: dict[str, int], atol: float = 1e-9) -> float:
+    """The learned parameters of two runs (product -> Params) against each other and batch
+    ridge: same products, n and versions, A^-1 and b within ``atol`` (the largest difference
+    is returned); raises AssertionError otherwise, as tests/flink_job/test_parallelism.py."""
+    if not (set(a) == set(c) == set(expected)):
+        raise AssertionError("the two runs learned different product sets")
+    diff = 0.0
+    for pid, (n, A_inv, b) in expected.items():
+        if not (a[pid].state.n == c[pid].state.n == n and
+                a[pid].version == c[pid].version == want[pid]):
+            raise AssertionError(f"{pid}: n or version differ")
+        for x, y in ((c[pid].state.A_inv, a[pid].state.A_inv), (c[pid].state.b, a[pid].state.b),
+                     (c[pid].state.A_inv, A_inv), (c[pid].state.b, b)):
+            diff = max(diff, float(np.max(np.abs(x - y))))
+    if diff > atol:
+        raise AssertionError(f"parallelism 2 and 1 differ by {diff} (> {atol})")
+    return diff
+
+
 def cluster_parallelism(base: Settings, work: Path, n_events: int) -> dict[str, Any]:
     port = free_port()
     common = {"RTREC_FLINK_REST_PORT": port, "RTREC_STACK_DIR": work / "cluster-par"}
@@ -222,19 +243,7 @@ def cluster_parallelism(base: Settings, work: Path, n_events: int) -> dict[str, 
     finally:
         _down(s1)
     expected = ridge(traffic.observations, s1.model.dim, s1.model.l2)
-    a, c = params[1], params[2]
-    if not (set(a) == set(c) == set(expected)):
-        raise AssertionError("the two runs learned different product sets")
-    diff = 0.0
-    for pid, (n, A_inv, b) in expected.items():
-        if not (a[pid].state.n == c[pid].state.n == n and
-                a[pid].version == c[pid].version == want[pid]):
-            raise AssertionError(f"{pid}: n or version differ")
-        for x, y in ((c[pid].state.A_inv, a[pid].state.A_inv), (c[pid].state.b, a[pid].state.b),
-                     (c[pid].state.A_inv, A_inv), (c[pid].state.b, b)):
-            diff = max(diff, float(np.max(np.abs(x - y))))
-    if diff > 1e-9:
-        raise AssertionError(f"parallelism 2 and 1 differ by {diff} (> 1e-9)")
+    diff = check_equal(params[1], params[2], expected, want)
     out.update({"equal": True, "max_abs_diff": diff, "products": len(expected),
                 "speedup": round(out["p2"]["job_eps"] / out["p1"]["job_eps"], 3)})
     return out
