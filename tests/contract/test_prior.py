@@ -84,7 +84,7 @@ def test_no_pool_no_data_or_m_zero_is_the_identity_prior() -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_a_pool_younger_than_min_obs_gives_the_identity(seed: int) -> None:
-    pool, X, _ = _learn_category(np.random.default_rng(seed), m=4.0)
+    pool, _, _ = _learn_category(np.random.default_rng(seed), m=4.0)
     identity = linucb.init_state(D, L2)
     young = informed_state(pool, D, L2, 4.0, min_obs=pool.n + 1)
     np.testing.assert_array_equal(young.A_inv, identity.A_inv)
