@@ -119,11 +119,13 @@ class CatalogIndex:
         cats = list(categories) if categories is not None else ["(none)"] * m
         if len(cats) != m:
             raise ValueError("categories: one per product")
+        self._cats = cats
         self.categories: tuple[str, ...] = tuple(sorted(set(cats)))
         code = {c: i for i, c in enumerate(self.categories)}
         self.category_of = np.array([code[c] for c in cats], dtype=np.int64)
         self.known_categories = categories is not None
         price = np.asarray(prices if prices is not None else np.zeros(m), dtype=np.float64)
+        self._prices = price
         span = float(price.max() - price.min()) if m else 0.0
         self.attribute = (price - price.min()) / span if span > 0 else np.zeros(m)
         self._stock_base = (np.ones(m, dtype=bool) if in_stock is None
@@ -173,6 +175,25 @@ class CatalogIndex:
         self.in_stock = stock  # one reference swap: a request sees the old or the new array
         self.out_of_stock = frozenset(self.product_ids[i] for i in np.flatnonzero(~stock))
         return self.out_of_stock
+
+    def extended(self, product_ids: Sequence[str], categories: Sequence[str],
+                 prices: Sequence[float], in_stock: Sequence[bool]) -> CatalogIndex:
+        """A new index with these products appended, in this order (the snapshot appends the
+        same ids in the same order: serving/recommender.py ``add_products``), carrying the
+        admin's out-of-stock ids and the hidden (retired) ones; categories are re-coded and
+        the price attribute re-normalised over all products. Built aside, then swapped in
+        with one reference: a request holds one index for its whole ranking."""
+        if any(p in self.index for p in product_ids):
+            raise ValueError("product_ids: already in the catalog")
+        cats = self._cats + list(categories) if self.known_categories else None
+        new = CatalogIndex(self.product_ids + tuple(product_ids), cats,
+                           np.concatenate([self._prices, np.asarray(prices, dtype=np.float64)]),
+                           np.concatenate([self._stock_base, np.asarray(in_stock, dtype=bool)]))
+        new._admin_out = list(self._admin_out)
+        new.hidden = np.concatenate([self.hidden, np.zeros(len(product_ids), dtype=bool)])
+        new.hidden_ids = self.hidden_ids
+        new._restock()
+        return new
 
     def set_catalog(self, in_stock: Mapping[str, bool], retired: Collection[str]) -> None:
         """The live catalog's flags (serving/catalog.py): the in-stock flag of each product it

@@ -60,6 +60,17 @@ class ProductHealth:
         with self._lock:
             self.click_count[index] += 1
 
+    def ensure(self, m: int) -> None:
+        """Room for ``m`` products (new catalog products at the end): done before the
+        snapshot and the catalog index grow, so an answer never holds an index past these."""
+        with self._lock:
+            k = m - self.last_shown.size
+            if k <= 0:
+                return
+            self.last_shown = np.concatenate([self.last_shown, np.full(k, -np.inf)])
+            self.shown_count = np.concatenate([self.shown_count, np.zeros(k, dtype=np.int64)])
+            self.click_count = np.concatenate([self.click_count, np.zeros(k, dtype=np.int64)])
+
     def report(self, snap: Snapshot, window_s: float, stale_s: float,
                now_s: float | None = None) -> dict[str, Any]:
         """The health report (JSON-able); products in the snapshot's order."""
@@ -69,6 +80,8 @@ class ProductHealth:
                                    self.click_count.copy())
             answers, explored = self.answers, self.explored
         ids = snap.product_ids
+        n = len(ids)  # the counters may already hold products the snapshot has not added yet
+        last, shown, clicks = last[:n], shown[:n], clicks[:n]
         recent = last >= now_s - window_s
         has = snap.versions > 0
         age_s = np.where(has, now_s - snap.updated_at_ms / 1000.0, np.inf)
@@ -101,26 +114,37 @@ class Popularity:
     def __init__(self, m: int, weight: float) -> None:
         self.weight = weight
         self.known = np.zeros(m, dtype=np.int64)  # the most clicks ever seen per product
-        self._generation: int | None = None  # not the snapshot: holding it pins its rows
-        self._term: np.ndarray | None = None
+        # (snapshot generation, its term) as ONE reference: requests of several threads read
+        # it; the generation, not the snapshot: holding the snapshot pins its rows
+        self._cached: tuple[int | None, np.ndarray | None] = (None, None)
 
     def term(self, snap: Snapshot) -> np.ndarray | None:
         """(m,) added to the scores, non-zero only for products without parameters; None when
-        it would add nothing (the usual case once every product has parameters)."""
-        if snap.generation == self._generation:
-            return self._term
-        known = np.maximum(self.known, snap.clicks)
-        self.known = known
-        if snap.prior_count == 0:  # every product has parameters: nothing to add
-            self._generation, self._term = snap.generation, None
-            return None
-        prior = snap.versions == 0
-        top = int(known.max()) if known.size else 0
+        it would add nothing (the usual case once every product has parameters). Safe from
+        several request threads, whose snapshots may differ in length while products are
+        added to the live catalog."""
+        generation, cached = self._cached
+        if snap.generation == generation:
+            return cached
+        n = len(snap)
+        seen = self.known  # one read: another thread may swap it meanwhile
+        if seen.size < n:  # products added to the catalog: none clicked yet
+            seen = np.concatenate([seen, np.zeros(n - seen.size, np.int64)])
+        known = np.maximum(seen[:n], snap.clicks)
+        if seen.size > n:  # an older snapshot than another thread's: keep the longer counts
+            grown = seen.copy()
+            grown[:n] = known
+            self.known = grown
+        else:
+            self.known = known
         term = None
-        if self.weight > 0 and top > 0 and bool((known[prior] > 0).any()):
-            term = np.log1p(known) * (self.weight / np.log1p(top))
-            term[~prior] = 0.0
-        self._generation, self._term = snap.generation, term
+        if snap.prior_count > 0:  # else every product has parameters: nothing to add
+            prior = snap.versions == 0
+            top = int(known.max()) if known.size else 0
+            if self.weight > 0 and top > 0 and bool((known[prior] > 0).any()):
+                term = np.log1p(known) * (self.weight / np.log1p(top))
+                term[~prior] = 0.0
+        self._cached = (snap.generation, term)
         return term
 
 

@@ -258,14 +258,59 @@ class Recommender:
         in-stock flag, and its retired products hidden from every answer (pins included).
         A product with a record but no row here is counted in ``catalog_pending``."""
         records = dict(cat.records)
+        new = sorted(p for p in records if p not in self.catalog.index)
+        if new:
+            self.add_products([records[p] for p in new])
         self.catalog.set_catalog({p: r.in_stock for p, r in records.items()}, set(cat.retired))
         pending = frozenset(records) - set(self.catalog.index)
         if pending != self.catalog_pending:
             self.catalog_pending = pending
             if pending:
                 log.warning("%d product(s) of the catalog topic have no row in this instance "
-                            "(rankable after a restart), e.g. %s", len(pending),
+                            "yet (the refresher has not appended them), e.g. %s", len(pending),
                             sorted(pending)[:3])
+
+    def add_products(self, records: Sequence[Any], timeout_s: float = 5.0) -> bool:
+        """Make brand-new catalog products rankable without a restart (records with
+        ``product_id``, ``category``, ``price``, ``in_stock``: contract.catalog.ProductRecord).
+
+        Sizes grow in one order, so a request (which reads the snapshot and the catalog
+        index once each) never holds an index past what it reads: the health counters, then
+        the snapshot (appended at the prior by the refresher's thread, which then reads their
+        parameters if Redis has some), then the catalog index, swapped in whole. A request
+        ranks over the first ``len(catalog)`` products of its snapshot. False (retried at the
+        next catalog change) when the snapshot did not grow within ``timeout_s``."""
+        ids = [r.product_id for r in records if r.product_id not in self.catalog.index]
+        if not ids:
+            return True
+        recs = [r for r in records if r.product_id in set(ids)]
+        self.product_health.ensure(len(self.catalog) + len(ids))
+        if self._refresher is not None:
+            self._refresher.add_products(ids)
+            deadline = time.monotonic() + timeout_s
+            while any(self._refresher.snapshot.index(p) is None for p in ids):
+                if time.monotonic() > deadline:
+                    log.warning("the snapshot did not take %d new product(s) within %.0f s; "
+                                "retrying at the next catalog change", len(ids), timeout_s)
+                    return False
+                time.sleep(0.01)
+        else:
+            assert self._snapshot is not None
+            self._snapshot = self._snapshot.with_products(
+                [p for p in ids if self._snapshot.index(p) is None], self.settings.model.l2)
+        snap_ids = self.snapshot.product_ids
+        order = {p: i for i, p in enumerate(snap_ids)}
+        recs.sort(key=lambda r: order[r.product_id])
+        if snap_ids[len(self.catalog):len(self.catalog) + len(recs)] != tuple(
+                r.product_id for r in recs):
+            raise RuntimeError("the snapshot appended products in another order than the "
+                               "catalog index")  # a bug: refuse rather than mislabel products
+        self.catalog = self.catalog.extended(
+            [r.product_id for r in recs], [r.category for r in recs],
+            [r.price for r in recs], [r.in_stock for r in recs])
+        log.info("%d product(s) rankable from the live catalog, e.g. %s", len(recs),
+                 [r.product_id for r in recs][:3])
+        return True
 
     # --- state ---------------------------------------------------------------------------
     @property
@@ -434,6 +479,7 @@ class Recommender:
             ts_ms = _ts_ms(when)
         vec = self._x(x) if x is not None else self.context(int(user_id), user, when)
         controls = self.defaults
+        cat = self.catalog  # one index for the whole ranking (the live catalog swaps it)
         if (exclude is not None or in_stock_only is not None or include_categories is not None
                 or exclude_categories is not None or pins is not None or boosts is not None
                 or max_per_category is not None or mmr_lambda is not None):
@@ -442,8 +488,8 @@ class Recommender:
                 include_categories=include_categories, exclude_categories=exclude_categories,
                 pins=pins, boosts=boosts, max_per_category=max_per_category,
                 mmr_lambda=mmr_lambda)
-            check(controls, self.catalog, k, self.limits)
-        plain = is_plain(controls, self.catalog)
+            check(controls, cat, k, self.limits)
+        plain = is_plain(controls, cat)
         if policy == PLACKETT_LUCE and not plain:
             policy = "linucb"  # the controls' selection does not sample (docs/EXPERIMENTS.md)
         if not plain and policy not in ("linucb", "greedy", "random"):
@@ -459,16 +505,19 @@ class Recommender:
         pop = self.popularity.term(snap)
         if pop is not None:  # products without parameters: prior + popularity
             base = base + pop
+        if base.shape[0] > len(cat):  # products the snapshot has and the index not yet
+            base, mean = base[:len(cat)], mean[:len(cat)]
+            pop = None if pop is None else pop[:len(cat)]
         applied: tuple[str, ...] = ()
         eligible_n = None
         boosted = None
         sel = None
         if not plain:
-            sel = select(policy, base, self.catalog, controls, k, lambda: rng_of(request_id),
+            sel = select(policy, base, cat, controls, k, lambda: rng_of(request_id),
                          self.limits) if policy != "random" else None
             if sel is None:
                 with self._rng_lock:
-                    sel = select(policy, base, self.catalog, controls, k, self._rng,
+                    sel = select(policy, base, cat, controls, k, self._rng,
                                  self.limits)
             idx, score_arr, propensity = sel.indices, sel.scores, sel.propensity
             applied, eligible_n, boosted = sel.applied, sel.eligible_n, sel.boosted
@@ -478,7 +527,7 @@ class Recommender:
         elif policy == PLACKETT_LUCE:  # an experiment's exploring variant
             assert variant is not None and self.experiment is not None
             with self._rng_lock:
-                ranked = self.experiment.rank(variant, lambda _x, _a: base, len(snap), vec, k,
+                ranked = self.experiment.rank(variant, lambda _x, _a: base, base.shape[0], vec, k,
                                               self._rng)
             idx, score_arr, propensity = ranked.indices, ranked.scores, ranked.propensity
             probs = (tuple(ranked.prefix.tolist()), tuple(ranked.slots.tolist()))
@@ -486,7 +535,7 @@ class Recommender:
             def scores_fn(_x: np.ndarray, _a: float) -> np.ndarray:
                 return base
             with self._rng_lock:
-                ranking = rank(policy, scores_fn, len(snap), vec, k, alpha, self._rng)
+                ranking = rank(policy, scores_fn, base.shape[0], vec, k, alpha, self._rng)
             idx, score_arr, propensity = ranking.indices, ranking.scores, ranking.propensity
         ids = snap.product_ids
         idx_list = idx.tolist()
@@ -560,7 +609,7 @@ class Recommender:
         if self.experiment.experiment.shadows:
             def scores(_x: np.ndarray, a: float) -> np.ndarray:
                 s = snap.scores_and_mean(vec, a)[0]
-                return s + pop if pop is not None else s
+                return s[:pop.shape[0]] + pop if pop is not None else s
             eligible = np.flatnonzero(sel.mask) if sel is not None else None
             out["shadows"] = self.experiment.shadows(scores, vec, k, snap.product_ids, eligible)
         return out

@@ -113,6 +113,11 @@ class SnapshotRefresher:
         self._warned_unknown = False
         self._last_snapshot_ms: int | None = None
         self._reload = False  # a rollback was announced: sync everything at once
+        # products added to the live catalog (Recommender.add_products), appended by this
+        # thread: the only one that replaces the snapshot while it runs
+        self._adding: list[str] = []
+        self._adding_lock = threading.Lock()
+        self._wake = threading.Event()  # set by add_products and stop: the loop's sleep ends
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, wait_s: float = 0.0) -> bool:
@@ -124,8 +129,28 @@ class SnapshotRefresher:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def add_products(self, product_ids: Sequence[str]) -> None:
+        """Append brand-new products (at the prior) at this thread's next round (at most
+        0.1 s with notifications, a poll interval without), then read their parameters if
+        Redis already has some (a re-added product, or one the job learned first). Before
+        the thread runs, or once it is stopped, they are appended at once."""
+        with self._adding_lock:
+            self._adding.extend(p for p in product_ids if p not in self._adding)
+        self._wake.set()
+        if self._thread is None or not self._thread.is_alive():
+            self._take_added()
+
+    def _take_added(self) -> bool:
+        with self._adding_lock:
+            ids, self._adding = [p for p in self._adding if self.snapshot.index(p) is None], []
+        if ids:
+            self.snapshot = self.snapshot.with_products(ids, self.settings.model.l2)
+            log.info("%d product(s) added from the catalog, e.g. %s", len(ids), ids[:3])
+        return bool(ids)
 
     def wait_loaded(self, timeout_s: float) -> bool:
         return self._loaded.wait(timeout_s)
@@ -172,6 +197,7 @@ class SnapshotRefresher:
                         with contextlib.suppress(Exception):  # a dead connection may raise
                             closable.close()
             if not self._stop.is_set():
+                self._take_added()  # Redis down: still rankable (at the prior) meanwhile
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, max(0.5, self.settings.serving.poll_interval_s))
 
@@ -193,7 +219,10 @@ class SnapshotRefresher:
             if pubsub is not None:
                 self._drain(store, pubsub, min(0.1, max(0.0, next_probe - time.monotonic())))
             else:
-                self._stop.wait(max(0.0, min(next_poll, next_probe) - time.monotonic()))
+                self._wake.wait(max(0.0, min(next_poll, next_probe) - time.monotonic()))
+                self._wake.clear()
+            if self._adding and self._take_added():
+                self._sync_by_versions(store)  # their parameters, if Redis has some
             if time.monotonic() >= next_probe:
                 self._probe(store, pubsub)
                 next_probe = time.monotonic() + probe_every
