@@ -1,5 +1,7 @@
 """The live catalog through the real job (Kafka, Redis, ``python -m flink_job run`` on a
-mini-cluster): a product added to the catalog topic while the job runs is learned; a retired
+mini-cluster): a product added to the catalog topic while the job runs is learned, and one
+added while the job and serving run is ranked by serving, learned, and answered with its
+learned parameters; a retired
 product's events are dead-lettered ``retired_product``; after a SIGKILL and a restore from a
 checkpoint the job still knows it is retired (broadcast state), and once re-added it learns on
 from the state it had before the retirement.
@@ -22,6 +24,7 @@ from contract.events import Impression
 from contract.kafka import kafka_producer
 from endtoend.harness import JobProcess, now_ms, produce
 from flink_job import checkpoints
+from serving.recommender import Recommender
 from tests.helpers import DeadLetters, store, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.timeout(900)]
@@ -102,6 +105,33 @@ def test_added_learned_retired_dead_lettered_and_readded_after_a_restore(
         # added while the job runs: learned
         _catalog(s, ("k2", ProductRecord("k2", "Tea", 4.0)))
         _learned_while_sending(s, traffic, "k2", 3, job, 60)
+        # added while the job AND serving run: serving ranks it, its impression and click go
+        # through serving, the job learns it, and serving answers with its learned parameters
+        rec = Recommender.from_settings(s, wait_s=5.0, seed=3)
+        try:
+            _catalog(s, ("k3", ProductRecord("k3", "Tea", 5.0)))
+
+            def served() -> str | None:
+                if "k3" not in rec.catalog.index:
+                    return None
+                others = [p for p in rec.catalog.product_ids if p != "k3"]
+                r = rec.recommend(1, x=np.full(s.model.dim, 0.5), k=1, exclude=others)
+                return r.request_id if [it.product_id for it in r.items] == ["k3"] else None
+
+            wait_for(lambda: served() is not None, 30, "k3 rankable in serving", job)
+
+            def learned() -> bool:
+                rid = served()
+                assert rid is not None
+                rec.feedback(rid, "k3")
+                v = rec.snapshot.version_of("k3")
+                return v is not None and v > 0
+
+            wait_for(learned, 120, "k3 learned by the job and in serving's snapshot", job,
+                     every_s=0.5)
+            assert _n(s, "k3") >= 1
+        finally:
+            rec.close()
         # retired: its events dead-lettered with their own reason, its state left alone
         _catalog(s, ("k2", None))
         wait_for(lambda: (traffic.send("k2"), _retired(dl, "k2") >= 1)[1], 60,
