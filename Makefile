@@ -85,7 +85,7 @@ load: install  ## 20k events/s for 10 s into a running stack's Kafka
 simulate: install  ## the closed-loop acceptance run (5,000 visits, both starts) -> results/simulate.*
 	$(PY) -m endtoend demo --visits 5000
 	$(PY) -m endtoend feedback --visits 5000  # feedback rules, drift -> results/simulate_feedback.*
-	$(PY) -m endtoend churn  # catalog churn, identity vs category prior -> results/simulate_churn.*
+	$(PY) -m endtoend churn --live  # catalog churn: identity vs category prior, and catalog record -> serving timed on the real parts -> results/simulate_churn.*
 	$(PY) -m endtoend.spec_worlds  # the shipped feature spec vs one with buckets and crosses -> results/simulate_spec.*
 	$(PY) -m endtoend.ope_validation --visits 20000 --in-stream  # off-policy estimates vs online, and the job's in-stream ones -> results/ope.*
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,6 +95,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     c.add_argument("--retire-at", type=int, default=2500, help="visit of the retirements")
     c.add_argument("--pseudo-obs", type=float, default=settings.model.prior_pseudo_obs,
                    help="m of the category prior (RTREC_PRIOR_PSEUDO_OBS)")
+    c.add_argument("--live", action="store_true",
+                   help="also time catalog records -> serving with the real Kafka and Redis "
+                        "(started when not running, and stopped after)")
     c.add_argument("--min-obs", type=int, default=settings.model.prior_min_obs,
                    help="observations a category's pool needs to inform (RTREC_PRIOR_MIN_OBS)")
     c.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -159,9 +163,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: need 0 < --add-at < --retire-at < --visits, --add >= 1, "
                   "0 <= --retire <= 200, --pseudo-obs >= 0", file=sys.stderr)
             return 2
+        live = None
+        if args.live:
+            from devstack.stack import Stack
+            from endtoend.churn import live_catalog_latency
+
+            stack = Stack(settings)
+            already = {n for n, st in stack.status().items() if st["running"]}
+            stack.up(timeout_s=120)
+            try:
+                ls = settings.isolated(f"churn{os.getpid()}", Path(settings.stack.dir) / "churn")
+                Stack(ls).create_topics()
+                live = live_catalog_latency(ls)
+                print(f"live catalog: record -> rankable {live['servable_after_add_ms']}, "
+                      f"record -> hidden {live['hidden_after_retire_ms']}")
+            finally:
+                if not already:
+                    stack.down()
         run_churn(args.visits, [int(x) for x in args.seeds.split(",") if x.strip()], args.add,
                   args.retire, args.add_at, args.retire_at, args.pseudo_obs, args.results_dir,
-                  args.min_obs)
+                  args.min_obs, live)
         return 0
     if args.command == "spec-worlds":
         from endtoend.spec_worlds import run as run_spec

@@ -20,8 +20,12 @@ starts (docs/LEARNING.md, "The category prior"):
 Per prior: the regret over the churn period (from ``add_at`` to the end; the first slot's
 expected click probability lost against the best product in the catalog at that visit), the
 visits until each new product is first shown (p50, and how many never were), and how many
-times a retired product was shown after its retirement (0 by construction here: the real
-system's figure comes from the closed loop with the live catalog).
+times a retired product was shown after its retirement (0 by construction here).
+
+With ``--live`` the real parts are measured too (:func:`live_catalog_latency`: Kafka, Redis and
+serving following the catalog topic): the time from a catalog record to serving ranking a new
+product, and to serving no longer returning a retired one, and retired products in the answers
+after each retirement was seen.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import exploration, linucb
+from contract.config import Settings
 from contract.features import CATEGORIES, FeatureSpace, Product, load_catalog, load_users
 from contract.prior import CategoryPool, informed_state
 from endtoend.simulation import SimulatedShop, Visit, first_click, make_visits
@@ -180,7 +185,8 @@ def summarise(tr: ChurnTrace, add_at: int, n_new: int, visits_after: int) -> dic
 
 def run(visits_n: int = 4000, seeds: Sequence[int] = (1, 2, 3, 4, 5, 6), n_new: int = 16,
         n_retired: int = 8, add_at: int = 1500, retire_at: int = 2500, m: float = 5.0,
-        results_dir: Path = Path("results"), min_obs: int = 100) -> dict:
+        results_dir: Path = Path("results"), min_obs: int = 100,
+        live: dict | None = None) -> dict:
     """Every seed, both priors; writes ``results/simulate_churn.json`` (and a plot)."""
     base = load_catalog()
     features = FeatureSpace.load()
@@ -220,18 +226,84 @@ def run(visits_n: int = 4000, seeds: Sequence[int] = (1, 2, 3, 4, 5, 6), n_new: 
         s["informed"]["regret_churn"] < s["identity"]["regret_churn"] for s in per)
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / "simulate_churn.json"
-    if path.exists():  # the closed loop's live-catalog figures, when it wrote them first
-        try:
-            old = json.loads(path.read_text())
-            for key in ("servable_after_add_ms", "hidden_after_retire_ms"):
-                if key in old.get("churn", {}):
-                    out["churn"][key] = old["churn"][key]
-        except (ValueError, AttributeError):
-            pass
+    if live is not None:  # the real parts' figures (live_catalog_latency)
+        out["churn"].update({k: v for k, v in live.items() if k != "retired_shown_after_live"})
+        out["churn"]["retired_shown_after"] += live["retired_shown_after_live"]
     path.write_text(json.dumps(out, indent=2) + "\n")
     _plot(curves, add_at, retire_at, results_dir / "simulate_churn.png")
     print(table(out))
     return out
+
+
+def live_catalog_latency(settings: Settings, n: int = 20, seed: int = 7) -> dict:
+    """The real parts: Kafka, Redis and serving following the catalog topic (in this process,
+    as an app embeds it). ``n`` products are added one at a time and timed from the catalog
+    record's acknowledgement to serving ranking it (it alone eligible), then ``n`` retired
+    one at a time and timed until serving no longer returns it, and every answer after a
+    retirement was seen is checked for retired products (``retired_shown_after``)."""
+    import time
+
+    from contract.catalog import ProductRecord, ensure_catalog_topic, write_records
+    from contract.kafka import kafka_producer
+    from serving.errors import ControlConflictError
+    from serving.recommender import Recommender
+
+    ensure_catalog_topic(settings)
+    producer = kafka_producer(settings.kafka)
+    rng = np.random.default_rng([seed, 19])
+    rec = Recommender.from_settings(settings, wait_s=10.0, seed=seed)
+    x = np.full(settings.model.dim, 0.5)
+    add_ms: list[float] = []
+    hide_ms: list[float] = []
+    retired: set[str] = set()
+    shown_after = 0
+    try:
+        write_records(producer, settings.kafka.topic_catalog, [("warm-up", None)])
+
+        def top(pid: str) -> bool:
+            others = [p for p in rec.catalog.product_ids if p != pid]
+            try:
+                items = rec.recommend(1, x=x, k=1, exclude=others).items
+            except ControlConflictError:  # nothing eligible: pid is hidden
+                return False
+            return [it.product_id for it in items] == [pid]
+
+        def check_retired() -> None:
+            nonlocal shown_after
+            got = {it.product_id for it in rec.recommend(1, x=rng.uniform(0, 1, x.size),
+                                                         k=10, policy="random").items}
+            shown_after += len(got & retired)
+
+        added = [f"live-{seed}-{i}" for i in range(n)]
+        for i, pid in enumerate(added):
+            t0 = time.perf_counter()
+            write_records(producer, settings.kafka.topic_catalog,
+                          [(pid, ProductRecord(pid, CATEGORIES[i % len(CATEGORIES)], 9.5))])
+            while pid not in rec.catalog.index or not top(pid):
+                if time.perf_counter() - t0 > 10:
+                    raise TimeoutError(f"{pid} not rankable 10 s after its record")
+                time.sleep(0.002)
+            add_ms.append((time.perf_counter() - t0) * 1000)
+        for pid in added:
+            t0 = time.perf_counter()
+            write_records(producer, settings.kafka.topic_catalog, [(pid, None)])
+            while top(pid):
+                if time.perf_counter() - t0 > 10:
+                    raise TimeoutError(f"{pid} still shown 10 s after its tombstone")
+                time.sleep(0.002)
+            hide_ms.append((time.perf_counter() - t0) * 1000)
+            retired.add(pid)
+            for _ in range(20):
+                check_retired()
+    finally:
+        rec.close()
+
+    def q(values: list[float]) -> dict:
+        return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99)),
+                "n": len(values)}
+
+    return {"servable_after_add_ms": q(add_ms), "hidden_after_retire_ms": q(hide_ms),
+            "retired_shown_after_live": shown_after}
 
 
 def features_dim(features: FeatureSpace, users: Sequence) -> int:
