@@ -87,9 +87,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
     c = sub.add_parser("churn", help="catalog churn and the category prior (docs/LEARNING.md)")
     c.add_argument("--visits", type=int, default=4000, help="visits per seed")
-    c.add_argument("--seeds", default="1,2,3,4,5,6",
+    c.add_argument("--seeds", default="1,2,3,4,5,6,7,8,9,10,11,12",
                    help="seeds of the visits, comma-separated")
-    c.add_argument("--add", type=int, default=16, help="products added at --add-at")
+    c.add_argument("--add", type=int, default=40, help="products added at --add-at")
     c.add_argument("--retire", type=int, default=8, help="products retired at --retire-at")
     c.add_argument("--add-at", type=int, default=1500, help="visit of the additions")
     c.add_argument("--retire-at", type=int, default=2500, help="visit of the retirements")

@@ -13,9 +13,10 @@ draws (a cascade reader, as the closed loop), and they differ only by where a ne
 starts (docs/LEARNING.md, "The category prior"):
 
 - ``identity``: ``A = l2 I, b = 0``;
-- ``informed``: its category's pool shrunk to ``m`` pseudo-observations
-  (:func:`contract.prior.informed_state`), which serving also scores an unlearned product
-  with; the pool is kept from the learned deltas as the job keeps it.
+- ``informed``: at its first learned step, its category's pool shrunk to ``m``
+  pseudo-observations (:func:`contract.prior.informed_state`), as the job starts it; the pool
+  is kept from the learned deltas as the job keeps it. Serving scores a never-learned product
+  at the identity prior under either setting (so does this learner).
 
 Per prior: the regret over the churn period (from ``add_at`` to the end; the first slot's
 expected click probability lost against the best product in the catalog at that visit), the
@@ -93,22 +94,17 @@ class ChurnLearner:
         self.pools = [CategoryPool.empty(self.dim) for _ in CATEGORIES]
         self.clicks = 0.0
         self.observations = 0
-        self._stale: set[int] = set()  # categories whose unlearned products need the pool
 
-    def refresh(self) -> None:
-        """Unlearned products follow their category's pool (serving scores them from it)."""
-        cats = np.asarray(self.categories)
-        for c in self._stale:
-            rows = np.flatnonzero(~self.learned & (cats == c))
-            if rows.size:
-                st = informed_state(self.pools[c], self.dim, self.l2, self.m, self.min_obs)
-                self.A_inv[rows], self.b[rows] = st.A_inv, st.b
-                self.theta[rows] = st.A_inv @ st.b
-        self._stale.clear()
+    def start(self, i: int) -> None:
+        """A product's first learned step starts from its category's pool as it is now (the
+        job reads the published pool when it learns a product's first batch); serving scores
+        a never-learned product at the identity prior, as this learner does until then."""
+        st = informed_state(self.pools[self.categories[i]], self.dim, self.l2, self.m,
+                            self.min_obs)
+        self.A_inv[i], self.b[i] = st.A_inv, st.b
+        self.theta[i] = st.A_inv @ st.b
 
     def recommend(self, x: np.ndarray, active: np.ndarray, k: int = K) -> list[int]:
-        if self.prior == "informed":
-            self.refresh()
         alpha = exploration.exploration_alpha("calibrated", 1.0, self.clicks,
                                               self.observations, x, self.l2)
         scores = linucb.ucb_scores(self.theta, self.A_inv, x, alpha)
@@ -118,6 +114,8 @@ class ChurnLearner:
     def learn(self, shown: Sequence[int], x: np.ndarray, clicked: int | None) -> None:
         for pos, i in enumerate(shown):
             r = 1.0 if pos == clicked else 0.0
+            if self.prior == "informed" and not self.learned[i]:
+                self.start(i)
             self.A_inv[i] = linucb.sherman_morrison(self.A_inv[i], x)
             self.b[i] += r * x
             self.theta[i] = self.A_inv[i] @ self.b[i]
@@ -126,7 +124,6 @@ class ChurnLearner:
                 c = self.categories[i]
                 # the pool from the delta (x x^T, r x, 1), as the job's pool operator sums it
                 self.pools[c] = self.pools[c].plus(np.outer(x, x), r * x, 1)
-                self._stale.add(c)
             self.clicks += r
             self.observations += 1
 
@@ -183,7 +180,7 @@ def summarise(tr: ChurnTrace, add_at: int, n_new: int, visits_after: int) -> dic
             "retired_shown_after": tr.retired_shown_after}
 
 
-def run(visits_n: int = 4000, seeds: Sequence[int] = (1, 2, 3, 4, 5, 6), n_new: int = 16,
+def run(visits_n: int = 4000, seeds: Sequence[int] = tuple(range(1, 13)), n_new: int = 40,
         n_retired: int = 8, add_at: int = 1500, retire_at: int = 2500, m: float = 5.0,
         results_dir: Path = Path("results"), min_obs: int = 100,
         live: dict | None = None) -> dict:

@@ -1,12 +1,13 @@
 """The churn simulation's pieces (endtoend/churn.py): newcomers are siblings of their category,
-nothing is shown outside the catalog of its visit, and the informed learner's pool and
-unlearned rows are the category prior's batch formula."""
+nothing is shown outside the catalog of its visit, and the informed learner's pool and each
+product's first step are the category prior's batch formula."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from contract import linucb
 from contract.features import CATEGORIES, FeatureSpace, load_catalog, load_users
 from contract.prior import informed_state
 from endtoend import churn
@@ -58,27 +59,32 @@ def test_the_catalog_of_each_visit_and_the_prior_formula(seed: int) -> None:
     fresh = churn.ChurnLearner("replay", cats, dim, "informed", m=10.0, min_obs=0)
     active = np.ones(len(products), bool)
     active[new_idx] = False
+    started = 0
     for v, x in zip(visits, xs, strict=True):
         if v.index == 100:
-            # the newcomers, never learned, are scored from their category's prior now
-            fresh.refresh()
-            assert any(fresh.b[i].any() for i in new_idx)  # some category has clicks
-            for i in new_idx:
-                st = informed_state(fresh.pools[cats[i]], dim, 1.0, 10.0)
-                assert fresh.pools[cats[i]].n > 0
-                np.testing.assert_allclose(fresh.A_inv[i], st.A_inv, rtol=1e-12, atol=1e-12)
-                np.testing.assert_allclose(fresh.b[i], st.b, rtol=1e-12, atol=1e-12)
             active[new_idx] = True
         if v.index == 200:
             active[retired] = False
         shown = fresh.recommend(x, active)
         assert all(active[i] for i in shown)  # never outside the visit's catalog
         clicked = first_click(v.draws, shop.probabilities(v)[shown])
-        fresh.learn(shown, x, clicked)
-        for pos, i in enumerate(shown):
+        for pos, i in enumerate(shown):  # one product at a time: each start checkable
+            r = 1.0 if pos == clicked else 0.0
+            want = None
+            if not fresh.learned[i]:
+                # scored at the identity until then; its first step starts from the pool now
+                np.testing.assert_array_equal(fresh.b[i], np.zeros(dim))
+                st = informed_state(fresh.pools[cats[i]], dim, 1.0, 10.0)
+                want = (linucb.sherman_morrison(st.A_inv, x), st.b + r * x)
+                started += int(fresh.pools[cats[i]].n > 0)
+            fresh.learn([i], x, 0 if pos == clicked else None)
+            if want is not None:
+                np.testing.assert_allclose(fresh.A_inv[i], want[0], rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(fresh.b[i], want[1], rtol=1e-12, atol=1e-12)
             S[cats[i]] += np.outer(x, x)
-            t[cats[i]] += (1.0 if pos == clicked else 0.0) * x
+            t[cats[i]] += r * x
             n[cats[i]] += 1
+    assert started > 0  # some products started from a pool with data
     for c in range(len(CATEGORIES)):
         assert fresh.pools[c].n == n[c]
         np.testing.assert_allclose(fresh.pools[c].S, S[c], rtol=1e-9, atol=1e-9)
