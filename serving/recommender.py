@@ -283,7 +283,8 @@ class Recommender:
         ids = [r.product_id for r in records if r.product_id not in self.catalog.index]
         if not ids:
             return True
-        recs = [r for r in records if r.product_id in set(ids)]
+        wanted = set(ids)
+        recs = [r for r in records if r.product_id in wanted]
         self.product_health.ensure(len(self.catalog) + len(ids))
         if self._refresher is not None:
             self._refresher.add_products(ids)
