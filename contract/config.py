@@ -347,8 +347,10 @@ class ServingSettings:
                             "they answer 403. Set it in the environment, never in a file "
                             "of the repo.")
     user_table: str = _var("RTREC_USER_TABLE", "",
-                           "CSV of the user profiles serving looks ids up in (empty: the "
-                           "shipped contract/data/users.csv); a deletion removes the row.")
+                           "CSV of the user profiles serving looks ids up in (empty: "
+                           "var/users.csv, a working copy of the shipped "
+                           "contract/data/users.csv made on first use); a deletion removes "
+                           "the row.")
     experiments: str = _var("RTREC_EXPERIMENTS", "",
                             "JSON file of the running experiment: variants with their shares "
                             "and shadows (docs/EXPERIMENTS.md); checked at start. Empty: none.")

@@ -113,10 +113,29 @@ def request_deletion(producer, topic: str, request: DeletionRequest,  # type: ig
         raise OSError(f"the deletion request was refused by Kafka: {errors[0]}")
 
 
+WORKING_USER_TABLE = Path("var/users.csv")
+"""The user table when ``RTREC_USER_TABLE`` is empty: a working copy of the shipped one, made
+on first use, so a deletion never rewrites the repository's tracked contract/data/users.csv."""
+
+
 def user_table_path(settings: Settings) -> Path:
-    """The user table of ``settings`` (``RTREC_USER_TABLE``, default the shipped one)."""
-    return Path(settings.serving.user_table) if settings.serving.user_table \
-        else DATA_DIR / "users.csv"
+    """The user table of ``settings``: ``RTREC_USER_TABLE``, or (empty) the working copy
+    :data:`WORKING_USER_TABLE`, created from the shipped table when it does not exist yet."""
+    if settings.serving.user_table:
+        return Path(settings.serving.user_table)
+    path = WORKING_USER_TABLE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write((DATA_DIR / "users.csv").read_bytes())
+        try:  # a link, not a rename: a copy made meanwhile by another process is kept
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return path
 
 
 def remove_user(path: str | Path, user_id: int) -> bool:

@@ -33,6 +33,7 @@ from contract.catalog import (
 )
 from contract.config import Settings
 from contract.errors import RtrecError
+from contract.forget import user_table_path
 
 
 class LoadRefusedError(RtrecError):
@@ -300,14 +301,10 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
-    """Run ``users load``; the table is RTREC_USER_TABLE or --table, never the shipped one."""
-    table = args.table or (Path(settings.serving.user_table)
-                           if settings.serving.user_table else None)
-    if table is None:
-        print("error: no user table to write: set RTREC_USER_TABLE or pass --table (the "
-              "shipped contract/data/users.csv is not overwritten)", file=sys.stderr)
-        return 1
+    """Run ``users load``; the table is --table, RTREC_USER_TABLE or the working copy
+    (contract.forget.user_table_path), never the shipped one."""
     try:
+        table = args.table or user_table_path(settings)
         n, errors = load_users_file(args.file, table, skip_bad=args.skip_bad)
     except LoadRefusedError as exc:
         _report(exc.errors, args.file)

@@ -118,5 +118,28 @@ def test_users_load_checks_the_file_and_replaces_the_table(
     assert load_users(table) == load_users()  # untouched
     assert run(s, "users", "load", str(bad), "--skip-bad") == 0
     assert [u.user_id for u in load_users(table)] == [5]
-    assert run(Settings.from_env({}), "users", "load", str(bad)) == 1  # no table set
-    assert "set RTREC_USER_TABLE" in capsys.readouterr().err
+
+
+
+def test_without_a_table_set_the_working_copy_changes_never_the_shipped_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No RTREC_USER_TABLE: `users load` and a deletion's profile removal write the working
+    copy var/users.csv (made from the shipped table on first use), and serving reads that copy;
+    the repository's contract/data/users.csv stays as shipped."""
+    from contract.forget import WORKING_USER_TABLE, remove_user, user_table_path
+
+    monkeypatch.chdir(tmp_path)
+    shipped = (DATA_DIR / "users.csv").read_bytes()
+    s = Settings.from_env({})
+    path = user_table_path(s)
+    assert path == WORKING_USER_TABLE and path.read_bytes() == shipped
+    victim = load_users()[3].user_id
+    assert remove_user(path, victim) is True
+    assert victim not in {u.user_id for u in load_users(user_table_path(s))}
+    assert len(load_users(path)) == len(load_users()) - 1  # the copy is kept, not re-made
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"user_id":5,"age":40,"gender":"F","lat":-33.9,"lon":151.2,'
+                    '"source":"Email"}\n')
+    assert run(s, "users", "load", str(mine)) == 0
+    assert [u.user_id for u in load_users(tmp_path / WORKING_USER_TABLE)] == [5]
+    assert (DATA_DIR / "users.csv").read_bytes() == shipped
