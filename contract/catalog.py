@@ -485,22 +485,10 @@ def users_csv(users: Iterable[User]) -> str:
 def ensure_catalog_topic(settings: Settings, timeout_s: float = 30.0) -> bool:
     """Create the catalog topic (compacted, one partition) when it is missing; True when this
     call made it. The job, serving and the command line call it before they read or write."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from contract.kafka import ensure_topic
 
-    topic = settings.kafka.topic_catalog
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
-    if topic in admin.list_topics(timeout=timeout_s).topics:
-        return False
-    fut = admin.create_topics([NewTopic(topic, num_partitions=CATALOG_PARTITIONS,
-                                        replication_factor=1, config=CATALOG_TOPIC_CONFIG)],
-                              operation_timeout=timeout_s)[topic]
-    try:
-        fut.result(timeout=timeout_s)
-    except Exception as exc:  # made meanwhile by another process: fine
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
-            raise
-        return False
-    return True
+    return ensure_topic(settings.kafka, settings.kafka.topic_catalog, CATALOG_PARTITIONS,
+                        CATALOG_TOPIC_CONFIG, timeout_s)
 
 
 def read_catalog(settings: Settings, timeout_s: float = 10.0,

@@ -202,19 +202,8 @@ def ensure_deletions_topic(settings: Settings, timeout_s: float = 30.0) -> bool:
     """Create the deletions topic (compacted) when it is missing; True when this call made it.
     The job calls it at start: its source must find the topic, and a deployment whose topics
     were made by other means (producer load makes only the event topics) has not got it."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from contract.kafka import ensure_topic
 
     k = settings.kafka
-    admin = AdminClient({"bootstrap.servers": k.bootstrap})
-    if k.topic_deletions in admin.list_topics(timeout=timeout_s).topics:
-        return False
-    fut = admin.create_topics([NewTopic(k.topic_deletions, num_partitions=k.topic_partitions,
-                                        replication_factor=1, config=DELETIONS_TOPIC_CONFIG)],
-                              operation_timeout=timeout_s)[k.topic_deletions]
-    try:
-        fut.result(timeout=timeout_s)
-    except Exception as exc:  # made meanwhile by another process: fine
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
-            raise
-        return False
-    return True
+    return ensure_topic(k, k.topic_deletions, k.topic_partitions, DELETIONS_TOPIC_CONFIG,
+                        timeout_s)
