@@ -24,7 +24,7 @@ from typing import Any
 from contract import feedback
 from contract.context_spec import spec_dim
 from contract.errors import RtrecError
-from contract.exploration import EXPLORATIONS
+from contract.exploration import EXPLORATIONS, ExplorationError, parse_candidates
 from contract.features import CONTEXT_DIM
 from contract.prior import PRIORS
 
@@ -124,6 +124,23 @@ class ModelSettings:
                             "p sqrt(l2) / norm(x)) or fixed (alpha = RTREC_ALPHA).")
     alpha: float = _var("RTREC_ALPHA", 1.0, "LinUCB exploration weight under RTREC_EXPLORATION="
                         "fixed (0 = greedy); a request's alpha overrides either rule.")
+    self_tune: str = _var("RTREC_SELF_TUNE", "",
+                          "Exploration that tunes itself live (docs/EXPLORATION.md section 3): "
+                          "candidate rules, comma-separated, calibrated or alpha=X (e.g. "
+                          "calibrated,alpha=0.3,alpha=0.1); the first is live until the job's "
+                          "controller picks another from its off-policy estimates. Empty: off.")
+    self_tune_min_share: float = _var("RTREC_SELF_TUNE_MIN_SHARE", 0.1,
+                                      "Traffic the candidates other than the live one share "
+                                      "(never less): what keeps their estimates alive.")
+    self_tune_margin: float = _var("RTREC_SELF_TUNE_MARGIN", 0.01,
+                                   "A challenger's lower 95% bound must beat the live "
+                                   "candidate's upper bound by this (top-1 CTR) to switch.")
+    self_tune_interval_s: float = _var("RTREC_SELF_TUNE_INTERVAL_S", 600.0,
+                                       "Fewest seconds (of event time) between two switches.")
+    self_tune_min_matched: int = _var("RTREC_SELF_TUNE_MIN_MATCHED", 200,
+                                      "No switch while the live candidate or the challenger "
+                                      "has fewer impressions matching its top product (its "
+                                      "interval is not yet to be trusted).")
     l2: float = _var("RTREC_L2", 1.0, "Ridge prior: A starts as l2 * I.")
     top_k: int = _var("RTREC_TOP_K", 5, "Products shown per recommendation.")
     max_abs_x: float = _var("RTREC_MAX_ABS_X", 1000.0,
@@ -173,6 +190,18 @@ class ModelSettings:
                                 f"{', '.join(EXPLORATIONS)}")
         if self.l2 <= 0:
             raise SettingsError(f"RTREC_L2: l2 must be > 0, got {self.l2}")
+        try:
+            parse_candidates(self.self_tune)
+        except ExplorationError as exc:
+            raise SettingsError(f"RTREC_SELF_TUNE: {exc}") from None
+        if not 0 < self.self_tune_min_share < 1:
+            raise SettingsError(f"RTREC_SELF_TUNE_MIN_SHARE must be in (0, 1), got "
+                                f"{self.self_tune_min_share}")
+        for name, v in (("MARGIN", self.self_tune_margin),
+                        ("INTERVAL_S", self.self_tune_interval_s),
+                        ("MIN_MATCHED", self.self_tune_min_matched)):
+            if not 0 <= v < float("inf"):
+                raise SettingsError(f"RTREC_SELF_TUNE_{name} must be finite and >= 0, got {v}")
         if self.top_k < 1:
             raise SettingsError(f"RTREC_TOP_K: top_k must be >= 1, got {self.top_k}")
         checks = [("RTREC_FEEDBACK", lambda: feedback.check_mode(self.feedback)),
@@ -354,8 +383,14 @@ class ServingSettings:
     experiments: str = _var("RTREC_EXPERIMENTS", "",
                             "JSON file of the running experiment: variants with their shares "
                             "and shadows (docs/EXPERIMENTS.md); checked at start. Empty: none.")
+    self_tune_poll_s: float = _var("RTREC_SELF_TUNE_POLL_S", 1.0,
+                                   "How often serving reads the self-tuning decision "
+                                   "(<prefix>:tuner) from Redis, with RTREC_SELF_TUNE set.")
 
     def __post_init__(self) -> None:
+        if not 0 < self.self_tune_poll_s < float("inf"):
+            raise SettingsError(f"RTREC_SELF_TUNE_POLL_S must be finite and > 0, got "
+                                f"{self.self_tune_poll_s}")
         if self.policy not in POLICIES:
             raise SettingsError(f"RTREC_POLICY: policy must be one of {', '.join(POLICIES)}, "
                                 f"got {self.policy!r}")

@@ -231,6 +231,9 @@ class SelfTuner:
     min_interval: float = 0.0
     switches: list[Switch] = field(default_factory=list)
     last_switch_at: float | None = None
+    # an estimate on fewer matched visits is not trusted (its delta-method interval can be
+    # [1, 1] after four clicks in four matches): neither side of a switch may rest on one
+    min_matched: int = 0
 
     def __post_init__(self) -> None:
         self.candidates = tuple(self.candidates)
@@ -241,7 +244,7 @@ class SelfTuner:
         if len(self.candidates) > 1 and not 0.0 < self.min_explore_share < 1.0:
             raise ExplorationError(f"min_explore_share: {self.min_explore_share} must be in "
                                    f"(0, 1) with more than one candidate")
-        if not (self.margin >= 0 and self.min_interval >= 0):
+        if not (self.margin >= 0 and self.min_interval >= 0 and self.min_matched >= 0):
             raise ExplorationError("margin and min_interval must be >= 0")
 
     @property
@@ -264,8 +267,10 @@ class SelfTuner:
             return self.live
         if self.last_switch_at is not None and now - self.last_switch_at < self.min_interval:
             return self.live
+        if live_est.matched < self.min_matched:
+            return self.live
         challengers = [(c, e) for c, e in estimates.items() if c != self.live and c in
-                       self.candidates]
+                       self.candidates and e.matched >= self.min_matched]
         if not challengers:
             return self.live
         best, best_est = max(challengers, key=lambda ce: (ce[1].lower, ce[1].value))
@@ -281,3 +286,110 @@ class SelfTuner:
         self.live = best
         self.last_switch_at = now
         return self.live
+
+
+# --- the live loop: candidates, their mixture's probabilities, the published decision -------
+
+SELF_TUNE_KEY = "tuner"
+"""``<prefix>:tuner``: the controller's decision (JSON) the job writes and serving reads."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One exploration rule the live loop can choose: ``calibrated``, or ``fixed`` with an
+    ``alpha``. ``name`` is what impressions log (as a shadow and as the variant that served)."""
+
+    name: str
+    rule: str
+    alpha: float | None = None
+
+
+def parse_candidates(text: str) -> tuple[Candidate, ...]:
+    """``RTREC_SELF_TUNE``: comma-separated ``calibrated`` or ``alpha=X`` (X >= 0); empty is
+    off (no candidates). The first is the live one until the controller says otherwise.
+
+    >>> [c.name for c in parse_candidates("calibrated, alpha=0.3,alpha=1")]
+    ['calibrated', 'alpha_0.3', 'alpha_1']
+    >>> parse_candidates("")
+    ()
+    """
+    items = [t.strip() for t in text.split(",") if t.strip()] if text.strip() else []
+    out: list[Candidate] = []
+    for item in items:
+        if item == "calibrated":
+            out.append(Candidate("calibrated", "calibrated"))
+            continue
+        key, eq, value = item.partition("=")
+        try:
+            alpha = float(value) if eq and key.strip() == "alpha" else None
+        except ValueError:
+            alpha = None
+        if alpha is None or not (math.isfinite(alpha) and alpha >= 0):
+            raise ExplorationError(f"self-tune candidate {item!r}: expected 'calibrated' or "
+                                   f"'alpha=X' with a finite X >= 0")
+        out.append(Candidate(f"alpha_{alpha:g}", "fixed", alpha))
+    names = [c.name for c in out]
+    if len(set(names)) != len(names):
+        raise ExplorationError(f"self-tune candidates: a rule is named twice ({text!r})")
+    if len(out) == 1:
+        raise ExplorationError(f"self-tune candidates: one ({text!r}) has nothing to choose "
+                               f"from; give two or more, or none (off)")
+    if len(out) > 16:  # contract.events.MAX_SHADOWS: each candidate is logged as a shadow
+        raise ExplorationError(f"self-tune candidates: at most 16, got {len(out)}")
+    return tuple(out)
+
+
+def mixture_probabilities(lists: Mapping[str, Sequence[str]], shares: Mapping[str, float],
+                          shown: Sequence[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The logging probabilities of ``shown`` when one candidate's deterministic list is drawn
+    with ``shares``: per slot j, P(the list starts with shown[:j+1]) (the candidates whose list
+    starts so, summed) and P(shown[j] at slot j). These make each candidate's SNIPS unbiased.
+
+    >>> mixture_probabilities({"a": ["p", "q"], "b": ["p", "r"]}, {"a": 0.9, "b": 0.1},
+    ...                       ["p", "r"])
+    ((1.0, 0.1), (1.0, 0.1))
+    """
+    shown = list(shown)
+    prefix, slots = [], []
+    for j in range(len(shown)):
+        prefix.append(min(1.0, math.fsum(s for c, s in shares.items()
+                                          if list(lists[c][:j + 1]) == shown[:j + 1])))
+        slots.append(min(1.0, math.fsum(s for c, s in shares.items()
+                                         if len(lists[c]) > j and lists[c][j] == shown[j])))
+    return tuple(prefix), tuple(slots)
+
+
+def tuner_state(tuner: SelfTuner) -> dict[str, object]:
+    """The controller as JSON (checkpointed by the job, published to ``<prefix>:tuner``):
+    ``live``, ``shares``, ``generation`` (switches so far: it only grows), the switch log."""
+    def est(e: Estimate) -> dict[str, float | int]:
+        return {"value": e.value, "lower": e.lower, "upper": e.upper, "n": e.n,
+                "matched": e.matched}
+
+    return {"live": tuner.live, "candidates": list(tuner.candidates), "shares": tuner.shares(),
+            "min_explore_share": tuner.min_explore_share, "margin": tuner.margin,
+            "min_interval": tuner.min_interval, "min_matched": tuner.min_matched,
+            "generation": tuner.switch_count,
+            "switch_count": tuner.switch_count, "last_switch_at": tuner.last_switch_at,
+            "switches": [{"at": s.at, "from": s.from_, "to": s.to,
+                          "challenger": est(s.challenger), "live": est(s.live)}
+                         for s in tuner.switches]}
+
+
+def tuner_from_state(state: Mapping[str, object], candidates: Sequence[str], default: str,
+                     min_explore_share: float, margin: float, min_interval: float,
+                     min_matched: int = 0) -> SelfTuner:
+    """A controller continuing ``state`` under today's settings: its live candidate and switch
+    log when the live one is still a candidate, else a fresh start on ``default``."""
+    tuner = SelfTuner(candidates, default, min_explore_share, margin, min_interval,
+                      min_matched=min_matched)
+    live = state.get("live")
+    if live not in tuner.candidates:
+        return tuner
+    tuner.live = str(live)
+    last = state.get("last_switch_at")
+    tuner.last_switch_at = None if last is None else float(last)  # type: ignore[arg-type]
+    for s in state.get("switches") or ():  # type: ignore[attr-defined]
+        tuner.switches.append(Switch(float(s["at"]), str(s["from"]), str(s["to"]),
+                                     Estimate(**s["challenger"]), Estimate(**s["live"])))
+    return tuner

@@ -23,6 +23,12 @@ pickle) written once per batch: ~8 d^2 bytes per product (360 KB for 200 product
 
 The Redis write is best effort: a failure is logged and counted (``ope_redis_errors``) and the
 next batch writes the newest sums; the estimates live in the checkpointed state, not in Redis.
+
+Self-tuning (``RTREC_SELF_TUNE``, docs/EXPLORATION.md section 3): after every batch the
+controller (:class:`LiveTuner`, ``contract.exploration.SelfTuner``) reads the candidates'
+running SNIPS and decides the live one; its state rides in the same blob (so a restore
+continues it), its decision goes to Redis ``<prefix>:tuner`` beside the estimates, and serving
+routes the traffic by it. Its clock is the impressions' event time, so a replay decides the same.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from contract import ope
+from contract import exploration, ope
 from contract.config import Settings
 from contract.events import Impression, parse_event
 from contract.store import redis_client
@@ -70,6 +76,38 @@ def status_key(prefix: str) -> str:
     return f"{prefix}:ope"
 
 
+def tuner_key(prefix: str) -> str:
+    """``<prefix>:tuner``: the self-tuning controller's decision (JSON), which serving reads."""
+    return f"{prefix}:{exploration.SELF_TUNE_KEY}"
+
+
+class LiveTuner:
+    """The controller of the live loop, fed the evaluator's running estimates after each batch.
+
+    ``now`` is the newest impression time the estimates include (seconds of event time), so
+    ``RTREC_SELF_TUNE_INTERVAL_S`` counts the traffic's time and a replay decides the same."""
+
+    def __init__(self, settings: Settings, state: dict[str, Any] | None = None) -> None:
+        m = settings.model
+        self.candidates = exploration.parse_candidates(m.self_tune)
+        names = [c.name for c in self.candidates]
+        self.tuner = exploration.tuner_from_state(
+            state or {}, names, names[0], m.self_tune_min_share, m.self_tune_margin,
+            m.self_tune_interval_s, m.self_tune_min_matched)
+
+    def step(self, ev: StreamEvaluator) -> bool:
+        """One round of estimates (the candidates the evaluator has sums of); True on a switch."""
+        before = self.tuner.switch_count
+        estimates = {name: ope.tuner_estimate(ev.sums[name].summary())
+                     for name in self.tuner.candidates if name in ev.sums}
+        if estimates and ev.through_ts >= 0:
+            self.tuner.observe(ev.through_ts / 1000.0, estimates)
+        return self.tuner.switch_count > before
+
+    def state(self) -> dict[str, Any]:
+        return exploration.tuner_state(self.tuner)
+
+
 class StreamEvaluator:
     """The replay and the per-target sums, without Flink (the job's function wraps it)."""
 
@@ -83,6 +121,7 @@ class StreamEvaluator:
         self.counts = {"impressions": 0, "usable": 0, "logged_clicks": 0, "shown_clicks": 0,
                        "unreadable": 0, "unknown_product": 0}
         self.through_ts = -1
+        self.tuner: dict[str, Any] | None = None  # the live controller's state (LiveTuner)
 
     # -- one closed impression ------------------------------------------------------------
 
@@ -169,7 +208,8 @@ class StreamEvaluator:
     def encode(self) -> bytes:
         head = json.dumps({"products": self.product_ids, "dim": self.dim, "l2": self.l2,
                            "counts": self.counts, "through_ts": self.through_ts,
-                           "sums": {k: vars(v) for k, v in self.sums.items()}}).encode()
+                           "sums": {k: vars(v) for k, v in self.sums.items()},
+                           **({"tuner": self.tuner} if self.tuner is not None else {})}).encode()
         arrays = [self.model.A_inv, self.model.b, self.model.theta, self.clicks]
         return b"".join([_MAGIC, struct.pack("<I", len(head)), head,
                          *(np.ascontiguousarray(a, dtype="<f8").tobytes() for a in arrays)])
@@ -205,6 +245,7 @@ class StreamEvaluator:
         ev.counts.update(head["counts"])
         ev.through_ts = head["through_ts"]
         ev.sums = {k: ope.Top1Sums(**v) for k, v in head["sums"].items()}
+        ev.tuner = head.get("tuner")  # a blob from before self-tuning has none
         return ev
 
 
@@ -238,6 +279,7 @@ class Evaluate(KeyedProcessFunction):
         self.redis: Any = None
         self.redis_errors = 0
         self.gauged: set[str] = set()
+        self.live: LiveTuner | None = None
         self.group.gauge("ope_impressions", lambda: self._count("impressions"))
         self.group.gauge("ope_usable", lambda: self._count("usable"))
         self.group.gauge("ope_redis_errors", lambda: self.redis_errors)
@@ -273,13 +315,35 @@ class Evaluate(KeyedProcessFunction):
                 except (ValueError, KeyError, TypeError, struct.error) as exc:  # d, l2, damage
                     log.error("ope: the restored evaluator state cannot be used (%s): the "
                               "estimates start again from nothing", exc)
+            if self.settings.model.self_tune:
+                self._open_tuner(self.ev.tuner)
         batch = value if isinstance(value, str) else value[1]
         self.ev.batch(batch.split("\t")[1:])
+        if self.live is not None:
+            self.live.step(self.ev)
+            self.ev.tuner = self.live.state()
         self.state.update(self.ev.encode())
         for name in self.ev.sums.keys() - self.gauged:
             self._gauge_target(name)
         self._publish()
         return iter(())
+
+    def _open_tuner(self, state: dict[str, Any] | None) -> None:
+        """The controller, continuing the restored state; gauges ``tuner_switches`` and per
+        candidate (label ``candidate``) ``tuner_live`` (1 for the live one, else 0)."""
+        try:
+            self.live = LiveTuner(self.settings, state)
+        except (ValueError, KeyError, TypeError) as exc:  # a damaged state: start afresh
+            log.error("self-tune: the restored controller state cannot be used (%s): it "
+                      "starts again on the first candidate", exc)
+            self.live = LiveTuner(self.settings)
+        live = self.live
+        self.group.gauge("tuner_switches", lambda: live.tuner.switch_count)
+        for name in live.tuner.candidates:
+            self.group.add_group("candidate", name).gauge(
+                "tuner_live", lambda name=name: int(live.tuner.live == name))
+        log.info("self-tune: candidates %s, live %s (%d switch(es) so far)",
+                 ", ".join(live.tuner.candidates), live.tuner.live, live.tuner.switch_count)
 
     def _publish(self) -> None:
         assert self.ev is not None
@@ -293,6 +357,10 @@ class Evaluate(KeyedProcessFunction):
             for name, summary in self.ev.summaries().items():
                 pipe.set(redis_key(self.settings.redis.prefix, name),
                          json.dumps({**summary, "updated_ms": now}))
+            if self.live is not None:
+                pipe.set(tuner_key(self.settings.redis.prefix),
+                         json.dumps({**self.live.state(), "through_ts_ms": self.ev.through_ts,
+                                     "updated_ms": now}))
             pipe.execute()
         except Exception as exc:  # Redis down: the next batch writes the newest sums
             self.redis_errors += 1

@@ -170,3 +170,5 @@ class Collector:
         yield from metric_families(rec)  # product health (serving.health)
         if rec.experiment is not None:  # per variant (docs/EXPERIMENTS.md)
             yield from rec.experiment.metric_families()
+        if getattr(rec, "self_tune", None) is not None:  # docs/EXPLORATION.md section 3
+            yield from rec.self_tune.metric_families()

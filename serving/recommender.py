@@ -64,6 +64,8 @@ from serving.explain import explain_items, product_summary
 from serving.health import Popularity, ProductHealth
 from serving.policies import POLICIES, check_policy, rank
 from serving.refresher import RefresherHealth, SnapshotRefresher
+from serving.selftune import EXPERIMENT as SELF_TUNE_EXPERIMENT
+from serving.selftune import SelfTuneRouter
 from serving.snapshot import Snapshot
 
 if TYPE_CHECKING:  # the feature module is only needed when users are looked up by id
@@ -162,6 +164,14 @@ class Recommender:
         self.experiment = ExperimentRunner(experiment, settings.model.alpha) \
             if experiment is not None else None
         self._variant_of: dict[str, str] = {}
+        # exploration that tunes itself (docs/EXPLORATION.md section 3): the job's controller
+        # picks the live candidate rule; from_settings starts the thread that reads it
+        self.self_tune: SelfTuneRouter | None = None
+        if settings.model.self_tune:
+            if experiment is not None:
+                raise InvalidRequestError("RTREC_SELF_TUNE with RTREC_EXPERIMENTS: both split "
+                                          "the traffic; run one of them")
+            self.self_tune = SelfTuneRouter(settings)
         # the live catalog (serving/catalog.py; from_settings starts it with Kafka): products
         # its records name that this instance holds no row for become rankable at a restart
         self.catalog_follower: Any = None
@@ -247,6 +257,8 @@ class Recommender:
                   users={u.user_id: u for u in load_users(user_table_path(settings))},
                   features=features,
                   seed=seed, experiment=experiment)
+        if rec.self_tune is not None:
+            rec.self_tune.start()
         if follower is not None:
             rec.catalog_follower = follower
             follower.apply = rec.apply_catalog  # from now on after each batch of records
@@ -387,6 +399,8 @@ class Recommender:
         """Stop the refresher and flush the event log (what was accepted gets sent)."""
         if self.catalog_follower is not None:
             self.catalog_follower.stop()
+        if self.self_tune is not None:
+            self.self_tune.stop()
         if self._refresher is not None:
             self._refresher.stop()
         self.events.close(timeout_s)
@@ -458,11 +472,16 @@ class Recommender:
                 and type(user_id) is int and 0 <= user_id <= MAX_SAFE_INT:
             variant = self.experiment.assign(user_id)
             policy, alpha = variant.policy, variant.alpha  # alpha None: the default rule
+        tuned = None  # the self-tuning candidate (a request naming no policy and no alpha)
+        if self.self_tune is not None and policy is None and alpha is None:
+            tuned = self.self_tune.by_name[self.self_tune.live]  # plain requests draw below
+            policy, alpha = "linucb", tuned.alpha
         policy = policy or self.settings.serving.policy
         if policy != PLACKETT_LUCE or variant is None:
             check_policy(policy)
         # no alpha in the request: RTREC_EXPLORATION's rule (docs/EXPLORATION.md)
-        calibrated = alpha is None and self.settings.model.exploration == "calibrated"
+        calibrated = (alpha is None and self.settings.model.exploration == "calibrated") \
+            or (tuned is not None and tuned.rule == "calibrated")
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
@@ -522,6 +541,11 @@ class Recommender:
                                  self.limits)
             idx, score_arr, propensity = sel.indices, sel.scores, sel.propensity
             applied, eligible_n, boosted = sel.applied, sel.eligible_n, sel.boosted
+        elif tuned is not None:  # one candidate drawn; every candidate's list logged
+            tuned, probs, tuned_lists, base, mean, used_alpha = self._self_tuned(
+                snap, vec, k, pop, len(cat), request_id)
+            idx = tuned_lists[tuned.name]
+            score_arr, propensity = base[idx], probs[0][-1]
         elif policy in ("linucb", "greedy"):
             idx = top_desc(base, k, lambda: rng_of(request_id))
             score_arr, propensity = base[idx], 1.0
@@ -552,6 +576,12 @@ class Recommender:
         if self.experiment is not None:
             extra.update(self._experiment_fields(variant, policy, probs, snap, vec, k, pop,
                                                  sel, len(idx_list)))
+        if tuned is not None:  # under controls: the live rule, no probabilities (not estimated)
+            extra.update(experiment=SELF_TUNE_EXPERIMENT, variant=tuned.name)
+            if sel is None:
+                extra.update(prefix_propensities=probs[0], slot_propensities=probs[1],
+                             shadows=tuple((n, tuple(ids[i] for i in lst.tolist()))
+                                           for n, lst in tuned_lists.items()))
         self.events.publish(Impression(
             request_id=request_id, user_id=int(user_id), ts_ms=ts_ms, x=xs, products=shown,
             scores=scores, policy=policy, model_version=snap.model_version,
@@ -562,6 +592,8 @@ class Recommender:
                 del self._recent[next(iter(self._recent))]
         with self._counts_lock:
             self.impressions[policy] += 1
+        if tuned is not None and self.self_tune is not None:
+            self.self_tune.count(tuned.name)
         if variant is not None and self.experiment is not None:
             self.experiment.count_impression(variant.name)
             with self._recent_lock:
@@ -588,7 +620,33 @@ class Recommender:
                               tuple(map(Item, shown, scores)),
                               policy, snap.model_version, propensity, snap.age_s(), xs,
                               applied, eligible_n, explanations,
-                              variant.name if variant is not None else None)
+                              variant.name if variant is not None else
+                              tuned.name if tuned is not None else None)
+
+    def _self_tuned(self, snap: Snapshot, vec: np.ndarray, k: int, pop: np.ndarray | None,
+                    m: int, request_id: str) -> tuple[Any, Any, dict[str, np.ndarray],
+                                                      np.ndarray, np.ndarray, float]:
+        """Every self-tuning candidate's top-k (the same tie-breaks for all), one of them drawn
+        by the live split, and the logging probabilities of the drawn list under that split:
+        (drawn candidate, (prefix, slot) probabilities, lists by name, its scores, its means,
+        its alpha)."""
+        assert self.self_tune is not None
+        with self._rng_lock:
+            chosen, shares = self.self_tune.draw(self._rng)
+        lists: dict[str, np.ndarray] = {}
+        for c in self.self_tune.candidates:
+            a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" else float(c.alpha)
+            b, mean = snap.scores_and_mean(vec, a)
+            if pop is not None:
+                b = b + pop
+            b, mean = b[:m], mean[:m]
+            lists[c.name] = top_desc(b, k, lambda: rng_of(request_id))
+            if c.name == chosen.name:
+                out = (b, mean, a)
+        shown = lists[chosen.name].tolist()
+        probs = exploration.mixture_probabilities({n: lst.tolist() for n, lst in lists.items()},
+                                                  shares, shown)
+        return chosen, probs, lists, *out
 
     def _experiment_fields(self, variant: Any, policy: str, probs: Any, snap: Snapshot,
                            vec: np.ndarray, k: int, pop: np.ndarray | None, sel: Any,
