@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -43,8 +44,17 @@ class ProjectLinUCB:
         var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
         return self.theta @ x, np.sqrt(np.maximum(var, 0.0))
 
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Every product's score under the rule (contract.exploration.rule_scores)."""
+        if self.rule == "decaying":
+            mean = self.theta @ x
+            var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
+            return exploration.rule_scores(self.rule, self.alpha, self.clicks,
+                                           self.observations, x, self.l2, mean, var)
+        return linucb.ucb_scores(self.theta, self.A_inv, x, self.alpha_for(x))
+
     def rank(self, x: np.ndarray) -> int:
-        return int(np.argmax(linucb.ucb_scores(self.theta, self.A_inv, x, self.alpha_for(x))))
+        return int(np.argmax(self.scores(x)))
 
     def update(self, x: np.ndarray, item: int, reward: float) -> None:
         self.A_inv[item] = linucb.sherman_morrison(self.A_inv[item], x)
@@ -56,6 +66,24 @@ class ProjectLinUCB:
     def pretrain(self, X: np.ndarray, items: np.ndarray, rewards: np.ndarray) -> None:
         for x, j, r in zip(X, items, rewards, strict=True):
             self.update(x, int(j), float(r))
+
+
+class ThompsonLinUCB(ProjectLinUCB):
+    """Thompson sampling for the same Gaussian model, the posterior scaled by the observed
+    reward noise: each visit every product's ``x . theta`` is drawn from
+    ``N(x . theta, s^2 x^T A^-1 x)`` with ``s^2 = p (1 - p)`` (the Bernoulli variance at the
+    shop's click rate ``p``, contract.exploration.click_rate), and the highest draw is shown.
+    A candidate measured in the benchmark, not a setting of the system (docs/EXPLORATION.md)."""
+
+    def __init__(self, name: str, n_products: int, dim: int, seed: int, l2: float = 1.0) -> None:
+        super().__init__(name, n_products, dim, "calibrated", 0.0, l2)
+        self.rng = np.random.default_rng([seed, 25])
+
+    def rank(self, x: np.ndarray) -> int:
+        mean, std = self.mean_std(x)
+        p = exploration.click_rate(self.clicks, self.observations)
+        draw = mean + math.sqrt(p * (1.0 - p)) * std * self.rng.standard_normal(mean.size)
+        return int(np.argmax(draw))
 
 
 class SelfTuningLinUCB(ProjectLinUCB):
@@ -285,7 +313,10 @@ def make_learners(n_products: int, dim: int, seed: int,
                   only: Sequence[str] | None = None) -> list:
     """Every learner of the benchmark, fresh, in the report's order (``only``: these names)."""
     makers = {
+        "linucb_decaying": lambda: ProjectLinUCB("linucb_decaying", n_products, dim,
+                                                 "decaying"),
         "linucb_calibrated": lambda: ProjectLinUCB("linucb_calibrated", n_products, dim),
+        "linucb_thompson": lambda: ThompsonLinUCB("linucb_thompson", n_products, dim, seed),
         "linucb_alpha_1": lambda: ProjectLinUCB("linucb_alpha_1", n_products, dim, "fixed", 1.0),
         "linucb_alpha_0.3": lambda: ProjectLinUCB("linucb_alpha_0.3", n_products, dim, "fixed",
                                                   0.3),
@@ -309,6 +340,9 @@ def make_learners(n_products: int, dim: int, seed: int,
 PEERS = ("mabwiser_linucb", "river_linucb", "vw_squarecb", "vw_epsilon")
 FIXED = ("linucb_alpha_1", "linucb_alpha_0.3", "linucb_alpha_0.1", "linucb_alpha_0.03")
 DEFAULT = "linucb_calibrated"
+RULES = ("linucb_calibrated", "linucb_decaying", "linucb_thompson")
+"""The exploration rules of ours without a tuned constant (docs/EXPLORATION.md section 1):
+the default is chosen among them by the stated criterion, from the same run."""
 
-__all__ = ["DEFAULT", "FIXED", "PEERS", "MabwiserLinUCB", "ProjectLinUCB", "RiverLinUCB",
-           "SelfTuningLinUCB", "VowpalCB", "make_learners"]
+__all__ = ["DEFAULT", "FIXED", "PEERS", "RULES", "MabwiserLinUCB", "ProjectLinUCB", "RiverLinUCB",
+           "SelfTuningLinUCB", "ThompsonLinUCB", "VowpalCB", "make_learners"]

@@ -121,7 +121,9 @@ class ModelSettings:
     exploration: str = _var("RTREC_EXPLORATION", "calibrated",
                             "How much LinUCB explores (docs/EXPLORATION.md): calibrated (a "
                             "never-seen product scores the click rate learned so far: alpha = "
-                            "p sqrt(l2) / norm(x)) or fixed (alpha = RTREC_ALPHA).")
+                            "p sqrt(l2) / norm(x)), decaying (the same worth of a never-seen "
+                            "product, a bonus p l2 x'A^-1x / x.x that decays like 1/n) or fixed "
+                            "(alpha = RTREC_ALPHA).")
     alpha: float = _var("RTREC_ALPHA", 1.0, "LinUCB exploration weight under RTREC_EXPLORATION="
                         "fixed (0 = greedy); a request's alpha overrides either rule.")
     self_tune: str = _var("RTREC_SELF_TUNE", "",

@@ -48,9 +48,11 @@ from contract.errors import RtrecError
 
 log = logging.getLogger(__name__)
 
-EXPLORATIONS: tuple[str, ...] = ("calibrated", "fixed")
-"""Exploration rules ``RTREC_EXPLORATION`` names: ``calibrated`` (the default, above) or
-``fixed`` (alpha = ``RTREC_ALPHA`` whatever the data, the rule before issue #22)."""
+EXPLORATIONS: tuple[str, ...] = ("calibrated", "decaying", "fixed")
+"""Exploration rules ``RTREC_EXPLORATION`` names: ``calibrated`` (the default, above),
+``decaying`` (the same worth of a never-seen product, a bonus decaying like 1/n:
+:func:`decaying_weight`) or ``fixed`` (alpha = ``RTREC_ALPHA`` whatever the data, the rule
+before issue #22)."""
 
 
 class ExplorationError(RtrecError, ValueError):
@@ -83,14 +85,52 @@ def calibrated_alpha(clicks: float, observations: float, x: np.ndarray, l2: floa
     return click_rate(clicks, observations) * math.sqrt(l2) / norm
 
 
+def decaying_weight(clicks: float, observations: float, x: np.ndarray, l2: float) -> float:
+    """The weight w of the *variance* ``x^T A^-1 x`` under the ``decaying`` rule:
+    ``w = p * l2 / x.x``, so ``score = x . theta + w * x^T A^-1 x``.
+
+    The bonus is ``p`` times the share of the prior's weight still left in x's direction,
+    ``l2 x^T A^-1 x / x.x``: 1 for a never-seen product (which scores ``p``, as under
+    ``calibrated``), ``1 / (1 + n x.x / l2)`` after n observations of x. That is exactly what
+    the posterior mean adds when the prior is centred on the shop's click rate ``p`` in x's
+    direction instead of on 0, so the bonus decays like 1/n (the prior's pull), not like
+    1/sqrt(n) (a confidence width). 0 for x = 0.
+
+    >>> round(decaying_weight(14, 98, np.array([3.0, 4.0]), l2=4.0), 6)  # 0.15 * 4 / 25
+    0.024
+    """
+    a = calibrated_alpha(clicks, observations, x, l2)  # p sqrt(l2) / |x|: checks x
+    if a == 0.0:
+        return 0.0
+    return a * a / click_rate(clicks, observations)  # = p l2 / x.x, without squaring x
+
+
 def exploration_alpha(rule: str, fixed_alpha: float, clicks: float, observations: float,
                       x: np.ndarray, l2: float) -> float:
-    """The alpha a request is ranked with under ``rule`` (one of :data:`EXPLORATIONS`)."""
+    """The alpha a request is ranked with under ``rule``: ``calibrated`` or ``fixed`` (the
+    rules whose bonus is alpha times the standard deviation; ``decaying`` has none: use
+    :func:`rule_scores`)."""
     if rule == "fixed":
         return float(fixed_alpha)
     if rule == "calibrated":
         return calibrated_alpha(clicks, observations, x, l2)
+    if rule == "decaying":
+        raise ExplorationError("exploration rule 'decaying' weighs the variance, not the "
+                               "standard deviation: it has no alpha (rule_scores)")
     raise ExplorationError(f"exploration rule {rule!r}: not one of {', '.join(EXPLORATIONS)}")
+
+
+def rule_scores(rule: str, fixed_alpha: float, clicks: float, observations: float,
+                x: np.ndarray, l2: float, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Every product's score under ``rule`` from its mean ``x . theta`` and variance
+    ``x^T A^-1 x`` (arrays of m): ``mean + alpha sqrt(var)`` for ``calibrated``/``fixed``,
+    ``mean + decaying_weight * var`` for ``decaying``."""
+    mean = np.asarray(mean, dtype=np.float64)
+    var = np.maximum(np.asarray(var, dtype=np.float64), 0.0)
+    if rule == "decaying":
+        return mean + decaying_weight(clicks, observations, x, l2) * var
+    return mean + exploration_alpha(rule, fixed_alpha, clicks, observations, x, l2) * \
+        np.sqrt(var)
 
 
 def _one_hot_block(dim: int) -> list[int] | None:

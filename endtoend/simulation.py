@@ -169,9 +169,14 @@ class InstantLinUCB:
         self.observations += 1
 
     def recommend(self, visit: Visit, x: np.ndarray, k: int) -> Shown:
-        alpha = exploration.exploration_alpha(self.exploration, self.alpha, self.clicks,
-                                              self.observations, x, self.l2)
-        scores = linucb.ucb_scores(self.theta, self.A_inv, x, alpha)
+        if self.exploration == "decaying":  # weighs the variance: no alpha (contract)
+            var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
+            scores = exploration.rule_scores("decaying", self.alpha, self.clicks,
+                                             self.observations, x, self.l2, self.theta @ x, var)
+        else:
+            alpha = exploration.exploration_alpha(self.exploration, self.alpha, self.clicks,
+                                                  self.observations, x, self.l2)
+            scores = linucb.ucb_scores(self.theta, self.A_inv, x, alpha)
         return Shown(items=[int(i) for i in linucb.top_k(scores, k)],
                      model_version=int(self.n.sum()), param_age_ms=0.0)
 

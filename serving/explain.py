@@ -48,11 +48,12 @@ def _top(values: np.ndarray, names: Sequence[str], n: int) -> list[dict[str, Any
 
 def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: float,
                   scores: np.ndarray, popularity: np.ndarray | None = None,
-                  boosts: np.ndarray | None = None, now_ms: int | None = None
-                  ) -> list[dict[str, Any]]:
+                  boosts: np.ndarray | None = None, now_ms: int | None = None,
+                  var_weight: float = 0.0) -> list[dict[str, Any]]:
     """One explanation per shown index. ``scores`` are the shown scores, ``popularity`` the
-    (m,) fallback term, ``boosts`` what boosting added to each shown score; every term is
-    computed on its own (tests/serving check that they add up to the score)."""
+    (m,) fallback term, ``boosts`` what boosting added to each shown score, ``var_weight``
+    the decaying exploration rule's weight of x^T A^-1 x (its bonus; docs/EXPLORATION.md);
+    every term is computed on its own (tests/serving check that they add up to the score)."""
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     names = feature_names(snap.dim)
     out = []
@@ -62,6 +63,8 @@ def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: flo
         mean = float(contrib.sum())
         var = float(x @ snap.A_inv(i) @ x)
         bonus = alpha * float(np.sqrt(max(var, 0.0))) if alpha else 0.0
+        if var_weight:
+            bonus += var_weight * max(var, 0.0)
         pop = float(popularity[i]) if popularity is not None else 0.0
         top = _top(contrib, names, TOP_FEATURES)
         updated = int(snap.updated_at_ms[i])

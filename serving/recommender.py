@@ -451,6 +451,14 @@ class Recommender:
         norm = top * math.sqrt(float(y.dot(y)))  # np.linalg.norm's sqrt(y.y), scaled back
         return cached[1] / norm if norm != 0.0 else 0.0
 
+    def _decaying_weight(self, snap: Snapshot, vec: np.ndarray) -> float:
+        """:func:`contract.exploration.decaying_weight` for this snapshot's counts: the
+        calibrated alpha squared over the click rate, as the contract computes it."""
+        a = self._calibrated_alpha(snap, vec)
+        if a == 0.0:
+            return 0.0
+        return a * a / exploration.click_rate(*self._learned_counts(snap))
+
     def recommend(self, user_id: int, *, user: User | None = None, x: Any = None,
                   at: datetime | None = None, k: int | None = None, policy: str | None = None,
                   alpha: float | None = None, exclude: Sequence[str] | None = None,
@@ -482,6 +490,8 @@ class Recommender:
         # no alpha in the request: RTREC_EXPLORATION's rule (docs/EXPLORATION.md)
         calibrated = (alpha is None and self.settings.model.exploration == "calibrated") \
             or (tuned is not None and tuned.rule == "calibrated")
+        decaying = alpha is None and tuned is None \
+            and self.settings.model.exploration == "decaying"
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
@@ -521,7 +531,17 @@ class Recommender:
         if calibrated:
             alpha = self._calibrated_alpha(snap, vec)
         used_alpha = 0.0 if policy == "greedy" else alpha
-        base, mean = snap.scores_and_mean(vec, used_alpha)
+        weight = 0.0  # the decaying rule's weight of x^T A^-1 x (it has no alpha)
+        if decaying and policy != "greedy":
+            used_alpha, weight = 0.0, self._decaying_weight(snap, vec)
+        if weight > 0.0:  # mean + weight * var, var from the UCB at alpha 1
+            base, mean = snap.scores_and_mean(vec, 1.0)
+            base = base - mean
+            base *= base
+            base *= weight
+            base += mean
+        else:
+            base, mean = snap.scores_and_mean(vec, used_alpha)
         pop = self.popularity.term(snap)
         if pop is not None:  # products without parameters: prior + popularity
             base = base + pop
@@ -601,7 +621,7 @@ class Recommender:
                 if len(self._variant_of) > self._recent_max:
                     del self._variant_of[next(iter(self._variant_of))]
         explored = None
-        if policy == "linucb" and used_alpha > 0 and idx_list:
+        if policy == "linucb" and (used_alpha > 0 or weight > 0) and idx_list:
             # the first product is the bonus's choice when another eligible one has a higher
             # expected reward (a pinned first product is nobody's choice: not counted)
             if sel is None:
@@ -615,7 +635,7 @@ class Recommender:
             if boosted is not None:
                 add = boosted[idx] - base[idx]
             explanations = tuple(explain_items(snap, vec, idx, used_alpha, score_arr, pop,
-                                               add, ts_ms))
+                                               add, ts_ms, var_weight=weight))
         return Recommendation(request_id, int(user_id), ts_ms,
                               tuple(map(Item, shown, scores)),
                               policy, snap.model_version, propensity, snap.age_s(), xs,

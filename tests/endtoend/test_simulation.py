@@ -68,6 +68,25 @@ def test_instant_linucb_learns(shop: SimulatedShop) -> None:
     assert learned.mean() > rand.mean() + 0.05
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_instant_linucb_follows_the_decaying_rule(seed: int) -> None:
+    """RTREC_EXPLORATION=decaying in the closed loop's instant reference: its list is the top-k
+    of contract.exploration.rule_scores on its own counts (as serving's)."""
+    from contract import exploration, linucb
+
+    rng = np.random.default_rng(seed)
+    m, d = 30, 6
+    inst = InstantLinUCB(m, d, exploration="decaying")
+    for _ in range(80):
+        inst.learn(int(rng.integers(0, m)), rng.uniform(0, 1, d), float(rng.random() < 0.2))
+    x = rng.uniform(0, 1, d)
+    var = np.einsum("mij,i,j->m", inst.A_inv, x, x)
+    want = exploration.rule_scores("decaying", 1.0, inst.clicks, inst.observations, x, 1.0,
+                                   inst.theta @ x, var)
+    shown = inst.recommend(None, x, 5).items  # type: ignore[arg-type]
+    assert shown == [int(i) for i in linucb.top_k(want, 5)]
+
+
 # Off-policy evaluation (endtoend/report.py off_policy) on a catalogue of 10 products (every
 # 20th: all categories, the oracle's top-1 CTR ~0.37): a random list's first item matches the
 # target's in 1 visit of 10 (600 per seed), not 1 of 200 (30).

@@ -70,3 +70,38 @@ def test_fixed_rule_and_request_alpha() -> None:
     calibrated = Recommender(Settings.from_env({}), snapshot=snap, seed=0)
     asked = calibrated.recommend(1, x=x, k=5, policy="linucb", alpha=0.7)
     assert [i.score for i in asked.items] == pytest.approx(sorted(expected)[::-1][:5])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decaying_rule_ranks_with_the_contracts_scores(seed: int) -> None:
+    """RTREC_EXPLORATION=decaying: serving scores every product mean + w x^T A^-1 x with w the
+    contract's decaying_weight of the snapshot's counts (docs/EXPLORATION.md); the explanation's
+    bonus is that term; a request's alpha still overrides the rule."""
+    from contract.exploration import decaying_weight, rule_scores
+
+    rng = np.random.default_rng(seed)
+    snap, clicks, n = _learned(rng, 40)
+    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": "decaying"}), snapshot=snap,
+                      seed=0)
+    for _ in range(5):
+        x = _x(rng)
+        mean = snap.thetas @ x
+        var = np.einsum("mij,i,j->m", snap.A_invs, x, x)
+        expected = rule_scores("decaying", 1.0, clicks, n, x, 1.0, mean, var)
+        w = decaying_weight(clicks, n, x, 1.0)
+        assert rec._decaying_weight(snap, x) == pytest.approx(w, rel=1e-9)
+        got = rec.recommend(1, x=x, k=5, policy="linucb", explain=True)
+        top = np.argsort(-expected, kind="stable")[:5]
+        assert [i.product_id for i in got.items] == [snap.product_ids[j] for j in top]
+        assert [i.score for i in got.items] == pytest.approx(expected[top].tolist(), rel=1e-9)
+        assert got.explanations is not None
+        for e, j in zip(got.explanations, top, strict=True):
+            assert e["exploration_bonus"] == pytest.approx(w * var[j], rel=1e-9)
+            assert e["expected_reward"] + e["exploration_bonus"] == pytest.approx(
+                e["score"], rel=1e-9, abs=1e-12)
+        # the calibrated rule would rank by another score
+        calib = linucb.ucb_scores(snap.thetas, snap.A_invs, x, calibrated_alpha(clicks, n, x, 1.0))
+        assert [i.score for i in got.items] != pytest.approx(sorted(calib)[::-1][:5])
+        asked = rec.recommend(1, x=x, k=5, policy="linucb", alpha=0.7)
+        fixed = linucb.ucb_scores(snap.thetas, snap.A_invs, x, 0.7)
+        assert [i.score for i in asked.items] == pytest.approx(sorted(fixed)[::-1][:5])
