@@ -87,6 +87,7 @@ simulate: install  ## the closed-loop acceptance run (5,000 visits, both starts)
 	$(PY) -m endtoend feedback --visits 5000  # feedback rules, drift -> results/simulate_feedback.*
 	$(PY) -m endtoend churn --live  # catalog churn: identity vs category prior, and catalog record -> serving timed on the real parts -> results/simulate_churn.*
 	$(PY) -m endtoend.spec_worlds  # the shipped feature spec vs one with buckets and crosses -> results/simulate_spec.*
+	$(PY) -m endtoend.selftune_loop  # the self-tuning loop vs each exploration rule alone -> results/simulate_selftune.*
 	$(PY) -m endtoend.ope_validation --visits 20000 --in-stream  # off-policy estimates vs online, and the job's in-stream ones -> results/ope.*
 
 bench: install  ## benchmarks -> results/*.json
