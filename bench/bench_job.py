@@ -18,8 +18,11 @@ product's new version in Redis.
 End-to-end freshness (``freshness_e2e_ms``, at ``--e2e-rates``, 500 and 2,000 ev/s): the same
 probes, timed to the moment serving's own refresher (``serving.refresher``, pub/sub + reads of
 Redis as in production, in a process of its own) holds the new version, with the two legs
-(append -> the job's notice, notice -> serving). ``--e2e-only`` measures only that and adds it
-to results/bench_job.json, keeping the other keys (bench_scale adds its own there too).
+(append -> the job's notice, notice -> serving), and the job's leg split at the learner
+(``job_leg_ms``: append -> learned, the ``updated_at_ms`` the learner stamps in the blob,
+read back on the probe's notice; learned -> notice, the publisher's share). ``--e2e-only``
+measures only that and adds it to results/bench_job.json, keeping the other keys
+(bench_scale adds its own there too).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, write_result
+from contract import codec
 from contract.config import JobSettings, Settings
 from contract.events import Click, Impression
 from contract.kafka import kafka_producer
@@ -221,6 +225,10 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
     pubsub = client.pubsub()
     pubsub.subscribe(_store(s).keys.channel)
     seen: dict[tuple[str, int], int] = {}  # (product, version) -> ns when noticed
+    # (product, version) -> ms the learner produced it (the blob's updated_at_ms): splits the
+    # job's leg into append -> learned and learned -> notice (the publisher's share)
+    learned: dict[tuple[str, int], int] = {}
+    keys = _store(s).keys
     stop = threading.Event()
 
     def listen() -> None:
@@ -229,6 +237,9 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
             if msg and msg["type"] == "message":
                 pid, _, v = msg["data"].decode().rpartition(":")
                 seen.setdefault((pid, int(v)), time.time_ns())
+                if pid in PROBES and (blob := client.get(keys.arm(pid))) is not None:
+                    p = codec.decode(blob)
+                    learned.setdefault((pid, p.state.version), p.updated_at_ms)
 
     t_start = time.monotonic()
     job = JobProcess(s, work / f"fresh-{mode}-{int(rate_eps)}.log",
@@ -328,6 +339,15 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
                                                      "p99": _pct(to_redis, 99)},
                           "notice_to_serving": {"p50": _pct(to_serving, 50),
                                                 "p99": _pct(to_serving, 99)}}}
+    # the job's leg split at the learner (its clock is this host's: same machine)
+    split = [k for k in sent if k in learned and k in seen]
+    to_learned = np.array([learned[k] - sent[k] / 1e6 for k in split])
+    to_notice = np.array([(seen[k] / 1e6 - learned[k]) for k in split])
+    out["job_leg_ms"] = {"append_to_learned": {"p50": _pct(to_learned, 50),
+                                               "p99": _pct(to_learned, 99)},
+                         "learned_to_notice": {"p50": _pct(to_notice, 50),
+                                               "p99": _pct(to_notice, 99)},
+                         "probes": len(split)}
     return out
 
 
@@ -375,7 +395,7 @@ def main() -> int:
                 fr = freshness(base, products, work, rate, args.seconds, args.mode,
                                serving=True)
                 e2e[f"{rate:.0f}"] = {**fr["e2e"], "achieved_eps": fr["achieved_eps"],
-                                      "probes": fr["probes"],
+                                      "probes": fr["probes"], "job_leg_ms": fr["job_leg_ms"],
                                       "loadavg_1m": round(os.getloadavg()[0], 2)}
                 log.info("end-to-end freshness at %.0f ev/s: %s", rate, e2e[f"{rate:.0f}"])
             if args.e2e_only:
