@@ -128,9 +128,10 @@ class ModelSettings:
                         "fixed (0 = greedy); a request's alpha overrides either rule.")
     self_tune: str = _var("RTREC_SELF_TUNE", "",
                           "Exploration that tunes itself live (docs/EXPLORATION.md section 3): "
-                          "candidate rules, comma-separated, calibrated or alpha=X (e.g. "
-                          "calibrated,alpha=0.3,alpha=0.1); the first is live until the job's "
-                          "controller picks another from its off-policy estimates. Empty: off.")
+                          "candidate rules, comma-separated, decaying, calibrated or alpha=X "
+                          "(e.g. decaying,calibrated,alpha=0.1); the first is live until the "
+                          "job's controller picks another from its off-policy estimates. Empty: "
+                          "off.")
     self_tune_min_share: float = _var("RTREC_SELF_TUNE_MIN_SHARE", 0.1,
                                       "Traffic the candidates other than the live one share "
                                       "(never less): what keeps their estimates alive.")

@@ -7,9 +7,9 @@ run alone, and against the best of them chosen in hindsight (issue 22's target: 
 - one shared LinUCB model (the job learns every shown list: :class:`InstantLinUCB`, updated
   after each visit, so the job's delay is not modelled);
 - every candidate of ``RTREC_SELF_TUNE``'s form ranks every visit with that model
-  (``contract.exploration.exploration_alpha``), one is drawn by the controller's split and
-  shown, and the impression's probability of its first product is the mixture's
-  (``contract.exploration.mixture_probabilities``), as serving logs it;
+  (:meth:`InstantLinUCB.recommend` under the candidate's rule), one is drawn by the
+  controller's split and shown, and the impression's probability of its first product is
+  the mixture's (``contract.exploration.mixture_probabilities``), as serving logs it;
 - each candidate's running top-1 SNIPS is the job evaluator's sums (``contract.ope.Top1Sums``,
   ``contract.ope.tuner_estimate``), and ``contract.exploration.SelfTuner`` decides with the
   live loop's guardrails (minimum share, margin, interval, minimum matched impressions) every
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import exploration, linucb, ope
+from contract import exploration, ope
 from contract.exploration import Candidate, SelfTuner, parse_candidates
 from contract.features import FeatureSpace, load_catalog, load_users
 from endtoend.simulation import InstantLinUCB, SimulatedShop, Visit, first_click, make_visits
@@ -66,11 +66,9 @@ class LiveLoop:
         """Rank with every candidate, draw one, show it, learn, add each candidate's terms."""
         mdl = self.model
         lists: dict[str, list[int]] = {}
-        for c in self.candidates:
-            alpha = exploration.exploration_alpha(c.rule, c.alpha or 0.0, mdl.clicks,
-                                                  mdl.observations, x, mdl.l2)
-            lists[c.name] = [int(i) for i in linucb.top_k(
-                linucb.ucb_scores(mdl.theta, mdl.A_inv, x, alpha), K)]
+        for c in self.candidates:  # the shared model ranks under each candidate's rule
+            mdl.exploration, mdl.alpha = c.rule, float(c.alpha or 0.0)
+            lists[c.name] = mdl.recommend(v, x, K).items
         shares = self.tuner.shares()
         names = list(shares)
         chosen = names[int(self.rng.choice(len(names), p=[shares[n] for n in names]))]
@@ -102,8 +100,8 @@ class _Shown:
 
 def fixed_learner(c: Candidate, m: int, dim: int) -> InstantLinUCB:
     """A candidate run alone on all the traffic."""
-    if c.rule == "calibrated":
-        return InstantLinUCB(m, dim, exploration="calibrated")
+    if c.rule in ("calibrated", "decaying"):
+        return InstantLinUCB(m, dim, exploration=c.rule)
     return InstantLinUCB(m, dim, alpha=float(c.alpha or 0.0), exploration="fixed")
 
 

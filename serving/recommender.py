@@ -488,10 +488,12 @@ class Recommender:
         if policy != PLACKETT_LUCE or variant is None:
             check_policy(policy)
         # no alpha in the request: RTREC_EXPLORATION's rule (docs/EXPLORATION.md)
-        calibrated = (alpha is None and self.settings.model.exploration == "calibrated") \
+        calibrated = (alpha is None and tuned is None
+                      and self.settings.model.exploration == "calibrated") \
             or (tuned is not None and tuned.rule == "calibrated")
-        decaying = alpha is None and tuned is None \
-            and self.settings.model.exploration == "decaying"
+        decaying = (alpha is None and tuned is None
+                    and self.settings.model.exploration == "decaying") \
+            or (tuned is not None and tuned.rule == "decaying")
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
@@ -562,7 +564,7 @@ class Recommender:
             idx, score_arr, propensity = sel.indices, sel.scores, sel.propensity
             applied, eligible_n, boosted = sel.applied, sel.eligible_n, sel.boosted
         elif tuned is not None:  # one candidate drawn; every candidate's list logged
-            tuned, probs, tuned_lists, base, mean, used_alpha = self._self_tuned(
+            tuned, probs, tuned_lists, base, mean, used_alpha, weight = self._self_tuned(
                 snap, vec, k, pop, len(cat), request_id)
             idx = tuned_lists[tuned.name]
             score_arr, propensity = base[idx], probs[0][-1]
@@ -645,24 +647,31 @@ class Recommender:
 
     def _self_tuned(self, snap: Snapshot, vec: np.ndarray, k: int, pop: np.ndarray | None,
                     m: int, request_id: str) -> tuple[Any, Any, dict[str, np.ndarray],
-                                                      np.ndarray, np.ndarray, float]:
+                                                      np.ndarray, np.ndarray, float, float]:
         """Every self-tuning candidate's top-k (the same tie-breaks for all), one of them drawn
         by the live split, and the logging probabilities of the drawn list under that split:
         (drawn candidate, (prefix, slot) probabilities, lists by name, its scores, its means,
-        its alpha)."""
+        its alpha, its weight of x^T A^-1 x (the decaying rule's; 0 for the others))."""
         assert self.self_tune is not None
         with self._rng_lock:
             chosen, shares = self.self_tune.draw(self._rng)
         lists: dict[str, np.ndarray] = {}
         for c in self.self_tune.candidates:
-            a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" else float(c.alpha)
-            b, mean = snap.scores_and_mean(vec, a)
+            w = 0.0
+            if c.rule == "decaying":  # mean + w var, as recommend computes it
+                a, w = 0.0, self._decaying_weight(snap, vec)
+                b, mean = snap.scores_and_mean(vec, 1.0)
+                b = mean + w * (b - mean) ** 2
+            else:
+                a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" \
+                    else float(c.alpha)
+                b, mean = snap.scores_and_mean(vec, a)
             if pop is not None:
                 b = b + pop
             b, mean = b[:m], mean[:m]
             lists[c.name] = top_desc(b, k, lambda: rng_of(request_id))
             if c.name == chosen.name:
-                out = (b, mean, a)
+                out = (b, mean, a, w)
         shown = lists[chosen.name].tolist()
         probs = exploration.mixture_probabilities({n: lst.tolist() for n, lst in lists.items()},
                                                   shares, shown)

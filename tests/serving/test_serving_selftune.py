@@ -31,13 +31,14 @@ def _x(rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def _learned(rng: np.random.Generator, m: int) -> Snapshot:
-    """m products, some learned a little, so the candidates' lists often differ."""
+def _learned(rng: np.random.Generator, m: int, least: int = 0) -> Snapshot:
+    """m products, some learned a little (each at least ``least`` times), so the candidates'
+    lists often differ."""
     ids = [f"p{i:03d}" for i in range(m)]
     params = {}
     for pid in ids:
         s = linucb.init_state(D)
-        for _ in range(int(rng.integers(0, 12))):
+        for _ in range(int(rng.integers(least, 12))):
             s = linucb.update(s, _x(rng), float(rng.random() < 0.25))
         if s.n:
             params[pid] = Params(s, 1)
@@ -191,3 +192,32 @@ def test_settings_refuse_bad_candidates_and_experiments_beside() -> None:
     with pytest.raises(InvalidRequestError, match="RTREC_EXPERIMENTS"):
         Recommender(Settings.from_env({"RTREC_SELF_TUNE": CANDIDATES}), ["p1", "p2"],
                     experiment=exp)
+
+
+@pytest.mark.parametrize("seed", [8, 9, 10])
+def test_each_candidates_logged_list_is_what_its_rule_alone_would_show(seed: int) -> None:
+    """The shadows serving logs are the candidates' own rankings: equal to what serving shows
+    under RTREC_EXPLORATION=decaying, =calibrated, and for a request's alpha 2, on the same
+    snapshot and x; under merchandising controls a decaying live rule ranks as decaying."""
+    snap = _learned(np.random.default_rng(seed), 30, least=1)  # no ties among unlearned ones
+    tuned = Recommender(Settings.from_env({"RTREC_SELF_TUNE": "decaying,calibrated,alpha=2"}),
+                        snapshot=snap, seed=seed)
+    refs = {rule: Recommender(Settings.from_env({"RTREC_EXPLORATION": rule}), snapshot=snap,
+                              seed=seed) for rule in ("decaying", "calibrated")}
+    rng = np.random.default_rng(300 + seed)
+    differ = 0
+    for i in range(60):
+        x = _x(rng)
+        tuned.recommend(i, x=x)
+        lists = dict(tuned.events.events[-1].shadows)
+        assert lists["decaying"] == tuple(it.product_id for it in
+                                          refs["decaying"].recommend(i, x=x).items)
+        assert lists["calibrated"] == tuple(it.product_id for it in
+                                            refs["calibrated"].recommend(i, x=x).items)
+        assert lists["alpha_2"] == tuple(it.product_id for it in
+                                         refs["calibrated"].recommend(i, x=x, alpha=2.0).items)
+        differ += len(set(lists.values())) > 1
+        got = tuned.recommend(i, x=x, exclude=["p000"])
+        want = refs["decaying"].recommend(i, x=x, exclude=["p000"])
+        assert [it.product_id for it in got.items] == [it.product_id for it in want.items]
+    assert differ > 10
