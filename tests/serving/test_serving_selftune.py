@@ -221,3 +221,32 @@ def test_each_candidates_logged_list_is_what_its_rule_alone_would_show(seed: int
         want = refs["decaying"].recommend(i, x=x, exclude=["p000"])
         assert [it.product_id for it in got.items] == [it.product_id for it in want.items]
     assert differ > 10
+
+
+def test_metrics_over_http_say_the_live_candidate_the_split_and_the_switch() -> None:
+    """Through the HTTP app: POST /recommend is served by the split, and /metrics exposes
+    every rtrec_selftune_* family OPERATIONS.md lists, with the switch counted."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    rec = _rec(11)
+    client = TestClient(create_app(rec.settings, rec))
+    rec.self_tune.apply(json.dumps({"live": "alpha_0.05", "generation": 2}))
+    for user in range(30):
+        resp = client.post("/recommend", json={"user_id": user, "x": [0.5] * D, "k": 3})
+        assert resp.status_code == 200, resp.text
+    text = client.get("/metrics").text
+    assert "rtrec_selftune_switches_total 1.0" in text
+    assert 'rtrec_selftune_live{candidate="alpha_0.05"} 1.0' in text
+    assert 'rtrec_selftune_share{candidate="alpha_0.05"} 0.9' in text
+    assert 'rtrec_selftune_decision{source="decision"} 1.0' in text
+    assert "rtrec_selftune_generation 2.0" in text
+    served = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("rtrec_selftune_served_total{"))
+    assert served == 30
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "OPERATIONS.md").read_text()
+    for name in ("switches", "live", "share", "served", "decision", "generation"):
+        assert f"`rtrec_selftune_{name}`" in doc
