@@ -118,12 +118,12 @@ class ModelSettings:
                              "and the time: attributes, encodings, buckets, crosses "
                              "(docs/FEATURES.md); empty: the shipped contract/data/"
                              "context_spec.json. Serving, the job and the tools read the same.")
-    exploration: str = _var("RTREC_EXPLORATION", "calibrated",
-                            "How much LinUCB explores (docs/EXPLORATION.md): calibrated (a "
-                            "never-seen product scores the click rate learned so far: alpha = "
-                            "p sqrt(l2) / norm(x)), decaying (the same worth of a never-seen "
-                            "product, a bonus p l2 x'A^-1x / x.x that decays like 1/n) or fixed "
-                            "(alpha = RTREC_ALPHA).")
+    exploration: str = _var("RTREC_EXPLORATION", "decaying",
+                            "How much LinUCB explores (docs/EXPLORATION.md): decaying (a "
+                            "never-seen product scores the click rate p learned so far, the "
+                            "bonus p l2 x'A^-1x / x.x decays like 1/n), calibrated (the same "
+                            "worth, alpha = p sqrt(l2) / norm(x): a bonus decaying like "
+                            "1/sqrt(n)) or fixed (alpha = RTREC_ALPHA).")
     alpha: float = _var("RTREC_ALPHA", 1.0, "LinUCB exploration weight under RTREC_EXPLORATION="
                         "fixed (0 = greedy); a request's alpha overrides either rule.")
     self_tune: str = _var("RTREC_SELF_TUNE", "",

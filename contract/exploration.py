@@ -1,4 +1,5 @@
-"""How much LinUCB explores: the calibrated rule (the default) and a self-tuning controller.
+"""How much LinUCB explores: the decaying rule (the default), the calibrated rule, and a
+self-tuning controller.
 
 Pure logic, no I/O: serving, the benchmark (bench/bench_learning.py) and tests call it with
 the numbers they have. docs/EXPLORATION.md states the rule, why, and the measurements.
@@ -49,10 +50,11 @@ from contract.errors import RtrecError
 log = logging.getLogger(__name__)
 
 EXPLORATIONS: tuple[str, ...] = ("calibrated", "decaying", "fixed")
-"""Exploration rules ``RTREC_EXPLORATION`` names: ``calibrated`` (the default, above),
-``decaying`` (the same worth of a never-seen product, a bonus decaying like 1/n:
-:func:`decaying_weight`) or ``fixed`` (alpha = ``RTREC_ALPHA`` whatever the data, the rule
-before issue #22)."""
+"""Exploration rules ``RTREC_EXPLORATION`` names: ``decaying`` (the default: a never-seen
+product is worth the click rate, the bonus decays like 1/n, :func:`decaying_weight`; chosen
+over ``calibrated`` by the stated criterion of docs/EXPLORATION.md section 2),
+``calibrated`` (above: the same worth, a bonus decaying like 1/sqrt(n)) or ``fixed``
+(alpha = ``RTREC_ALPHA`` whatever the data, the rule before issue #22)."""
 
 
 class ExplorationError(RtrecError, ValueError):

@@ -459,6 +459,29 @@ class Recommender:
             return 0.0
         return a * a / exploration.click_rate(*self._learned_counts(snap))
 
+    def _decaying_scores(self, snap: Snapshot, vec: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, float]:
+        """(scores, means, w) under the decaying rule: ``mean + w x^T A^-1 x`` for every
+        product (contract.exploration.rule_scores), computed on the unit vector u = x / |x| as
+        ``|x| (theta.u) + p l2 u^T A^-1 u`` from the snapshot's UCB at alpha 1 (the same
+        number; x^T A^-1 x itself would overflow for a large x whose scores do not)."""
+        top = float(np.abs(vec).max()) if vec.size else 0.0
+        if not math.isfinite(top):
+            raise exploration.ExplorationError(f"x: an entry is {top}, not finite")
+        if top == 0.0:
+            base, mean = snap.scores_and_mean(vec, 0.0)
+            return base, mean, 0.0
+        y = vec / top
+        norm = top * math.sqrt(float(y.dot(y)))
+        ucb, mean = snap.scores_and_mean(vec / norm, 1.0)
+        p_l2 = exploration.click_rate(*self._learned_counts(snap)) * self.settings.model.l2
+        base = ucb - mean  # sqrt(u^T A^-1 u)
+        base *= base
+        base *= p_l2
+        mean = mean * norm
+        base += mean
+        return base, mean, self._decaying_weight(snap, vec)
+
     def recommend(self, user_id: int, *, user: User | None = None, x: Any = None,
                   at: datetime | None = None, k: int | None = None, policy: str | None = None,
                   alpha: float | None = None, exclude: Sequence[str] | None = None,
@@ -535,13 +558,8 @@ class Recommender:
         used_alpha = 0.0 if policy == "greedy" else alpha
         weight = 0.0  # the decaying rule's weight of x^T A^-1 x (it has no alpha)
         if decaying and policy != "greedy":
-            used_alpha, weight = 0.0, self._decaying_weight(snap, vec)
-        if weight > 0.0:  # mean + weight * var, var from the UCB at alpha 1
-            base, mean = snap.scores_and_mean(vec, 1.0)
-            base = base - mean
-            base *= base
-            base *= weight
-            base += mean
+            used_alpha = 0.0
+            base, mean, weight = self._decaying_scores(snap, vec)
         else:
             base, mean = snap.scores_and_mean(vec, used_alpha)
         pop = self.popularity.term(snap)
@@ -659,9 +677,8 @@ class Recommender:
         for c in self.self_tune.candidates:
             w = 0.0
             if c.rule == "decaying":  # mean + w var, as recommend computes it
-                a, w = 0.0, self._decaying_weight(snap, vec)
-                b, mean = snap.scores_and_mean(vec, 1.0)
-                b = mean + w * (b - mean) ** 2
+                a = 0.0
+                b, mean, w = self._decaying_scores(snap, vec)
             else:
                 a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" \
                     else float(c.alpha)

@@ -1,6 +1,6 @@
-"""Serving ranks with RTREC_EXPLORATION's rule (docs/EXPLORATION.md): by default the calibrated
-alpha from the click rate its snapshot holds; ``fixed`` keeps RTREC_ALPHA; a request's alpha
-overrides either."""
+"""Serving ranks with RTREC_EXPLORATION's rule (docs/EXPLORATION.md): by default the decaying
+rule from the click rate its snapshot holds; ``calibrated`` its alpha; ``fixed`` keeps
+RTREC_ALPHA; a request's alpha overrides any."""
 
 from __future__ import annotations
 
@@ -42,11 +42,11 @@ def _learned(rng: np.random.Generator, m: int) -> tuple[Snapshot, int, int]:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_default_ranks_with_the_calibrated_alpha(seed: int) -> None:
+def test_calibrated_rule_ranks_with_the_calibrated_alpha(seed: int) -> None:
     rng = np.random.default_rng(seed)
     snap, clicks, n = _learned(rng, 40)
-    rec = Recommender(Settings.from_env({}), snapshot=snap, seed=0)
-    assert rec.settings.model.exploration == "calibrated"
+    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": "calibrated"}), snapshot=snap,
+                      seed=0)
     for _ in range(5):
         x = _x(rng)
         alpha = calibrated_alpha(clicks, n, x, 1.0)
@@ -67,7 +67,8 @@ def test_fixed_rule_and_request_alpha() -> None:
     expected = linucb.ucb_scores(snap.thetas, snap.A_invs, x, 0.7)
     got = fixed.recommend(1, x=x, k=5, policy="linucb")
     assert [i.score for i in got.items] == pytest.approx(sorted(expected)[::-1][:5])
-    calibrated = Recommender(Settings.from_env({}), snapshot=snap, seed=0)
+    calibrated = Recommender(Settings.from_env({"RTREC_EXPLORATION": "calibrated"}),
+                             snapshot=snap, seed=0)
     asked = calibrated.recommend(1, x=x, k=5, policy="linucb", alpha=0.7)
     assert [i.score for i in asked.items] == pytest.approx(sorted(expected)[::-1][:5])
 
@@ -81,8 +82,8 @@ def test_decaying_rule_ranks_with_the_contracts_scores(seed: int) -> None:
 
     rng = np.random.default_rng(seed)
     snap, clicks, n = _learned(rng, 40)
-    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": "decaying"}), snapshot=snap,
-                      seed=0)
+    rec = Recommender(Settings.from_env({}), snapshot=snap, seed=0)
+    assert rec.settings.model.exploration == "decaying"  # the default
     for _ in range(5):
         x = _x(rng)
         mean = snap.thetas @ x

@@ -144,10 +144,16 @@ def test_invalid_requests(kwargs: dict, error: type[Exception], match: str) -> N
 
 
 def test_scores_that_overflow_are_refused() -> None:
-    """Within a raised RTREC_MAX_ABS_X, an x whose scores overflow is still refused."""
-    rec = Recommender(Settings.from_env({"RTREC_MAX_ABS_X": "1e300"}), ["a", "b"])
+    """Within a raised RTREC_MAX_ABS_X, an x whose scores overflow is still refused (the
+    calibrated rule's bonus grows with |x|; the decaying rule's does not: a product at the
+    prior scores the click rate p = 1/2 whatever |x|, docs/EXPLORATION.md)."""
+    rec = Recommender(Settings.from_env({"RTREC_MAX_ABS_X": "1e300",
+                                         "RTREC_EXPLORATION": "calibrated"}), ["a", "b"])
     with pytest.raises(InvalidRequestError, match="overflow"):
         rec.recommend(1, x=[1e200] * D)
+    decaying = Recommender(Settings.from_env({"RTREC_MAX_ABS_X": "1e300"}), ["a", "b"])
+    r = decaying.recommend(1, x=[1e200] * D, k=2)
+    assert [i.score for i in r.items] == pytest.approx([0.5, 0.5], rel=1e-12)
 
 
 def test_k_larger_than_catalog_shows_everything_once() -> None:
