@@ -126,14 +126,15 @@ class SelfTuningLinUCB(ProjectLinUCB):
     SNIPS over the last ``window`` visits go to the controller."""
 
     CANDIDATES: ClassVar[dict[str, tuple[str, float]]] = {
-        "calibrated": ("calibrated", 0.0), "alpha_0.03": ("fixed", 0.03),
+        "decaying": ("decaying", 0.0), "calibrated": ("calibrated", 0.0),
+        "alpha_0.03": ("fixed", 0.03),
         "alpha_0.1": ("fixed", 0.1), "alpha_0.3": ("fixed", 0.3), "alpha_1": ("fixed", 1.0)}
 
     def __init__(self, name: str, n_products: int, dim: int, seed: int, l2: float = 1.0,
                  min_explore_share: float = 0.1, margin: float = 0.0,
                  min_interval: int = 500, every: int = 250, window: int = 1000) -> None:
-        super().__init__(name, n_products, dim, "calibrated", 0.0, l2)
-        self.tuner = exploration.SelfTuner(list(self.CANDIDATES), "calibrated",
+        super().__init__(name, n_products, dim, "decaying", 0.0, l2)
+        self.tuner = exploration.SelfTuner(list(self.CANDIDATES), "decaying",  # the default
                                            min_explore_share, margin, min_interval)
         self.rng = np.random.default_rng([seed, 23])
         self.every, self.window = every, window
@@ -146,13 +147,19 @@ class SelfTuningLinUCB(ProjectLinUCB):
 
     def rank(self, x: np.ndarray) -> int:
         mean, std = self.mean_std(x)
+        var = std * std
         names = list(self.CANDIDATES)
         picks = np.empty(len(names), dtype=np.int64)
         for i, name in enumerate(names):
             rule, alpha = self.CANDIDATES[name]
-            a = exploration.exploration_alpha(rule, alpha, self.clicks, self.observations, x,
-                                              self.l2)
-            picks[i] = int(np.argmax(mean + a * std))
+            if rule == "decaying":
+                scores = exploration.rule_scores(rule, alpha, self.clicks, self.observations,
+                                                 x, self.l2, mean, var)
+            else:  # as before: mean + alpha * std
+                a = exploration.exploration_alpha(rule, alpha, self.clicks, self.observations,
+                                                  x, self.l2)
+                scores = mean + a * std
+            picks[i] = int(np.argmax(scores))
         shares = self.tuner.shares()
         p = np.array([shares[n] for n in names])
         serving = int(self.rng.choice(len(names), p=p / p.sum()))
