@@ -12,7 +12,9 @@ Worlds (a world is an oracle from producer/ or written here, plus the shipped ca
 - ``flat``: every product at the base rate (producer.oracle.FlatOracle), a control in which
   expected regret is 0 for every learner;
 - ``bench_rules``: :class:`BenchRulesOracle`, different rules written for this benchmark
-  (other categories, other context features, a fixed per-product appeal).
+  (other categories, other context features, a fixed per-product appeal);
+- ``bench_users``: :class:`BenchUsersOracle`, a third set: the user's gender, age and source
+  (and one price rule) decide, the time does not.
 """
 
 from __future__ import annotations
@@ -76,8 +78,39 @@ class BenchRulesOracle(RulesOracle):
         return z
 
 
+class BenchUsersOracle(RulesOracle):
+    """A third set of rules: who the user is decides, the time does not (no time-of-day or
+    weekday term, no per-product appeal), and one rule is on the price.
+
+    logit = -2.4 + 1.8 female x Salads & Healthy Options + 1.5 age < 0.3 x Burgers &
+    Sandwiches + 1.6 Facebook x Drinks & Desserts + 1.2 age > 0.6 x Pasta & Risotto + 1.0
+    Display x price < 0.3.
+    """
+
+    name = "bench_users"
+
+    def logits(self, users: Sequence[User], products: Sequence[Product],
+               times: Sequence[datetime]) -> np.ndarray:
+        n = len(users)
+        if not n == len(products) == len(times):
+            raise ValueError("users/products/times: lengths differ")
+        cat = np.fromiter((_CAT[p.category] for p in products), dtype=np.int64, count=n)
+        female = np.fromiter((u.gender == "F" for u in users), dtype=bool, count=n)
+        facebook = np.fromiter((u.source == "Facebook" for u in users), dtype=bool, count=n)
+        display = np.fromiter((u.source == "Display" for u in users), dtype=bool, count=n)
+        age = self.features.normalized_ages(users)
+        price = self.features.normalized_prices(products)
+        z = np.full(n, -2.4)
+        z += 1.8 * (female & (cat == _CAT["Salads & Healthy Options"]))
+        z += 1.5 * ((age < 0.3) & (cat == _CAT["Burgers & Sandwiches"]))
+        z += 1.6 * (facebook & (cat == _CAT["Drinks & Desserts"]))
+        z += 1.2 * ((age > 0.6) & (cat == _CAT["Pasta & Risotto"]))
+        z += 1.0 * (display & (price < 0.3))
+        return z
+
+
 WORLDS: dict[str, type] = {"rules": RulesOracle, "flat": FlatOracle,
-                           "bench_rules": BenchRulesOracle}
+                           "bench_rules": BenchRulesOracle, "bench_users": BenchUsersOracle}
 
 
 @dataclass(frozen=True)
