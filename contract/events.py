@@ -539,10 +539,17 @@ _LONG_DIGITS = b"0" * 19
 def _n_strings(v: Any) -> int:
     """How many strings (object keys included) a parsed JSON value holds."""
     t = type(v)
+    if t is dict:  # scalars counted here, not by a call each (an event is mostly scalars)
+        n = len(v)
+        for u in v.values():
+            tu = type(u)
+            if tu is str:
+                n += 1
+            elif tu is list or tu is dict:
+                n += _n_strings(u)
+        return n
     if t is str:
         return 1
-    if t is dict:
-        return len(v) + sum(map(_n_strings, v.values()))
     if t is list:
         types = set(map(type, v))
         if types <= _NUMBERS:
