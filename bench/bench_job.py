@@ -482,6 +482,11 @@ def _print_e2e(e2e: dict[str, Any]) -> None:
               f"append -> Redis notice p50 {br['append_to_redis_notice']['p50']} / p99 "
               f"{br['append_to_redis_notice']['p99']}, notice -> serving p50 "
               f"{br['notice_to_serving']['p50']} / p99 {br['notice_to_serving']['p99']}")
+        if leg := fr.get("job_leg_ms"):
+            print(f"  the job's leg: append -> learned p50 {leg['append_to_learned']['p50']} / "
+                  f"p99 {leg['append_to_learned']['p99']}, learned -> notice p50 "
+                  f"{leg['learned_to_notice']['p50']} / p99 {leg['learned_to_notice']['p99']} "
+                  f"({leg['probes']} probes)")
 
 
 if __name__ == "__main__":
