@@ -13,8 +13,9 @@ events is read by the no-op job (KafkaSource -> one Python operator -> discard) 
 real job; each rate is events over the time from the first record to the last (the no-op
 operator times itself; the real job is timed from its first to its last Redis update).
 Freshness: probe requests (one shown product, clicked at once) ride on 500 ev/s of background
-traffic; a probe's freshness is from its click's append to Kafka to the pub/sub notice of its
-product's new version in Redis.
+traffic; a probe's freshness is from its click's append to Kafka (the later of Kafka's acks of
+its impression and click: the produce call's time plus the delivery report's latency, so the
+generator never waits for them) to the pub/sub notice of its product's new version in Redis.
 End-to-end freshness (``freshness_e2e_ms``, at ``--e2e-rates``, 500 and 2,000 ev/s): the same
 probes, timed to the moment serving's own refresher (``serving.refresher``, pub/sub + reads of
 Redis as in production, in a process of its own) holds the new version, with the two legs
@@ -272,6 +273,17 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
     t0 = time.perf_counter()
     i = 0
     pending_clicks: list[tuple[int, str, str]] = []
+    # when Kafka acknowledged each probe's impression and click: the produce call's time plus
+    # the delivery report's latency (librdkafka's, produce -> ack), so the generator never
+    # blocks on a probe (a flush per probe cost it up to half of each second at load 10+)
+    acks: dict[tuple[str, int], list[int]] = {}
+
+    def on_ack(key: tuple[str, int], t_produce_ns: int) -> Any:
+        def report(err: Any, msg: Any) -> None:
+            if err is None and (lat := msg.latency()) is not None:
+                acks.setdefault(key, []).append(t_produce_ns + int(lat * 1e9))
+        return report
+
     while i < n_total:
         due = t0 + i / rate_eps
         if (wait := due - time.perf_counter()) > 0:
@@ -280,13 +292,16 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
         if i % 50 == 0:  # a probe: ten per second, each probe product every 0.5 s
             pid = PROBES[(i // 50) % len(PROBES)]
             rid = f"probe-{i}"
-            producer.produce(s.kafka.topic_impressions, Impression(
-                rid, 1, ts, tuple(float(v) for v in rng.normal(size=s.model.dim)), (pid,), (0.0,),
-                "bench", 0).to_json(), timestamp=ts)
-            producer.produce(s.kafka.topic_clicks, Click(rid, pid, ts).to_json(), timestamp=ts)
-            producer.flush(1)
             probe_version[pid] += 2  # the observation (reward 0) and the click's correction
-            (sent if i >= n_warmup else warm_sent)[(pid, probe_version[pid])] = time.time_ns()
+            key = (pid, probe_version[pid])
+            (sent if i >= n_warmup else warm_sent)[key] = 0  # its ack time, after the loop
+            imp = Impression(rid, 1, ts, tuple(float(v) for v in rng.normal(size=s.model.dim)),
+                             (pid,), (0.0,), "bench", 0).to_json()
+            producer.produce(s.kafka.topic_impressions, imp, timestamp=ts,
+                             on_delivery=on_ack(key, time.time_ns()))
+            producer.produce(s.kafka.topic_clicks, Click(rid, pid, ts).to_json(), timestamp=ts,
+                             on_delivery=on_ack(key, time.time_ns()))
+            producer.poll(0)
             i += 2
             continue
         while pending_clicks and pending_clicks[0][0] <= ts:
@@ -305,6 +320,14 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
         producer.poll(0)
     producer.flush(10)
     sent_seconds = time.perf_counter() - t0
+    unacked = 0
+    for probes_sent in (sent, warm_sent):  # a probe entered Kafka when both were acknowledged
+        for key in list(probes_sent):
+            if len(acks.get(key, ())) == 2:
+                probes_sent[key] = max(acks[key])
+            else:  # not acknowledged (or no latency reported): not timed, counted
+                del probes_sent[key]
+                unacked += 1
     time.sleep(3.0)
     stop.set()
     job.kill()
@@ -321,7 +344,8 @@ def freshness(base: Settings, products: Path, work: Path, rate_eps: float, secon
     out = {"rate_eps": rate_eps, "achieved_eps": round(n_total / sent_seconds, 1),
            "p50": _pct(lat, 50), "p99": _pct(lat, 99),
            "mean": round(float(lat.mean()), 1) if lat.size else None,
-           "probes": len(sent), "probes_never_seen": missing, "warmup_s": warmup_s,
+           "probes": len(sent), "probes_never_seen": missing, "probes_unacked": unacked,
+           "warmup_s": warmup_s,
            "warmup_p50": _pct(warm, 50), "warmup_p99": _pct(warm, 99),
            "first_update_s": round(first_update_s, 2)}
     if serving:
@@ -396,6 +420,7 @@ def main() -> int:
                                serving=True)
                 e2e[f"{rate:.0f}"] = {**fr["e2e"], "achieved_eps": fr["achieved_eps"],
                                       "probes": fr["probes"], "job_leg_ms": fr["job_leg_ms"],
+                                      "probes_unacked": fr["probes_unacked"],
                                       "loadavg_1m": round(os.getloadavg()[0], 2)}
                 log.info("end-to-end freshness at %.0f ev/s: %s", rate, e2e[f"{rate:.0f}"])
             if args.e2e_only:
