@@ -437,11 +437,7 @@ class Recommender:
         """:func:`contract.exploration.calibrated_alpha` for this snapshot's counts: the same
         number (the same operations in the same order), with the click-rate term computed
         once per snapshot and |x| in two numpy calls instead of its five."""
-        cached = self._rate_of
-        if cached is None or cached[0] != snap.generation:
-            l2 = self.settings.model.l2
-            rate = exploration.click_rate(*self._learned_counts(snap)) * math.sqrt(l2)
-            cached = self._rate_of = (snap.generation, rate)  # one swap: a race recomputes
+        rate = self._rate_term(snap)
         top = float(np.abs(vec).max()) if vec.size else 0.0
         if not math.isfinite(top):
             raise exploration.ExplorationError(f"x: an entry is {top}, not finite")
@@ -449,15 +445,26 @@ class Recommender:
             return 0.0
         y = vec / top
         norm = top * math.sqrt(float(y.dot(y)))  # np.linalg.norm's sqrt(y.y), scaled back
-        return cached[1] / norm if norm != 0.0 else 0.0
+        return rate / norm if norm != 0.0 else 0.0
+
+    def _rate_term(self, snap: Snapshot) -> float:
+        """``p sqrt(l2)`` of this snapshot's counts (the rules' click-rate term), computed once
+        per snapshot generation."""
+        cached = self._rate_of
+        if cached is None or cached[0] != snap.generation:
+            l2 = self.settings.model.l2
+            rate = exploration.click_rate(*self._learned_counts(snap)) * math.sqrt(l2)
+            cached = self._rate_of = (snap.generation, rate)  # one swap: a race recomputes
+        return cached[1]
 
     def _decaying_weight(self, snap: Snapshot, vec: np.ndarray) -> float:
         """:func:`contract.exploration.decaying_weight` for this snapshot's counts: the
-        calibrated alpha squared over the click rate, as the contract computes it."""
+        calibrated alpha squared over the click rate, as the contract computes it (the click
+        rate from the per-snapshot term)."""
         a = self._calibrated_alpha(snap, vec)
         if a == 0.0:
             return 0.0
-        return a * a / exploration.click_rate(*self._learned_counts(snap))
+        return a * a / (self._rate_term(snap) / math.sqrt(self.settings.model.l2))
 
     def _decaying_scores(self, snap: Snapshot, vec: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -474,13 +481,15 @@ class Recommender:
         y = vec / top
         norm = top * math.sqrt(float(y.dot(y)))
         ucb, mean = snap.scores_and_mean(vec / norm, 1.0)
-        p_l2 = exploration.click_rate(*self._learned_counts(snap)) * self.settings.model.l2
+        sqrt_l2 = math.sqrt(self.settings.model.l2)
+        rate = self._rate_term(snap)  # p sqrt(l2)
         base = ucb - mean  # sqrt(u^T A^-1 u)
         base *= base
-        base *= p_l2
+        base *= rate * sqrt_l2  # p l2
         mean = mean * norm
         base += mean
-        return base, mean, self._decaying_weight(snap, vec)
+        a = rate / norm  # the calibrated alpha, as _calibrated_alpha computes it
+        return base, mean, a * a / (rate / sqrt_l2)
 
     def recommend(self, user_id: int, *, user: User | None = None, x: Any = None,
                   at: datetime | None = None, k: int | None = None, policy: str | None = None,
