@@ -139,3 +139,44 @@ def test_river_ranking_is_rivers_own_bound(seed: int) -> None:
                                    rtol=1e-12, atol=1e-12)
         item = river.rank(x)
         river.update(x, item, float(problem.click(t, item)))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_category_learner_starts_a_product_from_its_pool_as_production_does(seed: int) -> None:
+    """linucb_decaying_category (opt-in): a product's first learned step starts from
+    contract.prior.informed_state of its category's pool of the data learned so far (m
+    pseudo-observations once the pool holds min_obs), then learns as the others do; a product
+    never learned stays at the identity prior (serving scores it there)."""
+    from bench.learning_peers import OPT_IN, CategoryPriorLinUCB
+    from contract import linucb
+    from contract.prior import CategoryPool, informed_state
+
+    rng = np.random.default_rng(seed)
+    m, d = 12, 5
+    cats = ["a", "b", "c"] * 4
+    lr = CategoryPriorLinUCB("c", m, d, cats, m=5.0, min_obs=3)
+    S = {c: np.zeros((d, d)) for c in "abc"}
+    t = {c: np.zeros(d) for c in "abc"}
+    n = dict.fromkeys("abc", 0)
+    informed = 0
+    seen: set[int] = set()
+    for _ in range(80):
+        j = int(rng.integers(0, m - 1))  # product m - 1 is never learned
+        x, r = rng.uniform(0, 1, d), float(rng.random() < 0.3)
+        c = cats[j]
+        lr.update(x, j, r)
+        if j not in seen:
+            seen.add(j)
+            st = informed_state(CategoryPool(S[c], t[c], n[c]), d, 1.0, 5.0, 3)
+            want = linucb.update(st, x, r)
+            np.testing.assert_allclose(lr.A_inv[j], want.A_inv, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(lr.b[j], want.b, rtol=1e-10, atol=1e-12)
+            informed += n[c] >= 3
+        S[c] += np.outer(x, x)
+        t[c] += r * x
+        n[c] += 1
+    assert informed >= 1  # some product did start from a pool, not only from the identity
+    assert np.array_equal(lr.A_inv[m - 1], np.eye(d)) and not lr.b[m - 1].any()
+    assert "linucb_decaying_category" in OPT_IN
+    names = [x.name for x in make_learners(200, 15, seed)]
+    assert "linucb_decaying_category" not in names  # opt-in: only with --only
