@@ -18,8 +18,13 @@ the log of the impressions closed so far (tests/flink_job/test_ope_stream.py, 1e
 
 What it keeps: the sums are cumulative since the job's state began (a sliding window is not
 built: docs/EXPERIMENTS.md says why and how). It runs at parallelism 1 (one key): the reward
-model needs every impression, in order. Its state is one blob (our own format below, never a
-pickle) written once per batch: ~8 d^2 bytes per product (360 KB for 200 products at d = 15).
+model needs every impression, in order. Its state costs what a batch changed, not the catalogue:
+a small head (counts, sums, newest time, tuner: JSON in the ValueState ``ope``) and one row per
+product in the MapState ``ope-rows`` (A_inv, b, theta, clicks as little-endian float64, our own
+bytes, never a pickle; 2 KB at d = 15), written only for the products the batch learned. The
+numpy model in memory is filled from the rows once, at the first batch after a (re)start. A
+state of the older layout (one blob of every product in ``ope``) is read once and moved to
+this one (docs/EXPERIMENTS.md section 5).
 
 The Redis write is best effort: a failure is logged and counted (``ope_redis_errors``) and the
 next batch writes the newest sums; the estimates live in the checkpointed state, not in Redis.
@@ -43,7 +48,7 @@ from typing import Any
 import numpy as np
 from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from contract import exploration, ope
 from contract.config import Settings
@@ -54,7 +59,9 @@ log = logging.getLogger(__name__)
 
 OPE_KEY = "ope"  # the closed lines' key (RewardJoin.CLOSED_KEY): one evaluator
 UID = "ope-evaluate"
-_MAGIC = b"RTOPE1"
+_MAGIC = b"RTOPE1"  # the older layout: one blob of the head and every product's arrays
+_HEAD_MAGIC = b"RTOPE2"  # the head alone; the products' rows are in the MapState ROWS
+ROWS = "ope-rows"
 
 
 def enabled(settings: Settings) -> bool:
@@ -122,6 +129,7 @@ class StreamEvaluator:
                        "unreadable": 0, "unknown_product": 0}
         self.through_ts = -1
         self.tuner: dict[str, Any] | None = None  # the live controller's state (LiveTuner)
+        self.dirty: set[int] = set()  # products learned since the rows were last taken
 
     # -- one closed impression ------------------------------------------------------------
 
@@ -153,6 +161,7 @@ class StreamEvaluator:
                 w, q_target = ope.top1_terms(tgt, items, float(prefix[0]), q)
                 self.sums.setdefault(name, ope.Top1Sums()).add(w, r, q_logged, q_target)
         self.model.learn(items, x, slots)
+        self.dirty.update(items)
         for s in slots:
             self.clicks[items[s]] += 1
 
@@ -214,6 +223,62 @@ class StreamEvaluator:
         return b"".join([_MAGIC, struct.pack("<I", len(head)), head,
                          *(np.ascontiguousarray(a, dtype="<f8").tobytes() for a in arrays)])
 
+    def encode_head(self) -> bytes:
+        """Everything but the products' rows (small: the counts, the sums, the tuner)."""
+        head = json.dumps({"dim": self.dim, "l2": self.l2, "counts": self.counts,
+                           "through_ts": self.through_ts,
+                           "sums": {k: vars(v) for k, v in self.sums.items()},
+                           **({"tuner": self.tuner} if self.tuner is not None else {})})
+        return _HEAD_MAGIC + head.encode()
+
+    def encode_row(self, i: int) -> bytes:
+        """Product ``i``'s replay row: A_inv, b, theta, clicks as little-endian float64."""
+        m = self.model
+        return b"".join([np.ascontiguousarray(m.A_inv[i], dtype="<f8").tobytes(),
+                         np.ascontiguousarray(m.b[i], dtype="<f8").tobytes(),
+                         np.ascontiguousarray(m.theta[i], dtype="<f8").tobytes(),
+                         np.float64(self.clicks[i]).astype("<f8").tobytes()])
+
+    def take_rows(self) -> dict[str, bytes]:
+        """The rows of the products learned since the last call (what the state must write)."""
+        rows = {self.product_ids[i]: self.encode_row(i) for i in sorted(self.dirty)}
+        self.dirty.clear()
+        return rows
+
+    @classmethod
+    def from_rows(cls, head_blob: bytes, rows: Iterable[tuple[str, bytes]],
+                  product_ids: Sequence[str], dim: int, l2: float) -> StreamEvaluator:
+        """The state of a head (:meth:`encode_head`) and the rows stored beside it, on today's
+        products (one without a row, or new, starts fresh; a row of a product gone is not
+        read); another d or l2, or a row of the wrong size, is refused (ValueError)."""
+        if head_blob[:len(_HEAD_MAGIC)] != _HEAD_MAGIC:
+            raise ValueError("not an ope-evaluate head")
+        head = json.loads(head_blob[len(_HEAD_MAGIC):])
+        if head["dim"] != dim or head["l2"] != l2:
+            raise ValueError(f"ope state of d={head['dim']}, l2={head['l2']}")
+        ev = cls(product_ids, dim, l2)
+        d = dim
+        size = (d * d + 2 * d + 1) * 8
+        for pid, row in rows:
+            j = ev.index.get(pid)
+            if j is None:
+                continue
+            if len(row) != size:
+                raise ValueError(f"ope row of {pid!r}: {len(row)} bytes, not {size}")
+            a = np.frombuffer(row, dtype="<f8")
+            ev.model.A_inv[j] = a[:d * d].reshape(d, d)
+            ev.model.b[j] = a[d * d:d * d + d]
+            ev.model.theta[j] = a[d * d + d:d * d + 2 * d]
+            ev.clicks[j] = a[-1]
+        ev._head(head)
+        return ev
+
+    def _head(self, head: dict[str, Any]) -> None:
+        self.counts.update(head["counts"])
+        self.through_ts = head["through_ts"]
+        self.sums = {k: ope.Top1Sums(**v) for k, v in head["sums"].items()}
+        self.tuner = head.get("tuner")  # a state from before self-tuning has none
+
     @classmethod
     def decode(cls, blob: bytes, product_ids: Sequence[str], dim: int,
                l2: float) -> StreamEvaluator:
@@ -242,10 +307,8 @@ class StreamEvaluator:
             if j is not None:
                 ev.model.A_inv[j], ev.model.b[j] = arrays[0][i], arrays[1][i]
                 ev.model.theta[j], ev.clicks[j] = arrays[2][i], arrays[3][i]
-        ev.counts.update(head["counts"])
-        ev.through_ts = head["through_ts"]
-        ev.sums = {k: ope.Top1Sums(**v) for k, v in head["sums"].items()}
-        ev.tuner = head.get("tuner")  # a blob from before self-tuning has none
+                ev.dirty.add(j)  # a migration writes it as a row once
+        ev._head(head)
         return ev
 
 
@@ -264,8 +327,9 @@ def catalog_order(known: frozenset[str] | None) -> tuple[str, ...]:
 
 
 class Evaluate(KeyedProcessFunction):
-    """Keyed by "ope" (one subtask): one batch of closed lines is replayed, the state written
-    once, and every target's estimates published to Redis and to the metrics."""
+    """Keyed by "ope" (one subtask): one batch of closed lines is replayed, the head and the
+    rows of the products it learned written, and every target's estimates published to Redis
+    and to the metrics."""
 
     def __init__(self, settings: Settings, product_ids: tuple[str, ...]) -> None:
         self.settings = settings
@@ -273,7 +337,12 @@ class Evaluate(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(
-            ValueStateDescriptor("ope", Types.PICKLED_BYTE_ARRAY()))
+            ValueStateDescriptor("ope", Types.PICKLED_BYTE_ARRAY()))  # the head (or old blob)
+        self.rows = runtime_context.get_map_state(
+            MapStateDescriptor(ROWS, Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        # PICKLED_BYTE_ARRAY as the head's: Flink's pickle of one bytes object (our row), read
+        # back only from this job's own state; PRIMITIVE_ARRAY(BYTE) fails in thread mode
+        # (PyFlink converts bytes to an Object[], not a byte[]).
         self.group = runtime_context.get_metrics_group()
         self.ev: StreamEvaluator | None = None
         self.redis: Any = None
@@ -304,17 +373,8 @@ class Evaluate(KeyedProcessFunction):
         self.gauged.add(name)
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
-        s = self.settings
         if self.ev is None:
-            blob = self.state.value()
-            self.ev = StreamEvaluator(self.product_ids, s.model.dim, s.model.l2)
-            if blob is not None:
-                try:
-                    self.ev = StreamEvaluator.decode(blob, self.product_ids, s.model.dim,
-                                                     s.model.l2)
-                except (ValueError, KeyError, TypeError, struct.error) as exc:  # d, l2, damage
-                    log.error("ope: the restored evaluator state cannot be used (%s): the "
-                              "estimates start again from nothing", exc)
+            self.ev = self._restore()
             if self.settings.model.self_tune:
                 self._open_tuner(self.ev.tuner)
         batch = value if isinstance(value, str) else value[1]
@@ -322,11 +382,42 @@ class Evaluate(KeyedProcessFunction):
         if self.live is not None:
             self.live.step(self.ev)
             self.ev.tuner = self.live.state()
-        self.state.update(self.ev.encode())
+        for pid, row in self.ev.take_rows().items():
+            self.rows.put(pid, row)
+        self.state.update(self.ev.encode_head())
         for name in self.ev.sums.keys() - self.gauged:
             self._gauge_target(name)
         self._publish()
         return iter(())
+
+    def _restore(self) -> StreamEvaluator:
+        """The evaluator of the state (once, at the first batch after open): a head and its
+        rows; an older one-blob state, moved to rows by the next write (its every product is
+        dirty); nothing usable, a fresh one and no rows (the rows of products gone are
+        dropped, so one coming back starts fresh, as with the one blob)."""
+        s = self.settings
+        fresh = StreamEvaluator(self.product_ids, s.model.dim, s.model.l2)
+        blob = self.state.value()
+        if blob is None:
+            return fresh
+        try:
+            if blob[:len(_MAGIC)] == _MAGIC:
+                ev = StreamEvaluator.decode(blob, self.product_ids, s.model.dim, s.model.l2)
+                log.info("ope: the state of the one-blob layout is moved to rows (%d products)",
+                         len(ev.dirty))
+                self.rows.clear()
+                return ev
+            rows = list(self.rows.items())
+            ev = StreamEvaluator.from_rows(blob, rows, self.product_ids, s.model.dim,
+                                           s.model.l2)
+            for pid in [pid for pid, _ in rows if pid not in ev.index]:
+                self.rows.remove(pid)
+            return ev
+        except (ValueError, KeyError, TypeError, struct.error) as exc:  # d, l2, damage
+            log.error("ope: the restored evaluator state cannot be used (%s): the "
+                      "estimates start again from nothing", exc)
+            self.rows.clear()
+            return fresh
 
     def _open_tuner(self, state: dict[str, Any] | None) -> None:
         """The controller, continuing the restored state; gauges ``tuner_switches`` and per

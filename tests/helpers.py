@@ -323,15 +323,45 @@ class FakeKeyedState:
         return self.values.get(self.key)
 
 
+class FakeMapState:
+    """Enough of a Flink MapState for one key (the evaluator's); puts and removes counted."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.puts: list[str] = []
+        self.removes = 0
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self.puts.append(key)
+        self.data[key] = value
+
+    def remove(self, key: str) -> None:
+        self.removes += 1
+        self.data.pop(key, None)
+
+    def items(self) -> list[tuple[str, bytes]]:
+        return list(self.data.items())
+
+    def clear(self) -> None:
+        self.data.clear()
+
+
 class FakeRuntimeContext:
     """Enough of a Flink RuntimeContext for the job's functions' open()."""
 
     def __init__(self) -> None:
         self.metrics = FakeMetricGroup()
         self.state = FakeKeyedState()
+        self.maps: dict[str, FakeMapState] = {}
 
     def get_metrics_group(self) -> FakeMetricGroup:
         return self.metrics
 
     def get_state(self, descriptor: object) -> FakeKeyedState:
         return self.state
+
+    def get_map_state(self, descriptor: Any) -> FakeMapState:
+        return self.maps.setdefault(descriptor.get_name(), FakeMapState())

@@ -1,0 +1,172 @@
+"""The in-stream evaluator's state (flink_job/evaluate.py) costs what a batch changed: a small
+head in the ValueState and one row per product in the MapState, written only for the products
+the batch learned; a state of the older one-blob layout restores into the new one with the
+same estimates. The job's function on a fake runtime context (tests/helpers.py) that counts
+what is written; the real job's restore is in test_ope_stream.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from contract.config import Settings
+from contract.events import Impression
+from flink_job import evaluate as ev_mod
+from flink_job.evaluate import ROWS, StreamEvaluator
+from tests.flink_job.test_ope_stream import DIM, closed_lines, make_log
+from tests.helpers import PRODUCTS, FakeMetricGroup, FakeRuntimeContext
+
+T0 = 1_700_000_000_000
+
+
+class _Group(FakeMetricGroup):
+    def add_group(self, key: str, value: str | None = None) -> _Group:
+        return _Group()
+
+
+class _Redis:
+    """A pipeline of SETs that always succeeds."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def pipeline(self, transaction: bool = False) -> _Redis:
+        return self
+
+    def set(self, key: str, value: str) -> None:
+        self.data[key] = value
+
+    def execute(self) -> None:
+        pass
+
+
+def _three_product_lines(seed: int, n: int, t0: int, products: list[str]) -> list[str]:
+    """``n`` closed impressions of a ``random`` policy that show only ``products``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        t = t0 + i * 20
+        shown = tuple(str(p) for p in rng.permutation(products))
+        imp = Impression(request_id=f"t{seed}-{i}", user_id=1, ts_ms=t,
+                         x=tuple(float(v) for v in np.round(rng.uniform(0, 1, DIM), 6)),
+                         products=shown, scores=(0.0,) * len(shown), policy="random",
+                         model_version=0)
+        slots = "0" if rng.random() < 0.3 else ""
+        out.append(f"{t}|{slots}|{json.dumps(imp.to_dict())}")
+    return out
+
+
+def _fn(ctx: FakeRuntimeContext, products: list[str] = PRODUCTS) -> ev_mod.Evaluate:
+    fn = ev_mod.Evaluate(Settings.from_env({"RTREC_REDIS_PREFIX": "t"}), tuple(products))
+    fn.open(ctx)  # type: ignore[arg-type]
+    return fn
+
+
+def _ctx() -> FakeRuntimeContext:
+    ctx = FakeRuntimeContext()
+    ctx.metrics = _Group()
+    return ctx
+
+
+def _rows(ev: StreamEvaluator) -> dict[str, bytes]:
+    return {p: ev.encode_row(i) for i, p in enumerate(ev.product_ids)}
+
+
+@pytest.fixture(autouse=True)
+def _redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ev_mod, "redis_client", lambda *a, **k: _Redis())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_batch_writes_the_rows_of_the_products_it_learned_only(seed: int) -> None:
+    """200 products; after a first batch, one that shows 3 of them writes 3 rows and a head
+    of a few hundred bytes (the one blob was ~410 KB); a new instance on that state (a
+    restore) continues to the uninterrupted figures and rows, to the bit."""
+    ctx = _ctx()
+    first = closed_lines(make_log(seed, 120, T0))
+    three = [PRODUCTS[100 + seed], PRODUCTS[150], PRODUCTS[199]]
+    second = _three_product_lines(seed, 40, T0 + 10_000, three)
+    third = closed_lines(make_log(seed + 10, 80, T0 + 20_000))
+    fn = _fn(ctx)
+    list(fn.process_element("ope\t" + "\t".join(first), None))
+    rows = ctx.maps[ROWS]
+    shown = {p for line in first for p in json.loads(line.split("|", 2)[2])["products"]}
+    assert set(rows.puts) == shown and len(rows.puts) == len(shown) <= 25
+    rows.puts.clear()
+    list(fn.process_element("ope\t" + "\t".join(second), None))
+    assert sorted(rows.puts) == sorted(three)
+    head = ctx.state.blob
+    assert head is not None and head.startswith(b"RTOPE2") and len(head) < 4000
+    again = _fn(ctx)  # restored: the same state, a new instance
+    list(again.process_element("ope\t" + "\t".join(third), None))
+    whole = StreamEvaluator(PRODUCTS, DIM, 1.0)
+    whole.batch(first + second + third)
+    assert again.ev is not None and again.ev.summaries() == whole.summaries()
+    assert again.ev.status() == whole.status()
+    want = _rows(whole)
+    assert {p: want[p] for p in rows.data} == rows.data
+    assert all(want[p] == StreamEvaluator(PRODUCTS, DIM, 1.0).encode_row(0)
+               for p in set(PRODUCTS) - set(rows.data))  # no row: never learned
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_an_old_one_blob_state_restores_into_rows_with_the_same_estimates(seed: int) -> None:
+    """The ValueState holds the older layout (StreamEvaluator.encode, every product's arrays):
+    the first batch reads it once, writes every product of it as a row and a head in its
+    place; later batches write only what they learned; a restore of the new layout goes on
+    to the uninterrupted estimates; on a catalogue without one product and with a new one,
+    the one gone has no row and the new one starts fresh."""
+    lines = closed_lines(make_log(seed, 300, T0))
+    a, b, c = lines[:120], lines[120:200], lines[200:]
+    old = StreamEvaluator(PRODUCTS, DIM, 1.0)
+    old.batch(a)
+    gone = json.loads(a[0].split("|", 2)[2])["products"][0]
+    products = [p for p in PRODUCTS if p != gone] + ["p-new"]
+    ctx = _ctx()
+    ctx.state.values[None] = old.encode()
+    fn = _fn(ctx, products)
+    list(fn.process_element("ope\t" + "\t".join(b), None))
+    rows = ctx.maps[ROWS]
+    assert ctx.state.blob is not None and ctx.state.blob.startswith(b"RTOPE2")
+    assert set(rows.data) == set(PRODUCTS) - {gone}  # migrated: the old blob's products
+    rows.puts.clear()
+    again = _fn(ctx, products)  # a restore of the new layout
+    list(again.process_element("ope\t" + "\t".join(c), None))
+    learned = {p for line in c for p in json.loads(line.split("|", 2)[2])["products"]}
+    assert set(rows.puts) == learned & set(products)
+    whole = StreamEvaluator.decode(old.encode(), products, DIM, 1.0)  # the one-blob path
+    whole.batch(b + c)
+    assert again.ev is not None and again.ev.summaries() == whole.summaries()
+    assert again.ev.status() == whole.status()
+    want = _rows(whole)
+    assert {p: want[p] for p in rows.data} == rows.data
+    assert gone not in rows.data
+    assert again.ev.encode_row(again.ev.index["p-new"]) == want["p-new"]
+
+
+def test_rows_of_products_gone_are_dropped_and_a_bad_row_starts_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A restore on a catalogue without a product removes its row (one coming back starts
+    fresh); a row of the wrong size is refused: logged, the estimates and rows start again."""
+    ctx = _ctx()
+    lines = closed_lines(make_log(7, 100, T0))
+    list(_fn(ctx).process_element("ope\t" + "\t".join(lines[:50]), None))
+    rows = ctx.maps[ROWS]
+    gone = sorted(rows.data)[0]
+    fn = _fn(ctx, [p for p in PRODUCTS if p != gone])
+    list(fn.process_element("ope\t" + "\t".join(lines[50:60]), None))
+    assert gone not in rows.data and rows.removes == 1
+    rows.data[sorted(rows.data)[0]] = b"\0" * 16
+    with caplog.at_level(logging.ERROR, logger="flink_job.evaluate"):
+        fn = _fn(ctx)
+        list(fn.process_element("ope\t" + "\t".join(lines[60:]), None))
+    assert "cannot be used" in caplog.text
+    assert fn.ev is not None and fn.ev.counts["impressions"] == 40
+    fresh = StreamEvaluator(PRODUCTS, DIM, 1.0)
+    fresh.batch(lines[60:])
+    learned = {p for line in lines[60:] for p in json.loads(line.split("|", 2)[2])["products"]}
+    assert rows.data == {p: r for p, r in _rows(fresh).items() if p in learned}
+    assert fn.ev.summaries() == fresh.summaries()
