@@ -16,8 +16,15 @@ from contract.config import Settings
 from contract.events import Impression
 from flink_job import evaluate as ev_mod
 from flink_job.evaluate import ROWS, StreamEvaluator
-from tests.flink_job.test_ope_stream import DIM, closed_lines, make_log
-from tests.helpers import PRODUCTS, FakeMetricGroup, FakeRuntimeContext
+from tests.flink_job.test_ope_stream import DIM, W_MS, assert_equal, closed_lines, make_log, offline
+from tests.helpers import (
+    PRODUCTS,
+    FakeMetricGroup,
+    FakeRuntimeContext,
+    flink_rest_port,
+    rest_get,
+    wait_for,
+)
 
 T0 = 1_700_000_000_000
 
@@ -170,3 +177,60 @@ def test_rows_of_products_gone_are_dropped_and_a_bad_row_starts_again(
     learned = {p for line in lines[60:] for p in json.loads(line.split("|", 2)[2])["products"]}
     assert rows.data == {p: r for p, r in _rows(fresh).items() if p in learned}
     assert fn.ev.summaries() == fresh.summaries()
+
+
+@pytest.mark.integration
+@pytest.mark.flink
+@pytest.mark.timeout(900)
+def test_the_real_job_restores_the_rows_and_goes_on_to_the_commands_estimates(
+        job_settings: Settings, products_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Through Kafka, Redis and the job: a first log evaluated and checkpointed (head and
+    rows), the job killed and restored with the evaluation on, a second log: Redis holds the
+    offline command's estimates on both logs (1e-9), so the restored rows are the model's."""
+    from contract.store import redis_client
+    from endtoend.harness import JobProcess, now_ms, produce, sentinels
+    from flink_job import checkpoints
+    from flink_job.evaluate import redis_key, status_key
+
+    s = job_settings
+    n = 150
+    t0 = now_ms() - 10 * 60_000
+    first = make_log(21, n, t0)
+    t1 = t0 + n * 20 + W_MS + 3_000
+    second = make_log(22, n, t1)
+    r = redis_client(s.redis)
+
+    def records(log_):  # type: ignore[no-untyped-def]
+        return [(s.kafka.topic_impressions if kind == "i" else s.kafka.topic_clicks, raw, t,
+                 None) for raw, t, kind in log_]
+
+    def counted(want: int) -> bool:
+        return json.loads(r.get(status_key(s.redis.prefix)) or b"{}").get("impressions") == want
+
+    produce(s, records(first) + sentinels(s, t0 + n * 20 + W_MS + 2_000))
+    job = JobProcess(s, tmp_path / "job.log", ["--products", str(products_file)]).start()
+    try:
+        wait_for(lambda: counted(n), 420, "the first log evaluated", job, every_s=0.5)
+        before = {str(p) for p in checkpoints.completed(s.job.checkpoint_dir)}
+        wait_for(lambda: any(str(p) not in before
+                             for p in checkpoints.completed(s.job.checkpoint_dir)),
+                 60, "a checkpoint after the first log", job)
+    finally:
+        job.kill()
+    job = JobProcess(s, tmp_path / "job2.log", ["--products", str(products_file)])
+    job.start("--restore", "latest")
+    try:
+        produce(s, records(second) + sentinels(s, t1 + n * 20 + W_MS + 2_000))
+        wait_for(lambda: counted(2 * n), 420, "both logs evaluated", job, every_s=0.5)
+        # Flink restored the checkpoint (so the first log was not read again: its count
+        # and rows came from the state)
+        port = flink_rest_port(job)
+        (jid,) = [j["jid"] for j in rest_get(port, "/jobs/overview")["jobs"]]
+        assert rest_get(port, f"/jobs/{jid}/checkpoints")["latest"]["restored"] is not None
+    finally:
+        job.kill()
+    off = offline(first + second)
+    got = {name: json.loads(r.get(redis_key(s.redis.prefix, name)))
+           for name, t in off["targets"].items() if t.get("n")}
+    assert_equal(got, off)
+    assert "cannot be used" not in (tmp_path / "job2.log").read_text()
