@@ -21,7 +21,8 @@ built: docs/EXPERIMENTS.md says why and how). It runs at parallelism 1 (one key)
 model needs every impression, in order. Its state costs what a batch changed, not the catalogue:
 a small head (counts, sums, newest time, tuner: JSON in the ValueState ``ope``) and one row per
 product in the MapState ``ope-rows`` (A_inv, b, theta, clicks as little-endian float64, our own
-bytes, never a pickle; 2 KB at d = 15), written only for the products the batch learned. The
+bytes, never a pickle of objects; Flink stores each as its pickle of one bytes object, as the
+head; 2 KB at d = 15), written only for the products the batch learned. The
 numpy model in memory is filled from the rows once, at the first batch after a (re)start. A
 state of the older layout (one blob of every product in ``ope``) is read once and moved to
 this one (docs/EXPERIMENTS.md section 5).
