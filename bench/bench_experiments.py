@@ -13,11 +13,10 @@ of each, and the ratios to the baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from bench.common import percentiles_ms, write_result
+from bench.common import interleaved_request_times, write_result
 from contract import linucb
 from contract.codec import Params
 from contract.config import Settings
@@ -62,24 +61,7 @@ def run(requests: int = 3000, seed: int = 1) -> dict:
                                                    experiment=_experiment("plackett_luce"))}
     rng = np.random.default_rng(seed)
     xs = rng.random((requests, settings.model.dim))
-    times: dict[str, list[float]] = {name: [] for name in recs}
-    for rec in recs.values():  # warm-up
-        for i in range(50):
-            rec.recommend(i, x=xs[i], k=5)
-    for i in range(requests):
-        for name, rec in recs.items():
-            t0 = time.perf_counter()
-            rec.recommend(i, x=xs[i], k=5)
-            times[name].append(time.perf_counter() - t0)
-            if len(rec.events.events) > 10_000:
-                rec.events.events.clear()
-    out = {name: percentiles_ms(t) for name, t in times.items()}
-    base = out["baseline"]
-    for r in out.values():
-        r["p50_ratio"] = r["p50_ms"] / base["p50_ms"]
-        r["p99_ratio"] = r["p99_ms"] / base["p99_ms"]
-        r["p50_added_ms"] = r["p50_ms"] - base["p50_ms"]
-        r["p99_added_ms"] = r["p99_ms"] - base["p99_ms"]
+    out = interleaved_request_times(recs, xs, requests, "baseline")
     for rec in recs.values():
         rec.close(1)
     return {"requests": requests, "products": len(ids), "k": 5, "results": out}

@@ -14,12 +14,11 @@ hits all alike; p50 and p99 of each and the ratios to the baseline of the same r
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 from bench.bench_experiments import _snapshot
-from bench.common import RESULTS, percentiles_ms, write_result
+from bench.common import RESULTS, interleaved_request_times, write_result
 from contract.config import Settings
 from contract.features import load_catalog
 from serving.eventlog import MemoryEventLog
@@ -39,22 +38,7 @@ def run(requests: int = 3000, seed: int = 1) -> dict:
             for name, cands in CONFIGS.items()}
     rng = np.random.default_rng(seed)
     xs = rng.random((requests, base.model.dim))
-    times: dict[str, list[float]] = {name: [] for name in recs}
-    for rec in recs.values():  # warm-up
-        for i in range(50):
-            rec.recommend(i, x=xs[i], k=5)
-    for i in range(requests):
-        for name, rec in recs.items():
-            t0 = time.perf_counter()
-            rec.recommend(i, x=xs[i], k=5)
-            times[name].append(time.perf_counter() - t0)
-            if len(rec.events.events) > 10_000:
-                rec.events.events.clear()
-    out = {name: percentiles_ms(t) for name, t in times.items()}
-    b = out["baseline (calibrated alone)"]
-    for r in out.values():
-        r["p50_ratio"] = r["p50_ms"] / b["p50_ms"]
-        r["p99_ratio"] = r["p99_ms"] / b["p99_ms"]
+    out = interleaved_request_times(recs, xs, requests, "baseline (calibrated alone)")
     for rec in recs.values():
         rec.close(1)
     return {"requests": requests, "products": len(ids), "k": 5, "configs": CONFIGS,
