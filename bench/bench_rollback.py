@@ -51,13 +51,6 @@ def _stats(xs: list[float]) -> dict[str, object]:
             "max": round(float(a.max()), 3), "runs": [round(x, 3) for x in xs]}
 
 
-def _cluster_pids(s: Settings) -> list[int]:
-    pids = []
-    for f in (Path(s.stack.dir) / "flink" / "pid").glob("*.pid"):
-        pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
-    return pids
-
-
 def run(rounds: int, root: Path) -> dict[str, object]:
     base = Settings.from_env({
         "RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "RTREC_REDIS_PORT": free_port(),
@@ -119,7 +112,7 @@ def run(rounds: int, root: Path) -> dict[str, object]:
     finally:
         if ref is not None:
             ref.stop()
-        pids = _cluster_pids(base)
+        pids = cluster.pids(base)
         cluster.down(base)
         time.sleep(2)
         for p in pids:

@@ -63,13 +63,6 @@ def _fresh(base: Settings, tag: str, **over: Any) -> Settings:
     return s
 
 
-def _cluster_pids(s: Settings) -> list[int]:
-    pids = []
-    for f in (Path(s.stack.dir) / "flink" / "pid").glob("*.pid"):
-        pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
-    return pids
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -80,7 +73,7 @@ def _alive(pid: int) -> bool:
 
 def _down(s: Settings) -> None:
     """Stop this cluster, then SIGKILL any of its own JVMs (by pid) still there after 30 s."""
-    pids = _cluster_pids(s)
+    pids = cluster.pids(s)
     cluster.down(s)
     deadline = time.monotonic() + 30
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:

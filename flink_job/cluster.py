@@ -35,6 +35,15 @@ def _dirs(settings: Settings) -> dict[str, Path]:
             "pid": root / "pid"}
 
 
+def pids(settings: Settings) -> list[int]:
+    """The process ids in the cluster's pid files (JobManager and TaskManagers this stack
+    directory started; some may have exited since)."""
+    out: list[int] = []
+    for f in _dirs(settings)["pid"].glob("*.pid"):
+        out += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
+    return out
+
+
 def _env(settings: Settings) -> dict[str, str]:
     d = _dirs(settings)
     env = dict(os.environ)

@@ -20,6 +20,7 @@ import pytest
 from contract.config import Settings
 from devstack.stack import Stack, free_port
 from endtoend.processes import ROOT
+from flink_job import cluster
 from tests.helpers import alive, job_metrics, rest_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.timeout(1200)]
@@ -34,13 +35,6 @@ def _running_job(port: int) -> str | None:
         return None
     ids = [j["jid"] for j in jobs if j["name"] == JOB_NAME and j["state"] == "RUNNING"]
     return ids[0] if ids else None
-
-
-def _cluster_pids(stack_dir: Path) -> list[int]:
-    pids = []
-    for f in (stack_dir / "flink" / "pid").glob("*.pid"):
-        pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
-    return pids
 
 
 def test_the_demos_cluster_job_is_visible_through_the_web_uis_rest_api(
@@ -98,7 +92,7 @@ def test_the_demos_cluster_job_is_visible_through_the_web_uis_rest_api(
         if demo.poll() is None:
             os.killpg(demo.pid, 9)
             demo.wait(30)
-        leftover = [p for p in _cluster_pids(Path(s.stack.dir)) if alive(p)]
+        leftover = [p for p in cluster.pids(s) if alive(p)]
         for p in leftover:  # our own cluster's JVMs, by pid
             os.kill(p, 9)
     text = out_path.read_text()

@@ -54,13 +54,6 @@ def _fresh(stack: Stack, base: Settings, **over: object) -> Settings:
     return s
 
 
-def _cluster_pids(s: Settings) -> list[int]:
-    pids = []
-    for f in (Path(s.stack.dir) / "flink" / "pid").glob("*.pid"):
-        pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
-    return pids
-
-
 def _running_taskmanager_pid(s: Settings, jid: str) -> int:
     """The pid of the one TaskManager running the job's tasks (by the RPC port it listens
     on, among this cluster's processes)."""
@@ -73,7 +66,7 @@ def _running_taskmanager_pid(s: Settings, jid: str) -> int:
     (tm,) = [t for t in cluster.rest(s, "/taskmanagers")["taskmanagers"]
              if t["id"] in running]
     port = int(tm["path"].rsplit(":", 1)[1].split("/", 1)[0])
-    (pid,) = [p for p in _cluster_pids(s) if alive(p) and port in listening_ports([p])]
+    (pid,) = [p for p in cluster.pids(s) if alive(p) and port in listening_ports([p])]
     return pid
 
 
@@ -198,7 +191,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         job1.kill()
         if jid is not None:
             _cancel(s2, jid)
-        pids = _cluster_pids(s2)
+        pids = cluster.pids(s2)
         cluster.down(s2)
         deadline = time.monotonic() + 30
         while any(alive(p) for p in pids) and time.monotonic() < deadline:

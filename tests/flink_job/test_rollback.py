@@ -35,13 +35,6 @@ log = logging.getLogger(__name__)
 MINUTE_MS = 60_000
 
 
-def _cluster_pids(s: Settings) -> list[int]:
-    pids = []
-    for f in (Path(s.stack.dir) / "flink" / "pid").glob("*.pid"):
-        pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
-    return pids
-
-
 def _merged(*obs: dict[str, list]) -> dict[str, list]:
     out: dict[str, list] = {}
     for o in obs:
@@ -82,7 +75,7 @@ def test_snapshot_learn_more_rollback_then_learn_on_top(
     try:
         produce(s, [*a.records, *sentinels(s, t0 + 5 * MINUTE_MS)])
         cluster.up(s, timeout_s=420)
-        pids = _cluster_pids(s)
+        pids = cluster.pids(s)
         assert cluster.submit(s, products=str(products_file)) == 0
         ref.start(wait_s=10)
         wait_learned(s, versions(a.observations), None, 150)
@@ -174,7 +167,7 @@ def test_snapshot_learn_more_rollback_then_learn_on_top(
                 cluster.cancel(s, jid, 30)
             except (OSError, RuntimeError) as exc:
                 log.warning("cancel: %s", exc)
-        pids = pids or _cluster_pids(s)
+        pids = pids or cluster.pids(s)
         cluster.down(s)
         deadline = time.monotonic() + 30
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
