@@ -566,17 +566,20 @@ class Recommender:
             alpha = self._calibrated_alpha(snap, vec)
         used_alpha = 0.0 if policy == "greedy" else alpha
         weight = 0.0  # the decaying rule's weight of x^T A^-1 x (it has no alpha)
-        if decaying and policy != "greedy":
-            used_alpha = 0.0
-            base, mean, weight = self._decaying_scores(snap, vec)
-        else:
-            base, mean = snap.scores_and_mean(vec, used_alpha)
+        m = len(cat)  # products the snapshot may hold beyond it: not yet in the index
         pop = self.popularity.term(snap)
-        if pop is not None:  # products without parameters: prior + popularity
-            base = base + pop
-        if base.shape[0] > len(cat):  # products the snapshot has and the index not yet
-            base, mean = base[:len(cat)], mean[:len(cat)]
-            pop = None if pop is None else pop[:len(cat)]
+        if pop is not None and pop.shape[0] > m:
+            pop = pop[:m]
+        if tuned is None or not plain:  # a self-tuned plain request scores each candidate below
+            if decaying and policy != "greedy":
+                used_alpha = 0.0
+                base, mean, weight = self._decaying_scores(snap, vec)
+            else:
+                base, mean = snap.scores_and_mean(vec, used_alpha)
+            if base.shape[0] > m:
+                base, mean = base[:m], mean[:m]
+            if pop is not None:  # products without parameters: prior + popularity
+                base = base + pop
         applied: tuple[str, ...] = ()
         eligible_n = None
         boosted = None
@@ -692,9 +695,9 @@ class Recommender:
                 a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" \
                     else float(c.alpha)
                 b, mean = snap.scores_and_mean(vec, a)
-            if pop is not None:
-                b = b + pop
             b, mean = b[:m], mean[:m]
+            if pop is not None:  # already cut to the index's m
+                b = b + pop
             lists[c.name] = top_desc(b, k, lambda: rng_of(request_id))
             if c.name == chosen.name:
                 out = (b, mean, a, w)
