@@ -172,6 +172,16 @@ class ReplayModel:
         self.b = np.zeros((m, dim))
         self.theta = np.zeros((m, dim))
 
+    def grow(self, n: int, l2: float = 1.0) -> None:
+        """``n`` more products at the prior, after the others (products the catalogue gained
+        while the log was written: the live catalogue, docs/CATALOG.md)."""
+        if n <= 0:
+            return
+        dim = self.b.shape[1]
+        self.A_inv = np.concatenate([self.A_inv, np.repeat((np.eye(dim) / l2)[None], n, axis=0)])
+        self.b = np.concatenate([self.b, np.zeros((n, dim))])
+        self.theta = np.concatenate([self.theta, np.zeros((n, dim))])
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """P(click) of every product for context x, the ridge estimate clipped to [0, 1]."""
         return np.clip(self.theta @ x, 0.0, 1.0)
@@ -200,6 +210,23 @@ def logging_probabilities(prefix: Sequence[float] | None, marginals: Sequence[fl
         pool = eligible_n or m
         return np.cumprod(1.0 / (pool - np.arange(k))), np.full(k, 1.0 / pool)
     return None, None
+
+
+def new_products(products: Sequence[str], shadows: Mapping[str, Sequence[str]] | None,
+                 index: Mapping[str, int]) -> list[str]:
+    """The ids an impression names (shown, then its shadows' lists by name) that ``index``
+    lacks, each once, in that order: the replay adds them at the prior instead of dropping
+    the impression, so a product added to the live catalogue is estimated from its first
+    impression on (the stream and the offline command add them alike)."""
+    seen: dict[str, None] = {}
+    for p in products:
+        if p not in index:
+            seen.setdefault(p, None)
+    for _, lst in sorted((shadows or {}).items()):
+        for p in lst:
+            if p not in index:
+                seen.setdefault(p, None)
+    return list(seen)
 
 
 def target_list(name: str, shadows: Mapping[str, Sequence[str]], index: Mapping[str, int],

@@ -56,6 +56,7 @@ def evaluate(records: Sequence[Logged], product_ids: Sequence[str], dim: int, *,
              seed: int = 0) -> dict[str, Any]:
     """Estimates per target (every shadow seen, random and popularity unless ``targets``
     names which). Records must be in time order (evaluation.log returns them so)."""
+    product_ids = list(product_ids)
     index = {p: i for i, p in enumerate(product_ids)}
     m = len(product_ids)
     model = ReplayModel(m, dim, l2)
@@ -64,16 +65,22 @@ def evaluate(records: Sequence[Logged], product_ids: Sequence[str], dim: int, *,
         {s for r in records for s in r.shadows} | {RANDOM, POPULARITY})
     rows = {n: _Rows() for n in names}
     skipped: dict[str, int] = {}
-    usable = 0
+    usable = added = 0
     logged_top1: list[float] = []
     logged_list: list[float] = []
     for rec in records:
         imp = rec.impression
         x = np.asarray(imp.x, dtype=np.float64)
-        items = [index.get(p, -1) for p in imp.products]
-        if min(items) < 0:
-            skipped["unknown product"] = skipped.get("unknown product", 0) + 1
-            continue
+        new = ope.new_products(imp.products, rec.shadows, index)
+        if new:  # added to the live catalogue while the log was written: at the prior
+            for p in new:
+                index[p] = len(product_ids)
+                product_ids.append(p)
+            model.grow(len(new), l2)
+            clicks_so_far = np.concatenate([clicks_so_far, np.zeros(len(new))])
+            m = len(product_ids)
+            added += len(new)
+        items = [index[p] for p in imp.products]
         prefix, marg = _logging_probabilities(rec, m)
         if prefix is not None:
             usable += 1
@@ -99,6 +106,7 @@ def evaluate(records: Sequence[Logged], product_ids: Sequence[str], dim: int, *,
             clicks_so_far[items[slot]] += 1
     out: dict[str, Any] = {
         "impressions": len(records), "usable": usable, "skipped": skipped,
+        "products_added": added,
         "logged": {"top1_ctr": float(np.mean(logged_top1)) if logged_top1 else None,
                    "list_ctr": float(np.mean(logged_list)) if logged_list else None},
         "targets": {}}

@@ -127,21 +127,21 @@ class StreamEvaluator:
         self.clicks = np.zeros(len(self.product_ids))
         self.sums: dict[str, ope.Top1Sums] = {}
         self.counts = {"impressions": 0, "usable": 0, "logged_clicks": 0, "shown_clicks": 0,
-                       "unreadable": 0, "unknown_product": 0}
+                       "unreadable": 0, "products_added": 0}
         self.through_ts = -1
         self.tuner: dict[str, Any] | None = None  # the live controller's state (LiveTuner)
         self.dirty: set[int] = set()  # products learned since the rows were last taken
+        self.added: list[str] = []  # products appended after the list, in the order met
 
     # -- one closed impression ------------------------------------------------------------
 
     def step(self, imp: Impression, slots: Sequence[int]) -> None:
         """Add one impression (clicked ``slots``) to the sums, then learn it."""
+        shadows = dict(imp.shadows or ())
+        self._add(ope.new_products(imp.products, shadows, self.index))
         m = len(self.product_ids)
-        items = [self.index.get(p, -1) for p in imp.products]
+        items = [self.index[p] for p in imp.products]
         self.counts["impressions"] += 1
-        if min(items) < 0:  # as the offline command: neither estimated nor learned
-            self.counts["unknown_product"] += 1
-            return
         x = np.asarray(imp.x, dtype=np.float64)
         r = 1.0 if 0 in slots else 0.0
         self.counts["shown_clicks"] += int(r)
@@ -153,7 +153,6 @@ class StreamEvaluator:
             self.counts["logged_clicks"] += int(r)
             q = self.model.predict(x)
             q_logged = float(q[items[0]])
-            shadows = dict(imp.shadows or ())
             names = set(shadows) | {ope.RANDOM, ope.POPULARITY}
             for name in names:
                 tgt = ope.target_list(name, shadows, self.index, self.clicks, k)
@@ -165,6 +164,19 @@ class StreamEvaluator:
         self.dirty.update(items)
         for s in slots:
             self.clicks[items[s]] += 1
+
+    def _add(self, new: Sequence[str]) -> None:
+        """Products met for the first time (added to the live catalogue since the job
+        started, or since the list it was given): appended at the prior and counted."""
+        if not new:
+            return
+        for p in new:
+            self.index[p] = len(self.product_ids)
+            self.product_ids.append(p)
+            self.added.append(p)
+        self.model.grow(len(new), self.l2)
+        self.clicks = np.concatenate([self.clicks, np.zeros(len(new))])
+        self.counts["products_added"] += len(new)
 
     def batch(self, lines: Iterable[str]) -> int:
         """Closed lines (``t|slots|json``) in event-time order (stable); returns how many."""
@@ -227,7 +239,7 @@ class StreamEvaluator:
     def encode_head(self) -> bytes:
         """Everything but the products' rows (small: the counts, the sums, the tuner)."""
         head = json.dumps({"dim": self.dim, "l2": self.l2, "counts": self.counts,
-                           "through_ts": self.through_ts,
+                           "through_ts": self.through_ts, "added": self.added,
                            "sums": {k: vars(v) for k, v in self.sums.items()},
                            **({"tuner": self.tuner} if self.tuner is not None else {})})
         return _HEAD_MAGIC + head.encode()
@@ -250,20 +262,22 @@ class StreamEvaluator:
     def from_rows(cls, head_blob: bytes, rows: Iterable[tuple[str, bytes]],
                   product_ids: Sequence[str], dim: int, l2: float) -> StreamEvaluator:
         """The state of a head (:meth:`encode_head`) and the rows stored beside it, on today's
-        products (one without a row, or new, starts fresh; a row of a product gone is not
-        read); another d or l2, or a row of the wrong size, is refused (ValueError)."""
+        products (one without a row, or new, starts fresh; a row of a product not in the list,
+        one the live catalogue added while the job ran, is read and its product appended);
+        another d or l2, or a row of the wrong size, is refused (ValueError)."""
         if head_blob[:len(_HEAD_MAGIC)] != _HEAD_MAGIC:
             raise ValueError("not an ope-evaluate head")
         head = json.loads(head_blob[len(_HEAD_MAGIC):])
         if head["dim"] != dim or head["l2"] != l2:
             raise ValueError(f"ope state of d={head['dim']}, l2={head['l2']}")
+        rows = list(rows)
         ev = cls(product_ids, dim, l2)
+        ev._add([p for p in head.get("added", []) if p not in ev.index])  # the order met
+        ev._add(sorted({pid for pid, _ in rows} - set(ev.index)))
         d = dim
         size = (d * d + 2 * d + 1) * 8
         for pid, row in rows:
-            j = ev.index.get(pid)
-            if j is None:
-                continue
+            j = ev.index[pid]
             if len(row) != size:
                 raise ValueError(f"ope row of {pid!r}: {len(row)} bytes, not {size}")
             a = np.frombuffer(row, dtype="<f8")
@@ -275,7 +289,7 @@ class StreamEvaluator:
         return ev
 
     def _head(self, head: dict[str, Any]) -> None:
-        self.counts.update(head["counts"])
+        self.counts.update((k, v) for k, v in head["counts"].items() if k in self.counts)
         self.through_ts = head["through_ts"]
         self.sums = {k: ope.Top1Sums(**v) for k, v in head["sums"].items()}
         self.tuner = head.get("tuner")  # a state from before self-tuning has none
@@ -284,7 +298,8 @@ class StreamEvaluator:
     def decode(cls, blob: bytes, product_ids: Sequence[str], dim: int,
                l2: float) -> StreamEvaluator:
         """The state of ``blob``, on today's products (a product new since starts fresh; one
-        gone keeps nothing); a blob of another d or l2 is refused (ValueError)."""
+        of the blob not in the list is appended, as :meth:`from_rows` does); a blob of another
+        d or l2 is refused (ValueError)."""
         if blob[:len(_MAGIC)] != _MAGIC:
             raise ValueError("not an ope-evaluate state")
         (n,) = struct.unpack_from("<I", blob, len(_MAGIC))
@@ -303,12 +318,12 @@ class StreamEvaluator:
                                         offset=off).reshape(shape))
             off += size
         ev = cls(product_ids, dim, l2)
+        ev._add([p for p in old if p not in ev.index])
         for i, pid in enumerate(old):
-            j = ev.index.get(pid)
-            if j is not None:
-                ev.model.A_inv[j], ev.model.b[j] = arrays[0][i], arrays[1][i]
-                ev.model.theta[j], ev.clicks[j] = arrays[2][i], arrays[3][i]
-                ev.dirty.add(j)  # a migration writes it as a row once
+            j = ev.index[pid]
+            ev.model.A_inv[j], ev.model.b[j] = arrays[0][i], arrays[1][i]
+            ev.model.theta[j], ev.clicks[j] = arrays[2][i], arrays[3][i]
+            ev.dirty.add(j)  # a migration writes it as a row once
         ev._head(head)
         return ev
 
@@ -394,8 +409,9 @@ class Evaluate(KeyedProcessFunction):
     def _restore(self) -> StreamEvaluator:
         """The evaluator of the state (once, at the first batch after open): a head and its
         rows; an older one-blob state, moved to rows by the next write (its every product is
-        dirty); nothing usable, a fresh one and no rows (the rows of products gone are
-        dropped, so one coming back starts fresh, as with the one blob)."""
+        dirty); nothing usable, a fresh one and no rows. Rows are never dropped for a product
+        missing from the list: the list is the products file the job was started with, and a
+        product the live catalogue added since has rows that must come back."""
         s = self.settings
         fresh = StreamEvaluator(self.product_ids, s.model.dim, s.model.l2)
         blob = self.state.value()
@@ -408,12 +424,8 @@ class Evaluate(KeyedProcessFunction):
                          len(ev.dirty))
                 self.rows.clear()
                 return ev
-            rows = list(self.rows.items())
-            ev = StreamEvaluator.from_rows(blob, rows, self.product_ids, s.model.dim,
-                                           s.model.l2)
-            for pid in [pid for pid, _ in rows if pid not in ev.index]:
-                self.rows.remove(pid)
-            return ev
+            return StreamEvaluator.from_rows(blob, self.rows.items(), self.product_ids,
+                                             s.model.dim, s.model.l2)
         except (ValueError, KeyError, TypeError, struct.error) as exc:  # d, l2, damage
             log.error("ope: the restored evaluator state cannot be used (%s): the "
                       "estimates start again from nothing", exc)

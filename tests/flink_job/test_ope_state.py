@@ -125,7 +125,8 @@ def test_an_old_one_blob_state_restores_into_rows_with_the_same_estimates(seed: 
     the first batch reads it once, writes every product of it as a row and a head in its
     place; later batches write only what they learned; a restore of the new layout goes on
     to the uninterrupted estimates; on a catalogue without one product and with a new one,
-    the one gone has no row and the new one starts fresh."""
+    the one missing keeps its row (the list is the products file the job started with; the
+    live catalogue may still hold it) and the new one starts fresh."""
     lines = closed_lines(make_log(seed, 300, T0))
     a, b, c = lines[:120], lines[120:200], lines[200:]
     old = StreamEvaluator(PRODUCTS, DIM, 1.0)
@@ -138,34 +139,39 @@ def test_an_old_one_blob_state_restores_into_rows_with_the_same_estimates(seed: 
     list(fn.process_element("ope\t" + "\t".join(b), None))
     rows = ctx.maps[ROWS]
     assert ctx.state.blob is not None and ctx.state.blob.startswith(b"RTOPE2")
-    assert set(rows.data) == set(PRODUCTS) - {gone}  # migrated: the old blob's products
+    assert set(rows.data) == set(PRODUCTS)  # migrated: every product of the old blob
     rows.puts.clear()
     again = _fn(ctx, products)  # a restore of the new layout
     list(again.process_element("ope\t" + "\t".join(c), None))
     learned = {p for line in c for p in json.loads(line.split("|", 2)[2])["products"]}
-    assert set(rows.puts) == learned & set(products)
+    assert set(rows.puts) == learned  # the one missing from the list too, when learned
     whole = StreamEvaluator.decode(old.encode(), products, DIM, 1.0)  # the one-blob path
     whole.batch(b + c)
     assert again.ev is not None and again.ev.summaries() == whole.summaries()
     assert again.ev.status() == whole.status()
     want = _rows(whole)
     assert {p: want[p] for p in rows.data} == rows.data
-    assert gone not in rows.data
+    assert gone in rows.data and again.ev.product_ids[-1] == gone  # appended after the list
     assert again.ev.encode_row(again.ev.index["p-new"]) == want["p-new"]
 
 
-def test_rows_of_products_gone_are_dropped_and_a_bad_row_starts_again(
+def test_rows_of_products_missing_from_the_list_are_kept_and_a_bad_row_starts_again(
         caplog: pytest.LogCaptureFixture) -> None:
-    """A restore on a catalogue without a product removes its row (one coming back starts
-    fresh); a row of the wrong size is refused: logged, the estimates and rows start again."""
+    """A restore on a list without a product keeps its row and appends the product (the live
+    catalogue added it while the job ran: the list is only the file the job started with);
+    a row of the wrong size is refused: logged, the estimates and rows start again."""
     ctx = _ctx()
     lines = closed_lines(make_log(7, 100, T0))
     list(_fn(ctx).process_element("ope\t" + "\t".join(lines[:50]), None))
     rows = ctx.maps[ROWS]
     gone = sorted(rows.data)[0]
+    kept = rows.data[gone]
     fn = _fn(ctx, [p for p in PRODUCTS if p != gone])
     list(fn.process_element("ope\t" + "\t".join(lines[50:60]), None))
-    assert gone not in rows.data and rows.removes == 1
+    assert rows.removes == 0 and fn.ev is not None and gone in fn.ev.index
+    assert fn.ev.encode_row(fn.ev.index[gone]) == rows.data[gone]
+    if gone not in {p for ln in lines[50:60] for p in json.loads(ln.split("|", 2)[2])["products"]}:
+        assert rows.data[gone] == kept
     rows.data[sorted(rows.data)[0]] = b"\0" * 16
     with caplog.at_level(logging.ERROR, logger="flink_job.evaluate"):
         fn = _fn(ctx)
@@ -177,6 +183,26 @@ def test_rows_of_products_gone_are_dropped_and_a_bad_row_starts_again(
     learned = {p for line in lines[60:] for p in json.loads(line.split("|", 2)[2])["products"]}
     assert rows.data == {p: r for p, r in _rows(fresh).items() if p in learned}
     assert fn.ev.summaries() == fresh.summaries()
+
+
+@pytest.mark.parametrize("seed", [8, 9, 10])
+def test_products_added_while_running_come_back_in_the_order_met(seed: int) -> None:
+    """Products met after the list (the live catalogue's) are in the head in the order met and
+    their rows beside it: a restore on the same short list rebuilds the same product order,
+    so popularity's ties and every estimate go on exactly as without the restore."""
+    lines = closed_lines(make_log(seed, 300, T0))
+    pool = sorted({p for ln in lines for p in json.loads(ln.split("|", 2)[2])["products"]})
+    short = [p for p in PRODUCTS if p not in pool[2:9]]
+    whole = StreamEvaluator(short, DIM, 1.0)
+    whole.batch(lines)
+    first = StreamEvaluator(short, DIM, 1.0)
+    first.batch(lines[:150])
+    head, rows = first.encode_head(), first.take_rows()
+    again = StreamEvaluator.from_rows(head, rows.items(), short, DIM, 1.0)
+    assert again.product_ids == first.product_ids and len(again.added) > 0
+    again.batch(lines[150:])
+    assert again.product_ids == whole.product_ids
+    assert again.summaries() == whole.summaries() and again.status() == whole.status()
 
 
 @pytest.mark.integration

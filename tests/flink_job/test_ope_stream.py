@@ -149,6 +149,38 @@ def test_the_stream_replay_equals_the_offline_command(seed: int) -> None:
     assert s["random"]["n"] > s["alpha_a"]["n"] > 100
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_products_the_catalogue_added_while_running_are_estimated_not_dropped(seed: int) -> None:
+    """Products missing from the list the evaluator started with (the live catalogue added
+    them since): every impression that shows or shadows one is still estimated and learned,
+    the stream equals the offline command given the same short list, and both equal a replay
+    that knew those products from the start, placed where they were first met (but for
+    ``random``, whose list is drawn from the products there are at the time)."""
+    log_ = make_log(seed, 600, 1_700_000_000_000)
+    lines = closed_lines(log_)
+    late = list(POOL[3:7])
+    short = [p for p in PRODUCTS if p not in late]
+    ev = StreamEvaluator(short, DIM, 1.0)
+    for lo in range(0, len(lines), 37):
+        ev.batch(lines[lo:lo + 37])
+    records = read_lines([raw for raw, _, _ in log_], DIM, LogStats())
+    off = evaluate(records, short, DIM, n_boot=1)
+    assert off["products_added"] == len(late) and "unknown product" not in off["skipped"]
+    assert ev.counts["products_added"] == len(late)
+    assert_equal(ev.summaries(), off)
+    met = ev.product_ids[len(short):]
+    assert sorted(met) == sorted(late)
+    full = StreamEvaluator(short + met, DIM, 1.0)
+    full.batch(lines)
+    assert full.counts["products_added"] == 0
+    got, want = ev.summaries(), full.summaries()
+    assert got.keys() == want.keys()
+    assert {k: v for k, v in got.items() if k != "random"} == \
+        {k: v for k, v in want.items() if k != "random"}
+    assert got["random"]["n"] == want["random"]["n"]
+    assert ev.status()["usable"] == full.status()["usable"] == off["usable"]
+
+
 def test_a_wrong_reward_model_or_a_reordered_log_is_caught() -> None:
     """The comparison can fail: learning an impression before scoring it (the outcome leaks
     into DR's model), or out of order, moves DR off the offline figure."""
