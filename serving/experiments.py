@@ -33,7 +33,9 @@ from contract.experiments import PLACKETT_LUCE, Experiment, Variant
 from contract.linucb import top_k
 from contract.slates import PlackettLuce
 
-ScoresFn = Callable[[np.ndarray, float], np.ndarray]
+# scores of every product for context x at an alpha; None: the exploration rule's
+# (RTREC_EXPLORATION, docs/EXPLORATION.md), for a variant or shadow that names no alpha
+ScoresFn = Callable[[np.ndarray, float | None], np.ndarray]
 Z95 = 1.959963984540054
 
 
@@ -68,7 +70,9 @@ def wilson(clicks: int, n: int, z: float = Z95) -> tuple[float, float]:
 class ExperimentRunner:
     """One experiment's assignment, rankings, shadows and per-variant counters."""
 
-    def __init__(self, experiment: Experiment, default_alpha: float) -> None:
+    def __init__(self, experiment: Experiment, default_alpha: float | None) -> None:
+        """``default_alpha``: the alpha of a variant or shadow that names none; None when
+        the exploration rule decides (the scores function then gets None)."""
         self.experiment = experiment
         self.default_alpha = default_alpha
         self._lock = threading.Lock()
@@ -78,7 +82,7 @@ class ExperimentRunner:
     def assign(self, user_id: int) -> Variant:
         return self.experiment.assign(user_id)
 
-    def alpha(self, v: Variant) -> float:
+    def alpha(self, v: Variant) -> float | None:
         return self.default_alpha if v.alpha is None else v.alpha
 
     def rank(self, v: Variant, scores_fn: ScoresFn, m: int, x: np.ndarray, k: int,

@@ -161,7 +161,9 @@ class Recommender:
         self._clicked: dict[tuple[str, str], None] = {}
         # an experiment (docs/EXPERIMENTS.md): a request naming no policy and no alpha is
         # served by its user's variant; every request logs the shadows' lists
-        self.experiment = ExperimentRunner(experiment, settings.model.alpha) \
+        self.experiment = ExperimentRunner(
+            experiment, settings.model.alpha if settings.model.exploration == "fixed"
+            else None) \
             if experiment is not None else None
         self._variant_of: dict[str, str] = {}
         # exploration that tunes itself (docs/EXPLORATION.md section 3): the job's controller
@@ -724,8 +726,13 @@ class Recommender:
             if probs is not None:
                 out["prefix_propensities"], out["slot_propensities"] = probs
         if self.experiment.experiment.shadows:
-            def scores(_x: np.ndarray, a: float) -> np.ndarray:
-                s = snap.scores_and_mean(vec, a)[0]
+            def scores(_x: np.ndarray, a: float | None) -> np.ndarray:
+                if a is not None:
+                    s = snap.scores_and_mean(vec, a)[0]
+                elif self.settings.model.exploration == "decaying":  # no alpha: the rule's
+                    s = self._decaying_scores(snap, vec)[0]
+                else:  # calibrated (fixed has an alpha)
+                    s = snap.scores_and_mean(vec, self._calibrated_alpha(snap, vec))[0]
                 return s[:pop.shape[0]] + pop if pop is not None else s
             eligible = np.flatnonzero(sel.mask) if sel is not None else None
             out["shadows"] = self.experiment.shadows(scores, vec, k, snap.product_ids, eligible)

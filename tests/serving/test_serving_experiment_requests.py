@@ -151,3 +151,31 @@ def test_the_experiment_file_is_checked_at_start(tmp_path: Path) -> None:
         assert r.variant == EXP.assign(7).name
     finally:
         rec.close(1)
+
+
+@pytest.mark.parametrize("exploration", ["decaying", "calibrated"])
+@pytest.mark.parametrize("seed", [6, 7, 8])
+def test_a_variant_or_shadow_without_alpha_follows_the_exploration_rule(
+        exploration: str, seed: int) -> None:
+    """Under RTREC_EXPLORATION's rule, a variant and a shadow that name no alpha rank alike:
+    the shadow's logged list is what the no-alpha variant shows for the same context, and not
+    the fixed RTREC_ALPHA's list (which the shadow logged before)."""
+    settings = Settings.from_env({}).override(RTREC_EXPLORATION=exploration, RTREC_ALPHA="5.0")
+    exp = Experiment.from_dict({"name": "e2", "salt": "s", "variants": [
+        {"name": "rule", "policy": "linucb", "share": 1.0}],
+        "shadows": [{"name": "rule_shadow", "policy": "linucb"}]})
+    rec = Recommender(settings, snapshot=learned_snapshot(seed), events=MemoryEventLog(),
+                      seed=seed, experiment=exp)
+    plain = Recommender(settings, snapshot=learned_snapshot(seed), events=MemoryEventLog(),
+                        seed=seed)
+    rng = np.random.default_rng(seed)
+    differs = 0
+    for user in range(100):
+        x = rng.random(settings.model.dim)
+        r = rec.recommend(user, x=x, k=5)
+        shown = tuple(i.product_id for i in r.items)
+        assert dict(rec.events.events[-1].shadows)["rule_shadow"] == shown
+        assert shown == tuple(i.product_id for i in plain.recommend(user, x=x, k=5).items)
+        fixed = tuple(PRODUCTS[i] for i in linucb.top_k(rec.snapshot.scores(x, 5.0), 5))
+        differs += fixed != shown
+    assert differs > 50  # the fixed alpha would have logged another list: the test can fail
