@@ -8,7 +8,8 @@ description, the price moved by up to 20%, so the hidden oracle finds it about a
 as its category), and at ``retire_at`` ``n_retired`` products leave it.
 
 Every learner is disjoint LinUCB in this process with the contract's maths and the project's
-default exploration (``calibrated``, docs/EXPLORATION.md), on the same seeded visits and click
+default exploration (``RTREC_EXPLORATION``'s default, ``decaying``: docs/EXPLORATION.md), on
+the same seeded visits and click
 draws (a cascade reader, as the closed loop), and they differ only by where a new product
 starts (docs/LEARNING.md, "The category prior"):
 
@@ -79,6 +80,8 @@ class ChurnLearner:
     m: float = 5.0
     min_obs: int = 100
     l2: float = 1.0
+    exploration: str = field(default_factory=lambda: Settings.from_env({}).model.exploration)
+    alpha: float = 1.0  # under exploration="fixed" only
     A_inv: np.ndarray = field(init=False)
     b: np.ndarray = field(init=False)
     theta: np.ndarray = field(init=False)
@@ -105,9 +108,9 @@ class ChurnLearner:
         self.theta[i] = st.A_inv @ st.b
 
     def recommend(self, x: np.ndarray, active: np.ndarray, k: int = K) -> list[int]:
-        alpha = exploration.exploration_alpha("calibrated", 1.0, self.clicks,
-                                              self.observations, x, self.l2)
-        scores = linucb.ucb_scores(self.theta, self.A_inv, x, alpha)
+        var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
+        scores = exploration.rule_scores(self.exploration, self.alpha, self.clicks,
+                                         self.observations, x, self.l2, self.theta @ x, var)
         scores = np.where(active, scores, -np.inf)
         return [int(i) for i in linucb.top_k(scores, k)]
 
