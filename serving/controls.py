@@ -137,6 +137,7 @@ class CatalogIndex:
         # retired from the live catalog (serving/catalog.py): never shown, whatever the request
         self.hidden = np.zeros(m, dtype=bool)
         self.hidden_ids: frozenset[str] = frozenset()
+        self.visible_cache: tuple[tuple[Any, ...], Visible] | None = None  # visible()'s
 
     def __len__(self) -> int:
         return len(self.product_ids)
@@ -363,11 +364,57 @@ def check(controls: Controls, cat: CatalogIndex, k: int, limits: Limits) -> None
 
 def is_plain(controls: Controls, cat: CatalogIndex) -> bool:
     """Whether these controls change nothing (the recommender then takes the plain path)."""
-    return (not controls.exclude and not (controls.in_stock_only and cat.out_of_stock)
-            and not cat.hidden_ids
-            and controls.include_categories is None and not controls.exclude_categories
-            and not controls.pins and not controls.boosts and controls.max_per_category is None
-            and controls.mmr_lambda == 0.0)
+    return (asks_nothing(controls) and not (controls.in_stock_only and cat.out_of_stock)
+            and not cat.hidden_ids)
+
+
+def asks_nothing(controls: Controls) -> bool:
+    """Whether nothing but the catalog's own flags (retired, out of stock under the default
+    ``in_stock_only``) may hide a product: the recommender then ranks on the plain path over
+    :func:`visible` products, with every policy's sampling and probabilities, instead of the
+    controls' selection (which logs none)."""
+    return (not controls.exclude and controls.include_categories is None
+            and not controls.exclude_categories and not controls.pins and not controls.boosts
+            and controls.max_per_category is None and controls.mmr_lambda == 0.0)
+
+
+@dataclass(frozen=True)
+class Visible:
+    """The products a request that asks for no control may show, and what the impression logs
+    about them (the fields :class:`Selection` logs)."""
+
+    indices: np.ndarray  # (n,) into the catalog, ascending
+    mask: np.ndarray  # (m,)
+    applied: tuple[str, ...]
+    eligible_n: int
+    eligible_hash: str
+    eligible: tuple[str, ...] | None
+
+
+def visible(controls: Controls, cat: CatalogIndex, limits: Limits) -> Visible:
+    """The products the catalog's flags leave (``controls`` asks nothing else:
+    :func:`asks_nothing`), computed once per state of the flags and cached on the index (the
+    flags are swapped as whole arrays, so their identity says when they changed)."""
+    key = (cat.hidden, cat.in_stock, controls.in_stock_only, limits.eligible_list_max)
+    cached = cat.visible_cache  # one read: another thread may swap it
+    if cached is not None and all(a is b if isinstance(a, np.ndarray) else a == b
+                                  for a, b in zip(cached[0], key, strict=True)):
+        return cached[1]
+    mask, applied = eligible_mask(controls, cat)
+    n = int(np.count_nonzero(mask))
+    if n == 0:
+        raise ControlConflictError("controls: no product is eligible (the catalog's retired "
+                                  "and out-of-stock products leave none)")
+    listed = (tuple(cat.product_ids[i] for i in np.flatnonzero(mask))
+              if n <= limits.eligible_list_max else None)
+    out = Visible(np.flatnonzero(mask), mask, tuple(applied), n, eligible_digest(mask), listed)
+    cat.visible_cache = (key, out)
+    return out
+
+
+def eligible_digest(mask: np.ndarray) -> str:
+    """The impression's ``eligible_hash``: which products were eligible, in 16 hex digits."""
+    return hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=8).hexdigest()
 
 
 def eligible_mask(controls: Controls, cat: CatalogIndex) -> tuple[np.ndarray, list[str]]:
@@ -485,7 +532,7 @@ def select(policy: str, scores: np.ndarray, cat: CatalogIndex, controls: Control
     listed = None
     if eligible_n <= limits.eligible_list_max:
         listed = tuple(cat.product_ids[i] for i in np.flatnonzero(mask))
-    digest = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=8).hexdigest()
+    digest = eligible_digest(mask)
     return Selection(idx, scores[idx], propensity, tuple(applied), eligible_n, digest, listed,
                      boosted, mask)
 

@@ -42,6 +42,8 @@ from serving.controls import (
     Controls,
     Limits,
     Pin,
+    Visible,
+    asks_nothing,
     check,
     is_plain,
     parse_boosts,
@@ -50,6 +52,7 @@ from serving.controls import (
     rng_of,
     select,
     top_desc,
+    visible,
 )
 from serving.errors import (
     InvalidRequestError,
@@ -556,6 +559,10 @@ class Recommender:
                 mmr_lambda=mmr_lambda)
             check(controls, cat, k, self.limits)
         plain = is_plain(controls, cat)
+        vis = None  # the catalog's flags alone hide products: plain over the visible ones
+        if not plain and asks_nothing(controls):
+            vis = visible(controls, cat, self.limits)
+            plain = True
         if policy == PLACKETT_LUCE and not plain:
             policy = "linucb"  # the controls' selection does not sample (docs/EXPERIMENTS.md)
         if not plain and policy not in ("linucb", "greedy", "random"):
@@ -597,25 +604,33 @@ class Recommender:
             applied, eligible_n, boosted = sel.applied, sel.eligible_n, sel.boosted
         elif tuned is not None:  # one candidate drawn; every candidate's list logged
             tuned, probs, tuned_lists, base, mean, used_alpha, weight = self._self_tuned(
-                snap, vec, k, pop, len(cat), request_id)
+                snap, vec, k, pop, len(cat), request_id, vis)
             idx = tuned_lists[tuned.name]
             score_arr, propensity = base[idx], probs[0][-1]
         elif policy in ("linucb", "greedy"):
-            idx = top_desc(base, k, lambda: rng_of(request_id))
+            if vis is None:
+                idx = top_desc(base, k, lambda: rng_of(request_id))
+            else:
+                idx = vis.indices[top_desc(base[vis.indices], k, lambda: rng_of(request_id))]
             score_arr, propensity = base[idx], 1.0
         elif policy == PLACKETT_LUCE:  # an experiment's exploring variant
             assert variant is not None and self.experiment is not None
             with self._rng_lock:
                 ranked = self.experiment.rank(variant, lambda _x, _a: base, base.shape[0], vec, k,
-                                              self._rng)
+                                              self._rng,
+                                              vis.indices if vis is not None else None)
             idx, score_arr, propensity = ranked.indices, ranked.scores, ranked.propensity
             probs = (tuple(ranked.prefix.tolist()), tuple(ranked.slots.tolist()))
         else:
+            pool = base if vis is None else base[vis.indices]
+
             def scores_fn(_x: np.ndarray, _a: float) -> np.ndarray:
-                return base
+                return pool
             with self._rng_lock:
-                ranking = rank(policy, scores_fn, base.shape[0], vec, k, alpha, self._rng)
+                ranking = rank(policy, scores_fn, pool.shape[0], vec, k, alpha, self._rng)
             idx, score_arr, propensity = ranking.indices, ranking.scores, ranking.propensity
+            if vis is not None:
+                idx = vis.indices[idx]
         ids = snap.product_ids
         idx_list = idx.tolist()
         shown = tuple(ids[i] for i in idx_list)
@@ -627,9 +642,13 @@ class Recommender:
         if sel is not None:
             extra = {"controls": sel.applied, "eligible_n": sel.eligible_n,
                      "eligible_hash": sel.eligible_hash, "eligible": sel.eligible}
+        elif vis is not None:
+            applied, eligible_n = vis.applied, vis.eligible_n
+            extra = {"controls": vis.applied, "eligible_n": vis.eligible_n,
+                     "eligible_hash": vis.eligible_hash, "eligible": vis.eligible}
         if self.experiment is not None:
             extra.update(self._experiment_fields(variant, policy, probs, snap, vec, k, pop,
-                                                 sel, len(idx_list)))
+                                                 sel, len(idx_list), vis))
         if tuned is not None:  # under controls: the live rule, no probabilities (not estimated)
             extra.update(experiment=SELF_TUNE_EXPERIMENT, variant=tuned.name)
             if sel is None:
@@ -659,7 +678,8 @@ class Recommender:
             # the first product is the bonus's choice when another eligible one has a higher
             # expected reward (a pinned first product is nobody's choice: not counted)
             if sel is None:
-                explored = bool(mean[idx_list[0]] < mean.max())
+                top = mean.max() if vis is None else mean[vis.indices].max()
+                explored = bool(mean[idx_list[0]] < top)
             elif not any(a.startswith("pin:") and a.endswith("@0") for a in applied):
                 explored = bool(mean[idx_list[0]] < np.where(sel.mask, mean, -np.inf).max())
         self.product_health.shown(idx, time.time(), explored)
@@ -678,7 +698,8 @@ class Recommender:
                               tuned.name if tuned is not None else None)
 
     def _self_tuned(self, snap: Snapshot, vec: np.ndarray, k: int, pop: np.ndarray | None,
-                    m: int, request_id: str) -> tuple[Any, Any, dict[str, np.ndarray],
+                    m: int, request_id: str, vis: Visible | None = None
+                    ) -> tuple[Any, Any, dict[str, np.ndarray],
                                                       np.ndarray, np.ndarray, float, float]:
         """Every self-tuning candidate's top-k (the same tie-breaks for all), one of them drawn
         by the live split, and the logging probabilities of the drawn list under that split:
@@ -700,7 +721,11 @@ class Recommender:
             b, mean = b[:m], mean[:m]
             if pop is not None:  # already cut to the index's m
                 b = b + pop
-            lists[c.name] = top_desc(b, k, lambda: rng_of(request_id))
+            if vis is None:
+                lists[c.name] = top_desc(b, k, lambda: rng_of(request_id))
+            else:  # the catalog hides some: the best of the visible ones
+                lists[c.name] = vis.indices[top_desc(b[vis.indices], k,
+                                                     lambda: rng_of(request_id))]
             if c.name == chosen.name:
                 out = (b, mean, a, w)
         shown = lists[chosen.name].tolist()
@@ -710,7 +735,7 @@ class Recommender:
 
     def _experiment_fields(self, variant: Any, policy: str, probs: Any, snap: Snapshot,
                            vec: np.ndarray, k: int, pop: np.ndarray | None, sel: Any,
-                           shown_n: int) -> dict[str, Any]:
+                           shown_n: int, vis: Visible | None = None) -> dict[str, Any]:
         """The impression's experiment fields: variant, the logging probabilities of a
         sampling variant, and the shadows' lists (from the same scores and eligible set)."""
         assert self.experiment is not None
@@ -719,7 +744,8 @@ class Recommender:
             out["experiment"] = self.experiment.experiment.name
             out["variant"] = variant.name
             if probs is None and policy == "random":  # uniform over the eligible products
-                pool = sel.eligible_n if sel is not None else len(snap)
+                pool = sel.eligible_n if sel is not None else \
+                    vis.eligible_n if vis is not None else len(snap)
                 prefix = np.cumprod(1.0 / (pool - np.arange(shown_n)))
                 if prefix[-1] > 0:
                     probs = (tuple(prefix.tolist()), (1.0 / pool,) * shown_n)
@@ -734,7 +760,8 @@ class Recommender:
                 else:  # calibrated (fixed has an alpha)
                     s = snap.scores_and_mean(vec, self._calibrated_alpha(snap, vec))[0]
                 return s[:pop.shape[0]] + pop if pop is not None else s
-            eligible = np.flatnonzero(sel.mask) if sel is not None else None
+            eligible = np.flatnonzero(sel.mask) if sel is not None else \
+                vis.indices if vis is not None else None
             out["shadows"] = self.experiment.shadows(scores, vec, k, snap.product_ids, eligible)
         return out
 
