@@ -119,6 +119,68 @@ class CategoryPriorLinUCB(ProjectLinUCB):
         self.n[c] += 1
 
 
+class SharedPriorLinUCB(ProjectLinUCB):
+    """Hierarchical shrinkage (issue 22's experiment, docs/EXPLORATION.md section 2): the
+    per-product ridge state is unchanged; one shared ridge model over the same x learns every
+    observation, ``A0 = l2 I + sum x x^T``, ``b0 = sum r x`` (one per group when ``groups``
+    is given: the catalog's categories, information the peers do not get), and takes the
+    place of what the ``decaying`` rule centres each product's prior on.
+
+    - ``centre="rate"``: ``decaying`` with the shop's rate ``p`` replaced by the shared
+      model's rate for x, ``q(x) = x^T A0^-1 (b0 + l2 p x / x.x)`` (the shared model ranked
+      by the decaying rule itself, so with no data ``q = p`` and this is ``decaying``):
+      ``score = x . theta + q(x) w x^T A^-1 x / x.x``.
+    - ``centre="mean"``: the posterior mean with the prior centred on the shared parameter
+      ``theta_s = A0^-1 b0``: ``score = x^T A^-1 (b + w theta_s)``; ``"mean_p"`` adds the
+      decaying rule's term ``p w x^T A^-1 x / x.x`` (its optimism).
+
+    ``weight`` is the prior's weight w (default: the state's own l2). Another w scores with
+    ``(A + (w - l2) I)^-1`` (an inverse per product per call): a measurement, not a setting.
+    """
+
+    def __init__(self, name: str, n_products: int, dim: int, centre: str,
+                 groups: Sequence[str] | None = None, weight: float | None = None,
+                 l2: float = 1.0) -> None:
+        super().__init__(name, n_products, dim, "decaying", 0.0, l2)
+        if centre not in ("rate", "mean", "mean_p"):
+            raise ValueError(f"centre {centre!r}")
+        names = sorted(set(groups)) if groups is not None else [""]
+        self.group = (np.array([names.index(g) for g in groups]) if groups is not None
+                      else np.zeros(n_products, dtype=np.int64))
+        self.A0 = np.repeat((l2 * np.eye(dim))[None], len(names), axis=0)
+        self.b0 = np.zeros((len(names), dim))
+        self.centre, self.dim = centre, dim
+        self.weight = l2 if weight is None else float(weight)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        xx = float(x @ x)
+        if xx == 0.0:
+            return self.theta @ x
+        p = exploration.click_rate(self.clicks, self.observations)
+        w = self.weight
+        if w == self.l2:
+            M, mean = self.A_inv, self.theta @ x
+        else:
+            M = np.linalg.inv(np.linalg.inv(self.A_inv) + (w - self.l2) * np.eye(self.dim))
+            mean = np.einsum("mij,mj->mi", M, self.b, optimize=False) @ x
+        Mx = np.einsum("mij,j->mi", M, x, optimize=False)
+        var = np.maximum(Mx @ x, 0.0)
+        if self.centre == "rate":
+            q = np.linalg.solve(self.A0, (self.b0 + self.l2 * p * x / xx)[..., None])[..., 0] @ x
+            return mean + q[self.group] * w * var / xx
+        theta_s = np.linalg.solve(self.A0, self.b0[..., None])[..., 0]  # (groups, d)
+        s = mean + w * np.einsum("mi,mi->m", Mx, theta_s[self.group], optimize=False)
+        if self.centre == "mean_p":
+            s = s + p * w * var / xx
+        return s
+
+    def update(self, x: np.ndarray, item: int, reward: float) -> None:
+        super().update(x, item, reward)
+        g = int(self.group[item])
+        self.A0[g] += np.outer(x, x)
+        self.b0[g] += reward * x
+
+
 class SelfTuningLinUCB(ProjectLinUCB):
     """One model; every visit each candidate rule picks a product, the controller's traffic
     split picks which candidate serves, and the log keeps the shown product's propensity (the
@@ -379,6 +441,14 @@ def make_learners(n_products: int, dim: int, seed: int,
         makers["linucb_decaying_category"] = lambda: CategoryPriorLinUCB(
             "linucb_decaying_category", n_products, dim, cats, model.prior_pseudo_obs,
             model.prior_min_obs)
+    for c in ("rate", "mean", "mean_p"):  # issue 22: hierarchical shrinkage, opt-in
+        makers[f"linucb_shared_{c}"] = (lambda c=c: SharedPriorLinUCB(
+            f"linucb_shared_{c}", n_products, dim, c))
+        makers[f"linucb_shared_{c}_w10"] = (lambda c=c: SharedPriorLinUCB(
+            f"linucb_shared_{c}_w10", n_products, dim, c, weight=10.0))
+        if len(cats) == n_products:
+            makers[f"linucb_category_{c}"] = (lambda c=c: SharedPriorLinUCB(
+                f"linucb_category_{c}", n_products, dim, c, groups=cats))
     names = [n for n in makers if n not in OPT_IN] if only is None else list(only)
     unknown = [n for n in names if n not in makers]
     if unknown:
@@ -386,7 +456,9 @@ def make_learners(n_products: int, dim: int, seed: int,
     return [makers[n]() for n in names]
 
 
-OPT_IN = ("linucb_decaying_category",)
+OPT_IN = ("linucb_decaying_category",
+          *(f"linucb_{g}_{c}{w}" for g in ("shared", "category")
+            for c in ("rate", "mean", "mean_p") for w in ("", "_w10")))
 """Learners only run when named (``--only``): they use information the peers do not get."""
 PEERS = ("mabwiser_linucb", "river_linucb", "vw_squarecb", "vw_epsilon")
 FIXED = ("linucb_alpha_1", "linucb_alpha_0.3", "linucb_alpha_0.1", "linucb_alpha_0.03")
@@ -397,4 +469,5 @@ the default is chosen among them by the stated criterion, from the same run."""
 
 __all__ = ["DEFAULT", "FIXED", "OPT_IN", "PEERS", "RULES", "CategoryPriorLinUCB",
            "MabwiserLinUCB", "ProjectLinUCB", "RiverLinUCB", "SelfTuningLinUCB",
+           "SharedPriorLinUCB",
            "ThompsonLinUCB", "VowpalCB", "make_learners"]
