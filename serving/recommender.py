@@ -471,20 +471,32 @@ class Recommender:
             return 0.0
         return a * a / (self._rate_term(snap) / math.sqrt(self.settings.model.l2))
 
-    def _decaying_scores(self, snap: Snapshot, vec: np.ndarray
+    def _decaying_scores(self, snap: Snapshot, vec: np.ndarray, k: int | None = None,
+                         pop: np.ndarray | None = None, m: int | None = None
                          ) -> tuple[np.ndarray, np.ndarray, float]:
         """(scores, means, w) under the decaying rule: ``mean + w x^T A^-1 x`` for every
         product (contract.exploration.rule_scores), computed on the unit vector u = x / |x| as
-        ``|x| (theta.u) + p l2 u^T A^-1 u`` from the snapshot's UCB at alpha 1 (the same
-        number; x^T A^-1 x itself would overflow for a large x whose scores do not)."""
+        ``theta.x + p l2 u^T A^-1 u`` (the same number; x^T A^-1 x itself would overflow for
+        a large x whose scores do not). With ``k``: the first m products plus ``pop``, the
+        best k exact from the float32 pass (Snapshot.top_scores); else exact for all."""
         top = float(np.abs(vec).max()) if vec.size else 0.0
         if not math.isfinite(top):
             raise exploration.ExplorationError(f"x: an entry is {top}, not finite")
         if top == 0.0:
-            base, mean = snap.scores_and_mean(vec, 0.0)
+            if k is not None:
+                base, mean = snap.top_scores(vec, k, plus=pop, upto=m)
+            else:
+                base, mean = snap.scores_and_mean(vec, 0.0)
             return base, mean, 0.0
         y = vec / top
         norm = top * math.sqrt(float(y.dot(y)))
+        if k is not None:
+            sqrt_l2 = math.sqrt(self.settings.model.l2)
+            rate = self._rate_term(snap)  # p sqrt(l2)
+            base, mean = snap.top_scores(vec, k, weight=rate * sqrt_l2, x_var=vec / norm,
+                                         plus=pop, upto=m)
+            a = rate / norm
+            return base, mean, a * a / (rate / sqrt_l2)
         ucb, mean = snap.scores_and_mean(vec / norm, 1.0)
         sqrt_l2 = math.sqrt(self.settings.model.l2)
         rate = self._rate_term(snap)  # p sqrt(l2)
@@ -579,8 +591,16 @@ class Recommender:
         pop = self.popularity.term(snap)
         if pop is not None and pop.shape[0] > m:
             pop = pop[:m]
-        if tuned is None or not plain:  # a self-tuned plain request scores each candidate below
+        if plain and vis is None and tuned is None and policy in ("linucb", "greedy"):  # usual:
+            # the best k exact in float64 from a float32 pass over every product (Snapshot.
+            # top_scores); products without parameters: prior + popularity
             if decaying and policy != "greedy":
+                used_alpha = 0.0
+                base, mean, weight = self._decaying_scores(snap, vec, k, pop, m)
+            else:
+                base, mean = snap.top_scores(vec, k, used_alpha, plus=pop, upto=m)
+        elif tuned is None or not plain:  # a self-tuned plain request scores each candidate
+            if decaying and policy != "greedy":  # below
                 used_alpha = 0.0
                 base, mean, weight = self._decaying_scores(snap, vec)
             else:

@@ -26,11 +26,24 @@ never reads, so :attr:`Snapshot.A_invs` gives back exactly the matrices publishe
 A^-1 may differ from its transpose in the last bits). It is the same number as
 :func:`contract.linucb.ucb_scores` to rounding (tests/serving/test_serving_scoring.py).
 
-Memory per row: 8 bytes for each of theta (d) and A^-1's upper triangle (d(d+1)/2), 4 for
-each of the strictly lower triangle's differences from the upper one (d(d-1)/2), 40 for the
-version, time, observation count and the calibrated rule's two terms: 1,540 bytes at d = 15,
-0.79 of the published value (1,956 bytes); plus 8 bytes of row index per product and snapshot
-alive (docs/SERVING.md, "How parameter updates apply").
+The pass is memory-bound at 100,000 products (it reads every row per request), so the rows
+it reads are float32 (``hot``): half the bytes. Each number's float64 value is kept exactly
+as the float32 nearest plus an int32 rest (``low``: a multiple of the float64 step, see
+:func:`_split`; the rare row they cannot hold - beyond float32's range or below its normal
+numbers - keeps its float64 row aside), so every number read back is the published one.
+:meth:`Snapshot.top_scores` (what requests rank with) scores every product in float32, then
+re-scores from the exact float64 rows every product whose float64 score could be among the
+best k, by a proven bound on the float32 error: the best k, their order, scores and ties
+are float64's (tests/serving/test_serving_float32.py). A store of at most
+``EXACT_STORE_ROWS`` rows also keeps float64 rows and scores in float64 as before: it fits
+in the cache, where float32 saves nothing.
+
+Memory per row: 4 + 4 bytes for each of theta (d) and A^-1's upper triangle (d(d+1)/2)
+(float32 + int32 rest), 4 for each of the strictly lower triangle's differences from the
+upper one (d(d-1)/2), 40 for the version, time, observation count and the calibrated rule's
+two terms: 1,540 bytes at d = 15, 0.79 of the published value (1,956 bytes); plus 8 bytes of
+row index per product and snapshot alive (docs/SERVING.md, "How parameter updates apply").
+A small store's float64 rows add 8 per number (2,620 bytes a row, at most 43 MB).
 
 >>> snap = Snapshot.prior(["p0", "p1"], dim=2, l2=1.0)
 >>> snap.versions.tolist(), snap.model_version
@@ -69,6 +82,70 @@ def _triangle(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, n
     return rows, cols, np.where(rows == cols, 1.0, 2.0), lrows, lcols
 
 
+EXACT_STORE_ROWS = 16_384  # a store of at most this many rows keeps its float64 rows too
+_EXPONENT = np.int32(0x7F800000)
+_U32 = 2.0 ** -24  # float32's unit roundoff
+
+
+def _unit(hi: np.ndarray) -> np.ndarray:
+    """2^(e - 53) for each float32 ``hi`` = 1.f x 2^e (0 for zeros and subnormals): the step
+    of the float64 rest ``low`` counts. A float64 within half a float32 step of hi is hi plus
+    a multiple of it no larger than 2^29 (below hi's binade the float64 step is that small)."""
+    return (hi.view(np.int32) & _EXPONENT).view(np.float32).astype(np.float64) * 2.0 ** -53
+
+
+def _split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 numbers -> (float32 nearest, int32 rest, rows held exactly): ``_join`` of the
+    two gives every number of a held row back bit for bit (not held: beyond float32's range,
+    below its normal numbers, or not finite)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        hi = v.astype(np.float32)
+        q = (v - hi.astype(np.float64)) / _unit(hi)
+        low = np.where(np.abs(q) < 2.0 ** 31, q, 0.0).astype(np.int32)
+        whole = (_join(hi, low) == v).all(axis=1)
+    return hi, low, whole
+
+
+def _join(hi: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """The float64 numbers ``_split`` took apart (exact: a power-of-two multiple of an int
+    below 2^31, added to a float64 it is within half a float32 step of)."""
+    with np.errstate(invalid="ignore"):
+        return hi.astype(np.float64) + low * _unit(hi)
+
+
+def _gamma(n: int) -> float:
+    """Bound on the relative error of an n-term float32 dot product, any summation order
+    (Higham's gamma_n), doubled: it also covers the float64 rounding of the exact pass."""
+    return 2.0 * n * _U32 / (1.0 - n * _U32)
+
+
+def _pairs(x: np.ndarray) -> np.ndarray:
+    """x_i x_j for i <= j (the 2 off the diagonal is in the rows)."""
+    r, c, _w, _lr, _lc = _triangle(x.shape[0])
+    xx = x.take(r)
+    xx *= x.take(c)
+    return xx
+
+
+def _combine(mean: np.ndarray, var: np.ndarray, alpha: float, weight: float) -> np.ndarray:
+    """mean + alpha sqrt(v) + weight v, v = max(var, 0), in a new array: the same operations
+    for the float32 pass, its exact re-scoring and the float64 one (equal inputs, equal
+    scores: ties stay ties)."""
+    if not alpha and not weight:
+        return mean.copy()
+    v = np.maximum(var, 0.0)
+    if alpha:
+        out = np.sqrt(v)
+        out *= alpha
+        out += mean
+    else:
+        out = mean.copy()
+    if weight:
+        v *= weight
+        out += v
+    return out
+
+
 def spare_rows(m: int) -> int:
     """Rows kept free beyond the products: updates land there while readers hold the rows they
     replace (m // 64, at least 64: 1,562 rows at 100,000 products, 1.6% more memory). A store
@@ -102,7 +179,18 @@ class _Rows:
     def __init__(self, d: int, capacity: int) -> None:
         t = d * (d + 1) // 2
         self.d = d
-        self.hot = np.zeros((capacity, d + t))  # theta | weighted upper triangle of A^-1
+        # theta | weighted upper triangle of A^-1, rounded to float32: what the scoring pass
+        # reads (half the bytes of float64); ``low`` holds each number's float64 rest exactly
+        # (_split), and a row the two do not hold exactly keeps its float64 in ``exact_hot``
+        self.hot = np.zeros((capacity, d + t), dtype=np.float32)
+        self.low = np.zeros((capacity, d + t), dtype=np.int32)
+        self.exact_hot: dict[int, np.ndarray] = {}
+        # a small store also keeps the float64 rows, scored exactly as before: it fits in the
+        # cache, where the float32 pass saves nothing and its refinement would cost
+        self.hot64 = np.zeros((capacity, d + t)) if capacity <= EXACT_STORE_ROWS else None
+        # largest |theta| and |weighted A^-1| entry ever written (never lowered: a bound for
+        # every row of every snapshot of this store): the float32 pass's error bound
+        self.bound = (0.0, 0.0)
         # the strictly lower triangle of A^-1 as its difference from the upper one's mirror:
         # float32 holds that difference exactly (0 for a symmetric A^-1, a few units of the
         # last place for a Woodbury update's rounding); a row it does not hold exactly keeps
@@ -123,13 +211,44 @@ class _Rows:
     def capacity(self) -> int:
         return self.hot.shape[0]
 
+    def exact_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The float64 numbers (theta | weighted upper triangle) of these rows, exactly as
+        written: (k, d + t)."""
+        if self.hot64 is not None:
+            return self.hot64[rows]
+        out = _join(self.hot[rows], self.low[rows])
+        held = self.exact_hot
+        for j, q in enumerate(rows.tolist()) if held else ():
+            v = held.get(q)
+            if v is not None:
+                out[j] = v
+        return out
+
     def write(self, rows: np.ndarray, thetas: np.ndarray, A_invs: np.ndarray,
               meta: np.ndarray) -> None:
         """Fill these (free) rows: thetas (k, d), A_invs (k, d, d), meta (k, 3)."""
         d = self.d
         r, c, w, lr, lc = _triangle(d)
-        self.hot[rows, :d] = thetas
-        self.hot[rows, d:] = A_invs[:, r, c] * w
+        vals = np.empty((rows.size, self.hot.shape[1]))
+        vals[:, :d] = thetas
+        vals[:, d:] = A_invs[:, r, c] * w
+        hi, low, whole = _split(vals)
+        if rows.size:
+            with np.errstate(invalid="ignore"):
+                top = (float(np.abs(vals[:, :d]).max(initial=0.0)),
+                       float(np.abs(vals[:, d:]).max(initial=0.0)))
+            b = self.bound  # raised before any snapshot can point at these rows
+            self.bound = (max(b[0], top[0]) if top[0] == top[0] else np.inf,
+                          max(b[1], top[1]) if top[1] == top[1] else np.inf)
+        self.hot[rows] = hi
+        self.low[rows] = low
+        if self.hot64 is not None:
+            self.hot64[rows] = vals
+        for j, q in enumerate(rows.tolist()):
+            if whole[j]:
+                self.exact_hot.pop(q, None)
+            else:
+                self.exact_hot[q] = vals[j].copy()
         lower, mirror = A_invs[:, lr, lc], A_invs[:, lc, lr]
         delta = (lower - mirror).astype(np.float32)
         held = (mirror + delta == lower).all(axis=1)
@@ -338,7 +457,8 @@ class Snapshot:
         """Bytes of the row store this snapshot reads (shared with its lineage) and of its
         row index."""
         r = self._rows
-        return r.hot.nbytes + r.cold.nbytes + r.meta.nbytes + r.terms.nbytes + self._slot.nbytes
+        return (r.hot.nbytes + r.low.nbytes + r.cold.nbytes + r.meta.nbytes + r.terms.nbytes
+                + (0 if r.hot64 is None else r.hot64.nbytes) + self._slot.nbytes)
 
     def index(self, product_id: str) -> int | None:
         i = self._index.get(product_id)
@@ -356,11 +476,11 @@ class Snapshot:
             if name in ("versions", "updated_at_ms", "observations"):
                 out = rows.meta[slot, ("versions", "updated_at_ms", "observations").index(name)]
             elif name == "thetas":
-                out = rows.hot[slot, :d]
+                out = rows.exact_rows(slot)[:, :d].copy()
             elif name == "A_invs":
                 ur, uc, w, lr, lc = _triangle(d)
                 out = np.empty((len(self), d, d))
-                out[:, ur, uc] = rows.hot[slot, d:] / w
+                out[:, ur, uc] = rows.exact_rows(slot)[:, d:] / w
                 out[:, lr, lc] = out[:, lc, lr] + rows.cold[slot]
                 for j, r in enumerate(slot.tolist()) if rows.exact else ():
                     if r in rows.exact:
@@ -399,7 +519,7 @@ class Snapshot:
 
     def theta(self, i: int) -> np.ndarray:
         """Product i's theta (d,), a copy."""
-        return self._rows.hot[self._slot[i], :self._rows.d].copy()
+        return self._rows.exact_rows(self._slot[i:i + 1])[0, :self._rows.d]
 
     def A_inv(self, i: int) -> np.ndarray:  # noqa: N802
         """Product i's A^-1 (d, d), exactly as published."""
@@ -407,7 +527,7 @@ class Snapshot:
         d = rows.d
         ur, uc, w, lr, lc = _triangle(d)
         out = np.empty((d, d))
-        out[ur, uc] = rows.hot[r, d:] / w
+        out[ur, uc] = rows.exact_rows(self._slot[i:i + 1])[0, d:] / w
         lower = rows.exact.get(int(r))
         out[lr, lc] = out[lc, lr] + rows.cold[r] if lower is None else lower
         return out
@@ -444,22 +564,106 @@ class Snapshot:
         return self.scores_and_mean(x, alpha)[0]
 
     def scores_and_mean(self, x: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        """(UCB, mean theta.x) of every product: the mean comes free with the scores (the
-        exploration health counter compares the two's best products)."""
-        hot, slot = self._hot, self._slot
-        d = x.shape[0]
-        mean = (hot[:, :d] @ x).take(slot)  # (m,) over the store, then this snapshot's rows
+        """(UCB, mean theta.x) of every product, exact in float64: the mean comes free with
+        the scores (the exploration health counter compares the two's best products). A big
+        store (no float64 rows) rebuilds every row's float64 numbers for it: requests that
+        rank use :meth:`top_scores`, which reads the float32 rows."""
+        mean, var = self._exact_all(x, x, alpha != 0)
         if alpha == 0:
             return mean, mean
-        r, c, _w, _lr, _lc = _triangle(d)
-        xx = x.take(r)
-        xx *= x.take(c)  # x_i x_j for i <= j (the 2 off the diagonal is in the rows)
-        var = (hot[:, d:] @ xx).take(slot)  # (m,) x^T A^-1 x per product
-        np.maximum(var, 0.0, out=var)  # in place: no temporaries on the request path
-        np.sqrt(var, out=var)
-        var *= alpha
-        var += mean
-        return var, mean
+        return _combine(mean, var, alpha, 0.0), mean
+
+    def _exact_all(self, x: np.ndarray, xv: np.ndarray, with_var: bool,
+                   m: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(theta.x, xv^T A^-1 xv) of the first m products from the float64 numbers."""
+        rows, slot = self._rows, self._slot if m is None else self._slot[:m]
+        d = x.shape[0]
+        xx = _pairs(xv)
+        if rows.hot64 is not None:  # over the store, then this snapshot's rows
+            mean = (rows.hot64[:, :d] @ x).take(slot)
+            var = (rows.hot64[:, d:] @ xx).take(slot) if with_var else mean
+            return mean, var
+        mean, var = np.empty(slot.size), np.empty(slot.size)
+        for lo in range(0, slot.size, 4096):  # in chunks: the float64 temporaries stay small
+            mean[lo:lo + 4096], var[lo:lo + 4096] = self._exact_terms(slot[lo:lo + 4096], x,
+                                                                      xx, with_var)
+        return mean, var
+
+    def _exact_terms(self, rows: np.ndarray, x: np.ndarray, xx: np.ndarray,
+                     with_var: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(theta.x, x^T A^-1 x) of these store rows from their float64 numbers; each row
+        summed alone (the same number whichever rows are asked with it)."""
+        vals = self._rows.exact_rows(rows)
+        d = x.shape[0]
+        mean = (vals[:, :d] * x).sum(axis=1)
+        return mean, (vals[:, d:] * xx).sum(axis=1) if with_var else mean
+
+    def top_scores(self, x: np.ndarray, k: int, alpha: float = 0.0, weight: float = 0.0,
+                   x_var: np.ndarray | None = None, plus: np.ndarray | None = None,
+                   upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, means) of the first ``upto`` products for ranking their best k:
+        ``theta.x + alpha sqrt(v) + weight v (+ plus)``, v = x_var^T A^-1 x_var (x_var
+        defaults to x), and means theta.x.
+
+        A big store is scored from its float32 rows (half the bytes of the memory-bound
+        pass), each score within a bound of its float64 value (float32 dot products, Higham's
+        gamma_n times the largest entry ever written); then every product whose float64
+        score could be among the k best (and whose mean could be the best) is scored again
+        from its exact float64 numbers. So the best k, their order, their scores and the
+        ties among them are the float64 ones; a score that cannot reach the best k may be
+        off by up to the bound (about 1e-6 of the scores' scale). A small store (float64
+        rows kept, see EXACT_STORE_ROWS) is scored in float64 throughout.
+        """
+        m = len(self) if upto is None else upto
+        rows, slot = self._rows, self._slot[:m]
+        d = x.shape[0]
+        xv = x if x_var is None else x_var
+        with_var = bool(alpha) or bool(weight)
+        xx = _pairs(xv)
+        b_theta, b_a = rows.bound
+        x1, v1 = float(np.abs(x).sum()), float(np.abs(xx).sum())
+        tiny = 2.0 ** -100 * (x1 + v1)  # float32's subnormals: an absolute error, not relative
+        e_mean = _gamma(d + 4) * b_theta * x1 + tiny
+        e_var = _gamma(xx.size + 4) * b_a * v1 + tiny if with_var else 0.0
+        if (rows.hot64 is not None or not 0 < k < m
+                or not max(x1, v1, b_theta * x1, b_a * v1) < 1e30):  # float32 would overflow
+            mean, var = self._exact_all(x, xv, with_var, m)
+            out = _combine(mean, var, alpha, weight)
+            if plus is not None:
+                out += plus
+            return out, mean
+        hot = rows.hot
+        mean = (hot[:, :d] @ x.astype(np.float32)).take(slot).astype(np.float64)
+        var = (hot[:, d:] @ xx.astype(np.float32)).take(slot).astype(np.float64) \
+            if with_var else mean
+        out = _combine(mean, var, alpha, weight)
+        if plus is not None:
+            out += plus
+        # every product whose float64 score may be among the best k: within twice the
+        # largest error of the k-th float32 score, then within the sum of its own error and
+        # the k-th largest lower bound (the error of sqrt(v) shrinks as 1/sqrt(v))
+        loose = e_mean + alpha * np.sqrt(e_var) + weight * e_var
+        kth = np.partition(out, m - k)[m - k]
+        cand = np.flatnonzero(out >= kth - 2.0 * loose)
+        err: float | np.ndarray = loose
+        if alpha:
+            v = np.maximum(var[cand], 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                root = e_var / (np.sqrt(v) + np.sqrt(np.maximum(v - e_var, 0.0)))
+            err = e_mean + weight * e_var + alpha * np.fmin(root, np.sqrt(e_var))
+        got = out[cand]
+        low = got - err
+        floor = np.partition(low, low.size - k)[low.size - k]
+        redo = cand[got + err >= floor]
+        best = np.flatnonzero(mean >= mean.max() - 2.0 * e_mean)  # the best mean, exact
+        redo = np.union1d(redo, best)
+        exact_mean, exact_var = self._exact_terms(slot[redo], x, xx, with_var)
+        mean[redo] = exact_mean
+        again = _combine(exact_mean, exact_var, alpha, weight)
+        if plus is not None:
+            again += plus[redo]
+        out[redo] = again
+        return out, mean
 
     # --- changing (returns a new snapshot) ---------------------------------------------------
     def with_params(self, params: Mapping[str, Params], synced_at: float | None = None
@@ -556,12 +760,19 @@ class Snapshot:
         for lo in range(0, m, 4096):  # in chunks: no second whole copy at once
             src, dst = self._slot[lo:lo + 4096], slot[lo:lo + 4096]
             rows.hot[dst] = old.hot[src]
+            rows.low[dst] = old.low[src]
+            if rows.hot64 is not None:
+                rows.hot64[dst] = old.exact_rows(src)
             rows.cold[dst] = old.cold[src]
             rows.meta[dst] = old.meta[src]
             rows.terms[dst] = old.terms[src]
         for j, r in enumerate(self._slot.tolist()) if old.exact else ():
             if r in old.exact:
                 rows.exact[int(slot[j])] = old.exact[r]
+        for j, r in enumerate(self._slot.tolist()) if old.exact_hot else ():
+            if r in old.exact_hot:
+                rows.exact_hot[int(slot[j])] = old.exact_hot[r]
+        rows.bound = old.bound
         if m >= 4096:
             trim_heap()
         return Snapshot._new(self.product_ids, self._index, rows, slot, rows.head,

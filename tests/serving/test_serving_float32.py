@@ -1,0 +1,223 @@
+"""The big store's float32 rows (serving/snapshot.py, docs/SERVING.md "float32 rows"): the
+published numbers come back bit for bit, the best k are the float64 best k with their float64
+scores (near-ties included), every other score is within the stated bound, and a request
+answers the same on both layouts. The float32 layout is forced on small stores here by
+lowering EXACT_STORE_ROWS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from serving_helpers import learned_state
+
+import serving.snapshot as snapshot_mod
+from contract import linucb
+from contract.codec import Params
+from contract.config import Settings
+from contract.features import CONTEXT_DIM
+from serving import Recommender, Snapshot
+from serving.eventlog import MemoryEventLog
+
+D = CONTEXT_DIM
+K = 5
+# a score the float32 pass leaves unrefined is within this of its float64 value, relative to
+# the largest |score| (the bound top_scores uses is about 1e-6 here; float32 resolves 6e-8)
+TOLERANCE = 1e-5
+
+
+@pytest.fixture
+def float32_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 0)
+
+
+def _params(rng: np.random.Generator, m: int) -> dict[str, Params]:
+    """m learned products, 0-59 observations each (version n + 1: every one applies)."""
+    out = {}
+    for i in range(m):
+        s = learned_state(rng, D, int(rng.integers(0, 60)))
+        out[f"p{i:04d}"] = Params(linucb.ArmState(s.A_inv, s.b, s.n, version=s.n + 1), 1)
+    return out
+
+
+def _snapshot(params: dict[str, Params]) -> Snapshot:
+    snap, _ = Snapshot.prior(list(params), D).with_params(params)
+    return snap
+
+
+def test_the_float32_layout_is_the_one_tested(float32_rows: None) -> None:
+    snap = _snapshot(_params(np.random.default_rng(0), 20))
+    rows = snap._rows
+    assert rows.hot64 is None and rows.hot.dtype == np.float32 and rows.low.dtype == np.int32
+    per_row = sum(a.nbytes for a in (rows.hot, rows.low, rows.cold, rows.meta, rows.terms))
+    assert per_row / rows.capacity == 1540  # as the float64 rows were (d = 15)
+
+
+def test_published_numbers_come_back_bit_for_bit(float32_rows: None) -> None:
+    rng = np.random.default_rng(3)
+    m = 40
+    thetas = rng.normal(0, 0.3, (m, D))
+    A_invs = np.linalg.inv(np.eye(D) + (lambda G: G @ G.transpose(0, 2, 1))(
+        rng.normal(0, 0.3, (m, D, D))))
+    A_invs[1, 0, 1] = np.nextafter(A_invs[1, 1, 0], 1.0)  # not symmetric in the last bit
+    thetas[2, :4] = (1e-39, -3e-42, 1e39, -0.0)  # subnormal / beyond float32: kept aside
+    A_invs[3, 2, 3] = A_invs[3, 3, 2] = 1e-40
+    thetas[4] = np.nextafter(np.ldexp(1.0, np.arange(D) - 7), 0.0)  # just below 2^k
+    snap = Snapshot([f"p{i}" for i in range(m)], thetas, A_invs, np.ones(m, np.int64),
+                    np.zeros(m, np.int64))
+    assert snap._rows.exact_hot  # the rows float32 + rest cannot hold
+    assert (snap.thetas == thetas).all() and (snap.A_invs == A_invs).all()
+    for i in range(m):
+        assert (snap.theta(i) == thetas[i]).all() and (snap.A_inv(i) == A_invs[i]).all()
+    # through an update and a copy into a bigger store (a reader holding every spare row)
+    held = [snap]
+    for j in range(3):
+        new = Params(linucb.ArmState(A_invs[j], np.ones(D), 5, version=10 + j), 1)
+        snap, _ = snap.with_params({f"p{j}": new})
+        held.append(snap)
+        assert (snap.A_inv(snap.index(f"p{j}")) == A_invs[j]).all()
+    grown = snap._copied(200)
+    assert grown._rows is not snap._rows
+    assert (grown.A_invs == snap.A_invs).all() and (grown.thetas == snap.thetas).all()
+    assert (grown.A_invs[5:] == A_invs[5:]).all() and (grown.thetas[5:] == thetas[5:]).all()
+
+
+def _reference(snap: Snapshot, x: np.ndarray, alpha: float, weight: float,
+               x_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores in float64 from the published numbers, by the contract's own arithmetic."""
+    mean = snap.thetas @ x
+    var = np.einsum("i,mij,j->m", x_var, snap.A_invs, x_var)
+    return mean + alpha * np.sqrt(np.maximum(var, 0)) + weight * np.maximum(var, 0), mean
+
+
+def _check_top(s: np.ndarray, ref: np.ndarray, k: int) -> None:
+    """The best k equal the float64 best k, except where float64 implementations' own
+    rounding (1e-12 of the scale) could order them either way; their scores to 1e-12; and
+    every score within TOLERANCE."""
+    scale = float(np.abs(ref).max())
+    got, want = linucb.top_k(s, k), linucb.top_k(ref, k)
+    for a, b in zip(got.tolist(), want.tolist(), strict=True):
+        assert a == b or abs(ref[a] - ref[b]) <= 1e-12 * scale, (got, want)
+    np.testing.assert_allclose(s[got], ref[got], rtol=1e-12, atol=1e-12 * scale)
+    assert np.abs(s - ref).max() <= TOLERANCE * scale
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_top_k_is_the_float64_top_k(float32_rows: None, seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    snap = _snapshot(_params(rng, 400))
+    assert snap._rows.hot64 is None
+    for _ in range(10):
+        x = rng.uniform(0, 1, D)
+        u = x / np.linalg.norm(x)
+        for alpha, weight, xv in ((0.0, 0.0, x), (1.0, 0.0, x), (3.0, 0.0, x),
+                                  (0.0, 0.4, u)):
+            s, mean = snap.top_scores(x, K, alpha, weight, x_var=xv)
+            ref, ref_mean = _reference(snap, x, alpha, weight, xv)
+            _check_top(s, ref, K)
+            assert mean.max() == pytest.approx(ref_mean.max(), rel=1e-12)
+            assert int(np.argmax(mean)) == int(np.argmax(ref_mean))
+            if weight == 0.0:  # the same numbers as the snapshot's float64 scores
+                exact = snap.scores(x, alpha)
+                top = linucb.top_k(exact, K)
+                assert (linucb.top_k(s, K) == top).all() and (s[top] == exact[top]).all()
+
+
+def test_near_ties_rank_in_float64_order(float32_rows: None) -> None:
+    """Products 1e-13 apart in float64 - one number to float32 - still rank in float64's
+    order (the best k are re-scored from the exact rows); without the re-scoring this fails."""
+    rng = np.random.default_rng(11)
+    base = learned_state(rng, D, 30)
+    theta = linucb.theta(base)
+    m, tied = 300, 40
+    order = rng.permutation(tied)
+    params = {}
+    for i in range(m):
+        if i < tied:  # theta + order[i] * 1e-13 in x's first feature
+            t = theta.copy()
+            t[0] += order[i] * 1e-13
+            state = linucb.ArmState(base.A_inv, np.linalg.solve(base.A_inv, t), 30, version=31)
+        else:  # the others well below
+            state = linucb.ArmState(base.A_inv, np.linalg.solve(base.A_inv, theta - 0.5), 30,
+                                    version=31)
+        params[f"p{i:03d}"] = Params(state, 1)
+    snap = _snapshot(params)
+    x = np.zeros(D)
+    x[0] = 1.0
+    s32 = (snap._rows.hot[:, :D] @ x.astype(np.float32)).take(snap._slot)
+    assert np.unique(s32[:tied]).size < tied // 4  # float32 cannot tell most of them apart
+    for alpha in (0.0, 1.0):
+        s, _ = snap.top_scores(x, 10, alpha)
+        best = linucb.top_k(s, 10)
+        assert order[best].tolist() == list(range(tied - 1, tied - 11, -1))
+
+
+def test_scores_beyond_float32_are_exact(float32_rows: None) -> None:
+    """A theta beyond float32's range: the pass would overflow, so the store is scored in
+    float64 (finite, as the float64 scores are)."""
+    rng = np.random.default_rng(5)
+    m = 30
+    thetas = rng.normal(0, 1, (m, D))
+    thetas[7, 0] = 1e39
+    A_invs = np.broadcast_to(np.eye(D), (m, D, D)).copy()
+    snap = Snapshot([f"p{i}" for i in range(m)], thetas, A_invs, np.ones(m, np.int64),
+                    np.zeros(m, np.int64))
+    x = rng.uniform(0, 1, D)
+    s, _ = snap.top_scores(x, K, 1.0)
+    assert np.isfinite(s).all() and linucb.top_k(s, 1)[0] == 7
+    np.testing.assert_array_equal(s, snap.scores(x, 1.0))
+
+
+@pytest.mark.parametrize("rule", ["decaying", "calibrated", "fixed"])
+def test_recommend_answers_the_same_on_both_layouts(monkeypatch: pytest.MonkeyPatch,
+                                                    rule: str) -> None:
+    rng = np.random.default_rng(21)
+    params = _params(rng, 300)
+    settings = Settings.from_env({"RTREC_EXPLORATION": rule})
+    exact = Recommender(settings, snapshot=_snapshot(params), events=MemoryEventLog(), seed=1)
+    monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 0)
+    fast = Recommender(settings, snapshot=_snapshot(params), events=MemoryEventLog(), seed=1)
+    assert exact.snapshot._rows.hot64 is not None and fast.snapshot._rows.hot64 is None
+    for _ in range(30):
+        x = rng.uniform(0, 1, D)
+        for policy in ("linucb", "greedy"):
+            a = exact.recommend(3, x=x, k=K, policy=policy, explain=True)
+            b = fast.recommend(3, x=x, k=K, policy=policy, explain=True)
+            ga, gb = _tied_groups(a), _tied_groups(b)  # ties (the prior's): a random draw
+            assert ga[:-1] == gb[:-1] and len(ga[-1]) == len(gb[-1])  # of who makes the cut
+            assert [i.score for i in b.items] == pytest.approx([i.score for i in a.items],
+                                                                rel=1e-12, abs=1e-12)
+            for e in b.explanations or ():
+                assert e["expected_reward"] + e["exploration_bonus"] == pytest.approx(
+                    e["score"], rel=1e-9, abs=1e-12)
+    # the exploration health counter (the first product's mean against the best mean) too
+    assert exact.product_health.explored == fast.product_health.explored > 0
+
+
+def _tied_groups(r: object) -> list[list[str]]:
+    """The shown ids, those with equal scores as one sorted group (drawn in random order)."""
+    groups: dict[float, list[str]] = {}
+    for item in r.items:  # type: ignore[attr-defined]
+        groups.setdefault(item.score, []).append(item.product_id)
+    return [sorted(g) for g in groups.values()]
+
+
+def test_an_update_writes_only_the_changed_rows(float32_rows: None) -> None:
+    rng = np.random.default_rng(9)
+    params = _params(rng, 100)
+    snap = _snapshot(params)
+    rows = snap._rows
+    before = (rows.hot.copy(), rows.low.copy())
+    x = rng.uniform(0, 1, D)
+    old_scores = snap.top_scores(x, K, 1.0)[0]
+    changed = {p: Params(linucb.ArmState(v.state.A_inv, v.state.b * 2, v.state.n,
+                                         version=v.version + 1), 2)
+               for p, v in list(params.items())[:3]}
+    new, ids = snap.with_params(changed)
+    assert new._rows is rows and len(ids) == 3
+    written = np.flatnonzero(((rows.hot != before[0]) | (rows.low != before[1])).any(axis=1))
+    assert written.size == 3 and not np.isin(written, snap._slot).any()
+    np.testing.assert_array_equal(snap.top_scores(x, K, 1.0)[0], old_scores)
+    for p, v in changed.items():
+        i = new.index(p)
+        assert (new.A_inv(i) == v.state.A_inv).all()
+        np.testing.assert_allclose(new.theta(i), linucb.theta(v.state), rtol=1e-15)
