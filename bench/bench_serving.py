@@ -326,6 +326,61 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
     }
 
 
+def layout_worker(m: int, requests: int, seed: int = 7) -> dict[str, Any]:
+    """In a process of its own: the same m learned products in the float32 row store (what
+    serving uses above EXACT_STORE_ROWS) and in the float64 one (the layout before it),
+    ``recommend`` timed request by request on each in turn (bench.common.interleaved_
+    request_times, default settings: the decaying rule), and whether their top-5 agree."""
+    import serving.snapshot as snapshot_mod
+    from bench.common import interleaved_request_times
+    from contract.config import Settings
+    from serving import Recommender, Snapshot
+    from serving.eventlog import MemoryEventLog
+
+    rng = np.random.default_rng(seed)
+    ids = tuple(f"p{i:06d}" for i in range(m))
+    thetas = rng.normal(0, 0.1, (m, D))
+    A_invs = np.empty((m, D, D))
+    for lo in range(0, m, 10_000):
+        G = rng.normal(0, 0.3, (min(10_000, m - lo), D, D))
+        A_invs[lo:lo + G.shape[0]] = np.linalg.inv(np.eye(D) + G @ G.transpose(0, 2, 1))
+    settings = Settings.from_env({})
+    recs = {}
+    for name, rows_max in (("float64", 10**12), ("float32", 0)):
+        snapshot_mod.EXACT_STORE_ROWS = rows_max
+        snap = Snapshot(ids, thetas, A_invs, np.full(m, 9, dtype=np.int64),
+                        np.ones(m, dtype=np.int64), observations=np.full(m, 7, dtype=np.int64))
+        recs[name] = Recommender(settings, snapshot=snap, events=MemoryEventLog(), seed=0)
+    del thetas, A_invs
+    xs = rng.uniform(0, 1, (max(requests, 300) + 50, D))
+    same = sum([i.product_id for i in recs["float64"].recommend(0, x=x, k=K).items]
+               == [i.product_id for i in recs["float32"].recommend(0, x=x, k=K).items]
+               for x in xs[:300])
+    gc.collect()
+    gc.freeze()
+    out = interleaved_request_times(recs, xs, requests, baseline="float64")
+    return {"products": m, "requests": requests, "top5_equal": same, "top5_compared": 300,
+            "float64": out["float64"], "float32": out["float32"],
+            "p50_ratio": out["float32"]["p50_ratio"], "p99_ratio": out["float32"]["p99_ratio"],
+            "what": f"recommend(x given, k={K}, default settings) over {m:,} products from the "
+                    f"float64 row store (the layout before) and the float32 one, request by "
+                    f"request in turn, no updates; top5_equal: answers with the same top-5 "
+                    f"of top5_compared"}
+
+
+def bench_layouts(m: int, requests: int) -> dict[str, Any]:
+    """:func:`layout_worker` in a fresh process (``--layout-worker``)."""
+    out = subprocess.run([sys.executable, "-m", "bench.bench_serving", "--layout-worker",
+                          str(m), str(requests)], capture_output=True, text=True, check=True)
+    row = json.loads(out.stdout)
+    log.info("layouts at %d products: float64 p50 %.3f p99 %.3f ms, float32 p50 %.3f p99 "
+             "%.3f ms (ratio p50 %.2f p99 %.2f); top-5 equal %d/%d", m,
+             row["float64"]["p50_ms"], row["float64"]["p99_ms"], row["float32"]["p50_ms"],
+             row["float32"]["p99_ms"], row["p50_ratio"], row["p99_ratio"], row["top5_equal"],
+             row["top5_compared"])
+    return row
+
+
 def refresher_worker(port: int, m: int) -> dict[str, Any]:
     """In a process of its own: the real :class:`SnapshotRefresher` loading m products from
     the Redis on ``port`` (as a replica starting), its time and this process's RSS after."""
@@ -704,6 +759,8 @@ def main() -> int:
                         help=argparse.SUPPRESS)
     parser.add_argument("--refresher-worker", nargs=2, metavar=("PORT", "M"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--layout-worker", nargs=2, metavar=("M", "REQUESTS"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--scale-products", type=int, default=100_000,
                         help="products of the scale part's run with updates arriving")
     parser.add_argument("--updates-per-s", type=float, default=2000.0,
@@ -712,6 +769,10 @@ def main() -> int:
     if args.refresher_worker:
         port, m = args.refresher_worker
         print(json.dumps(refresher_worker(int(port), int(m))))
+        return 0
+    if args.layout_worker:
+        m, n = args.layout_worker
+        print(json.dumps(layout_worker(int(m), int(n))))
         return 0
     if args.scale_worker:
         m, rate, secs = args.scale_worker
@@ -823,7 +884,12 @@ def _write_scale(args: argparse.Namespace) -> int:
     scale = bench_scale(Settings.from_env({}))
     row = bench_scale_updates(args.scale_products, args.updates_per_s,
                               10.0 if args.quick else 30.0)
+    load_layouts = os.getloadavg()[0]
+    layouts = {str(m): bench_layouts(m, 100 if args.quick else 400)
+               for m in (10_000, args.scale_products)}
     load_mid = os.getloadavg()[0]
+    row["layout_vs_float64"] = {**layouts, "load_average_1m": {"before": load_layouts,
+                                                               "after": load_mid}}
     start = bench_refresher_load(args.scale_products)
     load_after = os.getloadavg()[0]
     row = {**row, "command": "python -m bench.bench_serving --parts scale",
@@ -858,6 +924,13 @@ def _print_scale_updates(r: dict[str, Any]) -> None:
     print(f"| {r['updates_per_s']:,.0f} product updates/s | {r['p50_ms']:.3f} | "
           f"{r['p99_ms']:.3f} |")
     print(f"| ratio | {r['p50_ratio']:.2f} | {r['p99_ratio']:.2f} |")
+    for m, c in r.get("layout_vs_float64", {}).items():
+        if m.isdigit():
+            print(f"| {int(m):,} products, float64 rows / float32 rows (interleaved) | "
+                  f"{c['float64']['p50_ms']:.3f} / {c['float32']['p50_ms']:.3f} | "
+                  f"{c['float64']['p99_ms']:.3f} / {c['float32']['p99_ms']:.3f} |")
+            print(f"| ratio float32/float64 (top-5 equal {c['top5_equal']}/"
+                  f"{c['top5_compared']}) | {c['p50_ratio']:.2f} | {c['p99_ratio']:.2f} |")
     print(f"memory: RSS {r['rss_mb']:.0f} MiB (max under updates) for {r['params_mb']:.0f} MiB "
           f"of parameters: {r['rss_over_params']:.2f}x; row store {r['store_mb']:.0f} MiB; "
           f"stores used {r['stores_used']}; applying cost {r['apply_cpu_us_per_update']:.0f} us "

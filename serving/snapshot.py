@@ -476,11 +476,14 @@ class Snapshot:
             if name in ("versions", "updated_at_ms", "observations"):
                 out = rows.meta[slot, ("versions", "updated_at_ms", "observations").index(name)]
             elif name == "thetas":
-                out = rows.exact_rows(slot)[:, :d].copy()
+                out = np.empty((len(self), d))
+                for lo in range(0, len(self), 4096):  # in chunks: no (m, 135) temporary
+                    out[lo:lo + 4096] = rows.exact_rows(slot[lo:lo + 4096])[:, :d]
             elif name == "A_invs":
                 ur, uc, w, lr, lc = _triangle(d)
                 out = np.empty((len(self), d, d))
-                out[:, ur, uc] = rows.exact_rows(slot)[:, d:] / w
+                for lo in range(0, len(self), 4096):
+                    out[lo:lo + 4096, ur, uc] = rows.exact_rows(slot[lo:lo + 4096])[:, d:] / w
                 out[:, lr, lc] = out[:, lc, lr] + rows.cold[slot]
                 for j, r in enumerate(slot.tolist()) if rows.exact else ():
                     if r in rows.exact:
@@ -640,10 +643,12 @@ class Snapshot:
         if plus is not None:
             out += plus
         # every product whose float64 score may be among the best k: within twice the
-        # largest error of the k-th float32 score, then within the sum of its own error and
-        # the k-th largest lower bound (the error of sqrt(v) shrinks as 1/sqrt(v))
+        # largest error of a float32 score at most the k-th (the k-th of an even sample: no
+        # pass over all), then within the sum of its own error and the k-th largest lower
+        # bound (the error of sqrt(v) shrinks as 1/sqrt(v))
         loose = e_mean + alpha * np.sqrt(e_var) + weight * e_var
-        kth = np.partition(out, m - k)[m - k]
+        sample = out[::max(1, m // 4096)] if m >= 8192 else out
+        kth = np.partition(sample, sample.size - k)[sample.size - k]
         cand = np.flatnonzero(out >= kth - 2.0 * loose)
         err: float | np.ndarray = loose
         if alpha:

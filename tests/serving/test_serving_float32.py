@@ -173,6 +173,7 @@ def test_recommend_answers_the_same_on_both_layouts(monkeypatch: pytest.MonkeyPa
     rng = np.random.default_rng(21)
     params = _params(rng, 300)
     settings = Settings.from_env({"RTREC_EXPLORATION": rule})
+    monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 10**9)
     exact = Recommender(settings, snapshot=_snapshot(params), events=MemoryEventLog(), seed=1)
     monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 0)
     fast = Recommender(settings, snapshot=_snapshot(params), events=MemoryEventLog(), seed=1)
