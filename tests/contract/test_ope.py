@@ -179,3 +179,31 @@ def test_kish_ess_and_bad_inputs() -> None:
     assert e.ess == pytest.approx(1.0) and e.matched == 1
     e = ope.snips(np.zeros(4), np.ones(4), n_boot=10)
     assert np.isnan(e.estimate) and e.ess == 0.0 and e.matched == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_replay_model_learns_as_one_sherman_morrison_step_per_shown_product(seed: int) -> None:
+    """The batched update equals the per-item rule it replaces (each shown product: A^-1 by
+    Sherman-Morrison, b += x at a clicked slot, theta = A^-1 b), over a log that also repeats
+    a product in one list and names clicked slots outside it (ignored)."""
+    from contract import linucb
+
+    rng = np.random.default_rng(seed)
+    m, d = 12, 5
+    model = ope.ReplayModel(m, d, l2=0.7)
+    A_inv = np.repeat((np.eye(d) / 0.7)[None], m, axis=0)
+    b, theta = np.zeros((m, d)), np.zeros((m, d))
+    for t in range(300):
+        k = int(rng.integers(1, 6))
+        items = [int(i) for i in rng.choice(m, size=k, replace=t % 10 == 0)]
+        x = rng.normal(size=d)
+        clicked = [int(s) for s in rng.choice(k + 2, size=int(rng.integers(0, 3)))]
+        model.learn(items, x, clicked)
+        for pos, i in enumerate(items):  # the per-item rule
+            A_inv[i] = linucb.sherman_morrison(A_inv[i], x)
+            if pos in clicked:
+                b[i] += x
+            theta[i] = A_inv[i] @ b[i]
+    np.testing.assert_allclose(model.A_inv, A_inv, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.b, b, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.theta, theta, rtol=0, atol=1e-12)
