@@ -471,40 +471,26 @@ class Recommender:
             return 0.0
         return a * a / (self._rate_term(snap) / math.sqrt(self.settings.model.l2))
 
-    def _decaying_scores(self, snap: Snapshot, vec: np.ndarray, k: int | None = None,
+    def _decaying_scores(self, snap: Snapshot, vec: np.ndarray, k: int,
                          pop: np.ndarray | None = None, m: int | None = None
                          ) -> tuple[np.ndarray, np.ndarray, float]:
-        """(scores, means, w) under the decaying rule: ``mean + w x^T A^-1 x`` for every
-        product (contract.exploration.rule_scores), computed on the unit vector u = x / |x| as
-        ``theta.x + p l2 u^T A^-1 u`` (the same number; x^T A^-1 x itself would overflow for
-        a large x whose scores do not). With ``k``: the first m products plus ``pop``, the
-        best k exact from the float32 pass (Snapshot.top_scores); else exact for all."""
+        """(scores, means, w) under the decaying rule: ``mean + w x^T A^-1 x`` for the first
+        m products (contract.exploration.rule_scores), plus ``pop``, computed on the unit
+        vector u = x / |x| as ``theta.x + p l2 u^T A^-1 u`` (the same number; x^T A^-1 x
+        itself would overflow for a large x whose scores do not); the best k exact in float64
+        (Snapshot.top_scores)."""
         top = float(np.abs(vec).max()) if vec.size else 0.0
         if not math.isfinite(top):
             raise exploration.ExplorationError(f"x: an entry is {top}, not finite")
         if top == 0.0:
-            if k is not None:
-                base, mean = snap.top_scores(vec, k, plus=pop, upto=m)
-            else:
-                base, mean = snap.scores_and_mean(vec, 0.0)
+            base, mean = snap.top_scores(vec, k, plus=pop, upto=m)
             return base, mean, 0.0
         y = vec / top
         norm = top * math.sqrt(float(y.dot(y)))
-        if k is not None:
-            sqrt_l2 = math.sqrt(self.settings.model.l2)
-            rate = self._rate_term(snap)  # p sqrt(l2)
-            base, mean = snap.top_scores(vec, k, weight=rate * sqrt_l2, x_var=vec / norm,
-                                         plus=pop, upto=m)
-            a = rate / norm
-            return base, mean, a * a / (rate / sqrt_l2)
-        ucb, mean = snap.scores_and_mean(vec / norm, 1.0)
         sqrt_l2 = math.sqrt(self.settings.model.l2)
         rate = self._rate_term(snap)  # p sqrt(l2)
-        base = ucb - mean  # sqrt(u^T A^-1 u)
-        base *= base
-        base *= rate * sqrt_l2  # p l2
-        mean = mean * norm
-        base += mean
+        base, mean = snap.top_scores(vec, k, weight=rate * sqrt_l2, x_var=vec / norm,
+                                     plus=pop, upto=m)
         a = rate / norm  # the calibrated alpha, as _calibrated_alpha computes it
         return base, mean, a * a / (rate / sqrt_l2)
 
@@ -602,9 +588,9 @@ class Recommender:
         elif tuned is None or not plain:  # a self-tuned plain request scores each candidate
             if decaying and policy != "greedy":  # below
                 used_alpha = 0.0
-                base, mean, weight = self._decaying_scores(snap, vec)
+                base, mean, weight = self._decaying_scores(snap, vec, k)
             else:
-                base, mean = snap.scores_and_mean(vec, used_alpha)
+                base, mean = snap.top_scores(vec, k, used_alpha)
             if base.shape[0] > m:
                 base, mean = base[:m], mean[:m]
             if pop is not None:  # products without parameters: prior + popularity
@@ -733,11 +719,11 @@ class Recommender:
             w = 0.0
             if c.rule == "decaying":  # mean + w var, as recommend computes it
                 a = 0.0
-                b, mean, w = self._decaying_scores(snap, vec)
+                b, mean, w = self._decaying_scores(snap, vec, k)
             else:
                 a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" \
                     else float(c.alpha)
-                b, mean = snap.scores_and_mean(vec, a)
+                b, mean = snap.top_scores(vec, k, a)
             b, mean = b[:m], mean[:m]
             if pop is not None:  # already cut to the index's m
                 b = b + pop
@@ -774,11 +760,11 @@ class Recommender:
         if self.experiment.experiment.shadows:
             def scores(_x: np.ndarray, a: float | None) -> np.ndarray:
                 if a is not None:
-                    s = snap.scores_and_mean(vec, a)[0]
+                    s = snap.top_scores(vec, k, a)[0]
                 elif self.settings.model.exploration == "decaying":  # no alpha: the rule's
-                    s = self._decaying_scores(snap, vec)[0]
+                    s = self._decaying_scores(snap, vec, k)[0]
                 else:  # calibrated (fixed has an alpha)
-                    s = snap.scores_and_mean(vec, self._calibrated_alpha(snap, vec))[0]
+                    s = snap.top_scores(vec, k, self._calibrated_alpha(snap, vec))[0]
                 return s[:pop.shape[0]] + pop if pop is not None else s
             eligible = np.flatnonzero(sel.mask) if sel is not None else \
                 vis.indices if vis is not None else None

@@ -16,6 +16,7 @@ from contract.codec import Params
 from contract.config import Settings
 from contract.features import CONTEXT_DIM
 from serving import Recommender, Snapshot
+from serving.controls import CatalogIndex
 from serving.eventlog import MemoryEventLog
 
 D = CONTEXT_DIM
@@ -192,6 +193,36 @@ def test_recommend_answers_the_same_on_both_layouts(monkeypatch: pytest.MonkeyPa
                     e["score"], rel=1e-9, abs=1e-12)
     # the exploration health counter (the first product's mean against the best mean) too
     assert exact.product_health.explored == fast.product_health.explored > 0
+
+
+def test_controls_rank_within_the_bound_on_float32_rows(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Under controls (exclusions, a per-category cap) the ranking on float32 rows is
+    float64's except between products whose float64 scores are within TOLERANCE."""
+    rng = np.random.default_rng(31)
+    params = _params(rng, 300)
+    ids = list(params)
+    settings = Settings.from_env({"RTREC_EXPLORATION": "fixed"})
+    catalog = CatalogIndex(ids, [f"c{i % 4}" for i in range(len(ids))], [10.0] * len(ids))
+    monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 10**9)
+    exact = Recommender(settings, snapshot=_snapshot(params), events=MemoryEventLog(),
+                        seed=1, catalog=catalog)
+    monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 0)
+    fast = Recommender(settings, snapshot=_snapshot(params), events=MemoryEventLog(),
+                       seed=1, catalog=catalog)
+    ref = exact.snapshot
+    for _ in range(20):
+        x = rng.uniform(0, 1, D)
+        scores = ref.scores(x, 1.0)
+        excluded = [ids[i] for i in linucb.top_k(scores, 3)]
+        a = exact.recommend(3, x=x, k=K, policy="linucb", exclude=excluded, max_per_category=2)
+        b = fast.recommend(3, x=x, k=K, policy="linucb", exclude=excluded, max_per_category=2)
+        scale = float(np.abs(scores).max())
+        for p, q in zip(a.items, b.items, strict=True):
+            assert p.product_id == q.product_id or abs(p.score - q.score) <= TOLERANCE * scale
+            assert q.score == pytest.approx(scores[ref.index(q.product_id)],
+                                            abs=TOLERANCE * scale)
+        assert not {i.product_id for i in b.items} & set(excluded)
 
 
 def _tied_groups(r: object) -> list[list[str]]:
