@@ -128,21 +128,23 @@ def _pairs(x: np.ndarray) -> np.ndarray:
 
 
 def _combine(mean: np.ndarray, var: np.ndarray, alpha: float, weight: float) -> np.ndarray:
-    """mean + alpha sqrt(v) + weight v, v = max(var, 0), in a new array: the same operations
-    for the float32 pass, its exact re-scoring and the float64 one (equal inputs, equal
-    scores: ties stay ties)."""
+    """mean + alpha sqrt(v) + weight v, v = max(var, 0), written over ``var`` (a fresh array,
+    or ``mean`` itself when neither term is asked for): the same operations for the float32
+    pass, its exact re-scoring and the float64 one (equal inputs, equal scores: ties stay
+    ties), and no temporaries on the request path."""
     if not alpha and not weight:
         return mean.copy()
-    v = np.maximum(var, 0.0)
+    v = np.maximum(var, 0.0, out=var)
+    if not weight:
+        np.sqrt(v, out=v)
+        v *= alpha
+        v += mean
+        return v
+    out = mean.copy()
     if alpha:
-        out = np.sqrt(v)
-        out *= alpha
-        out += mean
-    else:
-        out = mean.copy()
-    if weight:
-        v *= weight
-        out += v
+        out += alpha * np.sqrt(v)
+    v *= weight
+    out += v
     return out
 
 
@@ -622,12 +624,10 @@ class Snapshot:
         d = x.shape[0]
         xv = x if x_var is None else x_var
         with_var = bool(alpha) or bool(weight)
-        xx = _pairs(xv)
-        b_theta, b_a = rows.bound
-        x1, v1 = float(np.abs(x).sum()), float(np.abs(xx).sum())
-        tiny = 2.0 ** -100 * (x1 + v1)  # float32's subnormals: an absolute error, not relative
-        e_mean = _gamma(d + 4) * b_theta * x1 + tiny
-        e_var = _gamma(xx.size + 4) * b_a * v1 + tiny if with_var else 0.0
+        if rows.hot64 is None and 0 < k < m:
+            xx = _pairs(xv)
+            b_theta, b_a = rows.bound
+            x1, v1 = float(np.abs(x).sum()), float(np.abs(xx).sum())
         if (rows.hot64 is not None or not 0 < k < m
                 or not max(x1, v1, b_theta * x1, b_a * v1) < 1e30):  # float32 would overflow
             mean, var = self._exact_all(x, xv, with_var, m)
@@ -635,10 +635,13 @@ class Snapshot:
             if plus is not None:
                 out += plus
             return out, mean
+        tiny = 2.0 ** -100 * (x1 + v1)  # float32's subnormals: an absolute error, not relative
+        e_mean = _gamma(d + 4) * b_theta * x1 + tiny
+        e_var = _gamma(xx.size + 4) * b_a * v1 + tiny if with_var else 0.0
         hot = rows.hot
         mean = (hot[:, :d] @ x.astype(np.float32)).take(slot).astype(np.float64)
-        var = (hot[:, d:] @ xx.astype(np.float32)).take(slot).astype(np.float64) \
-            if with_var else mean
+        var32 = (hot[:, d:] @ xx.astype(np.float32)).take(slot) if with_var else None
+        var = var32.astype(np.float64) if var32 is not None else mean  # _combine writes it
         out = _combine(mean, var, alpha, weight)
         if plus is not None:
             out += plus
@@ -651,8 +654,8 @@ class Snapshot:
         kth = np.partition(sample, sample.size - k)[sample.size - k]
         cand = np.flatnonzero(out >= kth - 2.0 * loose)
         err: float | np.ndarray = loose
-        if alpha:
-            v = np.maximum(var[cand], 0.0)
+        if alpha and var32 is not None:
+            v = np.maximum(var32[cand].astype(np.float64), 0.0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 root = e_var / (np.sqrt(v) + np.sqrt(np.maximum(v - e_var, 0.0)))
             err = e_mean + weight * e_var + alpha * np.fmin(root, np.sqrt(e_var))
