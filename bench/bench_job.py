@@ -5,7 +5,8 @@ Writes results/bench_job.json::
 
     {"mode": "thread", "throughput": {"job_eps", "noop_ceiling_eps", "ratio", ...},
      "freshness_ms": {"rate_eps", "p50", "p99", ...}, "first_update_s", "modes": {...},
-     "stages_eps": {"noop", "validate", "join", "job"}}
+     "stages_eps": {"noop", "validate", "join", "job"},
+     "stages_cpu_s": {"validate", "join", "job": {"total", "threads": {name: s}}}}
 
 It starts its own Kafka + Redis (devstack, free ports, temp folder) and runs the job as users
 do (``python -m flink_job run``, local mini-cluster). Throughput: the same backlog of seeded
@@ -80,6 +81,39 @@ def _backlog(s: Settings, n_events: int) -> Traffic:
                           products=BACKGROUND, step_ms=2.0)
 
 
+def thread_cpu_s(pgid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every thread of process group ``pgid`` (the
+    job's client and its JVM), summed per thread name as Linux keeps it (15 characters: an
+    operator chain's task thread, the JIT compilers, RocksDB's): which part of a stage the
+    machine's cores went to, which its rate alone does not say. Empty off Linux."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[str, float] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            tasks = list((proc / "task").iterdir())
+        except (OSError, ValueError, IndexError):
+            continue
+        for task in tasks:
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                name = (task / "comm").read_text().strip()
+            except (OSError, IndexError):
+                continue
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _cpu_between(before: dict[str, float], after: dict[str, float], top: int = 10
+                 ) -> dict[str, Any]:
+    """The CPU seconds each thread used between two :func:`thread_cpu_s` readings: the total
+    and the ``top`` largest."""
+    used = {k: round(v - before.get(k, 0.0), 2) for k, v in after.items()}
+    busiest = dict(sorted(used.items(), key=lambda kv: -kv[1])[:top])
+    return {"total": round(sum(used.values()), 2), "threads": busiest}
+
+
 def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dict[str, Any]:
     """Same backlog through the no-op job and the real job."""
     out: dict[str, Any] = {"events": n_events}
@@ -109,8 +143,10 @@ def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dic
     try:
         wait_for(lambda: bool(store.versions()), 120, "a first update", job, every_s=0.02)
         t_first = time.monotonic()
+        cpu_first = thread_cpu_s(job.proc.pid)
         wait_for(lambda: store.versions() == want, 600, "every update", job, every_s=0.05)
         t_end = time.monotonic()
+        out["job_cpu_s"] = _cpu_between(cpu_first, thread_cpu_s(job.proc.pid))
     finally:
         job.kill()
     secs = t_end - t_first
@@ -124,10 +160,12 @@ def throughput(base: Settings, products: Path, work: Path, n_events: int) -> dic
     return out
 
 
-def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: str) -> float:
+def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: str
+              ) -> tuple[float, dict[str, Any]]:
     """The job cut after ``stage`` (``--stop-after``) on the same kind of backlog: events over
     the time between the dead letters of a marker record placed first and of the far-future
-    sentinels placed last (the stage's own output is discarded, its dead letters are not)."""
+    sentinels placed last (the stage's own output is discarded, its dead letters are not);
+    and the CPU its threads used in that time (:func:`thread_cpu_s`)."""
     from confluent_kafka import Consumer
 
     s = _fresh(base, f"stage-{stage}")
@@ -142,6 +180,7 @@ def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: 
                      ["--products", str(products), "--stop-after", stage],
                      module="bench.stage_job").start()
     arrivals: list[float] = []
+    cpu_first: dict[str, float] = {}
     try:
         deadline = time.monotonic() + 300
         while len(arrivals) < 1 + len(ends):
@@ -151,10 +190,13 @@ def stage_eps(base: Settings, products: Path, work: Path, n_events: int, stage: 
             msg = consumer.poll(0.01)
             if msg is not None and not msg.error():
                 arrivals.append(time.monotonic())
+                if len(arrivals) == 1:
+                    cpu_first = thread_cpu_s(job.proc.pid)
+        cpu = _cpu_between(cpu_first, thread_cpu_s(job.proc.pid))
     finally:
         job.kill()
         consumer.close()
-    return round(n_events / max(1e-3, arrivals[-1] - arrivals[0]), 1)
+    return round(n_events / max(1e-3, arrivals[-1] - arrivals[0]), 1), cpu
 
 
 def note_held(held: dict[str, int], seen: dict[str, int], now_versions: dict[str, int],
@@ -428,10 +470,14 @@ def main() -> int:
             tp = throughput(base, products, work, args.events)
             log.info("throughput: %s", tp)
             stages = {"noop": tp["noop_ceiling_eps"]}
+            stages_cpu = {}
             for stage in ("validate", "join") if args.stages else ():
-                stages[stage] = stage_eps(base, products, work, args.events, stage)
-                log.info("job cut after %s: %.0f ev/s", stage, stages[stage])
+                stages[stage], stages_cpu[stage] = stage_eps(base, products, work, args.events,
+                                                             stage)
+                log.info("job cut after %s: %.0f ev/s, CPU %s", stage, stages[stage],
+                         stages_cpu[stage])
             stages["job"] = tp["job_eps"]
+            stages_cpu["job"] = tp["job_cpu_s"]
             modes = {}
             for mode in [m for m in args.modes.split(",") if m]:
                 modes[mode] = freshness(base, products, work, args.rate, args.seconds, mode)
@@ -454,6 +500,9 @@ def main() -> int:
         "first_update_s": tp["first_update_s"],
         # where the throughput goes: the same backlog through the job cut after each stage
         "stages_eps": stages,
+        # and the CPU seconds of each stage's threads over the same time (the JIT included:
+        # every run starts a new JVM)
+        "stages_cpu_s": stages_cpu,
         "parallelism": base.job.parallelism,
         "publish_interval_ms": base.job.publish_interval_ms,
         "modes": modes,
@@ -471,6 +520,9 @@ def main() -> int:
           f"{tp['ratio']:.2f}")
     print("the same backlog through the job cut after each stage (ev/s): " + ", ".join(
         f"{k} {v:.0f}" for k, v in stages.items()))
+    for stage, cpu in stages_cpu.items():
+        print(f"  {stage}: {cpu['total']:.1f} CPU s; " + ", ".join(
+            f"{name} {v:.1f}" for name, v in list(cpu["threads"].items())[:6]))
     for mode, fr in modes.items():
         print(f"freshness ({mode}) at {fr['rate_eps']:.0f} ev/s: p50 {fr['p50']} ms, "
               f"p99 {fr['p99']} ms ({fr['probes']} probes, {fr['probes_never_seen']} unseen)")

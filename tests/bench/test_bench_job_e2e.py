@@ -37,3 +37,34 @@ def test_merge_keeps_the_other_keys_of_the_results_file(
     got = json.loads((tmp_path / "bj.json").read_text())
     assert got["throughput"] == {"ratio": 0.2} and got["stages_eps"] == {"noop": 1.0}
     assert got["freshness_e2e_ms"] == e2e
+
+
+
+def test_thread_cpu_counts_the_cpu_of_the_process_group_it_is_given(tmp_path: Path) -> None:
+    """The stage cut's per-thread CPU (bench_job.thread_cpu_s): a child in a group of its own
+    that has burnt 0.5 s of CPU shows about that under its name, and nothing more once it
+    sleeps; a group that does not exist reads as nothing."""
+    import subprocess
+    import sys
+    import time
+
+    ready = tmp_path / "ready"
+    spin = ("import time, pathlib\n"
+            "while time.process_time() < 0.5: pass\n"
+            f"pathlib.Path({str(ready)!r}).write_text('x')\n"
+            "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        name = Path(f"/proc/{child.pid}/comm").read_text().strip()
+        before = bench_job.thread_cpu_s(child.pid)
+        assert before[name] >= 0.45  # /proc counts whole 10 ms ticks
+        used = bench_job._cpu_between(before, bench_job.thread_cpu_s(child.pid))
+        assert used["total"] < 0.2 and name in used["threads"]  # asleep since
+    finally:
+        child.kill()
+        child.wait()
+    assert bench_job.thread_cpu_s(child.pid) == {}
