@@ -371,7 +371,8 @@ class VowpalCB:
     shown product from the pmf it returns (its own seeded generator) and learns cost
     ``1 - reward`` with that probability."""
 
-    def __init__(self, name: str, n_products: int, dim: int, seed: int, explore: str) -> None:
+    def __init__(self, name: str, n_products: int, dim: int, seed: int, explore: str,
+                 groups: Sequence[str] | None = None) -> None:
         import vowpalwabbit
 
         self.name = name
@@ -379,7 +380,10 @@ class VowpalCB:
         self.vw = vowpalwabbit.Workspace(
             f"--cb_explore_adf {explore} -q ua --quiet --random_seed {seed}",
             enable_logging=False)
-        self.actions = [f"|a p{j}" for j in range(n_products)]
+        # groups (opt-in: the catalog's categories): a second action feature, so the context
+        # crossed with the category is shared by the category's products
+        self.actions = [f"|a p{j}" + (f" c{groups[j].replace(' ', '_')}" if groups else "")
+                        for j in range(n_products)]
         self.rng = np.random.default_rng([seed, 24])
         self._prob = 1.0 / n_products
 
@@ -441,6 +445,11 @@ def make_learners(n_products: int, dim: int, seed: int,
         makers["linucb_decaying_category"] = lambda: CategoryPriorLinUCB(
             "linucb_decaying_category", n_products, dim, cats, model.prior_pseudo_obs,
             model.prior_min_obs)
+    if len(cats) == n_products:  # a peer given the categories too (issue 22, opt-in)
+        makers["vw_squarecb_category"] = lambda: VowpalCB(
+            "vw_squarecb_category", n_products, dim, seed, "--squarecb", cats)
+        makers["vw_epsilon_category"] = lambda: VowpalCB(
+            "vw_epsilon_category", n_products, dim, seed, "--epsilon 0.05", cats)
     for c in ("rate", "mean", "mean_p"):  # issue 22: hierarchical shrinkage, opt-in
         makers[f"linucb_shared_{c}"] = (lambda c=c: SharedPriorLinUCB(
             f"linucb_shared_{c}", n_products, dim, c))
@@ -458,7 +467,8 @@ def make_learners(n_products: int, dim: int, seed: int,
 
 OPT_IN = ("linucb_decaying_category",
           *(f"linucb_{g}_{c}{w}" for g in ("shared", "category")
-            for c in ("rate", "mean", "mean_p") for w in ("", "_w10")))
+            for c in ("rate", "mean", "mean_p") for w in ("", "_w10")),
+          "vw_squarecb_category", "vw_epsilon_category")
 """Learners only run when named (``--only``): they use information the peers do not get."""
 PEERS = ("mabwiser_linucb", "river_linucb", "vw_squarecb", "vw_epsilon")
 FIXED = ("linucb_alpha_1", "linucb_alpha_0.3", "linucb_alpha_0.1", "linucb_alpha_0.03")
