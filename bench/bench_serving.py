@@ -6,6 +6,8 @@ Writes results/bench_serving.json::
     {"inprocess": {"p50_ms", "p99_ms", "mabwiser_p50_ms", "mabwiser_p99_ms", "speedup_p50", ...},
      "http": {"rps", "p50_ms", "p99_ms", ...},
      "scale": [{"products", "p50_ms", "p99_ms"}, ...],
+     "scale_with_updates": {"p50_ms", "p99_ms", "rss_over_params", ...,
+                            "layout_vs_float64": {"10000": {...}, "100000": {...}}},
      "controls": {"p50_ms", "p99_ms", "plain_p99_ms", "p99_ratio", "at_10000": {...},
                   "http": {"rps_ratio", ...}, ...}}
 
