@@ -100,9 +100,10 @@ def _split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     below its normal numbers, or not finite)."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         hi = v.astype(np.float32)
-        q = (v - hi.astype(np.float64)) / _unit(hi)
+        hi64, unit = hi.astype(np.float64), _unit(hi)
+        q = (v - hi64) / unit
         low = np.where(np.abs(q) < 2.0 ** 31, q, 0.0).astype(np.int32)
-        whole = (_join(hi, low) == v).all(axis=1)
+        whole = (hi64 + low * unit == v).all(axis=1)  # _join, with its parts at hand
     return hi, low, whole
 
 
