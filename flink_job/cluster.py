@@ -11,6 +11,7 @@ connector and our deserializer are shipped with each job (pipeline.jars), not pu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,52 @@ def pids(settings: Settings) -> list[int]:
     for f in _dirs(settings)["pid"].glob("*.pid"):
         out += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
     return out
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """Every live process below ``roots`` (children, theirs, ...), read from /proc: a
+    TaskManager's Python workers (process mode: ``pyflink-udf-runner.sh`` and its
+    interpreter) are its children, and outlive it when it dies by a signal it cannot catch."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            parent[int(d.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    out: list[int] = []
+    frontier = set(roots)
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier and p not in out]
+        out += kids
+        frontier = set(kids)
+    return out
+
+
+def stop_orphans(pids_: list[int], timeout_s: float = 10.0) -> int:
+    """SIGTERM ``pids_`` still alive (a dead TaskManager's Python workers), SIGKILL what is
+    left after ``timeout_s``; returns how many were alive."""
+    import signal
+
+    def alive(p: int) -> bool:
+        try:
+            os.kill(p, 0)
+        except OSError:
+            return False
+        return True
+
+    live = [p for p in pids_ if alive(p)]
+    for p in live:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(alive(p) for p in live) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for p in live:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    return len(live)
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -319,8 +366,12 @@ def down(settings: Settings) -> None:
     """Stop every TaskManager (spares and replacements too) and the JobManager."""
     prepare(settings)
     env = _env(settings)
+    workers = descendants(pids(settings))
     subprocess.run([str(HOME / "bin" / "taskmanager.sh"), "stop-all"], env=env, check=False)
     subprocess.run([str(HOME / "bin" / "jobmanager.sh"), "stop-all"], env=env, check=False)
+    left = stop_orphans(workers)
+    if left:
+        log.info("stopped %d Python worker process(es) the cluster left behind", left)
 
 
 def status(settings: Settings) -> int:

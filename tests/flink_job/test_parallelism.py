@@ -107,6 +107,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
     job1 = JobProcess(s1, tmp_path / "job-p1.log",
                       ["--products", str(products_file), "--max-restarts", "0"]).start()
     jid = None
+    orphans: list[int] = []
     try:
         cluster.up(s2, timeout_s=90)
         overview = cluster.rest(s2, "/overview")
@@ -169,6 +170,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
                              for p in checkpoints.completed(s3.job.checkpoint_dir)), 60,
                  "a checkpoint of the resubmitted job")
         victim = _running_taskmanager_pid(s2, jid)
+        orphans = cluster.descendants([victim])  # its Python workers outlive a SIGKILL
         os.kill(victim, signal.SIGKILL)
         more = seeded_traffic(s1, 600, seed=s1.world.seed + 1, start_ms=now_ms(),
                               products=PRODUCTS, step_ms=3.0, click_p=0.3)
@@ -193,6 +195,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
             _cancel(s2, jid)
         pids = cluster.pids(s2)
         cluster.down(s2)
+        cluster.stop_orphans(orphans)
         deadline = time.monotonic() + 30
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
