@@ -4,19 +4,11 @@ them, as ``cluster.down`` does for what its TaskManagers leave (a real process t
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
 from flink_job import cluster
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
+from tests.helpers import alive as _alive
 
 
 def test_the_children_of_a_killed_parent_are_found_first_and_stopped_after() -> None:
