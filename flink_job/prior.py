@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # Python operators, never stored or read from outside)
 POOL_DELTAS = OutputTag("pool-deltas", Types.PICKLED_BYTE_ARRAY())
 UNKNOWN = ""  # products with no category in the catalog: their own (empty) pool
+READ_TIMEOUT_S = 5.0  # one read of the catalog topic, for a product met the first time
+RETRY_S = 5.0  # after a failed read, no other read for this long
 
 
 def category_map() -> dict[str, str]:
@@ -59,7 +61,6 @@ class PriorStarts:
         self.l2 = settings.model.l2
         self.m = settings.model.prior_pseudo_obs
         self.min_obs = settings.model.prior_min_obs
-        self.ttl_s = settings.job.publish_interval_ms / 1000
 
     def open(self, runtime_context: RuntimeContext) -> None:
         from contract.store import redis_client
@@ -67,10 +68,10 @@ class PriorStarts:
         self.redis = redis_client(self.settings.redis)
         self.categories = category_map()
         self.live = Catalog()
-        self.read_at = 0.0
+        self.read_timeout_s = READ_TIMEOUT_S
+        self.retry_at = 0.0
         self.resolved: dict[str, str] = {}
         self._read_live()
-        self.cache: dict[str, tuple[float, CategoryPool | None]] = {}
         self.started = 0
         self.fallbacks = 0
         group = runtime_context.get_metrics_group()
@@ -78,44 +79,50 @@ class PriorStarts:
         group.gauge("prior_fallbacks", lambda: self.fallbacks)
 
     def category(self, product_id: str) -> str:
-        """The product's category: the live catalog topic's record (read at open, and again,
-        at most once a second, for a product neither it nor the shipped catalog knows: its
-        record is in the topic before its events are learned, docs/JOB.md), else the shipped
+        """The product's category: the live catalog topic's record, else the shipped
         catalog's, else ``UNKNOWN``.
-        Resolved once per product and operator instance (a later change of category moves
-        only the deltas after the next restart: docs/LEARNING.md)."""
+
+        The topic is read at open, and read again to its end for a product neither it nor
+        the shipped catalog knows: its record is in the topic before any of its events reach
+        the learner (the validator checks it, docs/JOB.md), so a product added a moment after
+        the last read still gets its category. Resolved once per product and operator
+        instance (a later change of category moves only the deltas after the next restart:
+        docs/LEARNING.md); but not when the topic could not be read (Kafka down): that
+        product is looked up again at its next batch, after a back-off."""
         got = self.resolved.get(product_id)
         if got is not None:
             return got
         rec = self.live.records.get(product_id) or self.live.retired.get(product_id)
         if rec is None and product_id not in self.categories:
-            self._read_live()
+            if not self._read_live():
+                return UNKNOWN  # degraded, not kept: asked again after the back-off
             rec = self.live.records.get(product_id) or self.live.retired.get(product_id)
         got = rec.category if rec is not None else self.categories.get(product_id, UNKNOWN)
         self.resolved[product_id] = got
         return got
 
-    def _read_live(self) -> None:
-        """Read the catalog topic on from where it was last read (at most once a second)."""
-        if time.monotonic() - self.read_at < 1.0:
-            return
+    def _read_live(self) -> bool:
+        """Read the catalog topic on from where it was last read; False when it fails (no
+        topic, or Kafka down: logged, and not tried again for ``RETRY_S``)."""
+        if time.monotonic() < self.retry_at:
+            return False
         try:
             from contract.catalog import read_catalog
 
-            read_catalog(self.settings, timeout_s=2.0, into=self.live)
-        except Exception as exc:  # no topic, or Kafka down: the shipped catalog's
-            log.warning("catalog topic not read (%s): categories from the shipped catalog", exc)
-        self.read_at = time.monotonic()
+            read_catalog(self.settings, timeout_s=self.read_timeout_s, into=self.live)
+        except Exception as exc:
+            log.warning("catalog topic not read (%s): categories from the shipped catalog; "
+                        "retrying in %g s", exc, RETRY_S)
+            self.retry_at = time.monotonic() + RETRY_S
+            return False
+        return True
 
     def _pool(self, category: str) -> CategoryPool | None:
-        now = time.monotonic()
-        hit = self.cache.get(category)
-        if hit is not None and now - hit[0] < self.ttl_s:
-            return hit[1]
+        """The category's pool as published now: read once per new product (a product
+        starts once), so not cached - a cached pool would start a product from a pool older
+        than the one in Redis when its first batch is learned."""
         text = self.redis.get(self.settings.redis.key("prior", category))
-        pool = None if text is None else CategoryPool.from_json(text, self.dim)
-        self.cache[category] = (now, pool)
-        return pool
+        return None if text is None else CategoryPool.from_json(text, self.dim)
 
     def start(self, product_id: str) -> ArmState:
         """A new product's state: informed by its category's published pool; the identity
