@@ -128,15 +128,22 @@ def _pairs(x: np.ndarray) -> np.ndarray:
     return xx
 
 
-def _combine(mean: np.ndarray, var: np.ndarray, alpha: float, weight: float) -> np.ndarray:
+def _weighted(weight: float | np.ndarray) -> bool:
+    """Whether a weight of v (one float, or one per product) adds anything."""
+    return bool(weight.any()) if isinstance(weight, np.ndarray) else bool(weight)
+
+
+def _combine(mean: np.ndarray, var: np.ndarray, alpha: float,
+             weight: float | np.ndarray) -> np.ndarray:
     """mean + alpha sqrt(v) + weight v, v = max(var, 0), written over ``var`` (a fresh array,
     or ``mean`` itself when neither term is asked for): the same operations for the float32
     pass, its exact re-scoring and the float64 one (equal inputs, equal scores: ties stay
-    ties), and no temporaries on the request path."""
-    if not alpha and not weight:
+    ties), and no temporaries on the request path. ``weight`` is one float or one per
+    product (aligned with ``mean``): elementwise, the same operations either way."""
+    if not alpha and not _weighted(weight):
         return mean.copy()
     v = np.maximum(var, 0.0, out=var)
-    if not weight:
+    if not _weighted(weight):
         np.sqrt(v, out=v)
         v *= alpha
         v += mean
@@ -604,12 +611,15 @@ class Snapshot:
         mean = (vals[:, :d] * x).sum(axis=1)
         return mean, (vals[:, d:] * xx).sum(axis=1) if with_var else mean
 
-    def top_scores(self, x: np.ndarray, k: int, alpha: float = 0.0, weight: float = 0.0,
-                   x_var: np.ndarray | None = None, plus: np.ndarray | None = None,
-                   upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def top_scores(self, x: np.ndarray, k: int, alpha: float = 0.0,
+                   weight: float | np.ndarray = 0.0, x_var: np.ndarray | None = None,
+                   plus: np.ndarray | None = None, upto: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, means) of the first ``upto`` products for ranking their best k:
         ``theta.x + alpha sqrt(v) + weight v (+ plus)``, v = x_var^T A^-1 x_var (x_var
-        defaults to x), and means theta.x.
+        defaults to x), and means theta.x. ``weight`` is one float or one float64 per
+        product (length >= upto, indexed like the products: the decaying rule with a rate
+        per category).
 
         A big store is scored from its float32 rows (half the bytes of the memory-bound
         pass), each score within a bound of its float64 value (float32 dot products, Higham's
@@ -625,7 +635,14 @@ class Snapshot:
         rows, slot = self._rows, self._slot[:m]
         d = x.shape[0]
         xv = x if x_var is None else x_var
-        with_var = bool(alpha) or bool(weight)
+        if isinstance(weight, np.ndarray):
+            if weight.shape[0] < m:
+                raise ValueError(f"weight: {weight.shape[0]} entries for {m} products")
+            weight = np.asarray(weight[:m], dtype=np.float64)
+            w_top = float(np.abs(weight).max(initial=0.0))
+        else:
+            w_top = abs(float(weight))
+        with_var = bool(alpha) or _weighted(weight)
         if rows.hot64 is None and 0 < k < m:
             xx = _pairs(xv)
             b_theta, b_a = rows.bound
@@ -651,16 +668,17 @@ class Snapshot:
         # largest error of a float32 score at most the k-th (the k-th of an even sample: no
         # pass over all), then within the sum of its own error and the k-th largest lower
         # bound (the error of sqrt(v) shrinks as 1/sqrt(v))
-        loose = e_mean + alpha * np.sqrt(e_var) + weight * e_var
+        loose = e_mean + alpha * np.sqrt(e_var) + w_top * e_var
         sample = out[::max(1, m // 4096)] if m >= 8192 else out
         kth = np.partition(sample, sample.size - k)[sample.size - k]
         cand = np.flatnonzero(out >= kth - 2.0 * loose)
-        err: float | np.ndarray = loose
+        w_cand = np.abs(weight[cand]) if isinstance(weight, np.ndarray) else w_top
+        err: float | np.ndarray = e_mean + alpha * np.sqrt(e_var) + w_cand * e_var
         if alpha and var32 is not None:
             v = np.maximum(var32[cand].astype(np.float64), 0.0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 root = e_var / (np.sqrt(v) + np.sqrt(np.maximum(v - e_var, 0.0)))
-            err = e_mean + weight * e_var + alpha * np.fmin(root, np.sqrt(e_var))
+            err = e_mean + w_cand * e_var + alpha * np.fmin(root, np.sqrt(e_var))
         got = out[cand]
         low = got - err
         floor = np.partition(low, low.size - k)[low.size - k]
@@ -669,7 +687,8 @@ class Snapshot:
         redo = np.union1d(redo, best)
         exact_mean, exact_var = self._exact_terms(slot[redo], x, xx, with_var)
         mean[redo] = exact_mean
-        again = _combine(exact_mean, exact_var, alpha, weight)
+        again = _combine(exact_mean, exact_var, alpha,
+                         weight[redo] if isinstance(weight, np.ndarray) else weight)
         if plus is not None:
             again += plus[redo]
         out[redo] = again

@@ -254,3 +254,76 @@ def test_an_update_writes_only_the_changed_rows(float32_rows: None) -> None:
         i = new.index(p)
         assert (new.A_inv(i) == v.state.A_inv).all()
         np.testing.assert_allclose(new.theta(i), linucb.theta(v.state), rtol=1e-15)
+
+
+def _reference_w(snap: Snapshot, x: np.ndarray, alpha: float, weight: np.ndarray,
+                 x_var: np.ndarray, m: int) -> np.ndarray:
+    """Float64 exhaustive scores of the first m products with a weight per product."""
+    mean = snap.thetas[:m] @ x
+    var = np.maximum(np.einsum("i,mij,j->m", x_var, snap.A_invs[:m], x_var), 0.0)
+    return mean + alpha * np.sqrt(var) + weight[:m] * var
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_weight_per_product_ranks_as_float64(monkeypatch: pytest.MonkeyPatch, seed: int
+                                               ) -> None:
+    """``weight`` as one float64 per product (the decaying rule with a rate per category):
+    the best k are the float64 exhaustive best k, on float32 rows and on float64 rows, with
+    ``upto`` below the store and the weights longer than ``upto``."""
+    rng = np.random.default_rng(200 + seed)
+    params = _params(rng, 400)
+    monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 0)
+    fast = _snapshot(params)
+    monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 10**9)
+    exact = _snapshot(params)
+    assert fast._rows.hot64 is None and exact._rows.hot64 is not None
+    for _ in range(8):
+        x = rng.uniform(0, 1, D)
+        u = x / np.linalg.norm(x)
+        cats = rng.integers(0, 6, 450)  # per-category rates, some categories at 0
+        weight = np.where(cats == 0, 0.0, rng.uniform(0, 3, 6)[cats])
+        for alpha, xv, upto in ((0.0, u, None), (1.0, x, None), (0.0, u, 350)):
+            m = 400 if upto is None else upto
+            ref = _reference_w(exact, x, alpha, weight, xv, m)
+            for snap in (fast, exact):
+                s, mean = snap.top_scores(x, K, alpha, weight, x_var=xv, upto=upto)
+                assert s.shape == (m,)
+                _check_top(s, ref, K)
+                assert int(np.argmax(mean)) == int(np.argmax(exact.thetas[:m] @ x))
+        # one weight for all as an array: the same numbers as the float
+        w = np.full(400, 0.7)
+        a = fast.top_scores(x, K, 0.0, w, x_var=u)[0]
+        b = fast.top_scores(x, K, 0.0, 0.7, x_var=u)[0]
+        top = linucb.top_k(b, K)
+        assert (linucb.top_k(a, K) == top).all() and (a[top] == b[top]).all()
+    with pytest.raises(ValueError):
+        fast.top_scores(x, K, 0.0, np.ones(399), x_var=u)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_near_ties_made_by_the_weights_rank_in_float64_order(float32_rows: None, seed: int
+                                                              ) -> None:
+    """Weights that bring 60 products' float64 scores within 1e-7 of each other at a scale
+    of 1,000 (float32's error there is ~1e-4, so its order is a shuffle): the best 10 are
+    float64's, in its order. Fails when a candidate's error leaves out its own weight's term
+    (the float32 scores are then not re-scored)."""
+    rng = np.random.default_rng(300 + seed)
+    params = _params(rng, 300)
+    snap = _snapshot(params)
+    x = rng.uniform(0, 1, D)
+    u = x / np.linalg.norm(x)
+    mean = snap.thetas @ x
+    var = np.einsum("i,mij,j->m", u, snap.A_invs, u)
+    tied, target = 60, 1000.0
+    order = rng.permutation(tied)
+    weight = rng.uniform(0, 1, 300)  # the others: scores about 1
+    weight[:tied] = (target + order * 1e-7 - mean[:tied]) / var[:tied]
+    ref = _reference_w(snap, x, 0.0, weight, u, 300)
+    assert linucb.top_k(ref, 10).tolist() == np.argsort(-order)[:10].tolist()  # float64 tells
+    s32 = (snap._rows.hot[:, :D] @ x.astype(np.float32)).take(snap._slot).astype(np.float64)
+    v32 = (snap._rows.hot[:, D:] @ snapshot_mod._pairs(u).astype(np.float32)).take(snap._slot)
+    rough = s32 + weight * v32
+    assert linucb.top_k(rough, 10).tolist() != linucb.top_k(ref, 10).tolist()  # float32 can't
+    s, _ = snap.top_scores(x, 10, 0.0, weight, x_var=u)
+    assert linucb.top_k(s, 10).tolist() == linucb.top_k(ref, 10).tolist()
+    np.testing.assert_allclose(s[:tied], ref[:tied], rtol=1e-14)
