@@ -121,9 +121,13 @@ class ModelSettings:
     exploration: str = _var("RTREC_EXPLORATION", "decaying",
                             "How much LinUCB explores (docs/EXPLORATION.md): decaying (a "
                             "never-seen product scores the click rate p learned so far, the "
-                            "bonus p l2 x'A^-1x / x.x decays like 1/n), calibrated (the same "
-                            "worth, alpha = p sqrt(l2) / norm(x): a bonus decaying like "
-                            "1/sqrt(n)) or fixed (alpha = RTREC_ALPHA).")
+                            "bonus p l2 x'A^-1x / x.x decays like 1/n), category_rate "
+                            "(decaying with p replaced by the product's catalog category's "
+                            "click rate for x, q_c(x), from the pooled parameters of the "
+                            "category's products; a product with no category keeps p), "
+                            "calibrated (the same worth as decaying, alpha = p sqrt(l2) / "
+                            "norm(x): a bonus decaying like 1/sqrt(n)) or fixed (alpha = "
+                            "RTREC_ALPHA).")
     alpha: float = _var("RTREC_ALPHA", 1.0, "LinUCB exploration weight under RTREC_EXPLORATION="
                         "fixed (0 = greedy); a request's alpha overrides either rule.")
     self_tune: str = _var("RTREC_SELF_TUNE", "",

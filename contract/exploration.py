@@ -49,12 +49,18 @@ from contract.errors import RtrecError
 
 log = logging.getLogger(__name__)
 
-EXPLORATIONS: tuple[str, ...] = ("calibrated", "decaying", "fixed")
+EXPLORATIONS: tuple[str, ...] = ("calibrated", "category_rate", "decaying", "fixed")
 """Exploration rules ``RTREC_EXPLORATION`` names: ``decaying`` (the default: a never-seen
 product is worth the click rate, the bonus decays like 1/n, :func:`decaying_weight`; chosen
 over ``calibrated`` by the stated criterion of docs/EXPLORATION.md section 2),
-``calibrated`` (above: the same worth, a bonus decaying like 1/sqrt(n)) or ``fixed``
-(alpha = ``RTREC_ALPHA`` whatever the data, the rule before issue #22)."""
+``category_rate`` (``decaying`` with the click rate replaced by the product's catalog
+category's rate for x, :func:`category_rates`), ``calibrated`` (above: the same worth, a
+bonus decaying like 1/sqrt(n)) or ``fixed`` (alpha = ``RTREC_ALPHA`` whatever the data, the
+rule before issue #22)."""
+
+VARIANCE_RULES: tuple[str, ...] = ("category_rate", "decaying")
+"""The rules that weigh the variance ``x^T A^-1 x`` (no alpha: :func:`exploration_alpha`
+refuses them)."""
 
 
 class ExplorationError(RtrecError, ValueError):
@@ -116,9 +122,10 @@ def exploration_alpha(rule: str, fixed_alpha: float, clicks: float, observations
         return float(fixed_alpha)
     if rule == "calibrated":
         return calibrated_alpha(clicks, observations, x, l2)
-    if rule == "decaying":
-        raise ExplorationError("exploration rule 'decaying' weighs the variance, not the "
-                               "standard deviation: it has no alpha (rule_scores)")
+    if rule in VARIANCE_RULES:
+        raise ExplorationError(f"exploration rule {rule!r} weighs the variance, not the "
+                               f"standard deviation: it has no alpha (rule_scores, "
+                               f"category_rates)")
     raise ExplorationError(f"exploration rule {rule!r}: not one of {', '.join(EXPLORATIONS)}")
 
 
@@ -129,10 +136,100 @@ def rule_scores(rule: str, fixed_alpha: float, clicks: float, observations: floa
     ``mean + decaying_weight * var`` for ``decaying``."""
     mean = np.asarray(mean, dtype=np.float64)
     var = np.maximum(np.asarray(var, dtype=np.float64), 0.0)
+    if rule == "category_rate":
+        raise ExplorationError("exploration rule 'category_rate' needs each product's "
+                               "category pool: category_rates, category_weights")
     if rule == "decaying":
         return mean + decaying_weight(clicks, observations, x, l2) * var
     return mean + exploration_alpha(rule, fixed_alpha, clicks, observations, x, l2) * \
         np.sqrt(var)
+
+
+def category_solve(S: np.ndarray, l2: float) -> np.ndarray:
+    """``(l2 I + S_c)^-1`` for each category's pooled ``S_c = sum (A_i - l2 I)`` over its
+    products, (C, d, d) -> (C, d, d): what :func:`category_rates` needs, computed once per
+    change of a pool (serving caches it per pool version), not per request.
+
+    >>> category_solve(np.zeros((1, 2, 2)), 4.0)[0].tolist()
+    [[0.25, 0.0], [0.0, 0.25]]
+    """
+    S = np.asarray(S, dtype=np.float64)
+    if S.ndim != 3 or S.shape[1] != S.shape[2]:
+        raise ExplorationError(f"S: expected (C, d, d), got {S.shape}")
+    if not l2 > 0:
+        raise ExplorationError(f"l2: {l2} must be > 0")
+    return np.linalg.inv(S + l2 * np.eye(S.shape[1]))
+
+
+def category_rates(M: np.ndarray, t: np.ndarray, x: np.ndarray, p: float,
+                   l2: float) -> np.ndarray:
+    """Each category's click rate for context x, the ``category_rate`` rule's centre:
+
+        q_c(x) = x^T (l2 I + S_c)^-1 (t_c + l2 p x / x.x)
+
+    with ``M = category_solve(S, l2)`` (C, d, d), ``t_c = sum b_i`` (C, d) over the category's
+    products and ``p`` the shop's click rate (:func:`click_rate`). It is the category's
+    *shared* ridge model (every observation of its products, ``S_c``, ``t_c``) ranked by the
+    decaying rule itself - its prior centred on ``p`` in x's direction - so a category with
+    no data has ``q_c = p`` and the rule is ``decaying`` there. A product of category c then
+    scores ``x.theta + q_c(x) l2 x^T A^-1 x / x.x``: a never-seen product is worth its
+    category's rate for x instead of the shop's (docs/EXPLORATION.md section 1;
+    bench/learning_peers.py ``SharedPriorLinUCB`` with ``centre="rate"`` computes the same).
+    Computed on u = x / |x| (``|x| u^T M t + l2 p u^T M u``), so a large x does not overflow;
+    x = 0 has no direction and gets ``p`` (its bonus is 0 whatever the rate).
+
+    Hand computation (tests/contract/test_category_rate.py): one category, d = 2, l2 = 1,
+    ``S = diag(3, 0)``, ``t = (1, 0)``, p = 0.2, x = (1, 0): ``q = (1 + 0.2) / 4 = 0.3``.
+
+    >>> M = category_solve(np.array([[[3.0, 0.0], [0.0, 0.0]]]), 1.0)
+    >>> category_rates(M, np.array([[1.0, 0.0]]), np.array([1.0, 0.0]), 0.2, 1.0).round(6)
+    array([0.3])
+    """
+    M = np.asarray(M, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if M.ndim != 3 or t.shape != M.shape[:2] or x.shape != M.shape[1:2]:
+        raise ExplorationError(f"M {M.shape}, t {t.shape}, x {x.shape}: expected (C, d, d), "
+                               f"(C, d), (d,)")
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if not math.isfinite(top):
+        raise ExplorationError(f"x: an entry is {top}, not finite")
+    if top == 0.0:
+        return np.full(M.shape[0], float(p))
+    y = x / top
+    norm = top * math.sqrt(float(y.dot(y)))
+    u = x / norm
+    Mu = M @ u  # (C, d): M is symmetric, so u^T M = (M u)^T
+    return norm * np.einsum("cd,cd->c", Mu, t) + l2 * p * (Mu @ u)
+
+
+def category_weights(q: np.ndarray, x: np.ndarray, l2: float) -> np.ndarray:
+    """The weight of the variance ``x^T A^-1 x`` per category under ``category_rate``:
+    ``q_c l2 / x.x`` (:func:`decaying_weight` with ``p`` replaced by ``q_c``; 0 for x = 0)."""
+    q = np.asarray(q, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if not math.isfinite(top):
+        raise ExplorationError(f"x: an entry is {top}, not finite")
+    if top == 0.0:
+        return np.zeros_like(q)
+    y = x / top
+    norm = top * math.sqrt(float(y.dot(y)))
+    return q * (l2 / norm) / norm
+
+
+def pool_terms(thetas: np.ndarray, A_invs: np.ndarray, l2: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Each product's share of its category's pool from its published parameters:
+    ``(A_i - l2 I, b_i)`` with ``A_i = A_inv_i^-1`` and ``b_i = A_i theta_i``, (m, d, d) and
+    (m, d). A category's ``S_c``, ``t_c`` are their sums over its products (what every
+    observation of them added to the ridge state: the job starts each product at
+    ``l2 I``)."""
+    thetas = np.asarray(thetas, dtype=np.float64)
+    A = np.linalg.inv(np.asarray(A_invs, dtype=np.float64))
+    b = np.einsum("mij,mj->mi", A, thetas)
+    A -= l2 * np.eye(thetas.shape[-1])
+    return A, b
 
 
 def _one_hot_block(dim: int) -> list[int] | None:
