@@ -7,7 +7,9 @@ An item's score is the sum of its explanation's terms, to rounding::
 
 ``expected_reward`` is theta.x, itself the sum of the per-feature contributions theta_i * x_i
 (the largest by magnitude are named, the others summed in ``other_features``);
-``exploration_bonus`` is alpha * sqrt(x' A^-1 x); ``popularity`` the fallback term of a
+``exploration_bonus`` is alpha * sqrt(x' A^-1 x), or w * x' A^-1 x under the decaying and
+category_rate rules (w per product under category_rate: its category's rate q_c(x) l2 / x'x,
+docs/EXPLORATION.md); ``popularity`` the fallback term of a
 product without parameters (:class:`serving.health.Popularity`); ``boost`` what the
 merchandising boosts added (:mod:`serving.controls`).
 
@@ -49,10 +51,11 @@ def _top(values: np.ndarray, names: Sequence[str], n: int) -> list[dict[str, Any
 def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: float,
                   scores: np.ndarray, popularity: np.ndarray | None = None,
                   boosts: np.ndarray | None = None, now_ms: int | None = None,
-                  var_weight: float = 0.0) -> list[dict[str, Any]]:
+                  var_weight: float | np.ndarray = 0.0) -> list[dict[str, Any]]:
     """One explanation per shown index. ``scores`` are the shown scores, ``popularity`` the
     (m,) fallback term, ``boosts`` what boosting added to each shown score, ``var_weight``
-    the decaying exploration rule's weight of x^T A^-1 x (its bonus; docs/EXPLORATION.md);
+    the decaying exploration rule's weight of x^T A^-1 x (its bonus; docs/EXPLORATION.md),
+    one float or, under category_rate, one per product (indexed like ``popularity``);
     every term is computed on its own (tests/serving check that they add up to the score)."""
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     names = feature_names(snap.dim)
@@ -63,8 +66,9 @@ def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: flo
         mean = float(contrib.sum())
         var = float(x @ snap.A_inv(i) @ x)
         bonus = alpha * float(np.sqrt(max(var, 0.0))) if alpha else 0.0
-        if var_weight:
-            bonus += var_weight * max(var, 0.0)
+        w = float(var_weight[i]) if isinstance(var_weight, np.ndarray) else var_weight
+        if w:
+            bonus += w * max(var, 0.0)
         pop = float(popularity[i]) if popularity is not None else 0.0
         top = _top(contrib, names, TOP_FEATURES)
         updated = int(snap.updated_at_ms[i])

@@ -36,6 +36,7 @@ from contract.config import Settings
 from contract.events import MAX_ID_LEN, MAX_SAFE_INT, MAX_SHOWN, Click, Impression
 from contract.experiments import PLACKETT_LUCE, Experiment
 from contract.feedback import REWARD_KINDS
+from serving.category_rates import CategoryPools
 from serving.controls import (
     Boost,
     CatalogIndex,
@@ -213,6 +214,15 @@ class Recommender:
                                       f"RTREC_BOOSTS, ...): {exc}") from exc
         self.product_health = ProductHealth(len(ids))
         self.popularity = Popularity(len(ids), sv.popularity_weight)
+        # RTREC_EXPLORATION=category_rate: each catalog category's pooled sums, derived from
+        # the published parameters and followed update by update (serving/category_rates.py)
+        self.category_pools: CategoryPools | None = None
+        if settings.model.exploration == "category_rate":
+            self.category_pools = CategoryPools(settings.model.dim, settings.model.l2)
+            self.category_pools.set_categories(_categories(self.catalog))
+            self.category_pools.rebuild(self.snapshot)
+            if self._refresher is not None:  # a change missed meanwhile: the next is afresh
+                self._refresher.on_change = self.category_pools.advance
 
     @classmethod
     def from_settings(cls, settings: Settings, *, notifications: bool = True,
@@ -314,8 +324,9 @@ class Recommender:
                 time.sleep(0.01)
         else:
             assert self._snapshot is not None
-            self._snapshot = self._snapshot.with_products(
-                [p for p in ids if self._snapshot.index(p) is None], self.settings.model.l2)
+            added = [p for p in ids if self._snapshot.index(p) is None]
+            self.set_snapshot(self._snapshot.with_products(added, self.settings.model.l2),
+                              added)
         snap_ids = self.snapshot.product_ids
         order = {p: i for i, p in enumerate(snap_ids)}
         recs.sort(key=lambda r: order[r.product_id])
@@ -326,6 +337,8 @@ class Recommender:
         self.catalog = self.catalog.extended(
             [r.product_id for r in recs], [r.category for r in recs],
             [r.price for r in recs], [r.in_stock for r in recs])
+        if self.category_pools is not None:  # the new products' categories (appended)
+            self.category_pools.set_categories(_categories(self.catalog))
         log.info("%d product(s) rankable from the live catalog, e.g. %s", len(recs),
                  [r.product_id for r in recs][:3])
         return True
@@ -338,8 +351,14 @@ class Recommender:
         assert self._snapshot is not None
         return self._snapshot
 
-    def set_snapshot(self, snapshot: Snapshot) -> None:
-        """Replace the parameters (embedding without a refresher, and benchmarks)."""
+    def set_snapshot(self, snapshot: Snapshot, changed: Sequence[str] | None = None) -> None:
+        """Replace the parameters (embedding without a refresher, and benchmarks);
+        ``changed``: the products whose parameters differ from the current snapshot's, as
+        ``Snapshot.with_params`` returns them (None: unknown - the category pools, when the
+        rule uses them, are then summed afresh)."""
+        if self.category_pools is not None:
+            self.category_pools.advance(self.snapshot, snapshot,
+                                        None if changed is None else list(changed))
         if self._refresher is not None:
             self._refresher.snapshot = snapshot
         else:
@@ -472,13 +491,20 @@ class Recommender:
         return a * a / (self._rate_term(snap) / math.sqrt(self.settings.model.l2))
 
     def _decaying_scores(self, snap: Snapshot, vec: np.ndarray, k: int,
-                         pop: np.ndarray | None = None, m: int | None = None
-                         ) -> tuple[np.ndarray, np.ndarray, float]:
+                         pop: np.ndarray | None = None, m: int | None = None,
+                         by_category: bool = False, only_best: bool = False
+                         ) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
         """(scores, means, w) under the decaying rule: ``mean + w x^T A^-1 x`` for the first
         m products (contract.exploration.rule_scores), plus ``pop``, computed on the unit
         vector u = x / |x| as ``theta.x + p l2 u^T A^-1 u`` (the same number; x^T A^-1 x
         itself would overflow for a large x whose scores do not); the best k exact in float64
-        (Snapshot.top_scores)."""
+        (Snapshot.top_scores; ``only_best``: a plain request's ranking, which reads the best k
+        alone, lets it skip the A^-1 rows where a bound prunes).
+
+        ``by_category`` (``RTREC_EXPLORATION=category_rate``): ``p`` replaced, per product,
+        by its category's rate for x, ``q_c(x)`` (contract.exploration.category_rates, from
+        the pools' cached solve); a product with no category keeps ``p``. Then ``w`` is the
+        (m,) array of each product's weight ``q_c l2 / x.x``."""
         top = float(np.abs(vec).max()) if vec.size else 0.0
         if not math.isfinite(top):
             raise exploration.ExplorationError(f"x: an entry is {top}, not finite")
@@ -489,8 +515,17 @@ class Recommender:
         norm = top * math.sqrt(float(y.dot(y)))
         sqrt_l2 = math.sqrt(self.settings.model.l2)
         rate = self._rate_term(snap)  # p sqrt(l2)
+        pools = self.category_pools
+        if by_category and pools is not None:
+            l2 = self.settings.model.l2
+            st = pools.state  # one reference: its sums, solves and categories agree
+            q = st.rates(vec, rate / sqrt_l2, l2)
+            w_u = st.per_product(q * l2, rate * sqrt_l2, len(snap) if m is None else m)
+            base, mean = snap.top_scores(vec, k, weight=w_u, x_var=vec / norm, plus=pop,
+                                         upto=m, only_best=only_best)
+            return base, mean, w_u * (1.0 / norm / norm)
         base, mean = snap.top_scores(vec, k, weight=rate * sqrt_l2, x_var=vec / norm,
-                                     plus=pop, upto=m)
+                                     plus=pop, upto=m, only_best=only_best)
         a = rate / norm  # the calibrated alpha, as _calibrated_alpha computes it
         return base, mean, a * a / (rate / sqrt_l2)
 
@@ -526,9 +561,11 @@ class Recommender:
         calibrated = (alpha is None and tuned is None
                       and self.settings.model.exploration == "calibrated") \
             or (tuned is not None and tuned.rule == "calibrated")
+        by_category = (alpha is None and tuned is None
+                       and self.settings.model.exploration == "category_rate")
         decaying = (alpha is None and tuned is None
                     and self.settings.model.exploration == "decaying") \
-            or (tuned is not None and tuned.rule == "decaying")
+            or (tuned is not None and tuned.rule == "decaying") or by_category
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
@@ -572,7 +609,9 @@ class Recommender:
         if calibrated:
             alpha = self._calibrated_alpha(snap, vec)
         used_alpha = 0.0 if policy == "greedy" else alpha
-        weight = 0.0  # the decaying rule's weight of x^T A^-1 x (it has no alpha)
+        # the decaying rule's weight of x^T A^-1 x (it has no alpha); one per product (m,)
+        # under category_rate
+        weight: float | np.ndarray = 0.0
         m = len(cat)  # products the snapshot may hold beyond it: not yet in the index
         pop = self.popularity.term(snap)
         if pop is not None and pop.shape[0] > m:
@@ -582,13 +621,16 @@ class Recommender:
             # top_scores); products without parameters: prior + popularity
             if decaying and policy != "greedy":
                 used_alpha = 0.0
-                base, mean, weight = self._decaying_scores(snap, vec, k, pop, m)
+                base, mean, weight = self._decaying_scores(snap, vec, k, pop, m,
+                                                           by_category, only_best=True)
             else:
-                base, mean = snap.top_scores(vec, k, used_alpha, plus=pop, upto=m)
+                base, mean = snap.top_scores(vec, k, used_alpha, plus=pop, upto=m,
+                                             only_best=True)
         elif tuned is None or not plain:  # a self-tuned plain request scores each candidate
             if decaying and policy != "greedy":  # below
                 used_alpha = 0.0
-                base, mean, weight = self._decaying_scores(snap, vec, k)
+                base, mean, weight = self._decaying_scores(snap, vec, k,
+                                                           by_category=by_category)
             else:
                 base, mean = snap.top_scores(vec, k, used_alpha)
             if base.shape[0] > m:
@@ -680,7 +722,8 @@ class Recommender:
                 if len(self._variant_of) > self._recent_max:
                     del self._variant_of[next(iter(self._variant_of))]
         explored = None
-        if policy == "linucb" and (used_alpha > 0 or weight > 0) and idx_list:
+        if policy == "linucb" and (used_alpha > 0 or isinstance(weight, np.ndarray)
+                                   or weight > 0) and idx_list:
             # the first product is the bonus's choice when another eligible one has a higher
             # expected reward (a pinned first product is nobody's choice: not counted)
             if sel is None:
@@ -761,8 +804,10 @@ class Recommender:
             def scores(_x: np.ndarray, a: float | None) -> np.ndarray:
                 if a is not None:
                     s = snap.top_scores(vec, k, a)[0]
-                elif self.settings.model.exploration == "decaying":  # no alpha: the rule's
-                    s = self._decaying_scores(snap, vec, k)[0]
+                elif self.settings.model.exploration in exploration.VARIANCE_RULES:
+                    s = self._decaying_scores(  # no alpha: the rule's
+                        snap, vec, k, by_category=self.settings.model.exploration
+                        == "category_rate")[0]
                 else:  # calibrated (fixed has an alpha)
                     s = snap.top_scores(vec, k, self._calibrated_alpha(snap, vec))[0]
                 return s[:pop.shape[0]] + pop if pop is not None else s
@@ -835,6 +880,15 @@ class Recommender:
             raise InvalidRequestError(f"x: every value must be within -{bound:g}..{bound:g} "
                                       f"(RTREC_MAX_ABS_X)")
         return vec
+
+
+def _categories(cat: CatalogIndex) -> list[str | None]:
+    """Each product's category name in the index's (the snapshot's) order; None for every
+    product when the recommender has no catalog categories."""
+    if not cat.known_categories:
+        return [None] * len(cat)
+    names = cat.categories
+    return [names[c] for c in cat.category_of.tolist()]
 
 
 def _utc(at: datetime) -> datetime:

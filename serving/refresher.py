@@ -118,6 +118,10 @@ class SnapshotRefresher:
         self._adding: list[str] = []
         self._adding_lock = threading.Lock()
         self._wake = threading.Event()  # set by add_products and stop: the loop's sleep ends
+        # told every replacement of the snapshot before it is swapped in (old, new, the
+        # products whose parameters changed or None when unknown): serving's category pools
+        # (serving/category_rates.py) follow it in O(changed)
+        self.on_change: Callable[[Snapshot, Snapshot, list[str] | None], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, wait_s: float = 0.0) -> bool:
@@ -148,9 +152,20 @@ class SnapshotRefresher:
         with self._adding_lock:
             ids, self._adding = [p for p in self._adding if self.snapshot.index(p) is None], []
         if ids:
-            self.snapshot = self.snapshot.with_products(ids, self.settings.model.l2)
+            self._swap(self.snapshot.with_products(ids, self.settings.model.l2), ids)
             log.info("%d product(s) added from the catalog, e.g. %s", len(ids), ids[:3])
         return bool(ids)
+
+    def _swap(self, snap: Snapshot, changed: list[str] | None) -> None:
+        """Replace the snapshot (this thread, or a caller before it runs), telling
+        :attr:`on_change` first; a failing listener is logged, never stops the refresher."""
+        listener = self.on_change
+        if listener is not None:
+            try:
+                listener(self.snapshot, snap, changed)
+            except Exception:
+                log.exception("snapshot listener failed")
+        self.snapshot = snap
 
     def wait_loaded(self, timeout_s: float) -> bool:
         return self._loaded.wait(timeout_s)
@@ -338,8 +353,8 @@ class SnapshotRefresher:
         change again during the reads, the next probe sees it and replaces again."""
         old = self._epoch
         snap = self.snapshot
-        self.snapshot = Snapshot.from_params(snap.product_ids, snap.dim, self.settings.model.l2,
-                                             params, synced_at=stamp)
+        self._swap(Snapshot.from_params(snap.product_ids, snap.dim, self.settings.model.l2,
+                                        params, synced_at=stamp), None)
         self._epoch = epoch
         self._updates += len(params)
         if old is not _UNREAD:
@@ -395,8 +410,8 @@ class SnapshotRefresher:
                 log.error("refusing the store's parameters: %s; scoring from the prior",
                           reason)
                 snap = self.snapshot
-                self.snapshot = Snapshot.prior(snap.product_ids, snap.dim,
-                                               self.settings.model.l2)
+                self._swap(Snapshot.prior(snap.product_ids, snap.dim,
+                                          self.settings.model.l2), None)
             else:
                 log.warning("the store's feature spec is this replica's again: reloading")
                 self._reload = True
@@ -405,7 +420,10 @@ class SnapshotRefresher:
 
     def _apply(self, params: dict[str, Params], stamp: float) -> None:
         snap, changed = self.snapshot.with_params(params, synced_at=stamp)
-        self.snapshot = snap
+        if changed:
+            self._swap(snap, changed)
+        else:
+            self.snapshot = snap  # re-stamped: the same parameters
         self._updates += len(changed)
         if changed:
             log.debug("applied %d product updates (model_version %d)", len(changed),

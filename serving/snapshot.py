@@ -545,6 +545,23 @@ class Snapshot:
         out[lr, lc] = out[lc, lr] + rows.cold[r] if lower is None else lower
         return out
 
+    def params_of(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(thetas (k, d), A_invs (k, d, d)) of products ``idx``, exactly as published (as
+        :meth:`theta` and :meth:`A_inv` give them), read in one batch without gathering the
+        whole store: serving/category_rates.py follows each update with it, O(changed)."""
+        rows, d = self._rows, self._rows.d
+        slot = self._slot[np.asarray(idx, dtype=np.intp)]
+        ur, uc, w, lr, lc = _triangle(d)
+        vals = rows.exact_rows(slot)
+        out = np.empty((slot.size, d, d))
+        out[:, ur, uc] = vals[:, d:] / w
+        out[:, lr, lc] = out[:, lc, lr] + rows.cold[slot]
+        for j, r in enumerate(slot.tolist()) if rows.exact else ():
+            lower = rows.exact.get(r)
+            if lower is not None:
+                out[j, lr, lc] = lower
+        return vals[:, :d].copy(), out
+
     @property
     def clicks(self) -> np.ndarray:
         """(m,) clicks learned per product: ``version - n``. The job learns every shown

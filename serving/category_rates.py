@@ -1,0 +1,235 @@
+"""Each catalog category's pooled ridge sums, derived by serving from the products' published
+parameters and kept in O(changed products) per parameter update: what the ``category_rate``
+exploration rule ranks with (docs/EXPLORATION.md section 1, contract.exploration
+``category_rates``).
+
+A category c's pool is what every observation of its products added to the ridge state:
+
+    S_c = sum_i (A_i - l2 I)        t_c = sum_i b_i        (i over c's products)
+
+with ``A_i = A_inv_i^-1`` and ``b_i = A_i theta_i`` read back from the rows serving already
+holds (contract.exploration ``pool_terms``). No change to the job: flink_job/ and serving/
+meet only through Redis, and the per-product parameters carry all of it.
+
+Following the snapshots: the refresher tells :meth:`CategoryPools.advance` each replacement
+(the old snapshot, the new one and the products whose parameters changed); the pool takes off
+each changed product's old share (read from the old snapshot's rows, still alive then) and
+adds its new one, and re-solves ``(l2 I + S_c)^-1`` for the categories that changed, all on
+the refresher's thread. A replacement whose changes are unknown (the first load, a new epoch,
+the prior after a feature-spec conflict, a snapshot set by hand) or that does not follow the
+pool's own snapshot is summed afresh (O(m) inversions, chunked). Requests read one immutable
+:class:`PoolState` (one reference, no lock): ``S``, ``t``, the solved inverses ``M`` and the
+category of each product, consistent with each other. It may be one parameter update apart
+from the snapshot a request reads (the refresher swaps the two one after the other).
+
+Rounding: the sums are updated by adding and subtracting each product's share (the same
+float64 numbers each time, read from the same published values), so they differ from a sum
+afresh by the rounding of the additions, about 1e-16 of the pool's size per update
+(tests/serving/test_category_rates.py checks incremental == afresh after random updates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from contract import exploration
+from serving.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CategoryPools", "PoolState"]
+
+_CHUNK = 4096  # rows read and inverted at once in a sum afresh: the temporaries stay small
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """One version of the pools, immutable for readers.
+
+    ``names`` the categories (codes are positions), ``S`` (C, d, d), ``t`` (C, d), ``M``
+    (C, d, d) = ``(l2 I + S_c)^-1``; ``category`` (n,) int64, the code of each product in
+    the snapshot's order (-1: none; products beyond n have none); ``generation`` the snapshot
+    generation the sums are of; ``version`` counts changes."""
+
+    names: tuple[str, ...]
+    S: np.ndarray
+    t: np.ndarray
+    M: np.ndarray
+    category: np.ndarray
+    generation: int
+    version: int
+
+    def rates(self, x: np.ndarray, p: float, l2: float) -> np.ndarray:
+        """q_c(x) per category (contract.exploration.category_rates)."""
+        return exploration.category_rates(self.M, self.t, x, p, l2)
+
+    def per_product(self, per_category: np.ndarray, none: float, m: int) -> np.ndarray:
+        """(m,) float64: each of the first m products' category value, ``none`` for a
+        product with no category (one gather: code -1 picks the appended ``none``)."""
+        ext = np.empty(per_category.shape[0] + 1)
+        ext[:-1] = per_category
+        ext[-1] = none
+        cat = self.category
+        if cat.shape[0] >= m:
+            return ext.take(cat[:m])
+        out = np.full(m, none)
+        out[:cat.shape[0]] = ext.take(cat)
+        return out
+
+
+class CategoryPools:
+    """The pools of one serving process; :attr:`state` is what requests read."""
+
+    def __init__(self, dim: int, l2: float) -> None:
+        self.dim, self.l2 = dim, float(l2)
+        self._lock = threading.Lock()  # writers: the refresher's thread, the catalog's
+        self._snap: Snapshot | None = None  # the snapshot the sums are of (kept alive: its
+        # rows give each product's old share at the next update)
+        self._code: dict[str, int] = {}
+        self.rebuilds = 0  # sums afresh (counted for tests and the log)
+        self.state = PoolState((), np.zeros((0, dim, dim)), np.zeros((0, dim)),
+                               np.zeros((0, dim, dim)), np.zeros(0, dtype=np.int64), 0, 0)
+
+    # --- the catalog ---------------------------------------------------------------------
+    def set_categories(self, categories: Sequence[str | None],
+                       snap: Snapshot | None = None) -> None:
+        """The category of each product, in the snapshot's order (``None``: no category).
+        Products beyond those already known are appended (the catalog only grows; an
+        existing product's category is kept, as the catalog index keeps it); their shares
+        are added from the pools' snapshot (``snap`` when the pools follow none yet)."""
+        with self._lock:
+            st = self.state
+            n_old = st.category.shape[0]
+            if len(categories) < n_old:
+                return
+            new = [None if c is None else str(c) for c in categories[n_old:]]
+            if not new:
+                return
+            names = list(st.names)
+            for c in new:
+                if c is not None and c not in self._code:
+                    self._code[c] = len(names)
+                    names.append(c)
+            codes = np.array([-1 if c is None else self._code[c] for c in new], dtype=np.int64)
+            category = np.concatenate([st.category, codes])
+            grow = len(names) - len(st.names)
+            S = np.concatenate([st.S, np.zeros((grow, self.dim, self.dim))]) if grow else st.S
+            t = np.concatenate([st.t, np.zeros((grow, self.dim))]) if grow else st.t
+            M = np.concatenate([st.M, np.repeat((np.eye(self.dim) / self.l2)[None], grow,
+                                                axis=0)]) if grow else st.M
+            if self._snap is None and snap is not None:
+                self._snap = snap
+            base = self._snap
+            S, t = S.copy(), t.copy()
+            touched: set[int] = set()
+            if base is not None:
+                idx = np.arange(n_old, n_old + len(new))
+                idx = idx[(idx < len(base)) & (codes >= 0)]
+                touched = self._add(S, t, base, idx, category, +1.0)
+            self.state = PoolState(tuple(names), S, t, self._solved(M, S, touched), category,
+                                   base.generation if base is not None else 0,
+                                   st.version + 1)
+
+    # --- following the snapshots ---------------------------------------------------------
+    def advance(self, old: Snapshot | None, new: Snapshot,
+                changed: Sequence[str] | None) -> None:
+        """``new`` replaces ``old``; ``changed``: the products whose parameters differ (None:
+        unknown). O(changed) when ``old`` is the snapshot the pools are of, else a sum
+        afresh."""
+        with self._lock:
+            if changed is None or old is None or self._snap is None \
+                    or old.generation != self._snap.generation:
+                self._rebuild(new)
+                return
+            st = self.state
+            ids = [p for p in changed if new.index(p) is not None]
+            idx_new = np.fromiter((new.index(p) for p in ids), dtype=np.intp, count=len(ids))
+            keep = (idx_new < st.category.shape[0])
+            idx_new = idx_new[keep]
+            ids = [p for p, k in zip(ids, keep.tolist(), strict=True) if k]
+            if idx_new.size:
+                keep = st.category[idx_new] >= 0
+                idx_new = idx_new[keep]
+                ids = [p for p, k in zip(ids, keep.tolist(), strict=True) if k]
+            if not ids:
+                self._snap = new
+                self.state = PoolState(st.names, st.S, st.t, st.M, st.category,
+                                       new.generation, st.version)
+                return
+            S, t = st.S.copy(), st.t.copy()
+            # the old shares, from the old rows (product index is the same in both: the
+            # snapshot only appends)
+            idx_old = np.array([-1 if old.index(p) is None else old.index(p) for p in ids],
+                               dtype=np.intp)
+            held = idx_old >= 0
+            touched = self._add(S, t, old, idx_old[held], st.category, -1.0,
+                                codes=st.category[idx_new[held]])
+            touched |= self._add(S, t, new, idx_new, st.category, +1.0)
+            self._snap = new
+            self.state = PoolState(st.names, S, t, self._solved(st.M, S, touched), st.category,
+                                   new.generation, st.version + 1)
+
+    def rebuild(self, snap: Snapshot) -> None:
+        """Sum every product's share afresh from ``snap`` (O(m) inversions, chunked)."""
+        with self._lock:
+            self._rebuild(snap)
+
+    def _rebuild(self, snap: Snapshot) -> None:
+        st = self.state
+        C = len(st.names)
+        S = np.zeros((C, self.dim, self.dim))
+        t = np.zeros((C, self.dim))
+        if snap.dim == self.dim:
+            n = min(len(snap), st.category.shape[0])
+            learned = np.flatnonzero(snap.versions[:n] > 0)
+            learned = learned[st.category[learned] >= 0]
+            for lo in range(0, learned.size, _CHUNK):
+                self._add(S, t, snap, learned[lo:lo + _CHUNK], st.category, +1.0)
+        self._snap = snap
+        self.rebuilds += 1
+        self.state = PoolState(st.names, S, t,
+                               exploration.category_solve(S, self.l2) if C else st.M,
+                               st.category, snap.generation, st.version + 1)
+        log.debug("category pools summed afresh: %d categories, generation %d", C,
+                  snap.generation)
+
+    def _add(self, S: np.ndarray, t: np.ndarray, snap: Snapshot, idx: np.ndarray,
+             category: np.ndarray, sign: float, codes: np.ndarray | None = None) -> set[int]:
+        """Add (sign +1) or take off (-1) the shares of products ``idx`` of ``snap`` into
+        their categories' sums (``codes``: their categories, default ``category[idx]``).
+        Returns the categories touched. (A product at the prior adds ``inv(I / l2) - l2 I``:
+        0 to rounding, and the same number when it is taken off again.)"""
+        if idx.size == 0:
+            return set()
+        codes = category[idx] if codes is None else codes
+        thetas, A_invs = snap.params_of(idx)
+        try:
+            dS, db = exploration.pool_terms(thetas, A_invs, self.l2)
+        except np.linalg.LinAlgError:  # a singular A^-1 is no valid value: those count nothing
+            dS = np.zeros((idx.size, self.dim, self.dim))
+            db = np.zeros((idx.size, self.dim))
+            for j in range(idx.size):
+                with contextlib.suppress(np.linalg.LinAlgError):
+                    dS[j], db[j] = (v[0] for v in exploration.pool_terms(
+                        thetas[j:j + 1], A_invs[j:j + 1], self.l2))
+        if sign < 0:
+            dS, db = -dS, -db
+        np.add.at(S, codes, dS)
+        np.add.at(t, codes, db)
+        return set(codes.tolist())
+
+    def _solved(self, M: np.ndarray, S: np.ndarray, touched: set[int]) -> np.ndarray:
+        """``M`` with the touched categories' inverses computed again (a new array: readers
+        may hold the old one)."""
+        if not touched:
+            return M
+        out = M.copy()
+        cats = np.fromiter(sorted(touched), dtype=np.intp, count=len(touched))
+        out[cats] = exploration.category_solve(S[cats], self.l2)
+        return out
