@@ -235,7 +235,8 @@ def run_start(start: str, base: Settings, world: LiveWorld,
     product_ids = [p.product_id for p in products]
     index = {p: i for i, p in enumerate(product_ids)}
     m = settings.model
-    instant = InstantLinUCB(len(products), m.dim, m.alpha, m.l2, m.exploration)
+    instant = InstantLinUCB(len(products), m.dim, m.alpha, m.l2, m.exploration,
+                            [p.category for p in products])
     facts: dict[str, object] = {"run_tag": tag}
     job: ChildProcess | ClusterJob
     if opts.flink == "cluster":

@@ -144,15 +144,29 @@ class InstantLinUCB:
     could do with no delay. Learns exactly as the job does (reward 1 for the clicked item, 0
     for every other shown item), with the contract's math. Explores as serving does under
     ``exploration`` (RTREC_EXPLORATION, docs/EXPLORATION.md; the closed loop passes the
-    setting): ``fixed`` ranks with ``alpha``, ``calibrated`` with the click rate it learned."""
+    setting): ``fixed`` ranks with ``alpha``, ``calibrated`` and ``decaying`` with the click
+    rate it learned, ``category_rate`` with each product's category's rate for x from the
+    pools of what it learned (``categories``: one per product; without them it is
+    ``decaying``, as serving is without catalog categories)."""
 
     name = "linucb_instant"
 
     def __init__(self, n_products: int, dim: int, alpha: float = 1.0, l2: float = 1.0,
-                 exploration: str = "fixed") -> None:
+                 exploration: str = "fixed", categories: Sequence[str] | None = None) -> None:
         self.alpha = alpha
         self.l2 = l2
         self.exploration = exploration
+        # category_rate: every observation of a category's products pooled, S_c = sum x x^T
+        # and t_c = sum r x (what serving sums from the published A_i - l2 I and b_i)
+        self.groups: np.ndarray | None = None
+        if exploration == "category_rate" and categories is not None:
+            if len(categories) != n_products:
+                raise ValueError("categories: one per product")
+            names = sorted(set(categories))
+            self.groups = np.array([names.index(c) for c in categories], dtype=np.int64)
+            self.S = np.zeros((len(names), dim, dim))
+            self.t = np.zeros((len(names), dim))
+            self._M: np.ndarray | None = None  # (l2 I + S_c)^-1, solved when S changed
         self.clicks = 0.0
         self.observations = 0
         self.A_inv = np.repeat((np.eye(dim) / l2)[None], n_products, axis=0)  # (m, d, d)
@@ -167,9 +181,22 @@ class InstantLinUCB:
         self.theta[item] = self.A_inv[item] @ self.b[item]
         self.clicks += reward
         self.observations += 1
+        if self.groups is not None:
+            c = int(self.groups[item])
+            self.S[c] += np.outer(x, x)
+            self.t[c] += reward * x
+            self._M = None
 
     def recommend(self, visit: Visit, x: np.ndarray, k: int) -> Shown:
-        if self.exploration == "decaying":  # weighs the variance: no alpha (contract)
+        if self.groups is not None:  # category_rate: decaying with p -> q_c(x) per product
+            if self._M is None:
+                self._M = exploration.category_solve(self.S, self.l2)
+            p = exploration.click_rate(self.clicks, self.observations)
+            w = exploration.category_weights(
+                exploration.category_rates(self._M, self.t, x, p, self.l2), x, self.l2)
+            var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
+            scores = self.theta @ x + w[self.groups] * np.maximum(var, 0.0)
+        elif self.exploration in exploration.VARIANCE_RULES:  # no alpha (contract)
             var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
             scores = exploration.rule_scores("decaying", self.alpha, self.clicks,
                                              self.observations, x, self.l2, self.theta @ x, var)

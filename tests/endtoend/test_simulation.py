@@ -87,6 +87,40 @@ def test_instant_linucb_follows_the_decaying_rule(seed: int) -> None:
     assert shown == [int(i) for i in linucb.top_k(want, 5)]
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_instant_linucb_follows_the_category_rate_rule(seed: int) -> None:
+    """RTREC_EXPLORATION=category_rate in the instant reference: its list is the top-k of
+    x.theta + q_c(x) l2 x'A^-1x / x.x with the pools summed as serving sums them (from each
+    product's A_i - l2 I and b_i); without categories it is the decaying rule."""
+    from contract import exploration, linucb
+
+    rng = np.random.default_rng([seed, 22])
+    m, d = 30, 6
+    cats = [("a", "b", "c")[j % 3] for j in range(m)]
+    inst = InstantLinUCB(m, d, exploration="category_rate", categories=cats)
+    plain = InstantLinUCB(m, d, exploration="category_rate")
+    for _ in range(120):
+        j = int(rng.integers(0, m))
+        x, r = rng.uniform(0, 1, d), float(rng.random() < 0.1 + 0.2 * (j % 3))
+        inst.learn(j, x, r)
+        plain.learn(j, x, r)
+    S_i, b_i = exploration.pool_terms(inst.theta, inst.A_inv, 1.0)
+    code = np.array([("a", "b", "c").index(c) for c in cats])
+    S, t = np.zeros((3, d, d)), np.zeros((3, d))
+    np.add.at(S, code, S_i)
+    np.add.at(t, code, b_i)
+    p = exploration.click_rate(inst.clicks, inst.observations)
+    for _ in range(5):
+        x = rng.uniform(0, 1, d)
+        q = exploration.category_rates(exploration.category_solve(S, 1.0), t, x, p, 1.0)
+        var = np.einsum("mij,i,j->m", inst.A_inv, x, x)
+        want = inst.theta @ x + exploration.category_weights(q, x, 1.0)[code] * var
+        assert inst.recommend(None, x, 5).items == [int(i) for i in linucb.top_k(want, 5)]  # type: ignore[arg-type]
+        decaying = exploration.rule_scores("decaying", 1.0, plain.clicks, plain.observations,
+                                           x, 1.0, plain.theta @ x, var)
+        assert plain.recommend(None, x, 5).items == [int(i) for i in linucb.top_k(decaying, 5)]  # type: ignore[arg-type]
+
+
 # Off-policy evaluation (endtoend/report.py off_policy) on a catalogue of 10 products (every
 # 20th: all categories, the oracle's top-1 CTR ~0.37): a random list's first item matches the
 # target's in 1 visit of 10 (600 per seed), not 1 of 200 (30).
