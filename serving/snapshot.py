@@ -133,6 +133,22 @@ def _weighted(weight: float | np.ndarray) -> bool:
     return bool(weight.any()) if isinstance(weight, np.ndarray) else bool(weight)
 
 
+def _vmax(A_invs: np.ndarray) -> np.ndarray:
+    """(k,) upper bounds of x^T S x / |x|^2 over every x, as float64 computes it, for each
+    S = the symmetric matrix of A^-1's upper triangle (what scoring reads): S's largest
+    eigenvalue is at most its spectral radius, which is at most both the largest absolute
+    row sum (Gershgorin) and the Frobenius norm; the smaller of the two, raised by 1e-9 of
+    itself for the rounding of both it and the float64 sum of x^T S x (each relative error
+    below 1e-13 at d = 15). Not finite for a row that is not: no pruning can exclude it."""
+    upper = np.triu(A_invs)
+    sym = upper + np.swapaxes(np.triu(A_invs, 1), 1, 2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        gersh = np.abs(sym).sum(axis=2).max(axis=1, initial=0.0)
+        frob = np.sqrt((sym * sym).sum(axis=(1, 2)))
+        out = np.fmin(gersh, frob) * (1.0 + 1e-9)
+    return np.where(np.isnan(out), np.inf, out)
+
+
 def _combine(mean: np.ndarray, var: np.ndarray, alpha: float,
              weight: float | np.ndarray) -> np.ndarray:
     """mean + alpha sqrt(v) + weight v, v = max(var, 0), written over ``var`` (a fresh array,
@@ -190,10 +206,17 @@ class _Rows:
         t = d * (d + 1) // 2
         self.d = d
         # theta | weighted upper triangle of A^-1, rounded to float32: what the scoring pass
-        # reads (half the bytes of float64); ``low`` holds each number's float64 rest exactly
-        # (_split), and a row the two do not hold exactly keeps its float64 in ``exact_hot``
-        self.hot = np.zeros((capacity, d + t), dtype=np.float32)
+        # reads (half the bytes of float64), as two arrays so the mean pass reads only the
+        # thetas (60 of the 540 bytes a row: rows.hot is the two side by side); ``low`` holds
+        # each number's float64 rest exactly (_split), and a row the two do not hold exactly
+        # keeps its float64 in ``exact_hot``
+        self.theta32 = np.zeros((capacity, d), dtype=np.float32)
+        self.avar32 = np.zeros((capacity, t), dtype=np.float32)
         self.low = np.zeros((capacity, d + t), dtype=np.int32)
+        # per row, an upper bound of the largest eigenvalue of the A^-1 scoring reads (the
+        # symmetric matrix of its upper triangle), with room for float64's rounding of
+        # x^T A^-1 x: v <= vmax |x|^2 for every x (see _vmax); top_scores prunes by it
+        self.vmax = np.zeros(capacity)
         self.exact_hot: dict[int, np.ndarray] = {}
         # a small store also keeps the float64 rows, scored exactly as before: it fits in the
         # cache, where the float32 pass saves nothing and its refinement would cost
@@ -219,14 +242,19 @@ class _Rows:
 
     @property
     def capacity(self) -> int:
-        return self.hot.shape[0]
+        return self.theta32.shape[0]
+
+    @property
+    def hot(self) -> np.ndarray:
+        """theta | weighted upper triangle in float32, side by side (a copy, for checks)."""
+        return np.hstack([self.theta32, self.avar32])
 
     def exact_rows(self, rows: np.ndarray) -> np.ndarray:
         """The float64 numbers (theta | weighted upper triangle) of these rows, exactly as
         written: (k, d + t)."""
         if self.hot64 is not None:
             return self.hot64[rows]
-        out = _join(self.hot[rows], self.low[rows])
+        out = _join(np.hstack([self.theta32[rows], self.avar32[rows]]), self.low[rows])
         held = self.exact_hot
         for j, q in enumerate(rows.tolist()) if held else ():
             v = held.get(q)
@@ -239,7 +267,7 @@ class _Rows:
         """Fill these (free) rows: thetas (k, d), A_invs (k, d, d), meta (k, 3)."""
         d = self.d
         r, c, w, lr, lc = _triangle(d)
-        vals = np.empty((rows.size, self.hot.shape[1]))
+        vals = np.empty((rows.size, self.low.shape[1]))
         vals[:, :d] = thetas
         vals[:, d:] = A_invs[:, r, c] * w
         hi, low, whole = _split(vals)
@@ -250,8 +278,10 @@ class _Rows:
             b = self.bound  # raised before any snapshot can point at these rows
             self.bound = (max(b[0], top[0]) if top[0] == top[0] else np.inf,
                           max(b[1], top[1]) if top[1] == top[1] else np.inf)
-        self.hot[rows] = hi
+        self.theta32[rows] = hi[:, :d]
+        self.avar32[rows] = hi[:, d:]
         self.low[rows] = low
+        self.vmax[rows] = _vmax(A_invs)
         if self.hot64 is not None:
             self.hot64[rows] = vals
         for j, q in enumerate(rows.tolist()):
@@ -365,7 +395,7 @@ class Snapshot:
         self.product_ids = ids
         self._index = index  # shared by a lineage; entries >= len(ids) belong to newer ones
         self._rows = rows
-        self._hot = rows.hot  # this snapshot's arrays, even after the store grows
+        self._hot = rows.theta32  # this snapshot's arrays, even after the store grows
         self._slot = slot
         self._gen = gen
         self.model_version = model_version
@@ -467,7 +497,8 @@ class Snapshot:
         """Bytes of the row store this snapshot reads (shared with its lineage) and of its
         row index."""
         r = self._rows
-        return (r.hot.nbytes + r.low.nbytes + r.cold.nbytes + r.meta.nbytes + r.terms.nbytes
+        return (r.theta32.nbytes + r.avar32.nbytes + r.low.nbytes + r.cold.nbytes
+                + r.meta.nbytes + r.terms.nbytes + r.vmax.nbytes
                 + (0 if r.hot64 is None else r.hot64.nbytes) + self._slot.nbytes)
 
     def index(self, product_id: str) -> int | None:
@@ -630,8 +661,8 @@ class Snapshot:
 
     def top_scores(self, x: np.ndarray, k: int, alpha: float = 0.0,
                    weight: float | np.ndarray = 0.0, x_var: np.ndarray | None = None,
-                   plus: np.ndarray | None = None, upto: int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   plus: np.ndarray | None = None, upto: int | None = None, *,
+                   only_best: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(scores, means) of the first ``upto`` products for ranking their best k:
         ``theta.x + alpha sqrt(v) + weight v (+ plus)``, v = x_var^T A^-1 x_var (x_var
         defaults to x), and means theta.x. ``weight`` is one float or one float64 per
@@ -647,6 +678,12 @@ class Snapshot:
         off by up to the bound (loose: about 1e-4 of the scores' scale per product on learned
         data; measured errors are float32's 6e-8). A small store (float64
         rows kept, see EXACT_STORE_ROWS) is scored in float64 throughout.
+
+        ``only_best`` (a caller that takes the best k and nothing else, as a plain request
+        does): on a big store with an exploration term (alpha, weight >= 0), the A^-1 rows
+        are not read at all when a bound prunes (see :meth:`_pruned`): the best k, their
+        order, scores and ties are float64's as above, and every other score is replaced by
+        an upper bound of it that is below the k-th best.
         """
         m = len(self) if upto is None else upto
         rows, slot = self._rows, self._slot[:m]
@@ -674,9 +711,12 @@ class Snapshot:
         tiny = 2.0 ** -100 * (x1 + v1)  # float32's subnormals: an absolute error, not relative
         e_mean = _gamma(d + 4) * b_theta * x1 + tiny
         e_var = _gamma(xx.size + 4) * b_a * v1 + tiny if with_var else 0.0
-        hot = rows.hot
-        mean = (hot[:, :d] @ x.astype(np.float32)).take(slot).astype(np.float64)
-        var32 = (hot[:, d:] @ xx.astype(np.float32)).take(slot) if with_var else None
+        mean = (rows.theta32 @ x.astype(np.float32)).take(slot).astype(np.float64)
+        if only_best and with_var:
+            pruned = self._pruned(mean, x, xv, xx, k, alpha, weight, plus, e_mean)
+            if pruned is not None:
+                return pruned
+        var32 = (rows.avar32 @ xx.astype(np.float32)).take(slot) if with_var else None
         var = var32.astype(np.float64) if var32 is not None else mean  # _combine writes it
         out = _combine(mean, var, alpha, weight)
         if plus is not None:
@@ -702,14 +742,63 @@ class Snapshot:
         redo = cand[got + err >= floor]
         best = np.flatnonzero(mean >= mean.max() - 2.0 * e_mean)  # the best mean, exact
         redo = np.union1d(redo, best)
-        exact_mean, exact_var = self._exact_terms(slot[redo], x, xx, with_var)
+        exact_mean, again = self._rescored(redo, x, xx, with_var, alpha, weight, plus)
         mean[redo] = exact_mean
-        again = _combine(exact_mean, exact_var, alpha,
-                         weight[redo] if isinstance(weight, np.ndarray) else weight)
-        if plus is not None:
-            again += plus[redo]
         out[redo] = again
         return out, mean
+
+    def _rescored(self, idx: np.ndarray, x: np.ndarray, xx: np.ndarray, with_var: bool,
+                  alpha: float, weight: float | np.ndarray, plus: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(exact means, exact scores) of products ``idx``, from their float64 numbers: the
+        same operations as every exact score (equal inputs, equal scores)."""
+        exact_mean, exact_var = self._exact_terms(self._slot[idx], x, xx, with_var)
+        again = _combine(exact_mean, exact_var, alpha,
+                         weight[idx] if isinstance(weight, np.ndarray) else weight)
+        if plus is not None:
+            again += plus[idx]
+        return exact_mean, again
+
+    def _pruned(self, mean: np.ndarray, x: np.ndarray, xv: np.ndarray, xx: np.ndarray, k: int,
+                alpha: float, weight: float | np.ndarray, plus: np.ndarray | None,
+                e_mean: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """top_scores without reading the A^-1 rows, or None when the bound prunes too little.
+
+        Each product's score has an upper bound from the mean pass alone: its float32 mean
+        plus that mean's error bound, and v <= vmax |x_var|^2 (the row's bound on A^-1's
+        largest eigenvalue, _vmax), put through :func:`_combine` like an exact score (its
+        operations are monotone in the mean and v for alpha, weight >= 0, and so are their
+        roundings: the bound holds for the float64 score as computed). The exact scores of
+        the products whose bound is among the best of an even sample give a lower bound of
+        the k-th best score; only products whose upper bound reaches it can be among the
+        best k, and those are scored exactly. Prunes well when the exploration term is small
+        next to the means' spread (on bench_serving's data: the best k alone)."""
+        if alpha < 0 or (weight.min(initial=0.0) < 0 if isinstance(weight, np.ndarray)
+                         else weight < 0):
+            return None
+        rows, m = self._rows, mean.size
+        limit = max(4 * k, m // 32)  # beyond this, the float32 pass costs less
+        vb = rows.vmax.take(self._slot[:m])
+        vb *= float(xv @ xv)
+        up = _combine(mean + e_mean, vb, alpha, weight)
+        if plus is not None:
+            up += plus
+        sample = up[::max(1, m // 4096)] if m >= 8192 else up
+        t = np.partition(sample, sample.size - k)[sample.size - k]
+        probe = np.flatnonzero(up >= t)
+        if probe.size > limit:
+            return None
+        got = self._rescored(probe, x, xx, True, alpha, weight, plus)[1]
+        floor = np.partition(got, got.size - k)[got.size - k]  # <= the k-th best score
+        cand = np.flatnonzero(up >= floor)
+        if cand.size > limit:
+            return None
+        best = np.flatnonzero(mean >= mean.max() - 2.0 * e_mean)  # the best mean, exact
+        cand = np.union1d(cand, best)
+        exact_mean, again = self._rescored(cand, x, xx, True, alpha, weight, plus)
+        mean[cand] = exact_mean
+        up[cand] = again
+        return up, mean
 
     # --- changing (returns a new snapshot) ---------------------------------------------------
     def with_params(self, params: Mapping[str, Params], synced_at: float | None = None
@@ -805,7 +894,9 @@ class Snapshot:
         slot = slot[::-1].copy()
         for lo in range(0, m, 4096):  # in chunks: no second whole copy at once
             src, dst = self._slot[lo:lo + 4096], slot[lo:lo + 4096]
-            rows.hot[dst] = old.hot[src]
+            rows.theta32[dst] = old.theta32[src]
+            rows.avar32[dst] = old.avar32[src]
+            rows.vmax[dst] = old.vmax[src]
             rows.low[dst] = old.low[src]
             if rows.hot64 is not None:
                 rows.hot64[dst] = old.exact_rows(src)

@@ -327,3 +327,136 @@ def test_near_ties_made_by_the_weights_rank_in_float64_order(float32_rows: None,
     s, _ = snap.top_scores(x, 10, 0.0, weight, x_var=u)
     assert linucb.top_k(s, 10).tolist() == linucb.top_k(ref, 10).tolist()
     np.testing.assert_allclose(s[:tied], ref[:tied], rtol=1e-14)
+
+
+def _stored_var(snap: Snapshot, xv: np.ndarray) -> np.ndarray:
+    """x^T A^-1 x as the store's float64 rows compute it, for every product."""
+    rows = snap._rows
+    return snap._exact_terms(snap._slot, np.zeros(D), snapshot_mod._pairs(xv))[1] \
+        if rows.hot64 is None else rows.hot64[snap._slot, D:] @ snapshot_mod._pairs(xv)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vmax_bounds_every_variance(seed: int) -> None:
+    """The per-row bound top_scores prunes by: x^T A^-1 x (as float64 computes it from the
+    upper triangle) <= vmax |x|^2 for learned, isotropic (the prior: the bound is tight),
+    indefinite and not-quite-symmetric A^-1, at random x and at each matrix's top
+    eigenvector. Fails with the absolute value left out of the row sums."""
+    rng = np.random.default_rng(400 + seed)
+    m = 60
+    G = rng.normal(0, 0.5, (m, D, D))
+    A_invs = np.linalg.inv(np.eye(D) + G @ G.transpose(0, 2, 1))  # learned-like
+    A_invs[:10] = np.eye(D) * rng.uniform(0.1, 3.0, (10, 1, 1))  # isotropic (priors)
+    S = rng.normal(0, 1, (10, D, D))
+    A_invs[10:20] = S + S.transpose(0, 2, 1)  # indefinite
+    A_invs[20:30, 0, 1] = np.nextafter(A_invs[20:30, 1, 0], 9.0)  # asymmetric in the last bit
+    snap = Snapshot([f"p{i}" for i in range(m)], rng.normal(0, 0.3, (m, D)), A_invs,
+                    np.ones(m, np.int64), np.zeros(m, np.int64))
+    vmax = snap._rows.vmax[snap._slot]
+    sym = np.triu(A_invs) + np.swapaxes(np.triu(A_invs, 1), 1, 2)  # what scoring reads
+    tops = np.linalg.eigh(sym)[1][:, :, -1]
+    xs = [rng.normal(0, 1, D) for _ in range(30)] + [rng.uniform(0, 1, D) for _ in range(30)]
+    for x in xs:
+        v = _stored_var(snap, x)
+        assert (v <= vmax * float(x @ x)).all()
+    for i in range(m):  # the direction of the largest eigenvalue
+        for x in (tops[i], tops[i] * 3.7, -tops[i]):
+            assert _stored_var(snap, x)[i] <= vmax[i] * float(x @ x)
+
+
+def _ranked_alike(s: np.ndarray, ref: np.ndarray, k: int) -> None:
+    """``only_best``'s contract: the best k (in order, ties aside at 1e-12) and their scores
+    are float64's; every other value is at least its own float64 score (an upper bound) and
+    below the k-th best."""
+    scale = float(np.abs(ref).max())
+    got, want = linucb.top_k(s, k), linucb.top_k(ref, k)
+    for a, b in zip(got.tolist(), want.tolist(), strict=True):
+        assert a == b or abs(ref[a] - ref[b]) <= 1e-12 * scale, (got, want)
+    np.testing.assert_allclose(s[got], ref[got], rtol=1e-12, atol=1e-12 * scale)
+    rest = np.setdiff1d(np.arange(s.size), got)
+    kth = ref[want[-1]]
+    assert (s[rest] >= ref[rest] - 1e-12 * scale).all()
+    assert (s[rest] <= kth + 1e-12 * scale).all()
+
+
+def _learned_params(rng: np.random.Generator, m: int, spread: float) -> dict[str, Params]:
+    """m products, thetas spread this much (the means' spread against the exploration
+    term decides how much the bound prunes)."""
+    out = {}
+    for i in range(m):
+        s = learned_state(rng, D, int(rng.integers(0, 60)))
+        t = rng.normal(0, spread, D)
+        b = np.linalg.solve(s.A_inv, t)
+        out[f"p{i:04d}"] = Params(linucb.ArmState(s.A_inv, b, s.n, version=s.n + 1), 1)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_only_best_ranks_as_float64(float32_rows: None, monkeypatch: pytest.MonkeyPatch,
+                                    seed: int) -> None:
+    """A plain request's ranking (``only_best``) on float32 rows: the UCB rule (alpha), the
+    decaying rule (one weight, a weight per product) with a popularity term, ``upto``
+    below the store; the bound must prune here (the A^-1 rows unread) and the answer is
+    float64's."""
+    rng = np.random.default_rng(500 + seed)
+    snap = _snapshot(_learned_params(rng, 400, 1.0))
+    calls: list[bool] = []
+    pruned = Snapshot._pruned
+
+    def spy(self: Snapshot, *a: object) -> object:
+        out = pruned(self, *a)  # type: ignore[arg-type]
+        calls.append(out is not None)
+        return out
+    monkeypatch.setattr(Snapshot, "_pruned", spy)
+    for _ in range(8):
+        x = rng.uniform(0, 1, D)
+        u = x / np.linalg.norm(x)
+        pop = np.where(rng.uniform(size=400) < 0.1, rng.uniform(0, 0.5, 400), 0.0)
+        w = rng.uniform(0, 0.05, 420)
+        for alpha, weight, xv, plus, upto in ((0.05, 0.0, x, None, None),
+                                              (0.0, 0.03, u, pop, None),
+                                              (0.0, w, u, None, None),
+                                              (0.02, w, u, pop[:350], 350)):
+            m = 400 if upto is None else upto
+            ref = _reference_w(snap, x, alpha, np.broadcast_to(weight, (420,)), xv, m)
+            if plus is not None:
+                ref = ref + plus
+            s, mean = snap.top_scores(x, K, alpha, weight, x_var=xv, plus=plus, upto=upto,
+                                      only_best=True)
+            _ranked_alike(s, ref, K)
+            exact_mean = snap.thetas[:m] @ x
+            assert int(np.argmax(mean)) == int(np.argmax(exact_mean))
+            assert mean.max() == pytest.approx(exact_mean.max(), rel=1e-12)
+            full = snap.top_scores(x, K, alpha, weight, x_var=xv, plus=plus, upto=upto)[0]
+            top = linucb.top_k(full, K)
+            assert (linucb.top_k(s, K) == top).all() and (s[top] == full[top]).all()
+    assert calls and all(calls)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_only_best_near_ties_and_a_big_exploration_term(float32_rows: None, seed: int
+                                                         ) -> None:
+    """Near-ties made by the exploration term (60 products 1e-9 apart at a scale of 10),
+    and a store where the bound prunes nothing (alpha large, every product at the prior
+    but a few): the best k in float64's order either way."""
+    rng = np.random.default_rng(600 + seed)
+    params = _learned_params(rng, 300, 0.3)
+    snap = _snapshot(params)
+    x = rng.uniform(0, 1, D)
+    u = x / np.linalg.norm(x)
+    mean = snap.thetas @ x
+    var = np.einsum("i,mij,j->m", u, snap.A_invs, u)
+    tied = 60
+    order = rng.permutation(tied)
+    weight = rng.uniform(0, 0.01, 300)
+    weight[:tied] = (10.0 + order * 1e-9 - mean[:tied]) / var[:tied]
+    ref = _reference_w(snap, x, 0.0, weight, u, 300)
+    s, _ = snap.top_scores(x, 10, 0.0, weight, x_var=u, only_best=True)
+    assert linucb.top_k(s, 10).tolist() == linucb.top_k(ref, 10).tolist() \
+        == np.argsort(-order)[:10].tolist()
+    prior = Snapshot.prior(list(params), D).with_params(
+        dict(list(params.items())[:5]))[0]
+    for alpha in (0.0, 5.0):
+        ref = _reference(prior, x, alpha, 0.0, x)[0]
+        s, _ = prior.top_scores(x, K, alpha, only_best=True)
+        _check_top(s, ref, K)
