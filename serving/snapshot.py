@@ -598,11 +598,19 @@ class Snapshot:
         """(m,) clicks learned per product: ``version - n``. The job learns every shown
         product at once with reward 0 (``o0``) and each click as one reward correction
         (``a1``; docs/JOB_LINES.md), so the updates beyond the observations are the clicks:
-        published in every value, exactly once, with no extra key."""
-        meta = self._cache.get("meta")
-        if meta is None:
-            meta = self._cache["meta"] = self._rows.meta[self._slot]  # one gather, both columns
-        return meta[:, _V] - meta[:, _N]
+        published in every value, exactly once, with no extra key.
+
+        Read-only. Gathered once per lineage: a snapshot made by an update from one that has
+        them gets them from its parent with the changed products' entries replaced (the
+        writer copies (m,) ints; a request asking for them after an update - the popularity
+        term does - gathers nothing)."""
+        out = self._cache.get("clicks")
+        if out is None:
+            meta = self._rows.meta[self._slot]  # one gather, both columns
+            out = meta[:, _V] - meta[:, _N]
+            out.setflags(write=False)
+            self._cache["clicks"] = out
+        return out
 
     @property
     def prior_count(self) -> int:
@@ -880,8 +888,16 @@ class Snapshot:
             if replaced.size:
                 rows.pending.append((gen, replaced))
             version = self.model_version + int(meta[:, _V].sum()) - int(old_meta.sum())
-            return Snapshot._new(ids, index, rows, slot, gen, version, stamp,
+            snap = Snapshot._new(ids, index, rows, slot, gen, version, stamp,
                                  None if steps >= 1024 else sums)
+            parent = self._cache.get("clicks")
+            if parent is not None:  # O(m) copy here, in the writer, not in a request
+                clicks = np.empty(len(ids), dtype=np.int64)
+                clicks[:m_old] = parent
+                clicks[idx] = meta[:, _V] - meta[:, _N]  # new products are all in idx
+                clicks.setflags(write=False)
+                snap._cache["clicks"] = clicks
+            return snap
 
     def _copied(self, extra: int) -> Snapshot:
         """This snapshot in a new store with room for ``extra`` more rows than the spare
@@ -912,8 +928,11 @@ class Snapshot:
         rows.bound = old.bound
         if m >= 4096:
             trim_heap()
-        return Snapshot._new(self.product_ids, self._index, rows, slot, rows.head,
+        snap = Snapshot._new(self.product_ids, self._index, rows, slot, rows.head,
                              self.model_version, self.synced_at)
+        if "clicks" in self._cache:  # the same products and parameters
+            snap._cache["clicks"] = self._cache["clicks"]
+        return snap
 
     def with_products(self, product_ids: Sequence[str], l2: float = 1.0,
                       synced_at: float | None = None) -> Snapshot:
