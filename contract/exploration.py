@@ -227,8 +227,9 @@ def pool_terms(thetas: np.ndarray, A_invs: np.ndarray, l2: float
     ``l2 I``)."""
     thetas = np.asarray(thetas, dtype=np.float64)
     A = np.linalg.inv(np.asarray(A_invs, dtype=np.float64))
-    b = np.einsum("mij,mj->mi", A, thetas)
-    A -= l2 * np.eye(thetas.shape[-1])
+    b = (A @ thetas[..., None])[..., 0]
+    diag = np.arange(thetas.shape[-1])
+    A[..., diag, diag] -= l2
     return A, b
 
 

@@ -131,7 +131,7 @@ class CategoryPools:
             if base is not None:
                 idx = np.arange(n_old, n_old + len(new))
                 idx = idx[(idx < len(base)) & (codes >= 0)]
-                touched = self._add(S, t, base, idx, category, +1.0)
+                touched = self._add(S, t, (None, base), (idx[:0], idx), category)
             self.state = PoolState(tuple(names), S, t, self._solved(M, S, touched), category,
                                    base.generation if base is not None else 0,
                                    st.version + 1)
@@ -163,14 +163,11 @@ class CategoryPools:
                                        new.generation, st.version)
                 return
             S, t = st.S.copy(), st.t.copy()
-            # the old shares, from the old rows (product index is the same in both: the
-            # snapshot only appends)
-            idx_old = np.array([-1 if old.index(p) is None else old.index(p) for p in ids],
-                               dtype=np.intp)
-            held = idx_old >= 0
-            touched = self._add(S, t, old, idx_old[held], st.category, -1.0,
-                                codes=st.category[idx_new[held]])
-            touched |= self._add(S, t, new, idx_new, st.category, +1.0)
+            # the old shares, from the old rows (a product's index is the same in both: the
+            # snapshot only appends), taken off; the new ones added: in one batch
+            n_old = len(old)
+            held = idx_new[idx_new < n_old]
+            touched = self._add(S, t, (old, new), (held, idx_new), st.category)
             self._snap = new
             self.state = PoolState(st.names, S, t, self._solved(st.M, S, touched), st.category,
                                    new.generation, st.version + 1)
@@ -190,7 +187,8 @@ class CategoryPools:
             learned = np.flatnonzero(snap.versions[:n] > 0)
             learned = learned[st.category[learned] >= 0]
             for lo in range(0, learned.size, _CHUNK):
-                self._add(S, t, snap, learned[lo:lo + _CHUNK], st.category, +1.0)
+                part = learned[lo:lo + _CHUNK]
+                self._add(S, t, (None, snap), (part[:0], part), st.category)
         self._snap = snap
         self.rebuilds += 1
         self.state = PoolState(st.names, S, t,
@@ -199,30 +197,38 @@ class CategoryPools:
         log.debug("category pools summed afresh: %d categories, generation %d", C,
                   snap.generation)
 
-    def _add(self, S: np.ndarray, t: np.ndarray, snap: Snapshot, idx: np.ndarray,
-             category: np.ndarray, sign: float, codes: np.ndarray | None = None) -> set[int]:
-        """Add (sign +1) or take off (-1) the shares of products ``idx`` of ``snap`` into
-        their categories' sums (``codes``: their categories, default ``category[idx]``).
-        Returns the categories touched. (A product at the prior adds ``inv(I / l2) - l2 I``:
-        0 to rounding, and the same number when it is taken off again.)"""
-        if idx.size == 0:
+    def _add(self, S: np.ndarray, t: np.ndarray,
+             snaps: tuple[Snapshot | None, Snapshot], idx: tuple[np.ndarray, np.ndarray],
+             category: np.ndarray) -> set[int]:
+        """Take off the shares of products ``idx[0]`` of ``snaps[0]`` and add those of
+        ``idx[1]`` of ``snaps[1]`` into their categories' sums (one batch: one inversion
+        call, one product per category). Returns the categories touched. (A product at the
+        prior adds ``inv(I / l2) - l2 I``: 0 to rounding, and the same number when it is
+        taken off again.)"""
+        parts = [(snap, i, sign) for snap, i, sign in zip(snaps, idx, (-1.0, 1.0), strict=True)
+                 if snap is not None and i.size]
+        if not parts:
             return set()
-        codes = category[idx] if codes is None else codes
-        thetas, A_invs = snap.params_of(idx)
+        read = [snap.params_of(i) for snap, i, _s in parts]
+        thetas = np.concatenate([r[0] for r in read])
+        A_invs = np.concatenate([r[1] for r in read])
+        codes = np.concatenate([category[i] for _snap, i, _s in parts])
+        signs = np.concatenate([np.full(i.size, sign) for _snap, i, sign in parts])
         try:
             dS, db = exploration.pool_terms(thetas, A_invs, self.l2)
         except np.linalg.LinAlgError:  # a singular A^-1 is no valid value: those count nothing
-            dS = np.zeros((idx.size, self.dim, self.dim))
-            db = np.zeros((idx.size, self.dim))
-            for j in range(idx.size):
+            dS = np.zeros((codes.size, self.dim, self.dim))
+            db = np.zeros((codes.size, self.dim))
+            for j in range(codes.size):
                 with contextlib.suppress(np.linalg.LinAlgError):
                     dS[j], db[j] = (v[0] for v in exploration.pool_terms(
                         thetas[j:j + 1], A_invs[j:j + 1], self.l2))
-        if sign < 0:
-            dS, db = -dS, -db
-        np.add.at(S, codes, dS)
-        np.add.at(t, codes, db)
-        return set(codes.tolist())
+        cats, where = np.unique(codes, return_inverse=True)
+        W = np.zeros((cats.size, codes.size))
+        W[where, np.arange(codes.size)] = signs  # one row per category touched: +1 / -1
+        S[cats] += (W @ dS.reshape(codes.size, -1)).reshape(cats.size, self.dim, self.dim)
+        t[cats] += W @ db
+        return set(cats.tolist())
 
     def _solved(self, M: np.ndarray, S: np.ndarray, touched: set[int]) -> np.ndarray:
         """``M`` with the touched categories' inverses computed again (a new array: readers
