@@ -785,7 +785,7 @@ class Snapshot:
                          else weight < 0):
             return None
         rows, m = self._rows, mean.size
-        limit = max(4 * k, m // 32)  # beyond this, the float32 pass costs less
+        limit = max(4 * k, m // 64)  # beyond this, the float32 pass costs less
         vb = rows.vmax.take(self._slot[:m])
         vb *= float(xv @ xv)
         up = _combine(mean + e_mean, vb, alpha, weight)
@@ -798,9 +798,10 @@ class Snapshot:
             return None
         got = self._rescored(probe, x, xx, True, alpha, weight, plus)[1]
         floor = np.partition(got, got.size - k)[got.size - k]  # <= the k-th best score
-        cand = np.flatnonzero(up >= floor)
-        if cand.size > limit:
+        reach = up >= floor
+        if np.count_nonzero(reach) > limit:  # the bound prunes too little: give up early
             return None
+        cand = np.flatnonzero(reach)
         best = np.flatnonzero(mean >= mean.max() - 2.0 * e_mean)  # the best mean, exact
         cand = np.union1d(cand, best)
         exact_mean, again = self._rescored(cand, x, xx, True, alpha, weight, plus)
