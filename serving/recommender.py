@@ -504,7 +504,8 @@ class Recommender:
         ``by_category`` (``RTREC_EXPLORATION=category_rate``): ``p`` replaced, per product,
         by its category's rate for x, ``q_c(x)`` (contract.exploration.category_rates, from
         the pools' cached solve); a product with no category keeps ``p``. Then ``w`` is the
-        (m,) array of each product's weight ``q_c l2 / x.x``."""
+        (m,) array of each product's weight of ``u^T A^-1 u``, ``q_c l2`` (divide by x.x for
+        the weight of x^T A^-1 x: only an explanation needs it)."""
         top = float(np.abs(vec).max()) if vec.size else 0.0
         if not math.isfinite(top):
             raise exploration.ExplorationError(f"x: an entry is {top}, not finite")
@@ -523,7 +524,7 @@ class Recommender:
             w_u = st.per_product(q * l2, rate * sqrt_l2, len(snap) if m is None else m)
             base, mean = snap.top_scores(vec, k, weight=w_u, x_var=vec / norm, plus=pop,
                                          upto=m, only_best=only_best)
-            return base, mean, w_u * (1.0 / norm / norm)
+            return base, mean, w_u
         base, mean = snap.top_scores(vec, k, weight=rate * sqrt_l2, x_var=vec / norm,
                                      plus=pop, upto=m, only_best=only_best)
         a = rate / norm  # the calibrated alpha, as _calibrated_alpha computes it
@@ -737,6 +738,9 @@ class Recommender:
             add = None
             if boosted is not None:
                 add = boosted[idx] - base[idx]
+            if isinstance(weight, np.ndarray):  # category_rate: per product, on u = x / |x|
+                top = float(np.abs(vec).max())
+                weight = weight * (1.0 / (top * top * float((vec / top) @ (vec / top))))
             explanations = tuple(explain_items(snap, vec, idx, used_alpha, score_arr, pop,
                                                add, ts_ms, var_weight=weight))
         return Recommendation(request_id, int(user_id), ts_ms,
