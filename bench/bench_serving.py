@@ -328,11 +328,23 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
     }
 
 
+class _Unpruned:
+    """Mixed into a Snapshot class: top_scores never prunes by the variance bound (the
+    float32 pass over every row, as before Snapshot._pruned), for a same-run comparison."""
+
+    __slots__ = ()
+
+    def _pruned(self, *args: Any) -> None:
+        return None
+
+
 def layout_worker(m: int, requests: int, seed: int = 7) -> dict[str, Any]:
     """In a process of its own: the same m learned products in the float32 row store (what
-    serving uses above EXACT_STORE_ROWS) and in the float64 one (the layout before it),
-    ``recommend`` timed request by request on each in turn (bench.common.interleaved_
-    request_times, default settings: the decaying rule), and whether their top-5 agree."""
+    serving uses above EXACT_STORE_ROWS), in the float64 one (the layout before it) and in
+    the float32 one without the variance bound's pruning (``float32_full``: every A^-1 row
+    read, as before it), ``recommend`` timed request by request on each in turn
+    (bench.common.interleaved_request_times, default settings: the decaying rule), and
+    whether their top-5 agree."""
     import serving.snapshot as snapshot_mod
     from bench.common import interleaved_request_times
     from contract.config import Settings
@@ -348,26 +360,34 @@ def layout_worker(m: int, requests: int, seed: int = 7) -> dict[str, Any]:
         A_invs[lo:lo + G.shape[0]] = np.linalg.inv(np.eye(D) + G @ G.transpose(0, 2, 1))
     settings = Settings.from_env({})
     recs = {}
-    for name, rows_max in (("float64", 10**12), ("float32", 0)):
+    unpruned = type("UnprunedSnapshot", (_Unpruned, Snapshot), {"__slots__": ()})
+    for name, rows_max in (("float64", 10**12), ("float32", 0), ("float32_full", 0)):
         snapshot_mod.EXACT_STORE_ROWS = rows_max
         snap = Snapshot(ids, thetas, A_invs, np.full(m, 9, dtype=np.int64),
                         np.ones(m, dtype=np.int64), observations=np.full(m, 7, dtype=np.int64))
+        if name == "float32_full":
+            snap.__class__ = unpruned
         recs[name] = Recommender(settings, snapshot=snap, events=MemoryEventLog(), seed=0)
     del thetas, A_invs
     xs = rng.uniform(0, 1, (max(requests, 300) + 50, D))
     same = sum([i.product_id for i in recs["float64"].recommend(0, x=x, k=K).items]
                == [i.product_id for i in recs["float32"].recommend(0, x=x, k=K).items]
+               == [i.product_id for i in recs["float32_full"].recommend(0, x=x, k=K).items]
                for x in xs[:300])
     gc.collect()
     gc.freeze()
     out = interleaved_request_times(recs, xs, requests, baseline="float64")
+    full = out["float32_full"]
     return {"products": m, "requests": requests, "top5_equal": same, "top5_compared": 300,
-            "float64": out["float64"], "float32": out["float32"],
+            "float64": out["float64"], "float32": out["float32"], "float32_full": full,
             "p50_ratio": out["float32"]["p50_ratio"], "p99_ratio": out["float32"]["p99_ratio"],
+            "pruned_vs_full": {"p50_ratio": out["float32"]["p50_ms"] / full["p50_ms"],
+                               "p99_ratio": out["float32"]["p99_ms"] / full["p99_ms"]},
             "what": f"recommend(x given, k={K}, default settings) over {m:,} products from the "
-                    f"float64 row store (the layout before) and the float32 one, request by "
+                    f"float64 row store (the layout before), the float32 one, and the float32 "
+                    f"one never pruning by the variance bound (float32_full), request by "
                     f"request in turn, no updates; top5_equal: answers with the same top-5 "
-                    f"of top5_compared"}
+                    f"(all three) of top5_compared; pruned_vs_full: float32 / float32_full"}
 
 
 def bench_layouts(m: int, requests: int) -> dict[str, Any]:
@@ -376,9 +396,11 @@ def bench_layouts(m: int, requests: int) -> dict[str, Any]:
                           str(m), str(requests)], capture_output=True, text=True, check=True)
     row = json.loads(out.stdout)
     log.info("layouts at %d products: float64 p50 %.3f p99 %.3f ms, float32 p50 %.3f p99 "
-             "%.3f ms (ratio p50 %.2f p99 %.2f); top-5 equal %d/%d", m,
+             "%.3f ms (ratio p50 %.2f p99 %.2f), float32 unpruned p50 %.3f p99 %.3f ms; "
+             "top-5 equal %d/%d", m,
              row["float64"]["p50_ms"], row["float64"]["p99_ms"], row["float32"]["p50_ms"],
-             row["float32"]["p99_ms"], row["p50_ratio"], row["p99_ratio"], row["top5_equal"],
+             row["float32"]["p99_ms"], row["p50_ratio"], row["p99_ratio"],
+             row["float32_full"]["p50_ms"], row["float32_full"]["p99_ms"], row["top5_equal"],
              row["top5_compared"])
     return row
 
@@ -933,6 +955,12 @@ def _print_scale_updates(r: dict[str, Any]) -> None:
                   f"{c['float64']['p99_ms']:.3f} / {c['float32']['p99_ms']:.3f} |")
             print(f"| ratio float32/float64 (top-5 equal {c['top5_equal']}/"
                   f"{c['top5_compared']}) | {c['p50_ratio']:.2f} | {c['p99_ratio']:.2f} |")
+            if "float32_full" in c:
+                f, q = c["float32_full"], c["pruned_vs_full"]
+                print(f"| {int(m):,} products, float32 never pruning (as before) | "
+                      f"{f['p50_ms']:.3f} | {f['p99_ms']:.3f} |")
+                print(f"| ratio pruned/never pruning | {q['p50_ratio']:.2f} | "
+                      f"{q['p99_ratio']:.2f} |")
     print(f"memory: RSS {r['rss_mb']:.0f} MiB (max under updates) for {r['params_mb']:.0f} MiB "
           f"of parameters: {r['rss_over_params']:.2f}x; row store {r['store_mb']:.0f} MiB; "
           f"stores used {r['stores_used']}; applying cost {r['apply_cpu_us_per_update']:.0f} us "
