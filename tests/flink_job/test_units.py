@@ -16,6 +16,7 @@ from contract.linucb import init_state, update
 from flink_job import checkpoints
 from flink_job.publish import MemoryStore, Publisher
 from flink_job.records import (
+    _SPECIAL,
     dead_letter,
     escape_id,
     join_line,
@@ -62,6 +63,20 @@ def test_ids_cross_the_jvm_lines_unchanged_and_one_to_one(pid: str) -> None:
     assert unescape_id(esc) == pid
     assert not any(c in esc for c in "\t,\n\x1e")
     assert (esc == pid) == (not any(c in pid for c in "\t,\n%\x1e"))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_escaping_is_the_rule_on_random_ids(seed: int) -> None:
+    """escape_id is quote() exactly when an id holds a separator or %, on random ids."""
+    from urllib.parse import quote
+
+    rng = np.random.default_rng(seed)
+    alphabet = [*"ab1%\t,\n\x1e é:", chr(0x1F600)]
+    for _ in range(2000):
+        pid = "".join(rng.choice(alphabet, int(rng.integers(1, 8))))
+        special = any(c in pid for c in _SPECIAL)
+        assert escape_id(pid) == (quote(pid, safe="") if special else pid)
+        assert unescape_id(escape_id(pid)) == pid
 
 
 def test_join_lines_carry_what_the_jvm_join_and_the_learner_need() -> None:
