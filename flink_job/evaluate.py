@@ -8,13 +8,15 @@
       -> Redis <prefix>:ope:<target> (JSON) and operator metrics
 
 ``ope-evaluate`` replays the closed impressions in event-time order exactly as the offline
-command does (``python -m evaluation ope``, evaluation/offline.py): the same parser
-(``contract.events.parse_event``), the same reward model (``contract.ope.ReplayModel``: LinUCB
-learned from the impressions *before* this one, the job's rule, so DR's model never saw the
-outcome it is scored on), the same targets (every shadow an impression carries, ``random``,
-``popularity``) and the same per-impression terms (``contract.ope.top1_terms``), summed per
-target (``contract.ope.Top1Sums``). So at any time its estimates are the offline command's on
-the log of the impressions closed so far (tests/flink_job/test_ope_stream.py, 1e-9).
+command does (``python -m evaluation ope``, evaluation/offline.py): the same fields read
+from the same JSON (:func:`read_closed`: what ``contract.events.parse_event`` reads, without
+re-running the checks ``validate`` ran on those bytes), the same reward model
+(``contract.ope.ReplayModel``: LinUCB learned from the impressions *before* this one, the
+job's rule, so DR's model never saw the outcome it is scored on), the same targets (every
+shadow an impression carries, ``random``, ``popularity``) and the same per-impression terms
+(``contract.ope.top1_terms``), summed per target (``contract.ope.Top1Sums``). So at any time
+its estimates are the offline command's on the log of the impressions closed so far
+(tests/flink_job/test_ope_stream.py, 1e-9).
 
 What it keeps: the sums are cumulative since the job's state began (a sliding window is not
 built: docs/EXPERIMENTS.md says why and how). It runs at parallelism 1 (one key): the reward
@@ -44,16 +46,17 @@ import logging
 import struct
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from contract import exploration, ope
+from contract import SCHEMA_VERSION, exploration, ope
 from contract.config import Settings
-from contract.events import Impression, parse_event
+from contract.events import MAX_EVENT_BYTES, Impression, parse_event
 from contract.store import redis_client
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,49 @@ def status_key(prefix: str) -> str:
 def tuner_key(prefix: str) -> str:
     """``<prefix>:tuner``: the self-tuning controller's decision (JSON), which serving reads."""
     return f"{prefix}:{exploration.SELF_TUNE_KEY}"
+
+
+class ClosedImpression(NamedTuple):
+    """The fields of an impression the replay reads (:meth:`StreamEvaluator.step`), as
+    :func:`contract.events.parse_event` would give them."""
+
+    request_id: str
+    x: list[float]
+    products: tuple[str, ...]
+    policy: str
+    eligible_n: int | None
+    prefix_propensities: list[float] | None
+    slot_propensities: list[float] | None
+    shadows: tuple[tuple[str, tuple[str, ...]], ...] | None
+
+
+def read_closed(body: str, dim: int) -> ClosedImpression | Impression:
+    """A closed impression's JSON as the replay needs it, without the contract's checks.
+
+    The checks are what cost (half of ``ope-evaluate``'s time per impression, docs/JOB.md),
+    and they already ran: the join only carries JSON that ``validate`` accepted with
+    ``parse_event`` (the same dim, stricter options). JSON values are read as the contract's
+    reader reads them (orjson, whose numbers and strings equal the strict reader's), so the
+    replay and the offline command (``parse_event`` on the log) see the same numbers. Whatever
+    is not plainly an impression of ``dim`` values under the contract's size limit (an empty
+    body from an older state, or a limit raised by RTREC_MAX_EVENT_BYTES) takes
+    ``parse_event`` itself, which refuses it as the offline command would
+    (tests/flink_job/test_ope_reader.py)."""
+    if len(body) > MAX_EVENT_BYTES // 4 \
+            and len(body.encode("utf-8", errors="surrogatepass")) > MAX_EVENT_BYTES:
+        return parse_event(body, dim=dim)
+    try:
+        d = orjson.loads(body)
+        if type(d) is not dict or d.get("type") != "impression" or d.get("v") != SCHEMA_VERSION \
+                or len(d["x"]) != dim:
+            raise ValueError
+        shadows = d.get("shadows")
+        return ClosedImpression(
+            d["request_id"], d["x"], tuple(d["products"]), d["policy"], d.get("eligible_n"),
+            d.get("prefix_propensities"), d.get("slot_propensities"),
+            None if shadows is None else tuple((n, tuple(lst)) for n, lst in shadows.items()))
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return parse_event(body, dim=dim)  # refuses it, naming why
 
 
 class LiveTuner:
@@ -135,7 +181,7 @@ class StreamEvaluator:
 
     # -- one closed impression ------------------------------------------------------------
 
-    def step(self, imp: Impression, slots: Sequence[int]) -> None:
+    def step(self, imp: Impression | ClosedImpression, slots: Sequence[int]) -> None:
         """Add one impression (clicked ``slots``) to the sums, then learn it."""
         shadows = dict(imp.shadows or ())
         self._add(ope.new_products(imp.products, shadows, self.index))
@@ -192,8 +238,8 @@ class StreamEvaluator:
         parsed.sort(key=lambda p: (p[0], p[1]))
         for t, _, slots, body in parsed:
             try:
-                imp = parse_event(body, dim=self.dim)
-                if not isinstance(imp, Impression):
+                imp = read_closed(body, self.dim)
+                if not isinstance(imp, ClosedImpression | Impression):
                     raise ValueError("not an impression")
             except Exception as exc:  # never expected: the validator passed it
                 self.counts["unreadable"] += 1
