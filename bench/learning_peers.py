@@ -473,9 +473,11 @@ OPT_IN = ("linucb_decaying_category",
 PEERS = ("mabwiser_linucb", "river_linucb", "vw_squarecb", "vw_epsilon")
 FIXED = ("linucb_alpha_1", "linucb_alpha_0.3", "linucb_alpha_0.1", "linucb_alpha_0.03")
 DEFAULT = "linucb_decaying"
-RULES = ("linucb_calibrated", "linucb_decaying", "linucb_thompson")
+RULES = ("linucb_calibrated", "linucb_decaying", "linucb_thompson", "linucb_category_rate")
 """The exploration rules of ours without a tuned constant (docs/EXPLORATION.md section 1):
-the default is chosen among them by the stated criterion, from the same run."""
+the default is chosen among them by the stated criterion, from the same run.
+``linucb_category_rate`` is ``RTREC_EXPLORATION=category_rate`` (the catalog's categories:
+opt-in, so it is in a run's criterion only when named by ``--only``)."""
 
 __all__ = ["DEFAULT", "FIXED", "OPT_IN", "PEERS", "RULES", "CategoryPriorLinUCB",
            "MabwiserLinUCB", "ProjectLinUCB", "RiverLinUCB", "SelfTuningLinUCB",
