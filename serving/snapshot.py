@@ -721,7 +721,7 @@ class Snapshot:
         e_var = _gamma(xx.size + 4) * b_a * v1 + tiny if with_var else 0.0
         mean = (rows.theta32 @ x.astype(np.float32)).take(slot).astype(np.float64)
         if only_best and with_var:
-            pruned = self._pruned(mean, x, xv, xx, k, alpha, weight, plus, e_mean)
+            pruned = self._pruned(mean, x, xv, xx, k, alpha, weight, plus, e_mean, e_var)
             if pruned is not None:
                 return pruned
         var32 = (rows.avar32 @ xx.astype(np.float32)).take(slot) if with_var else None
@@ -769,18 +769,22 @@ class Snapshot:
 
     def _pruned(self, mean: np.ndarray, x: np.ndarray, xv: np.ndarray, xx: np.ndarray, k: int,
                 alpha: float, weight: float | np.ndarray, plus: np.ndarray | None,
-                e_mean: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """top_scores without reading the A^-1 rows, or None when the bound prunes too little.
+                e_mean: float, e_var: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """top_scores without the pass over every A^-1 row, or None when the bound prunes
+        too little.
 
         Each product's score has an upper bound from the mean pass alone: its float32 mean
         plus that mean's error bound, and v <= vmax |x_var|^2 (the row's bound on A^-1's
         largest eigenvalue, _vmax), put through :func:`_combine` like an exact score (its
         operations are monotone in the mean and v for alpha, weight >= 0, and so are their
-        roundings: the bound holds for the float64 score as computed). The exact scores of
-        the products whose bound is among the best of an even sample give a lower bound of
-        the k-th best score; only products whose upper bound reaches it can be among the
-        best k, and those are scored exactly. Prunes well when the exploration term is small
-        next to the means' spread (on bench_serving's data: the best k alone)."""
+        roundings: the bound holds for the float64 score as computed). The float32 scores'
+        lower bounds of the products whose bound is among the best of an even sample give a
+        floor for the k-th best score; only products whose upper bound reaches it can be
+        among the best k. Those are scored from their float32 rows with top_scores' error
+        bounds, and the ones whose float64 score may be among the best k are scored exactly.
+        Every other product keeps an upper bound (below the k-th best). Prunes well when the
+        exploration term is small next to the means' spread (on bench_serving's data: the
+        best k alone)."""
         if alpha < 0 or (weight.min(initial=0.0) < 0 if isinstance(weight, np.ndarray)
                          else weight < 0):
             return None
@@ -796,18 +800,44 @@ class Snapshot:
         probe = np.flatnonzero(up >= t)
         if probe.size > limit:
             return None
-        got = self._rescored(probe, x, xx, True, alpha, weight, plus)[1]
-        floor = np.partition(got, got.size - k)[got.size - k]  # <= the k-th best score
+        xx32 = xx.astype(np.float32)
+        got, err = self._scored32(probe, mean, xx32, alpha, weight, plus, e_mean, e_var)
+        low = got - err
+        floor = np.partition(low, low.size - k)[low.size - k]  # <= the k-th best score
         reach = up >= floor
         if np.count_nonzero(reach) > limit:  # the bound prunes too little: give up early
             return None
         cand = np.flatnonzero(reach)
+        got, err = self._scored32(cand, mean, xx32, alpha, weight, plus, e_mean, e_var)
+        low = got - err
+        floor = np.partition(low, low.size - k)[low.size - k]
+        high = got + err
+        up[cand] = high  # an upper bound: below the k-th best unless re-scored
+        redo = cand[high >= floor]
         best = np.flatnonzero(mean >= mean.max() - 2.0 * e_mean)  # the best mean, exact
-        cand = np.union1d(cand, best)
-        exact_mean, again = self._rescored(cand, x, xx, True, alpha, weight, plus)
-        mean[cand] = exact_mean
-        up[cand] = again
+        redo = np.union1d(redo, best)
+        exact_mean, again = self._rescored(redo, x, xx, True, alpha, weight, plus)
+        mean[redo] = exact_mean
+        up[redo] = again
         return up, mean
+
+    def _scored32(self, idx: np.ndarray, mean: np.ndarray, xx32: np.ndarray, alpha: float,
+                  weight: float | np.ndarray, plus: np.ndarray | None, e_mean: float,
+                  e_var: float) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 scores, their error bounds) of products ``idx`` from their float32 rows
+        and float32 means, bounded as top_scores bounds its float32 pass."""
+        var = (self._rows.avar32[self._slot[idx]] @ xx32).astype(np.float64)
+        v = np.maximum(var, 0.0)
+        w = weight[idx] if isinstance(weight, np.ndarray) else weight
+        got = _combine(mean[idx], var, alpha, w)
+        if plus is not None:
+            got += plus[idx]
+        err = e_mean + np.abs(w) * e_var
+        if alpha:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                root = e_var / (np.sqrt(v) + np.sqrt(np.maximum(v - e_var, 0.0)))
+            err = err + alpha * np.fmin(root, np.sqrt(e_var))
+        return got, np.broadcast_to(err, got.shape)
 
     # --- changing (returns a new snapshot) ---------------------------------------------------
     def with_params(self, params: Mapping[str, Params], synced_at: float | None = None
