@@ -50,8 +50,10 @@ def test_the_float32_layout_is_the_one_tested(float32_rows: None) -> None:
     snap = _snapshot(_params(np.random.default_rng(0), 20))
     rows = snap._rows
     assert rows.hot64 is None and rows.hot.dtype == np.float32 and rows.low.dtype == np.int32
-    per_row = sum(a.nbytes for a in (rows.hot, rows.low, rows.cold, rows.meta, rows.terms))
-    assert per_row / rows.capacity == 1540  # as the float64 rows were (d = 15)
+    per_row = sum(a.nbytes for a in (rows.theta32, rows.avar32, rows.low, rows.cold, rows.meta,
+                                     rows.terms, rows.vmax))
+    assert per_row / rows.capacity == 1548  # the float64 rows' 1,540 (d = 15) and vmax
+    assert per_row == snap.nbytes - snap._slot.nbytes  # what nbytes counts
 
 
 def test_published_numbers_come_back_bit_for_bit(float32_rows: None) -> None:
