@@ -139,20 +139,36 @@ def _weighted(weight: float | np.ndarray) -> bool:
     return bool(weight.any()) if isinstance(weight, np.ndarray) else bool(weight)
 
 
-def _vmax(A_invs: np.ndarray) -> np.ndarray:
-    """(k,) upper bounds of x^T S x / |x|^2 over every x, as float64 computes it, for each
-    S = the symmetric matrix of A^-1's upper triangle (what scoring reads): S's largest
-    eigenvalue is at most its spectral radius, which is at most both the largest absolute
-    row sum (Gershgorin) and the Frobenius norm; the smaller of the two, raised by 1e-9 of
-    itself for the rounding of both it and the float64 sum of x^T S x (each relative error
-    below 1e-13 at d = 15). Not finite for a row that is not: no pruning can exclude it."""
+@functools.cache
+def _direction(d: int) -> np.ndarray:
+    """The unit vector the variance bound splits x along: all features alike (contexts are
+    non-negative features, so most of a context lies along it)."""
+    return np.full(d, 1.0 / np.sqrt(d))
+
+
+def _vbound(A_invs: np.ndarray) -> np.ndarray:
+    """(k, 3) per row (a, r, vmax) for S = the symmetric matrix of A^-1's upper triangle
+    (what scoring reads) and e = _direction(d): a = e^T S e, r = |S e - a e| and vmax, an
+    upper bound of S's largest eigenvalue - the smaller of the largest absolute row sum
+    (Gershgorin) and the Frobenius norm (both bound the spectral radius), raised by 1e-9 of
+    itself. Writing x = c e + y (y orthogonal to e, s = |y|):
+    x^T S x = c^2 a + 2 c y^T S e + y^T S y <= c^2 a + 2 |c| s r + s^2 vmax; top_scores adds
+    1e-12 vmax |x|^2 for the roundings (of a, r, c, s, this sum and float64's x^T S x: each
+    below 1e-13 vmax |x|^2 at d = 15, as |a|, r <= the spectral radius). Not finite for a
+    row that is not: no pruning can exclude it."""
     upper = np.triu(A_invs)
     sym = upper + np.swapaxes(np.triu(A_invs, 1), 1, 2)
+    e = _direction(A_invs.shape[1])
+    out = np.empty((A_invs.shape[0], 3))
     with np.errstate(over="ignore", invalid="ignore"):
         gersh = np.abs(sym).sum(axis=2).max(axis=1, initial=0.0)
         frob = np.sqrt((sym * sym).sum(axis=(1, 2)))
-        out = np.fmin(gersh, frob) * (1.0 + 1e-9)
-    return np.where(np.isnan(out), np.inf, out)
+        out[:, 2] = np.fmin(gersh, frob) * (1.0 + 1e-9)
+        se = sym @ e
+        out[:, 0] = se @ e
+        out[:, 1] = np.sqrt(((se - out[:, :1] * e) ** 2).sum(axis=1))
+    out[~np.isfinite(out).all(axis=1)] = (np.inf, np.inf, np.inf)
+    return out
 
 
 def _combine(mean: np.ndarray, var: np.ndarray, alpha: float,
@@ -219,10 +235,11 @@ class _Rows:
         self.theta32 = np.zeros((capacity, d), dtype=np.float32)
         self.avar32 = np.zeros((capacity, t), dtype=np.float32)
         self.low = np.zeros((capacity, d + t), dtype=np.int32)
-        # per row, an upper bound of the largest eigenvalue of the A^-1 scoring reads (the
-        # symmetric matrix of its upper triangle), with room for float64's rounding of
-        # x^T A^-1 x: v <= vmax |x|^2 for every x (see _vmax); top_scores prunes by it
-        self.vmax = np.zeros(capacity)
+        # per row, what bounds x^T A^-1 x for every x (see _vbound): e^T A^-1 e, the rest of
+        # A^-1 e, and an upper bound of A^-1's largest eigenvalue (vmax, a view);
+        # top_scores prunes by it
+        self.vbound = np.zeros((capacity, 3))
+        self.vmax = self.vbound[:, 2]
         self.exact_hot: dict[int, np.ndarray] = {}
         # a small store also keeps the float64 rows, scored exactly as before: it fits in the
         # cache, where the float32 pass saves nothing and its refinement would cost
@@ -254,6 +271,15 @@ class _Rows:
     def hot(self) -> np.ndarray:
         """theta | weighted upper triangle in float32, side by side (a copy, for checks)."""
         return np.hstack([self.theta32, self.avar32])
+
+    def var_bound(self, xv: np.ndarray) -> np.ndarray:
+        """(capacity,) an upper bound of xv^T A^-1 xv for every row, as float64 computes it
+        (see _vbound): one (capacity, 3) product, no A^-1 row read."""
+        e = _direction(xv.shape[0])
+        c = float(xv @ e)
+        s2 = float(((xv - c * e) ** 2).sum())
+        coef = np.array([c * c, 2.0 * abs(c) * np.sqrt(s2), s2 + 1e-12 * float(xv @ xv)])
+        return self.vbound @ coef
 
     def exact_rows(self, rows: np.ndarray) -> np.ndarray:
         """The float64 numbers (theta | weighted upper triangle) of these rows, exactly as
@@ -287,7 +313,7 @@ class _Rows:
         self.theta32[rows] = hi[:, :d]
         self.avar32[rows] = hi[:, d:]
         self.low[rows] = low
-        self.vmax[rows] = _vmax(A_invs)
+        self.vbound[rows] = _vbound(A_invs)
         if self.hot64 is not None:
             self.hot64[rows] = vals
         for j, q in enumerate(rows.tolist()):
@@ -504,7 +530,7 @@ class Snapshot:
         row index."""
         r = self._rows
         return (r.theta32.nbytes + r.avar32.nbytes + r.low.nbytes + r.cold.nbytes
-                + r.meta.nbytes + r.terms.nbytes + r.vmax.nbytes
+                + r.meta.nbytes + r.terms.nbytes + r.vbound.nbytes
                 + (0 if r.hot64 is None else r.hot64.nbytes) + self._slot.nbytes)
 
     def index(self, product_id: str) -> int | None:
@@ -780,8 +806,9 @@ class Snapshot:
         too little.
 
         Each product's score has an upper bound from the mean pass alone: its float32 mean
-        plus that mean's error bound, and v <= vmax |x_var|^2 (the row's bound on A^-1's
-        largest eigenvalue, _vmax), put through :func:`_combine` like an exact score (its
+        plus that mean's error bound, and v <= c^2 a + 2 |c| s r + s^2 vmax (the row's
+        bounds, _vbound; c, s: x_var along and across _direction), put through
+        :func:`_combine` like an exact score (its
         operations are monotone in the mean and v for alpha, weight >= 0, and so are their
         roundings: the bound holds for the float64 score as computed). The float32 scores'
         lower bounds of the products whose bound is among the best of an even sample give a
@@ -796,8 +823,7 @@ class Snapshot:
             return None
         rows, m = self._rows, mean.size
         limit = max(4 * k, m // 64)  # beyond this, the float32 pass costs less
-        vb = rows.vmax.take(self._slot[:m])
-        vb *= float(xv @ xv)
+        vb = rows.var_bound(xv).take(self._slot[:m])
         up = _combine(mean + e_mean, vb, alpha, weight)
         if plus is not None:
             up += plus
@@ -949,7 +975,7 @@ class Snapshot:
             src, dst = self._slot[lo:lo + 4096], slot[lo:lo + 4096]
             rows.theta32[dst] = old.theta32[src]
             rows.avar32[dst] = old.avar32[src]
-            rows.vmax[dst] = old.vmax[src]
+            rows.vbound[dst] = old.vbound[src]
             rows.low[dst] = old.low[src]
             if rows.hot64 is not None:
                 rows.hot64[dst] = old.exact_rows(src)

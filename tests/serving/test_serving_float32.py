@@ -51,8 +51,8 @@ def test_the_float32_layout_is_the_one_tested(float32_rows: None) -> None:
     rows = snap._rows
     assert rows.hot64 is None and rows.hot.dtype == np.float32 and rows.low.dtype == np.int32
     per_row = sum(a.nbytes for a in (rows.theta32, rows.avar32, rows.low, rows.cold, rows.meta,
-                                     rows.terms, rows.vmax))
-    assert per_row / rows.capacity == 1548  # the float64 rows' 1,540 (d = 15) and vmax
+                                     rows.terms, rows.vbound))
+    assert per_row / rows.capacity == 1564  # the float64 rows' 1,540 (d = 15), the bound's 24
     assert per_row == snap.nbytes - snap._slot.nbytes  # what nbytes counts
 
 
@@ -339,11 +339,12 @@ def _stored_var(snap: Snapshot, xv: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_vmax_bounds_every_variance(seed: int) -> None:
+def test_the_variance_bound_holds_for_every_x(seed: int) -> None:
     """The per-row bound top_scores prunes by: x^T A^-1 x (as float64 computes it from the
-    upper triangle) <= vmax |x|^2 for learned, isotropic (the prior: the bound is tight),
-    indefinite and not-quite-symmetric A^-1, at random x and at each matrix's top
-    eigenvector. Fails with the absolute value left out of the row sums."""
+    upper triangle) <= rows.var_bound(x), and <= vmax |x|^2, for learned, isotropic (the
+    prior: the bound is tight), indefinite and not-quite-symmetric A^-1, at random x, along
+    and across the split direction and at each matrix's top eigenvector. Fails with the
+    absolute value left out of the row sums, or with the cross term 2 |c| s r left out."""
     rng = np.random.default_rng(400 + seed)
     m = 60
     G = rng.normal(0, 0.5, (m, D, D))
@@ -352,18 +353,30 @@ def test_vmax_bounds_every_variance(seed: int) -> None:
     S = rng.normal(0, 1, (10, D, D))
     A_invs[10:20] = S + S.transpose(0, 2, 1)  # indefinite
     A_invs[20:30, 0, 1] = np.nextafter(A_invs[20:30, 1, 0], 9.0)  # asymmetric in the last bit
+    for i in range(40, 60):  # learned from non-negative contexts, as serving's are
+        A_invs[i] = learned_state(rng, D, int(rng.integers(5, 80))).A_inv
     snap = Snapshot([f"p{i}" for i in range(m)], rng.normal(0, 0.3, (m, D)), A_invs,
                     np.ones(m, np.int64), np.zeros(m, np.int64))
-    vmax = snap._rows.vmax[snap._slot]
+    rows = snap._rows
+    vmax = rows.vmax[snap._slot]
     sym = np.triu(A_invs) + np.swapaxes(np.triu(A_invs, 1), 1, 2)  # what scoring reads
     tops = np.linalg.eigh(sym)[1][:, :, -1]
-    xs = [rng.normal(0, 1, D) for _ in range(30)] + [rng.uniform(0, 1, D) for _ in range(30)]
+    e = np.ones(D) / np.sqrt(D)
+    across = rng.normal(0, 1, D)
+    across -= (across @ e) * e
+    xs = ([rng.normal(0, 1, D) for _ in range(30)] + [rng.uniform(0, 1, D) for _ in range(30)]
+          + [e, 2.5 * e, -e, across, e + 1e-9 * across])
     for x in xs:
         v = _stored_var(snap, x)
+        assert (v <= rows.var_bound(x)[snap._slot]).all()
         assert (v <= vmax * float(x @ x)).all()
     for i in range(m):  # the direction of the largest eigenvalue
         for x in (tops[i], tops[i] * 3.7, -tops[i]):
-            assert _stored_var(snap, x)[i] <= vmax[i] * float(x @ x)
+            assert _stored_var(snap, x)[i] <= rows.var_bound(x)[snap._slot[i]]
+    prior = snap._slot[:10]  # isotropic: the bound is the variance, to its 1e-9 margin
+    x = rng.uniform(0, 1, D)
+    np.testing.assert_allclose(rows.var_bound(x)[prior], _stored_var(snap, x)[:10],
+                               rtol=3e-9)
 
 
 def _ranked_alike(s: np.ndarray, ref: np.ndarray, k: int) -> None:
