@@ -36,9 +36,10 @@ numbers - keeps its float64 row aside), so every number read back is the publish
 re-scores from the exact float64 rows every product whose float64 score could be among the
 best k, by a proven bound on the float32 error: the best k, their order, scores and ties
 are float64's (tests/serving/test_serving_float32.py). A plain request (``only_best``: it
-takes the best k and nothing else) mostly skips the A^-1 rows: each row keeps ``vmax``, a
-bound on its A^-1's largest eigenvalue, so the mean pass (15 of the 135 numbers) bounds
-every score from above, and only the products whose bound reaches a floor for the k-th best
+takes the best k and nothing else) mostly skips the A^-1 rows: each row keeps three numbers
+that bound x^T A^-1 x for every x (``vbound``: A^-1 along a fixed direction, across it, and
+a bound of its largest eigenvalue), so the mean pass (15 of the 135 numbers) bounds every
+score from above, and only the products whose bound reaches a floor for the k-th best
 score are scored further (:meth:`Snapshot._pruned`). A store of at most
 ``EXACT_STORE_ROWS`` rows also keeps float64 rows and scores in float64 as before: it fits
 in the cache, where float32 saves nothing.
@@ -46,7 +47,7 @@ in the cache, where float32 saves nothing.
 Memory per row: 4 + 4 bytes for each of theta (d) and A^-1's upper triangle (d(d+1)/2)
 (float32 + int32 rest), 4 for each of the strictly lower triangle's differences from the
 upper one (d(d-1)/2), 40 for the version, time, observation count and the calibrated rule's
-two terms, 8 for ``vmax``: 1,548 bytes at d = 15, 0.79 of the published value (1,956 bytes);
+two terms, 24 for ``vbound``: 1,564 bytes at d = 15, 0.80 of the published value (1,956 bytes);
 plus 8 bytes of row index per product and snapshot alive (docs/SERVING.md, "How parameter
 updates apply").
 A small store's float64 rows add 8 per number (2,620 bytes a row, at most 43 MB).
