@@ -118,7 +118,7 @@ class SnapshotRefresher:
         self._adding: list[str] = []
         self._adding_lock = threading.Lock()
         self._wake = threading.Event()  # set by add_products and stop: the loop's sleep ends
-        # told every replacement of the snapshot before it is swapped in (old, new, the
+        # told every replacement of the snapshot just after it is swapped in (old, new, the
         # products whose parameters changed or None when unknown): serving's category pools
         # (serving/category_rates.py) follow it in O(changed)
         self.on_change: Callable[[Snapshot, Snapshot, list[str] | None], None] | None = None
@@ -157,15 +157,17 @@ class SnapshotRefresher:
         return bool(ids)
 
     def _swap(self, snap: Snapshot, changed: list[str] | None) -> None:
-        """Replace the snapshot (this thread, or a caller before it runs), telling
-        :attr:`on_change` first; a failing listener is logged, never stops the refresher."""
+        """Replace the snapshot (this thread, or a caller before it runs), then tell
+        :attr:`on_change` (requests get the new parameters first; a slow listener delays the
+        next update, not this one); a failing listener is logged, never stops the
+        refresher."""
+        old, self.snapshot = self.snapshot, snap
         listener = self.on_change
         if listener is not None:
             try:
-                listener(self.snapshot, snap, changed)
+                listener(old, snap, changed)
             except Exception:
                 log.exception("snapshot listener failed")
-        self.snapshot = snap
 
     def wait_loaded(self, timeout_s: float) -> bool:
         return self._loaded.wait(timeout_s)
