@@ -220,3 +220,37 @@ def test_the_refresher_keeps_the_pools_in_step_through_redis(tmp_path) -> None:
             rec.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_big_store_ranks_by_the_formula(seed: int) -> None:
+    """Above EXACT_STORE_ROWS the snapshot scores from float32 rows and prunes by a variance
+    bound (serving/snapshot.py): with a weight per product the best k are still the
+    formula's, exactly (float64, solved directly)."""
+    from serving.snapshot import EXACT_STORE_ROWS
+
+    rng = np.random.default_rng([seed, 25])
+    m = EXACT_STORE_ROWS + 3000
+    ids = [f"p{i:05d}" for i in range(m)]
+    cats = [NAMES[i % 4] for i in range(m)]
+    rate = {"shoes": 0.02, "hats": 0.1, "bags": 0.3, "scarves": 0.05}
+    params = {}
+    for i, p in enumerate(ids):
+        n = int(rng.integers(0, 4))
+        if n:
+            X = rng.uniform(0, 1, (n, D))
+            X[:, TOD] = 0.0
+            X[np.arange(n), np.asarray(TOD)[rng.integers(0, 3, n)]] = 1.0
+            r = (rng.random(n) < rate[cats[i]]).astype(float)
+            params[p] = Params(linucb.update_batch(linucb.init_state(D), X, r), 1)
+    snap, _ = Snapshot.prior(ids, D).with_params(params)
+    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": "category_rate"}),
+                      snapshot=snap, catalog=CatalogIndex(ids, cats), seed=0)
+    p = exploration.click_rate(*snap.learned_counts(1.0))
+    for _ in range(3):
+        x = _x(rng)
+        score, _b = _expected(snap, cats, x, p, 1.0)
+        order = np.argsort(-score, kind="stable")[:5]
+        got = rec.recommend(1, x=x, k=5, policy="linucb")
+        assert [i.product_id for i in got.items] == [ids[j] for j in order]
+        assert [i.score for i in got.items] == pytest.approx(score[order].tolist(), rel=1e-9)
