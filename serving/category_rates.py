@@ -21,6 +21,9 @@ pool's own snapshot is summed afresh (O(m) inversions, chunked). Requests read o
 :class:`PoolState` (one reference, no lock): ``S``, ``t``, the solved inverses ``M`` and the
 category of each product, consistent with each other. It may be one parameter update apart
 from the snapshot a request reads (the refresher swaps the two one after the other).
+Each update also copies the C categories' sums and solves once (copy on write: readers may
+hold the old ones), O(C d^2): nothing at the shipped 8 categories, ~1.8 MB per update batch
+at 1,000.
 
 Rounding: the sums are updated by adding and subtracting each product's share (the same
 float64 numbers each time, read from the same published values), so they differ from a sum
