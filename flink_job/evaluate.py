@@ -117,7 +117,10 @@ def read_closed(body: str, dim: int) -> ClosedImpression | Impression:
     is not plainly an impression of ``dim`` values under the contract's size limit (an empty
     body from an older state, or a limit raised by RTREC_MAX_EVENT_BYTES) takes
     ``parse_event`` itself, which refuses it as the offline command would
-    (tests/flink_job/test_ope_reader.py)."""
+    (tests/flink_job/test_ope_reader.py). One case differs: an impression an older version's
+    validator accepted and a newer contract refuses, still open in the join's state when the
+    job is restored across that upgrade, is evaluated here (the learner learned it too) where
+    the offline command on the log counts it unreadable."""
     if len(body) > MAX_EVENT_BYTES // 4 \
             and len(body.encode("utf-8", errors="surrogatepass")) > MAX_EVENT_BYTES:
         return parse_event(body, dim=dim)
