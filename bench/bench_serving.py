@@ -255,7 +255,7 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
                 c0 = time.thread_time()
                 batch = {p: codec.decode(b, D) for p, b in blobs.items()}
                 new, changed = cur.with_params(batch)
-                rec.set_snapshot(new)
+                rec.set_snapshot(new, changed)  # as the refresher tells its listeners
                 apply_cpu[0] += time.thread_time() - c0
                 stores.add(id(new._rows))
                 del cur, new
@@ -295,6 +295,8 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
             rec.recommend(0, x=xs[i % len(xs)], k=K, policy="linucb")
             out.append(perf() - t0)
             i += 1
+            if len(rec.events.events) >= 1000:  # the in-memory log is the harness's, not
+                rec.events.events.clear()  # serving's (Kafka): kept out of the RSS
             if phase == "updates" and t0 >= next_rss:
                 rss.append(_rss_mb())
                 next_rss = t0 + 0.25
