@@ -51,14 +51,18 @@ def _top(values: np.ndarray, names: Sequence[str], n: int) -> list[dict[str, Any
 def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: float,
                   scores: np.ndarray, popularity: np.ndarray | None = None,
                   boosts: np.ndarray | None = None, now_ms: int | None = None,
-                  var_weight: float | np.ndarray = 0.0) -> list[dict[str, Any]]:
+                  unit_weight: float | np.ndarray = 0.0) -> list[dict[str, Any]]:
     """One explanation per shown index. ``scores`` are the shown scores, ``popularity`` the
-    (m,) fallback term, ``boosts`` what boosting added to each shown score, ``var_weight``
-    the decaying exploration rule's weight of x^T A^-1 x (its bonus; docs/EXPLORATION.md),
-    one float or, under category_rate, one per product (indexed like ``popularity``);
-    every term is computed on its own (tests/serving check that they add up to the score)."""
+    (m,) fallback term, ``boosts`` what boosting added to each shown score, ``unit_weight``
+    the variance rules' weight of ``u^T A^-1 u`` with u = x / |x| (their bonus, computed on u
+    as serving ranks with it, so an x whose x.x underflows still gets a finite bonus;
+    docs/EXPLORATION.md), one float or, under category_rate, one per product (indexed like
+    ``popularity``); every term is computed on its own (tests/serving check that they add up
+    to the score)."""
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     names = feature_names(snap.dim)
+    top = float(np.abs(x).max()) if x.size else 0.0
+    u = x / (top * float(np.sqrt((x / top) @ (x / top)))) if top > 0 else x
     out = []
     for j, i in enumerate(indices.tolist()):
         theta = snap.theta(i)
@@ -66,9 +70,9 @@ def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: flo
         mean = float(contrib.sum())
         var = float(x @ snap.A_inv(i) @ x)
         bonus = alpha * float(np.sqrt(max(var, 0.0))) if alpha else 0.0
-        w = float(var_weight[i]) if isinstance(var_weight, np.ndarray) else var_weight
+        w = float(unit_weight[i]) if isinstance(unit_weight, np.ndarray) else unit_weight
         if w:
-            bonus += w * max(var, 0.0)
+            bonus += w * max(float(u @ snap.A_inv(i) @ u), 0.0)
         pop = float(popularity[i]) if popularity is not None else 0.0
         top = _top(contrib, names, TOP_FEATURES)
         updated = int(snap.updated_at_ms[i])

@@ -504,8 +504,10 @@ class Recommender:
         ``by_category`` (``RTREC_EXPLORATION=category_rate``): ``p`` replaced, per product,
         by its category's rate for x, ``q_c(x)`` (contract.exploration.category_rates, from
         the pools' cached solve); a product with no category keeps ``p``. Then ``w`` is the
-        (m,) array of each product's weight of ``u^T A^-1 u``, ``q_c l2`` (divide by x.x for
-        the weight of x^T A^-1 x: only an explanation needs it)."""
+        (m,) array of each product's ``q_c l2``. Either way ``w`` is the weight of
+        ``u^T A^-1 u`` (``p l2`` under ``decaying``), not of x^T A^-1 x: for an x whose x.x
+        underflows the latter is inf and x^T A^-1 x is 0, and an explanation (which computes
+        its bonus on u too) would be NaN."""
         top = float(np.abs(vec).max()) if vec.size else 0.0
         if not math.isfinite(top):
             raise exploration.ExplorationError(f"x: an entry is {top}, not finite")
@@ -527,8 +529,7 @@ class Recommender:
             return base, mean, w_u
         base, mean = snap.top_scores(vec, k, weight=rate * sqrt_l2, x_var=vec / norm,
                                      plus=pop, upto=m, only_best=only_best)
-        a = rate / norm  # the calibrated alpha, as _calibrated_alpha computes it
-        return base, mean, a * a / (rate / sqrt_l2)
+        return base, mean, rate * sqrt_l2
 
     def recommend(self, user_id: int, *, user: User | None = None, x: Any = None,
                   at: datetime | None = None, k: int | None = None, policy: str | None = None,
@@ -610,8 +611,8 @@ class Recommender:
         if calibrated:
             alpha = self._calibrated_alpha(snap, vec)
         used_alpha = 0.0 if policy == "greedy" else alpha
-        # the decaying rule's weight of x^T A^-1 x (it has no alpha); one per product (m,)
-        # under category_rate
+        # the variance rules' weight of u^T A^-1 u, u = x / |x| (they have no alpha); one per
+        # product (m,) under category_rate
         weight: float | np.ndarray = 0.0
         m = len(cat)  # products the snapshot may hold beyond it: not yet in the index
         pop = self.popularity.term(snap)
@@ -738,11 +739,8 @@ class Recommender:
             add = None
             if boosted is not None:
                 add = boosted[idx] - base[idx]
-            if isinstance(weight, np.ndarray):  # category_rate: per product, on u = x / |x|
-                top = float(np.abs(vec).max())
-                weight = weight * (1.0 / (top * top * float((vec / top) @ (vec / top))))
             explanations = tuple(explain_items(snap, vec, idx, used_alpha, score_arr, pop,
-                                               add, ts_ms, var_weight=weight))
+                                               add, ts_ms, unit_weight=weight))
         return Recommendation(request_id, int(user_id), ts_ms,
                               tuple(map(Item, shown, scores)),
                               policy, snap.model_version, propensity, snap.age_s(), xs,
@@ -757,7 +755,7 @@ class Recommender:
         """Every self-tuning candidate's top-k (the same tie-breaks for all), one of them drawn
         by the live split, and the logging probabilities of the drawn list under that split:
         (drawn candidate, (prefix, slot) probabilities, lists by name, its scores, its means,
-        its alpha, its weight of x^T A^-1 x (the decaying rule's; 0 for the others))."""
+        its alpha, its weight of u^T A^-1 u (the decaying rule's; 0 for the others))."""
         assert self.self_tune is not None
         with self._rng_lock:
             chosen, shares = self.self_tune.draw(self._rng)

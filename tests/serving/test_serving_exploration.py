@@ -82,8 +82,8 @@ def test_decaying_rule_ranks_with_the_contracts_scores(seed: int) -> None:
 
     rng = np.random.default_rng(seed)
     snap, clicks, n = _learned(rng, 40)
-    rec = Recommender(Settings.from_env({}), snapshot=snap, seed=0)
-    assert rec.settings.model.exploration == "decaying"  # the default
+    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": "decaying"}), snapshot=snap,
+                      seed=0)
     for _ in range(5):
         x = _x(rng)
         mean = snap.thetas @ x
@@ -106,3 +106,30 @@ def test_decaying_rule_ranks_with_the_contracts_scores(seed: int) -> None:
         asked = rec.recommend(1, x=x, k=5, policy="linucb", alpha=0.7)
         fixed = linucb.ucb_scores(snap.thetas, snap.A_invs, x, 0.7)
         assert [i.score for i in asked.items] == pytest.approx(sorted(fixed)[::-1][:5])
+
+
+@pytest.mark.parametrize("rule", ["decaying", "category_rate"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_tiny_x_is_explained_with_finite_terms(rule: str, seed: int) -> None:
+    """x whose x.x underflows (entries ~1e-160 and below) is a valid request: the variance
+    rules rank it on u = x / |x| (a product at the prior scores the click rate whatever |x|),
+    and the explanation's bonus must be that same finite number, not inf * 0 (NaN, which the
+    HTTP layer cannot encode: a 500)."""
+    import json
+
+    from contract.catalog import ProductRecord
+
+    rng = np.random.default_rng(seed)
+    snap, _, _ = _learned(rng, 40)
+    catalog = [ProductRecord(p, f"c{i % 3}", 1.0) for i, p in enumerate(snap.product_ids)]
+    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": rule}), snapshot=snap, seed=0,
+                      catalog=catalog)
+    base = np.abs(_x(rng)) + 0.1
+    for scale in (1e-160, 1e-200, 1e-308):
+        got = rec.recommend(1, x=base * scale, k=5, policy="linucb", explain=True)
+        assert got.explanations is not None
+        json.dumps(got.explanations, allow_nan=False)  # what the HTTP layer does
+        for item, e in zip(got.items, got.explanations, strict=True):
+            assert np.isfinite(e["exploration_bonus"])
+            terms = e["expected_reward"] + e["exploration_bonus"] + e["popularity"] + e["boost"]
+            assert terms == pytest.approx(item.score, rel=1e-9, abs=1e-12)
