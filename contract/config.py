@@ -118,13 +118,13 @@ class ModelSettings:
                              "and the time: attributes, encodings, buckets, crosses "
                              "(docs/FEATURES.md); empty: the shipped contract/data/"
                              "context_spec.json. Serving, the job and the tools read the same.")
-    exploration: str = _var("RTREC_EXPLORATION", "decaying",
-                            "How much LinUCB explores (docs/EXPLORATION.md): decaying (a "
-                            "never-seen product scores the click rate p learned so far, the "
-                            "bonus p l2 x'A^-1x / x.x decays like 1/n), category_rate "
-                            "(decaying with p replaced by the product's catalog category's "
-                            "click rate for x, q_c(x), from the pooled parameters of the "
-                            "category's products; a product with no category keeps p), "
+    exploration: str = _var("RTREC_EXPLORATION", "category_rate",
+                            "How much LinUCB explores (docs/EXPLORATION.md): category_rate "
+                            "(a never-seen product scores its catalog category's click rate "
+                            "for x, q_c(x), from the pooled parameters of the category's "
+                            "products; the bonus q_c l2 x'A^-1x / x.x decays like 1/n; a "
+                            "product with no category uses p, the click rate learned so far), "
+                            "decaying (the same with p for every product), "
                             "calibrated (the same worth as decaying, alpha = p sqrt(l2) / "
                             "norm(x): a bonus decaying like 1/sqrt(n)) or fixed (alpha = "
                             "RTREC_ALPHA).")

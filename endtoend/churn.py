@@ -8,7 +8,7 @@ description, the price moved by up to 20%, so the hidden oracle finds it about a
 as its category), and at ``retire_at`` ``n_retired`` products leave it.
 
 Every learner is disjoint LinUCB in this process with the contract's maths and the project's
-default exploration (``RTREC_EXPLORATION``'s default, ``decaying``: docs/EXPLORATION.md), on
+default exploration (``RTREC_EXPLORATION``'s default, ``category_rate``: docs/EXPLORATION.md), on
 the same seeded visits and click
 draws (a cascade reader, as the closed loop), and they differ only by where a new product
 starts (docs/LEARNING.md, "The category prior"):
@@ -97,6 +97,13 @@ class ChurnLearner:
         self.pools = [CategoryPool.empty(self.dim) for _ in CATEGORIES]
         self.clicks = 0.0
         self.observations = 0
+        # category_rate: each category's sum of its products' (A_i - l2 I) and b_i, as
+        # serving sums them from the published parameters (an informed start's
+        # pseudo-observations included, as serving sees them)
+        n_cat = max(self.categories, default=-1) + 1
+        self.rate_S = np.zeros((n_cat, self.dim, self.dim))
+        self.rate_t = np.zeros((n_cat, self.dim))
+        self._rate_M: np.ndarray | None = None
 
     def start(self, i: int) -> None:
         """A product's first learned step starts from its category's pool as it is now (the
@@ -106,11 +113,25 @@ class ChurnLearner:
                             self.min_obs)
         self.A_inv[i], self.b[i] = st.A_inv, st.b
         self.theta[i] = st.A_inv @ st.b
+        c = self.categories[i]
+        self.rate_S[c] += np.linalg.inv(st.A_inv) - self.l2 * np.eye(self.dim)
+        self.rate_t[c] += st.b
+        self._rate_M = None
 
     def recommend(self, x: np.ndarray, active: np.ndarray, k: int = K) -> list[int]:
         var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
-        scores = exploration.rule_scores(self.exploration, self.alpha, self.clicks,
-                                         self.observations, x, self.l2, self.theta @ x, var)
+        if self.exploration == "category_rate":
+            if self._rate_M is None:
+                self._rate_M = exploration.category_solve(self.rate_S, self.l2)
+            p = exploration.click_rate(self.clicks, self.observations)
+            w = exploration.category_weights(
+                exploration.category_rates(self._rate_M, self.rate_t, x, p, self.l2), x,
+                self.l2)
+            scores = self.theta @ x + w[np.asarray(self.categories)] * np.maximum(var, 0.0)
+        else:
+            scores = exploration.rule_scores(self.exploration, self.alpha, self.clicks,
+                                             self.observations, x, self.l2, self.theta @ x,
+                                             var)
         scores = np.where(active, scores, -np.inf)
         return [int(i) for i in linucb.top_k(scores, k)]
 
@@ -123,6 +144,10 @@ class ChurnLearner:
             self.b[i] += r * x
             self.theta[i] = self.A_inv[i] @ self.b[i]
             self.learned[i] = True
+            c = self.categories[i]
+            self.rate_S[c] += np.outer(x, x)
+            self.rate_t[c] += r * x
+            self._rate_M = None
             if self.prior == "informed":
                 c = self.categories[i]
                 # the pool from the delta (x x^T, r x, 1), as the job's pool operator sums it

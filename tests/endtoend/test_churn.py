@@ -90,3 +90,37 @@ def test_the_catalog_of_each_visit_and_the_prior_formula(seed: int) -> None:
         np.testing.assert_allclose(fresh.pools[c].S, S[c], rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(fresh.pools[c].t, t[c], rtol=1e-9, atol=1e-9)
     assert informed.learned.any()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_churn_learner_explores_as_the_closed_loops_reference_under_category_rate(
+        seed: int) -> None:
+    """Under ``category_rate`` (the default) the churn learner's rate sums are kept apart
+    from the closed loop's instant reference (endtoend/simulation.py); on the same visits,
+    identity prior, both show the same lists - and not the lists ``decaying`` shows."""
+    from endtoend.simulation import InstantLinUCB
+
+    products = load_catalog()[:40]
+    features = FeatureSpace.load()
+    users = load_users()
+    shop = SimulatedShop(products, features, load_oracle("rules", features))
+    visits = make_visits(300, seed, users, churn.K)
+    shop.prepare(visits)
+    cats = [CATEGORIES.index(p.category) for p in products]
+    dim = churn.features_dim(features, users)
+    ours = churn.ChurnLearner("identity", cats, dim, "identity", exploration="category_rate")
+    plain = churn.ChurnLearner("identity", cats, dim, "identity", exploration="decaying")
+    ref = InstantLinUCB(len(products), dim, exploration="category_rate",
+                        categories=[p.category for p in products])
+    active = np.ones(len(products), bool)
+    differ = 0
+    for v in visits:
+        x = features.context_vector(v.user, v.at)
+        shown = ours.recommend(x, active)
+        assert shown == ref.recommend(v, x, churn.K).items, v.index
+        differ += shown != plain.recommend(x, active)
+        clicked = first_click(v.draws, shop.probabilities(v)[shown])
+        ours.learn(shown, x, clicked)
+        plain.learn(shown, x, clicked)
+        ref.feedback(v, x, ref.recommend(v, x, churn.K), clicked)
+    assert differ > 0
