@@ -132,7 +132,8 @@ class ModelSettings:
                         "fixed (0 = greedy); a request's alpha overrides either rule.")
     self_tune: str = _var("RTREC_SELF_TUNE", "",
                           "Exploration that tunes itself live (docs/EXPLORATION.md section 3): "
-                          "candidate rules, comma-separated, decaying, calibrated or alpha=X "
+                          "candidate rules, comma-separated, category_rate, decaying, "
+                          "calibrated or alpha=X "
                           "(e.g. decaying,calibrated,alpha=0.1); the first is live until the "
                           "job's controller picks another from its off-policy estimates. Empty: "
                           "off.")

@@ -436,9 +436,9 @@ SELF_TUNE_KEY = "tuner"
 
 @dataclass(frozen=True)
 class Candidate:
-    """One exploration rule the live loop can choose: ``calibrated``, ``decaying``, or ``fixed``
-    with an ``alpha``. ``name`` is what impressions log (as a shadow and as the variant that
-    served)."""
+    """One exploration rule the live loop can choose: ``category_rate``, ``decaying``,
+    ``calibrated``, or ``fixed`` with an ``alpha``. ``name`` is what impressions log (as a
+    shadow and as the variant that served)."""
 
     name: str
     rule: str
@@ -446,9 +446,9 @@ class Candidate:
 
 
 def parse_candidates(text: str) -> tuple[Candidate, ...]:
-    """``RTREC_SELF_TUNE``: comma-separated ``calibrated``, ``decaying`` or ``alpha=X``
-    (X >= 0); empty is off (no candidates). The first is the live one until the controller
-    says otherwise.
+    """``RTREC_SELF_TUNE``: comma-separated ``category_rate``, ``decaying``, ``calibrated``
+    or ``alpha=X`` (X >= 0); empty is off (no candidates). The first is the live one until
+    the controller says otherwise.
 
     >>> [c.name for c in parse_candidates("decaying, calibrated, alpha=0.3,alpha=1")]
     ['decaying', 'calibrated', 'alpha_0.3', 'alpha_1']
@@ -458,7 +458,7 @@ def parse_candidates(text: str) -> tuple[Candidate, ...]:
     items = [t.strip() for t in text.split(",") if t.strip()] if text.strip() else []
     out: list[Candidate] = []
     for item in items:
-        if item in ("calibrated", "decaying"):
+        if item in ("calibrated", *VARIANCE_RULES):
             out.append(Candidate(item, item))
             continue
         key, eq, value = item.partition("=")
@@ -467,8 +467,9 @@ def parse_candidates(text: str) -> tuple[Candidate, ...]:
         except ValueError:
             alpha = None
         if alpha is None or not (math.isfinite(alpha) and alpha >= 0):
-            raise ExplorationError(f"self-tune candidate {item!r}: expected 'calibrated', "
-                                   f"'decaying' or 'alpha=X' with a finite X >= 0")
+            raise ExplorationError(f"self-tune candidate {item!r}: expected 'category_rate', "
+                                   f"'decaying', 'calibrated' or 'alpha=X' with a finite "
+                                   f"X >= 0")
         out.append(Candidate(f"alpha_{alpha:g}", "fixed", alpha))
     names = [c.name for c in out]
     if len(set(names)) != len(names):

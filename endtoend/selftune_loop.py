@@ -102,6 +102,9 @@ def fixed_learner(c: Candidate, m: int, dim: int) -> InstantLinUCB:
     """A candidate run alone on all the traffic."""
     if c.rule in ("calibrated", "decaying"):
         return InstantLinUCB(m, dim, exploration=c.rule)
+    if c.rule == "category_rate":
+        raise ValueError("the self-tuning loop's learners have no catalog categories: "
+                         "category_rate would be decaying here; name decaying instead")
     return InstantLinUCB(m, dim, alpha=float(c.alpha or 0.0), exploration="fixed")
 
 

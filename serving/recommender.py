@@ -564,7 +564,8 @@ class Recommender:
                       and self.settings.model.exploration == "calibrated") \
             or (tuned is not None and tuned.rule == "calibrated")
         by_category = (alpha is None and tuned is None
-                       and self.settings.model.exploration == "category_rate")
+                       and self.settings.model.exploration == "category_rate") \
+            or (tuned is not None and tuned.rule == "category_rate")
         decaying = (alpha is None and tuned is None
                     and self.settings.model.exploration == "decaying") \
             or (tuned is not None and tuned.rule == "decaying") or by_category
@@ -762,9 +763,10 @@ class Recommender:
         lists: dict[str, np.ndarray] = {}
         for c in self.self_tune.candidates:
             w = 0.0
-            if c.rule == "decaying":  # mean + w var, as recommend computes it
+            if c.rule in exploration.VARIANCE_RULES:  # mean + w var, as recommend does
                 a = 0.0
-                b, mean, w = self._decaying_scores(snap, vec, k)
+                b, mean, w = self._decaying_scores(snap, vec, k,
+                                                   by_category=c.rule == "category_rate")
             else:
                 a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" \
                     else float(c.alpha)
