@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pyflink.datastream import BroadcastProcessFunction, RuntimeContext
@@ -102,11 +103,21 @@ class ValidateWithCatalog(BroadcastProcessFunction):
     input: ``process_element`` validates a batch of source records, ``process_broadcast_element``
     applies one catalog source line to the broadcast state and to the validator's
     :class:`LiveProducts`. The dict is filled from the broadcast state at the first element
-    after a (re)start, so a restore starts with the catalog of its checkpoint."""
+    after a (re)start, so a restore starts with the catalog of its checkpoint.
 
-    def __init__(self, validate: Any, static: frozenset[str] | None) -> None:
+    ``seed`` is the topic as read when the job was built (:func:`catalog_seed`): the two
+    inputs are separate sources, so without it the events waiting in Kafka at a start are
+    validated before the catalog source has delivered the records they need, and a product
+    the topic holds is dead-lettered ``unknown_product``. The seed is newer than a restored
+    checkpoint's state, so it is applied over it; catalog records older than the seed (the
+    source replaying the topic) go to the broadcast state but do not undo a seeded status
+    in the dict; records from the seed's offset on apply as usual."""
+
+    def __init__(self, validate: Any, static: frozenset[str] | None,
+                 seed: CatalogSeed | None = None) -> None:
         self.validate = validate
         self.static = static
+        self.seed = seed if seed is not None else CatalogSeed({}, 0)
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.validate.open(runtime_context)
@@ -128,6 +139,8 @@ class ValidateWithCatalog(BroadcastProcessFunction):
         if not self.loaded:
             for pid, status in ctx.get_broadcast_state(self.descriptor).items():
                 self.live.apply(pid, status)
+            for pid, status in self.seed.status.items():
+                self.live.apply(pid, status)
             self.loaded = True
 
     def process_element(self, value: str, ctx: Any) -> Iterable[Any]:
@@ -143,8 +156,41 @@ class ValidateWithCatalog(BroadcastProcessFunction):
             log.warning("catalog record refused (%s): %.200s", exc, value)
             return
         ctx.get_broadcast_state(self.descriptor).put(pid, status)
+        if pid in self.seed.status and _offset(value) < self.seed.offset:
+            return  # the seed holds this product's newer record
         self.live.apply(pid, status)
         self.updates += 1
+
+
+def _offset(line: str) -> int:
+    """A catalog source line's topic offset (its first field; -1 when unreadable)."""
+    head = line.split("\t", 1)[0]
+    return int(head) if head.isdigit() else -1
+
+
+@dataclass(frozen=True)
+class CatalogSeed:
+    """The catalog topic's statuses at job build (product -> ACTIVE or RETIRED) and
+    ``offset``, the next offset after them."""
+
+    status: dict[str, str]
+    offset: int
+
+
+def catalog_seed(settings: Any, timeout_s: float = 10.0) -> CatalogSeed:
+    """The catalog topic read to its end when the job is built; empty (logged) when it cannot
+    be read: the job then waits for the catalog source as before."""
+    from contract.catalog import read_catalog
+
+    try:
+        cat = read_catalog(settings, timeout_s=timeout_s)
+    except Exception as exc:  # no topic yet, or Kafka down: the source delivers it later
+        log.warning("catalog topic not read at build (%s): events at the start may be "
+                    "dead-lettered unknown_product until the catalog source catches up", exc)
+        return CatalogSeed({}, 0)
+    status = {pid: RETIRED for pid in cat.retired}
+    status.update((pid, ACTIVE) for pid in cat.records)
+    return CatalogSeed(status, cat.offset)
 
 
 def catalog_stream(env, settings):  # type: ignore[no-untyped-def]

@@ -10,7 +10,15 @@ import pytest
 from contract import reasons
 from contract.catalog import CatalogError, ProductRecord
 from contract.events import Click, EventError, Impression
-from flink_job.catalog import ACTIVE, RETIRED, LiveProducts, ValidateWithCatalog, catalog_update
+from flink_job.catalog import (
+    ACTIVE,
+    RETIRED,
+    CatalogSeed,
+    LiveProducts,
+    ValidateWithCatalog,
+    catalog_seed,
+    catalog_update,
+)
 from flink_job.functions import RECORD_SEPARATOR, Validate
 from tests.helpers import FakeRuntimeContext
 
@@ -117,3 +125,61 @@ def test_the_validator_follows_its_broadcast_input_and_a_restore_keeps_it() -> N
     again.process_broadcast_element(f"3\tu\tnew\tu\t{new}", ctx)  # re-added
     assert _validate(again, ctx, events) == (2, [])
     assert (again.updates, fn.invalid) == (1, 1)
+
+
+def _events(pid: str, offset: int) -> list[str]:
+    return [_record(offset, _imp((pid,))),
+            _record(offset + 1, Click(request_id="r", product_id=pid, ts_ms=NOW))]
+
+
+def test_events_waiting_at_a_start_find_the_products_the_topic_held() -> None:
+    """A fresh start: the events in Kafka reach the validator before the catalog source has
+    delivered anything; the seed (the topic read at build) decides for them. Records the
+    source replays that are older than the seed do not undo it; newer ones apply."""
+    new = ProductRecord("new", "Tea", 2.0).to_json().decode()
+    seed = CatalogSeed({"new": ACTIVE, "gone": RETIRED}, offset=10)
+    fn = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(), seed)
+    fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
+    state: dict[str, str] = {}
+    ctx = _BroadcastCtx(state)
+    assert _validate(fn, ctx, _events("new", 0)) == (2, [])
+    assert _validate(fn, ctx, _events("gone", 2)) == (0, [reasons.RETIRED_PRODUCT] * 2)
+    assert _validate(fn, ctx, _events("other", 4)) == (0, [reasons.UNKNOWN_PRODUCT] * 2)
+    # the source replays the topic: "gone" was added at offset 3, retired at 7 (in the seed)
+    fn.process_broadcast_element(f"0\tu\tnew\tu\t{new}", ctx)
+    fn.process_broadcast_element(f"3\tu\tgone\tu\t{new.replace('new', 'gone')}", ctx)
+    assert _validate(fn, ctx, _events("gone", 6)) == (0, [reasons.RETIRED_PRODUCT] * 2)
+    fn.process_broadcast_element("7\tu\tgone\tn\t", ctx)
+    assert state == {"new": ACTIVE, "gone": RETIRED}
+    # after the seed: a retirement applies
+    fn.process_broadcast_element("12\tu\tnew\tn\t", ctx)
+    assert _validate(fn, ctx, _events("new", 8)) == (0, [reasons.RETIRED_PRODUCT] * 2)
+
+
+def test_a_restore_takes_the_seed_over_its_checkpointed_catalog() -> None:
+    """The seed is read when the restored job is built, after its checkpoint: it wins."""
+    seed = CatalogSeed({"p": RETIRED, "q": ACTIVE}, offset=20)
+    fn = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(), seed)
+    fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
+    ctx = _BroadcastCtx({"p": ACTIVE, "r": ACTIVE})  # the checkpoint's
+    assert _validate(fn, ctx, _events("p", 0)) == (0, [reasons.RETIRED_PRODUCT] * 2)
+    assert _validate(fn, ctx, _events("q", 2)) == (2, [])
+    assert _validate(fn, ctx, _events("r", 4)) == (2, [])
+
+
+def test_the_seed_is_the_topic_read_to_its_end(unique_settings) -> None:  # type: ignore[no-untyped-def]
+    """Against the real broker: records, a tombstone, and the offset after them; a topic
+    that cannot be read gives an empty seed (the job starts as before)."""
+    from contract.catalog import ensure_catalog_topic, write_records
+    from contract.kafka import kafka_producer
+
+    s = unique_settings
+    ensure_catalog_topic(s)
+    write_records(kafka_producer(s.kafka), s.kafka.topic_catalog,
+                  [("a", ProductRecord("a", "Tea", 1.0)), ("b", ProductRecord("b", "Tea", 1.0)),
+                   ("b", None)])
+    seed = catalog_seed(s)
+    assert seed.status == {"a": ACTIVE, "b": RETIRED}
+    assert seed.offset == 3
+    down = catalog_seed(s.override(RTREC_KAFKA_BOOTSTRAP="127.0.0.1:1"), timeout_s=0.5)
+    assert down == CatalogSeed({}, 0)
