@@ -566,8 +566,9 @@ class Recommender:
         by_category = (alpha is None and tuned is None
                        and self.settings.model.exploration == "category_rate") \
             or (tuned is not None and tuned.rule == "category_rate")
-        decaying = (alpha is None and tuned is None
-                    and self.settings.model.exploration == "decaying") \
+        # the rules that weigh the variance (decaying, category_rate): no alpha
+        variance_rule = (alpha is None and tuned is None
+                         and self.settings.model.exploration == "decaying") \
             or (tuned is not None and tuned.rule == "decaying") or by_category
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
@@ -622,7 +623,7 @@ class Recommender:
         if plain and vis is None and tuned is None and policy in ("linucb", "greedy"):  # usual:
             # the best k exact in float64 from a float32 pass over every product (Snapshot.
             # top_scores); products without parameters: prior + popularity
-            if decaying and policy != "greedy":
+            if variance_rule and policy != "greedy":
                 used_alpha = 0.0
                 base, mean, weight = self._decaying_scores(snap, vec, k, pop, m,
                                                            by_category, only_best=True)
@@ -630,7 +631,7 @@ class Recommender:
                 base, mean = snap.top_scores(vec, k, used_alpha, plus=pop, upto=m,
                                              only_best=True)
         elif tuned is None or not plain:  # a self-tuned plain request scores each candidate
-            if decaying and policy != "greedy":  # below
+            if variance_rule and policy != "greedy":  # below
                 used_alpha = 0.0
                 base, mean, weight = self._decaying_scores(snap, vec, k,
                                                            by_category=by_category)

@@ -777,7 +777,16 @@ class Snapshot:
             with np.errstate(divide="ignore", invalid="ignore"):
                 root = e_var / (np.sqrt(v) + np.sqrt(np.maximum(v - e_var, 0.0)))
             err = e_mean + w_cand * e_var + alpha * np.fmin(root, np.sqrt(e_var))
-        got = out[cand]
+        return self._settled(out, mean, cand, out[cand], err, k, e_mean, x, xx, with_var,
+                             alpha, weight, plus)
+
+    def _settled(self, out: np.ndarray, mean: np.ndarray, cand: np.ndarray, got: np.ndarray,
+                 err: float | np.ndarray, k: int, e_mean: float, x: np.ndarray,
+                 xx: np.ndarray, with_var: bool, alpha: float, weight: float | np.ndarray,
+                 plus: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(out, mean) with every candidate whose float64 score may be among the best k
+        (``got`` within ``err`` of the k-th largest lower bound), and every product whose
+        mean may be the best, scored again from its exact numbers (in place)."""
         low = got - err
         floor = np.partition(low, low.size - k)[low.size - k]
         redo = cand[got + err >= floor]
@@ -842,17 +851,9 @@ class Snapshot:
             return None
         cand = np.flatnonzero(reach)
         got, err = self._scored32(cand, mean, xx32, alpha, weight, plus, e_mean, e_var)
-        low = got - err
-        floor = np.partition(low, low.size - k)[low.size - k]
-        high = got + err
-        up[cand] = high  # an upper bound: below the k-th best unless re-scored
-        redo = cand[high >= floor]
-        best = np.flatnonzero(mean >= mean.max() - 2.0 * e_mean)  # the best mean, exact
-        redo = np.union1d(redo, best)
-        exact_mean, again = self._rescored(redo, x, xx, True, alpha, weight, plus)
-        mean[redo] = exact_mean
-        up[redo] = again
-        return up, mean
+        up[cand] = got + err  # an upper bound: below the k-th best unless re-scored
+        return self._settled(up, mean, cand, got, err, k, e_mean, x, xx, True, alpha,
+                             weight, plus)
 
     def _scored32(self, idx: np.ndarray, mean: np.ndarray, xx32: np.ndarray, alpha: float,
                   weight: float | np.ndarray, plus: np.ndarray | None, e_mean: float,
