@@ -218,6 +218,17 @@ def category_weights(q: np.ndarray, x: np.ndarray, l2: float) -> np.ndarray:
     return q * (l2 / norm) / norm
 
 
+def category_rate_scores(M: np.ndarray, t: np.ndarray, groups: np.ndarray, p: float,
+                         x: np.ndarray, l2: float, mean: np.ndarray, var: np.ndarray
+                         ) -> np.ndarray:
+    """Every product's score under ``category_rate`` from its mean ``x . theta``, variance
+    ``x^T A^-1 x`` and category ``groups`` (codes into ``M = category_solve(S, l2)`` and
+    ``t``): ``mean + q_c(x) l2 var / x.x`` - what :func:`rule_scores` is for the other
+    rules (in-process learners; serving computes the same on u = x / |x|)."""
+    w = category_weights(category_rates(M, t, x, p, l2), x, l2)
+    return np.asarray(mean, dtype=np.float64) + w[groups] * np.maximum(var, 0.0)
+
+
 def pool_terms(thetas: np.ndarray, A_invs: np.ndarray, l2: float
                ) -> tuple[np.ndarray, np.ndarray]:
     """Each product's share of its category's pool from its published parameters:

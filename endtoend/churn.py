@@ -123,11 +123,10 @@ class ChurnLearner:
         if self.exploration == "category_rate":
             if self._rate_M is None:
                 self._rate_M = exploration.category_solve(self.rate_S, self.l2)
-            p = exploration.click_rate(self.clicks, self.observations)
-            w = exploration.category_weights(
-                exploration.category_rates(self._rate_M, self.rate_t, x, p, self.l2), x,
-                self.l2)
-            scores = self.theta @ x + w[np.asarray(self.categories)] * np.maximum(var, 0.0)
+            scores = exploration.category_rate_scores(
+                self._rate_M, self.rate_t, np.asarray(self.categories),
+                exploration.click_rate(self.clicks, self.observations), x, self.l2,
+                self.theta @ x, var)
         else:
             scores = exploration.rule_scores(self.exploration, self.alpha, self.clicks,
                                              self.observations, x, self.l2, self.theta @ x,

@@ -191,11 +191,11 @@ class InstantLinUCB:
         if self.groups is not None:  # category_rate: decaying with p -> q_c(x) per product
             if self._M is None:
                 self._M = exploration.category_solve(self.S, self.l2)
-            p = exploration.click_rate(self.clicks, self.observations)
-            w = exploration.category_weights(
-                exploration.category_rates(self._M, self.t, x, p, self.l2), x, self.l2)
             var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
-            scores = self.theta @ x + w[self.groups] * np.maximum(var, 0.0)
+            scores = exploration.category_rate_scores(
+                self._M, self.t, self.groups,
+                exploration.click_rate(self.clicks, self.observations), x, self.l2,
+                self.theta @ x, var)
         elif self.exploration in exploration.VARIANCE_RULES:  # no alpha (contract)
             var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
             scores = exploration.rule_scores("decaying", self.alpha, self.clicks,
