@@ -239,7 +239,18 @@ def test_cascade_kinds_and_lateness_learned_exactly_once_across_a_sigkill(
                                  f"{m}; log: {job.log_tail()[-3000:]}") from exc
         n_dead = len(w.beyond) + w.duplicates + 4 * s.kafka.topic_partitions
         items = dead.until_quiet(n_dead, 60, job=job)
-        metrics = job_metrics(flink_rest_port(job))
+        # the restored job's operator metrics reach the REST API a fetch interval after it
+        # registers them: read until the join's are listed (their values are asserted below)
+        got_metrics: dict[str, float] = {}
+
+        def listed() -> bool:
+            got_metrics.update(job_metrics(flink_rest_port(job)))
+            return {"reward-join.rewards_late",
+                    "reward-join.observations_removed"} <= got_metrics.keys()
+
+        wait_for(listed, 60, lambda: f"the join's metrics (listed: {sorted(got_metrics)})",
+                 job, every_s=1.0)
+        metrics = got_metrics
     finally:
         job.kill()
         dead.close()
