@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from pyflink.datastream import BroadcastProcessFunction, RuntimeContext
 
-from contract.catalog import CatalogError, parse_record
+from contract.catalog import Catalog, CatalogError, parse_record, read_catalog
 from contract.events import Click, EventError, Impression
 from contract.reasons import RETIRED_PRODUCT, UNKNOWN_PRODUCT
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 ACTIVE = "a"
 RETIRED = "r"
 STATE_NAME = "catalog"
+OPEN_TIMEOUT_S = 10.0  # the read of the topic at open
+RETRY_S = 5.0  # after a failed read of the topic, no other read for this long
 
 
 def catalog_update(line: str) -> tuple[str, str]:
@@ -98,6 +100,45 @@ def state_descriptor():  # type: ignore[no-untyped-def]
     return MapStateDescriptor(STATE_NAME, Types.STRING(), Types.STRING())
 
 
+class TopicReader:
+    """The catalog topic read on from where it was last read, into ``catalog`` (a
+    :class:`contract.catalog.Catalog`: its ``offset`` is where the next read starts). The
+    validator and the category prior both meet products whose record the job's catalog source
+    has not delivered yet and read the topic for them. :meth:`read` is refused for
+    ``min_interval_s`` after a read and for ``retry_s`` after a failed one (logged), so a
+    flood of unknown ids does not become a flood of reads; each read is bounded by
+    ``timeout_s``. A failed read keeps what it read (a prefix of the topic: still
+    consistent)."""
+
+    def __init__(self, settings: Any, timeout_s: float, retry_s: float,
+                 min_interval_s: float = 0.0, purpose: str = "") -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self.retry_s = retry_s
+        self.min_interval_s = min_interval_s
+        self.purpose = purpose
+        self.catalog = Catalog()
+        self.next_at = 0.0
+        self.reads = 0
+        self.failures = 0
+
+    def read(self) -> bool:
+        """Read the topic to its current end; False when refused (too soon) or failed."""
+        if time.monotonic() < self.next_at:
+            return False
+        self.reads += 1
+        try:
+            read_catalog(self.settings, timeout_s=self.timeout_s, into=self.catalog)
+        except Exception as exc:  # no topic yet, or Kafka down
+            self.failures += 1
+            self.next_at = time.monotonic() + self.retry_s
+            log.warning("catalog topic not read (%s)%s; retrying in %g s at the earliest",
+                        exc, f": {self.purpose}" if self.purpose else "", self.retry_s)
+            return False
+        self.next_at = time.monotonic() + self.min_interval_s
+        return True
+
+
 class ValidateWithCatalog(BroadcastProcessFunction):
     """The validator (:class:`flink_job.functions.Validate`) with the catalog as its broadcast
     input: ``process_element`` validates a batch of source records, ``process_broadcast_element``
@@ -105,19 +146,23 @@ class ValidateWithCatalog(BroadcastProcessFunction):
     :class:`LiveProducts`. The dict is filled from the broadcast state at the first element
     after a (re)start, so a restore starts with the catalog of its checkpoint.
 
-    ``seed`` is the topic as read when the job was built (:func:`catalog_seed`): the two
+    With ``settings``, each subtask also reads the catalog topic to its end at ``open`` (a
+    :class:`TopicReader`; read there, not when the job is built, so nothing of the size of
+    the catalog is pickled into the graph, and a failover restart reads it anew): the two
     inputs are separate sources, so without it the events waiting in Kafka at a start are
     validated before the catalog source has delivered the records they need, and a product
-    the topic holds is dead-lettered ``unknown_product``. The seed is newer than a restored
-    checkpoint's state, so it is applied over it; catalog records older than the seed (the
-    source replaying the topic) go to the broadcast state but do not undo a seeded status
-    in the dict; records from the seed's offset on apply as usual."""
+    the topic holds is dead-lettered ``unknown_product``. That read is newer than a restored
+    checkpoint's state, so it is applied over it; catalog records older than the read's
+    offset (the source replaying the topic) go to the broadcast state but do not undo the
+    read's status in the dict; records from its offset on apply as usual."""
+
+    open_timeout_s = OPEN_TIMEOUT_S
 
     def __init__(self, validate: Any, static: frozenset[str] | None,
-                 seed: CatalogSeed | None = None) -> None:
+                 settings: Any = None) -> None:
         self.validate = validate
         self.static = static
-        self.seed = seed if seed is not None else CatalogSeed({}, 0)
+        self.settings = settings
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.validate.open(runtime_context)
@@ -126,6 +171,12 @@ class ValidateWithCatalog(BroadcastProcessFunction):
         self.loaded = False
         self.updates = 0
         self.invalid = 0
+        self.reader: TopicReader | None = None
+        if self.settings is not None:
+            self.reader = TopicReader(self.settings, self.open_timeout_s, RETRY_S,
+                                      purpose="events at the start may be dead-lettered "
+                                      "unknown_product until the catalog source catches up")
+            self.reader.read()
         group = runtime_context.get_metrics_group()
         group.gauge("catalog_updates", lambda: self.updates)
         group.gauge("catalog_records_invalid", lambda: self.invalid)
@@ -133,15 +184,30 @@ class ValidateWithCatalog(BroadcastProcessFunction):
                     lambda: sum(1 for s in self.live.status.values() if s == ACTIVE))
         group.gauge("catalog_products_retired",
                     lambda: sum(1 for s in self.live.status.values() if s == RETIRED))
+        group.gauge("catalog_topic_reads", lambda: self.reader.reads if self.reader else 0)
+        group.gauge("catalog_topic_read_failures",
+                    lambda: self.reader.failures if self.reader else 0)
         self.descriptor = state_descriptor()
 
     def _load(self, ctx: Any) -> None:
         if not self.loaded:
             for pid, status in ctx.get_broadcast_state(self.descriptor).items():
                 self.live.apply(pid, status)
-            for pid, status in self.seed.status.items():
-                self.live.apply(pid, status)
+            self._take_read()
             self.loaded = True
+
+    def _take_read(self) -> None:
+        """Apply what the reader read to the dict (over the broadcast state, which is older),
+        then drop its records: only the statuses are kept, in the dict."""
+        if self.reader is None:
+            return
+        cat = self.reader.catalog
+        for pid in cat.records:
+            self.live.apply(pid, ACTIVE)
+        for pid in cat.retired:
+            self.live.apply(pid, RETIRED)
+        cat.records.clear()
+        cat.retired.clear()
 
     def process_element(self, value: str, ctx: Any) -> Iterable[Any]:
         self._load(ctx)
@@ -156,8 +222,8 @@ class ValidateWithCatalog(BroadcastProcessFunction):
             log.warning("catalog record refused (%s): %.200s", exc, value)
             return
         ctx.get_broadcast_state(self.descriptor).put(pid, status)
-        if pid in self.seed.status and _offset(value) < self.seed.offset:
-            return  # the seed holds this product's newer record
+        if self.reader is not None and _offset(value) < self.reader.catalog.offset:
+            return  # the read holds this product's latest status up to its offset
         self.live.apply(pid, status)
         self.updates += 1
 
@@ -166,31 +232,6 @@ def _offset(line: str) -> int:
     """A catalog source line's topic offset (its first field; -1 when unreadable)."""
     head = line.split("\t", 1)[0]
     return int(head) if head.isdigit() else -1
-
-
-@dataclass(frozen=True)
-class CatalogSeed:
-    """The catalog topic's statuses at job build (product -> ACTIVE or RETIRED) and
-    ``offset``, the next offset after them."""
-
-    status: dict[str, str]
-    offset: int
-
-
-def catalog_seed(settings: Any, timeout_s: float = 10.0) -> CatalogSeed:
-    """The catalog topic read to its end when the job is built; empty (logged) when it cannot
-    be read: the job then waits for the catalog source as before."""
-    from contract.catalog import read_catalog
-
-    try:
-        cat = read_catalog(settings, timeout_s=timeout_s)
-    except Exception as exc:  # no topic yet, or Kafka down: the source delivers it later
-        log.warning("catalog topic not read at build (%s): events at the start may be "
-                    "dead-lettered unknown_product until the catalog source catches up", exc)
-        return CatalogSeed({}, 0)
-    status = {pid: RETIRED for pid in cat.retired}
-    status.update((pid, ACTIVE) for pid in cat.records)
-    return CatalogSeed(status, cat.offset)
 
 
 def catalog_stream(env, settings):  # type: ignore[no-untyped-def]

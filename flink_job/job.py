@@ -213,10 +213,10 @@ def validate(raw, settings: Settings, opts: JobOptions):  # type: ignore[no-unty
                             skip_before=opts.skip_before)
     updates = catalog.catalog_stream(source_batches.get_execution_environment(), settings) \
         .broadcast(catalog.state_descriptor())
-    # the topic as it is now, so events waiting at the start find the products it holds
-    seed = catalog.catalog_seed(settings)
+    # with settings, each validator subtask reads the topic to its end at open, so events
+    # waiting at the start find the products it holds (nothing of the catalog is pickled)
     valid = (source_batches.connect(updates)
-             .process(catalog.ValidateWithCatalog(validator, opts.known_products, seed),
+             .process(catalog.ValidateWithCatalog(validator, opts.known_products, settings),
                       output_type=Types.STRING())
              .name("validate").uid("validate"))
     return valid, valid.get_side_output(fn.DEAD_LETTERS)

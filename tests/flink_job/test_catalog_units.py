@@ -9,14 +9,13 @@ import pytest
 
 from contract import reasons
 from contract.catalog import CatalogError, ProductRecord
+from contract.config import Settings
 from contract.events import Click, EventError, Impression
 from flink_job.catalog import (
     ACTIVE,
     RETIRED,
-    CatalogSeed,
     LiveProducts,
     ValidateWithCatalog,
-    catalog_seed,
     catalog_update,
 )
 from flink_job.functions import RECORD_SEPARATOR, Validate
@@ -132,54 +131,86 @@ def _events(pid: str, offset: int) -> list[str]:
             _record(offset + 1, Click(request_id="r", product_id=pid, ts_ms=NOW))]
 
 
-def test_events_waiting_at_a_start_find_the_products_the_topic_held() -> None:
-    """A fresh start: the events in Kafka reach the validator before the catalog source has
-    delivered anything; the seed (the topic read at build) decides for them. Records the
-    source replays that are older than the seed do not undo it; newer ones apply."""
-    new = ProductRecord("new", "Tea", 2.0).to_json().decode()
-    seed = CatalogSeed({"new": ACTIVE, "gone": RETIRED}, offset=10)
-    fn = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(), seed)
+def _write(s: Settings, *items: tuple[str, ProductRecord | None]) -> None:
+    from contract.catalog import ensure_catalog_topic, write_records
+    from contract.kafka import kafka_producer
+
+    ensure_catalog_topic(s)
+    write_records(kafka_producer(s.kafka), s.kafka.topic_catalog, items)
+
+
+def _opened(s: Settings) -> ValidateWithCatalog:
+    """A validator subtask opened as the job opens it (settings: it reads the topic)."""
+    fn = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(), s)
     fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
+    return fn
+
+
+def _line(offset: int, pid: str, rec: ProductRecord | None) -> str:
+    """The catalog source line CatalogDeserializer writes for a record (None: a tombstone)."""
+    return f"{offset}\tu\t{pid}\tn\t" if rec is None else \
+        f"{offset}\tu\t{pid}\tu\t{rec.to_json().decode()}"
+
+
+def test_events_waiting_at_a_start_find_the_products_the_topic_held(
+        unique_settings: Settings) -> None:
+    """A fresh start: the events in Kafka reach the validator before the catalog source has
+    delivered anything; the topic as the validator read it at open decides for them. Records
+    the source replays that are older than that read do not undo it; newer ones apply."""
+    s = unique_settings
+    new, gone = ProductRecord("new", "Tea", 2.0), ProductRecord("gone", "Tea", 2.0)
+    _write(s, ("new", new), ("gone", gone), ("gone", None))  # offsets 0, 1, 2
+    fn = _opened(s)
     state: dict[str, str] = {}
     ctx = _BroadcastCtx(state)
     assert _validate(fn, ctx, _events("new", 0)) == (2, [])
     assert _validate(fn, ctx, _events("gone", 2)) == (0, [reasons.RETIRED_PRODUCT] * 2)
     assert _validate(fn, ctx, _events("other", 4)) == (0, [reasons.UNKNOWN_PRODUCT] * 2)
-    # the source replays the topic: "gone" was added at offset 3, retired at 7 (in the seed)
-    fn.process_broadcast_element(f"0\tu\tnew\tu\t{new}", ctx)
-    fn.process_broadcast_element(f"3\tu\tgone\tu\t{new.replace('new', 'gone')}", ctx)
+    # the source replays the topic: "gone" was added at offset 1, retired at 2 (in the read)
+    fn.process_broadcast_element(_line(0, "new", new), ctx)
+    fn.process_broadcast_element(_line(1, "gone", gone), ctx)
     assert _validate(fn, ctx, _events("gone", 6)) == (0, [reasons.RETIRED_PRODUCT] * 2)
-    fn.process_broadcast_element("7\tu\tgone\tn\t", ctx)
+    fn.process_broadcast_element(_line(2, "gone", None), ctx)
     assert state == {"new": ACTIVE, "gone": RETIRED}
-    # after the seed: a retirement applies
-    fn.process_broadcast_element("12\tu\tnew\tn\t", ctx)
+    # after the read's offset: a retirement applies
+    fn.process_broadcast_element(_line(3, "new", None), ctx)
     assert _validate(fn, ctx, _events("new", 8)) == (0, [reasons.RETIRED_PRODUCT] * 2)
 
 
-def test_a_restore_takes_the_seed_over_its_checkpointed_catalog() -> None:
-    """The seed is read when the restored job is built, after its checkpoint: it wins."""
-    seed = CatalogSeed({"p": RETIRED, "q": ACTIVE}, offset=20)
-    fn = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(), seed)
-    fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
+def test_a_restore_takes_the_read_at_open_over_its_checkpointed_catalog(
+        unique_settings: Settings) -> None:
+    """The restored subtask reads the topic at open, after its checkpoint: the read wins."""
+    s = unique_settings
+    _write(s, ("p", ProductRecord("p", "Tea", 1.0)), ("p", None),
+           ("q", ProductRecord("q", "Tea", 1.0)))
+    fn = _opened(s)
     ctx = _BroadcastCtx({"p": ACTIVE, "r": ACTIVE})  # the checkpoint's
     assert _validate(fn, ctx, _events("p", 0)) == (0, [reasons.RETIRED_PRODUCT] * 2)
     assert _validate(fn, ctx, _events("q", 2)) == (2, [])
     assert _validate(fn, ctx, _events("r", 4)) == (2, [])
 
 
-def test_the_seed_is_the_topic_read_to_its_end(unique_settings) -> None:  # type: ignore[no-untyped-def]
-    """Against the real broker: records, a tombstone, and the offset after them; a topic
-    that cannot be read gives an empty seed (the job starts as before)."""
-    from contract.catalog import ensure_catalog_topic, write_records
-    from contract.kafka import kafka_producer
+def test_open_reads_the_topic_to_its_end(unique_settings: Settings) -> None:
+    """Against the real broker: records, a tombstone, and the offset after them, nothing read
+    when the function is made (it is pickled into the job graph); only the statuses are kept.
+    A topic that cannot be read gives nothing (the job starts as before: the catalog source
+    delivers it later)."""
+    import pickle
 
     s = unique_settings
-    ensure_catalog_topic(s)
-    write_records(kafka_producer(s.kafka), s.kafka.topic_catalog,
-                  [("a", ProductRecord("a", "Tea", 1.0)), ("b", ProductRecord("b", "Tea", 1.0)),
-                   ("b", None)])
-    seed = catalog_seed(s)
-    assert seed.status == {"a": ACTIVE, "b": RETIRED}
-    assert seed.offset == 3
-    down = catalog_seed(s.override(RTREC_KAFKA_BOOTSTRAP="127.0.0.1:1"), timeout_s=0.5)
-    assert down == CatalogSeed({}, 0)
+    _write(s, ("a", ProductRecord("a", "Tea", 1.0)), ("b", ProductRecord("b", "Tea", 1.0)),
+           ("b", None))
+    made = ValidateWithCatalog(Validate(D, None, 65536), frozenset(), s)
+    assert b"Tea" not in pickle.dumps(made)
+    fn = _opened(s)
+    assert fn.reader is not None and fn.reader.catalog.offset == 3
+    assert _validate(fn, _BroadcastCtx({}), _events("a", 0)) == (2, [])
+    assert fn.live.status == {"a": ACTIVE, "b": RETIRED}
+    assert (fn.reader.catalog.records, fn.reader.catalog.retired) == ({}, {})
+    down = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(),
+                               s.override(RTREC_KAFKA_BOOTSTRAP="127.0.0.1:1"))
+    down.open_timeout_s = 0.5
+    down.open(FakeRuntimeContext())  # type: ignore[arg-type]
+    assert down.reader is not None and (down.reader.failures, down.reader.catalog.offset) == (1, 0)
+    assert _validate(down, _BroadcastCtx({}), _events("a", 0)) == \
+        (0, [reasons.UNKNOWN_PRODUCT] * 2)
