@@ -17,7 +17,6 @@ its own state (checkpointed), so a restore never changes it.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,10 +24,10 @@ from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from contract.catalog import Catalog
 from contract.config import Settings
 from contract.linucb import ArmState, init_state
 from contract.prior import CategoryPool, informed_state, pool_delta
+from flink_job.catalog import TopicReader
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +66,12 @@ class PriorStarts:
 
         self.redis = redis_client(self.settings.redis)
         self.categories = category_map()
-        self.live = Catalog()
-        self.read_timeout_s = READ_TIMEOUT_S
-        self.retry_at = 0.0
+        # the catalog topic, read on from where it was last read (shared with the validator)
+        self.reader = TopicReader(self.settings, READ_TIMEOUT_S, RETRY_S,
+                                  purpose="categories from the shipped catalog")
+        self.live = self.reader.catalog
         self.resolved: dict[str, str] = {}
-        self._read_live()
+        self.reader.read()
         self.started = 0
         self.fallbacks = 0
         group = runtime_context.get_metrics_group()
@@ -94,28 +94,12 @@ class PriorStarts:
             return got
         rec = self.live.records.get(product_id) or self.live.retired.get(product_id)
         if rec is None and product_id not in self.categories:
-            if not self._read_live():
+            if not self.reader.read():
                 return UNKNOWN  # degraded, not kept: asked again after the back-off
             rec = self.live.records.get(product_id) or self.live.retired.get(product_id)
         got = rec.category if rec is not None else self.categories.get(product_id, UNKNOWN)
         self.resolved[product_id] = got
         return got
-
-    def _read_live(self) -> bool:
-        """Read the catalog topic on from where it was last read; False when it fails (no
-        topic, or Kafka down: logged, and not tried again for ``RETRY_S``)."""
-        if time.monotonic() < self.retry_at:
-            return False
-        try:
-            from contract.catalog import read_catalog
-
-            read_catalog(self.settings, timeout_s=self.read_timeout_s, into=self.live)
-        except Exception as exc:
-            log.warning("catalog topic not read (%s): categories from the shipped catalog; "
-                        "retrying in %g s", exc, RETRY_S)
-            self.retry_at = time.monotonic() + RETRY_S
-            return False
-        return True
 
     def _pool(self, category: str) -> CategoryPool | None:
         """The category's pool as published now: read once per new product (a product

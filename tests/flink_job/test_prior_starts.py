@@ -104,14 +104,14 @@ def test_a_failed_read_of_the_topic_is_not_kept_as_no_category(
     cat = sorted({p.category for p in load_catalog()})[0]
     ensure_catalog_topic(s)
     starts = _opened(s)
-    starts.read_timeout_s = 0.5
-    good = starts.settings
-    starts.settings = s.override(RTREC_KAFKA_BOOTSTRAP="127.0.0.1:1")  # nothing listens
+    starts.reader.timeout_s = 0.5
+    good = starts.reader.settings
+    starts.reader.settings = s.override(RTREC_KAFKA_BOOTSTRAP="127.0.0.1:1")  # nothing listens
     new = "added-during-outage"
     write_records(kafka_producer(s.kafka), s.kafka.topic_catalog,
                   [(new, ProductRecord(new, cat, 4.5))])
     assert starts.category(new) == UNKNOWN
     assert new not in starts.resolved
-    starts.settings = good
-    starts.retry_at = 0.0  # the outage's back-off has passed
+    starts.reader.settings = good
+    starts.reader.next_at = 0.0  # the outage's back-off has passed
     assert starts.category(new) == cat
