@@ -1,6 +1,7 @@
-"""Learning quality against peers: the project's LinUCB (calibrated exploration, the default;
-fixed alphas; the self-tuning controller) vs MABWiser, river and Vowpal Wabbit, on the same
-seeded visits with the same click draws (bench/learning_world.py), cold and pretrained.
+"""Learning quality against peers: the project's LinUCB (its default rule, ``category_rate``;
+the other rules; fixed alphas; the self-tuning controller) vs MABWiser, river and Vowpal
+Wabbit, on the same seeded visits with the same click draws (bench/learning_world.py), cold
+and pretrained.
 
 Each visit every learner shows one product; the click is ``U[t, j] < P[t, j]`` for the product
 j it showed, the same uniform whoever shows it. Regret is expected regret against the oracle,

@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from contract import exploration, linucb
+from contract.config import Settings
 
 
 class ProjectLinUCB:
@@ -181,22 +182,34 @@ class SharedPriorLinUCB(ProjectLinUCB):
         self.b0[g] += reward * x
 
 
-class SelfTuningLinUCB(ProjectLinUCB):
+class SelfTuningLinUCB(SharedPriorLinUCB):
     """One model; every visit each candidate rule picks a product, the controller's traffic
     split picks which candidate serves, and the log keeps the shown product's propensity (the
     split's mass on the candidates that picked it). Every ``every`` visits the candidates'
-    SNIPS over the last ``window`` visits go to the controller."""
+    SNIPS over the last ``window`` visits go to the controller.
+
+    It starts on the system's default rule (``RTREC_EXPLORATION``'s default,
+    :data:`DEFAULT_RULE`), as a shop turning ``RTREC_SELF_TUNE`` on would. ``category_rate``
+    is a candidate when ``categories`` are given (the catalog's, one per product: the pools
+    are those of :class:`SharedPriorLinUCB` ``centre="rate"``, i.e. ``linucb_category_rate``);
+    without them it is not, and the start is ``decaying`` (what ``category_rate`` is with no
+    categories)."""
 
     CANDIDATES: ClassVar[dict[str, tuple[str, float]]] = {
+        "category_rate": ("category_rate", 0.0),
         "decaying": ("decaying", 0.0), "calibrated": ("calibrated", 0.0),
         "alpha_0.03": ("fixed", 0.03),
         "alpha_0.1": ("fixed", 0.1), "alpha_0.3": ("fixed", 0.3), "alpha_1": ("fixed", 1.0)}
 
-    def __init__(self, name: str, n_products: int, dim: int, seed: int, l2: float = 1.0,
+    def __init__(self, name: str, n_products: int, dim: int, seed: int,
+                 categories: Sequence[str] | None = None, l2: float = 1.0,
                  min_explore_share: float = 0.1, margin: float = 0.0,
                  min_interval: int = 500, every: int = 250, window: int = 1000) -> None:
-        super().__init__(name, n_products, dim, "decaying", 0.0, l2)
-        self.tuner = exploration.SelfTuner(list(self.CANDIDATES), "decaying",  # the default
+        super().__init__(name, n_products, dim, "rate", groups=categories, l2=l2)
+        self.candidates = {n: c for n, c in self.CANDIDATES.items()
+                           if categories is not None or c[0] != "category_rate"}
+        start = DEFAULT_RULE if DEFAULT_RULE in self.candidates else "decaying"
+        self.tuner = exploration.SelfTuner(list(self.candidates), start,
                                            min_explore_share, margin, min_interval)
         self.rng = np.random.default_rng([seed, 23])
         self.every, self.window = every, window
@@ -207,21 +220,27 @@ class SelfTuningLinUCB(ProjectLinUCB):
         self._pending: tuple[np.ndarray, float] | None = None
         self.live_history: list[tuple[int, str]] = [(0, self.tuner.live)]
 
-    def rank(self, x: np.ndarray) -> int:
+    def candidate_scores(self, name: str, x: np.ndarray) -> np.ndarray:
+        """Every product's score under candidate ``name`` on the shared model."""
+        rule, alpha = self.candidates[name]
+        if rule == "category_rate":
+            return SharedPriorLinUCB.scores(self, x)
         mean, std = self.mean_std(x)
-        var = std * std
-        names = list(self.CANDIDATES)
-        picks = np.empty(len(names), dtype=np.int64)
-        for i, name in enumerate(names):
-            rule, alpha = self.CANDIDATES[name]
-            if rule == "decaying":
-                scores = exploration.rule_scores(rule, alpha, self.clicks, self.observations,
-                                                 x, self.l2, mean, var)
-            else:  # as before: mean + alpha * std
-                a = exploration.exploration_alpha(rule, alpha, self.clicks, self.observations,
-                                                  x, self.l2)
-                scores = mean + a * std
-            picks[i] = int(np.argmax(scores))
+        if rule == "decaying":
+            return exploration.rule_scores(rule, alpha, self.clicks, self.observations, x,
+                                           self.l2, mean, std * std)
+        a = exploration.exploration_alpha(rule, alpha, self.clicks, self.observations, x,
+                                          self.l2)
+        return mean + a * std
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """The live candidate's scores."""
+        return self.candidate_scores(self.tuner.live, x)
+
+    def rank(self, x: np.ndarray) -> int:
+        names = list(self.candidates)
+        picks = np.array([int(np.argmax(self.candidate_scores(n, x))) for n in names],
+                         dtype=np.int64)
         shares = self.tuner.shares()
         p = np.array([shares[n] for n in names])
         serving = int(self.rng.choice(len(names), p=p / p.sum()))
@@ -246,7 +265,7 @@ class SelfTuningLinUCB(ProjectLinUCB):
             pr = np.asarray(self.log_p[lo:])
             m = np.asarray(self.log_match[lo:])
             estimates = {name: exploration.snips(r, m[:, i], pr)
-                         for i, name in enumerate(self.CANDIDATES)}
+                         for i, name in enumerate(self.candidates)}
             before = self.tuner.live
             if self.tuner.observe(self.t, estimates) != before:
                 self.live_history.append((self.t, self.tuner.live))
@@ -418,7 +437,16 @@ class VowpalCB:
 def make_learners(n_products: int, dim: int, seed: int,
                   only: Sequence[str] | None = None) -> list:
     """Every learner of the benchmark, fresh, in the report's order (``only``: these names)."""
-    makers = {
+    from contract.features import load_catalog
+
+    model = Settings.from_env({}).model
+    cats = [p.category for p in load_catalog()]
+    shipped = len(cats) == n_products  # the shipped catalog (the benchmark's worlds)
+    makers = {}
+    if shipped:  # the default rule (DEFAULT): the catalog's categories, as a shop has them
+        makers["linucb_category_rate"] = lambda: SharedPriorLinUCB(
+            "linucb_category_rate", n_products, dim, "rate", groups=cats)
+    makers |= {
         "linucb_decaying": lambda: ProjectLinUCB("linucb_decaying", n_products, dim,
                                                  "decaying"),
         "linucb_calibrated": lambda: ProjectLinUCB("linucb_calibrated", n_products, dim),
@@ -430,22 +458,18 @@ def make_learners(n_products: int, dim: int, seed: int,
                                                   0.1),
         "linucb_alpha_0.03": lambda: ProjectLinUCB("linucb_alpha_0.03", n_products, dim,
                                                    "fixed", 0.03),
-        "self_tuning": lambda: SelfTuningLinUCB("self_tuning", n_products, dim, seed),
+        "self_tuning": lambda: SelfTuningLinUCB("self_tuning", n_products, dim, seed,
+                                                cats if shipped else None),
         "mabwiser_linucb": lambda: MabwiserLinUCB("mabwiser_linucb", n_products, dim, seed),
         "river_linucb": lambda: RiverLinUCB("river_linucb", n_products, dim, seed),
         "vw_squarecb": lambda: VowpalCB("vw_squarecb", n_products, dim, seed, "--squarecb"),
         "vw_epsilon": lambda: VowpalCB("vw_epsilon", n_products, dim, seed, "--epsilon 0.05"),
     }
-    from contract.config import Settings
-    from contract.features import load_catalog
-
-    model = Settings.from_env({}).model
-    cats = [p.category for p in load_catalog()]
-    if len(cats) == n_products:  # the shipped catalog (the benchmark's worlds)
+    if shipped:
         makers["linucb_decaying_category"] = lambda: CategoryPriorLinUCB(
             "linucb_decaying_category", n_products, dim, cats, model.prior_pseudo_obs,
             model.prior_min_obs)
-    if len(cats) == n_products:  # a peer given the categories too (issue 22, opt-in)
+    if shipped:  # a peer given the categories too (issue 22, opt-in)
         makers["vw_squarecb_category"] = lambda: VowpalCB(
             "vw_squarecb_category", n_products, dim, seed, "--squarecb", cats)
         makers["vw_epsilon_category"] = lambda: VowpalCB(
@@ -455,7 +479,7 @@ def make_learners(n_products: int, dim: int, seed: int,
             f"linucb_shared_{c}", n_products, dim, c))
         makers[f"linucb_shared_{c}_w10"] = (lambda c=c: SharedPriorLinUCB(
             f"linucb_shared_{c}_w10", n_products, dim, c, weight=10.0))
-        if len(cats) == n_products:
+        if shipped and c != "rate":
             makers[f"linucb_category_{c}"] = (lambda c=c: SharedPriorLinUCB(
                 f"linucb_category_{c}", n_products, dim, c, groups=cats))
     names = [n for n in makers if n not in OPT_IN] if only is None else list(only)
@@ -467,17 +491,23 @@ def make_learners(n_products: int, dim: int, seed: int,
 
 OPT_IN = ("linucb_decaying_category",
           *(f"linucb_{g}_{c}{w}" for g in ("shared", "category")
-            for c in ("rate", "mean", "mean_p") for w in ("", "_w10")),
+            for c in ("rate", "mean", "mean_p") for w in ("", "_w10")
+            if f"linucb_{g}_{c}{w}" != "linucb_category_rate"),
           "vw_squarecb_category", "vw_epsilon_category")
-"""Learners only run when named (``--only``): they use information the peers do not get."""
+"""Learners only run when named (``--only``): variants measured once (docs/EXPLORATION.md
+section 2) and Vowpal Wabbit given the categories. ``linucb_category_rate``, the default,
+runs in every run: it uses the catalog's categories, which the peers do not get, and a shop
+running this system has them."""
 PEERS = ("mabwiser_linucb", "river_linucb", "vw_squarecb", "vw_epsilon")
 FIXED = ("linucb_alpha_1", "linucb_alpha_0.3", "linucb_alpha_0.1", "linucb_alpha_0.03")
-DEFAULT = "linucb_decaying"
+DEFAULT_RULE = Settings.from_env({}).model.exploration
+"""The system's default exploration rule (``RTREC_EXPLORATION``'s default, contract/config.py)."""
+DEFAULT = f"linucb_{DEFAULT_RULE}"
+"""The row the issue's targets are checked on: the project's default rule."""
 RULES = ("linucb_calibrated", "linucb_decaying", "linucb_thompson", "linucb_category_rate")
 """The exploration rules of ours without a tuned constant (docs/EXPLORATION.md section 1):
 the default is chosen among them by the stated criterion, from the same run.
-``linucb_category_rate`` is ``RTREC_EXPLORATION=category_rate`` (the catalog's categories:
-opt-in, so it is in a run's criterion only when named by ``--only``)."""
+``linucb_category_rate`` is ``RTREC_EXPLORATION=category_rate`` (the catalog's categories)."""
 
 __all__ = ["DEFAULT", "FIXED", "OPT_IN", "PEERS", "RULES", "CategoryPriorLinUCB",
            "MabwiserLinUCB", "ProjectLinUCB", "RiverLinUCB", "SelfTuningLinUCB",

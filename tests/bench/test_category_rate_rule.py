@@ -1,13 +1,16 @@
 """RTREC_EXPLORATION=category_rate in the learning benchmark: ``linucb_category_rate`` is one
-of the rules the stated criterion chooses among (bench.bench_learning.targets/choose_rule),
-when a run names it."""
+of the rules the stated criterion chooses among (bench.bench_learning.targets/choose_rule);
+as the system's default it is the row the issue's targets are checked on, in every run, and
+the self-tuning learner starts on it."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bench.bench_learning import targets
-from bench.learning_peers import OPT_IN, RULES, make_learners
+from bench.learning_peers import DEFAULT, OPT_IN, RULES, make_learners
+from contract.config import Settings
 
 
 def _row(regret: float) -> dict[str, float]:
@@ -29,7 +32,36 @@ def test_the_criterion_weighs_category_rate_beside_the_other_rules(winner: str) 
     assert goals["choice"]["mean_ratio_to_best_peer"][winner] == pytest.approx(0.8)
 
 
-def test_the_row_is_the_category_pooled_learner_and_opt_in() -> None:
+def test_the_row_is_the_category_pooled_learner_and_the_default_in_every_run() -> None:
     (learner,) = make_learners(200, 15, 1, only=["linucb_category_rate"])
     assert learner.centre == "rate" and int(learner.group.max()) + 1 == learner.A0.shape[0] > 1
-    assert "linucb_category_rate" in OPT_IN  # runs only when named (--only)
+    assert DEFAULT == f"linucb_{Settings.from_env({}).model.exploration}" \
+        == "linucb_category_rate"
+    assert "linucb_category_rate" not in OPT_IN
+    assert "linucb_category_rate" in [lr.name for lr in make_learners(200, 15, 1)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_self_tuning_starts_on_the_default_and_its_candidate_is_that_rule(seed: int) -> None:
+    """On the same data, the self-tuner's category_rate candidate ranks as the default row
+    does, and with every share on the live candidate it shows what that row shows."""
+    ref, tuned = make_learners(200, 15, seed, only=["linucb_category_rate", "self_tuning"])
+    assert tuned.tuner.live == "category_rate" and "category_rate" in tuned.candidates
+    rng = np.random.default_rng(seed)
+    X = rng.random((300, 15))
+    items = rng.integers(0, 200, 300)
+    rewards = (rng.random(300) < 0.2).astype(float)
+    ref.pretrain(X, items, rewards)
+    tuned.pretrain(X, items, rewards)
+    tuned.tuner.min_explore_share = 0.0  # every visit served by the live candidate
+    for x in rng.random((20, 15)):
+        np.testing.assert_allclose(tuned.candidate_scores("category_rate", x), ref.scores(x),
+                                   rtol=1e-12, atol=1e-15)
+        assert tuned.rank(x) == ref.rank(x)
+
+
+def test_self_tuning_without_categories_has_no_category_rate_candidate() -> None:
+    from bench.learning_peers import SelfTuningLinUCB
+
+    tuned = SelfTuningLinUCB("self_tuning", 10, 3, 1)
+    assert "category_rate" not in tuned.candidates and tuned.tuner.live == "decaying"
