@@ -5,7 +5,9 @@ run alone, and against the best of them chosen in hindsight (issue 22's target: 
 ``.png``. It runs in this process, with the pieces the live system uses and nothing else:
 
 - one shared LinUCB model (the job learns every shown list: :class:`InstantLinUCB`, updated
-  after each visit, so the job's delay is not modelled);
+  after each visit, so the job's delay is not modelled), which also pools what it learns per
+  catalog category when a candidate is ``category_rate`` (the default rule; serving derives
+  the same pools from the published parameters);
 - every candidate of ``RTREC_SELF_TUNE``'s form ranks every visit with that model
   (:meth:`InstantLinUCB.recommend` under the candidate's rule), one is drawn by the
   controller's split and shown, and the impression's probability of its first product is
@@ -50,8 +52,11 @@ class LiveLoop:
 
     def __init__(self, m: int, dim: int, candidates: Sequence[Candidate], seed: int,
                  min_share: float, margin: float, interval: float, min_matched: int,
-                 every: int) -> None:
-        self.model = InstantLinUCB(m, dim)
+                 every: int, categories: Sequence[str] | None = None) -> None:
+        # the category pools are kept whenever a candidate ranks with them (category_rate)
+        pooled = any(c.rule == "category_rate" for c in candidates)
+        self.model = InstantLinUCB(m, dim, exploration="category_rate" if pooled else "fixed",
+                                   categories=categories if pooled else None)
         self.candidates = list(candidates)
         self.tuner = SelfTuner([c.name for c in candidates], candidates[0].name, min_share,
                                margin, interval, min_matched=min_matched)
@@ -98,13 +103,12 @@ class _Shown:
         self.items = items
 
 
-def fixed_learner(c: Candidate, m: int, dim: int) -> InstantLinUCB:
-    """A candidate run alone on all the traffic."""
-    if c.rule in ("calibrated", "decaying"):
-        return InstantLinUCB(m, dim, exploration=c.rule)
-    if c.rule == "category_rate":
-        raise ValueError("the self-tuning loop's learners have no catalog categories: "
-                         "category_rate would be decaying here; name decaying instead")
+def fixed_learner(c: Candidate, m: int, dim: int,
+                  categories: Sequence[str] | None = None) -> InstantLinUCB:
+    """A candidate run alone on all the traffic (``categories``: the catalog's, one per
+    product, what ``category_rate`` pools by)."""
+    if c.rule in ("calibrated", "decaying", "category_rate"):
+        return InstantLinUCB(m, dim, exploration=c.rule, categories=categories)
     return InstantLinUCB(m, dim, alpha=float(c.alpha or 0.0), exploration="fixed")
 
 
@@ -117,8 +121,10 @@ def run_one(world: str, visits: Sequence[Visit], seed: int, candidates: Sequence
     shop.prepare(visits)
     xs = features.context_matrix([v.user for v in visits], [v.at for v in visits])
     m, dim = len(products), features.dim
-    loop = LiveLoop(m, dim, candidates, seed, **loop_args)  # type: ignore[arg-type]
-    alone = {c.name: fixed_learner(c, m, dim) for c in candidates}
+    cats = [p.category for p in products]
+    loop = LiveLoop(m, dim, candidates, seed, **loop_args,  # type: ignore[arg-type]
+                    categories=cats)
+    alone = {c.name: fixed_learner(c, m, dim, cats) for c in candidates}
     top1 = {n: np.zeros(len(visits)) for n in ["self_tune", *alone]}
     clicks = dict.fromkeys(top1, 0)
     by_served = {c.name: 0.0 for c in candidates}  # the loop's regret split by who served

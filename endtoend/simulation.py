@@ -188,7 +188,8 @@ class InstantLinUCB:
             self._M = None
 
     def recommend(self, visit: Visit, x: np.ndarray, k: int) -> Shown:
-        if self.groups is not None:  # category_rate: decaying with p -> q_c(x) per product
+        if self.groups is not None and self.exploration == "category_rate":
+            # category_rate: decaying with p -> q_c(x) per product
             if self._M is None:
                 self._M = exploration.category_solve(self.S, self.l2)
             var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
