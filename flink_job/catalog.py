@@ -4,16 +4,17 @@ The compacted catalog topic (``RTREC_CATALOG_TOPIC``, contract/catalog.py) is re
 source of its own (from the earliest offset on a fresh start; from the checkpoint's offset on a
 restore), its records turned into ``(product_id, status)`` updates and **broadcast** to every
 validator subtask, which keeps them in Flink *broadcast state* (checkpointed with the job, so a
-restore knows the catalog without re-reading the topic) and in a dict beside it (a lookup per
-event through the state bridge would cost more than the event's parsing).
+restore knows the catalog even when the topic cannot be read) and in a dict beside it (a
+lookup per event through the state bridge would cost more than the event's parsing).
 
 What the validator then decides per product of an event (:class:`LiveProducts`): the product's
 latest catalog record is a record -> learned; a tombstone -> dead-lettered ``retired_product``;
 no record -> the static list decides (``--products``, by default the shipped catalog;
 ``--products topic``: none, only the topic counts), and a product in neither is
-``unknown_product``. A retired product's learned state (keyed, in the learner) is never
-touched: events are simply no longer learned, and learning resumes from that state when a
-record re-adds it.
+``unknown_product`` - after the subtask has read the topic again, rate-limited, in case the
+product's record is there but not yet delivered by the source (:class:`ValidateWithCatalog`).
+A retired product's learned state (keyed, in the learner) is never touched: events are simply
+no longer learned, and learning resumes from that state when a record re-adds it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyflink.datastream import BroadcastProcessFunction, RuntimeContext
@@ -37,6 +38,9 @@ RETIRED = "r"
 STATE_NAME = "catalog"
 OPEN_TIMEOUT_S = 10.0  # the read of the topic at open
 RETRY_S = 5.0  # after a failed read of the topic, no other read for this long
+# an unknown product: the topic is read again, at most once per interval, within a timeout
+RECHECK_INTERVAL_S = 1.0
+RECHECK_TIMEOUT_S = 2.0
 
 
 def catalog_update(line: str) -> tuple[str, str]:
@@ -65,11 +69,15 @@ def catalog_update(line: str) -> tuple[str, str]:
 
 class LiveProducts:
     """Which products an event may name: the catalog topic's statuses over a static list
-    (None: no static list, only retired products are refused)."""
+    (None: no static list, only retired products are refused). ``refresh``, when given, is
+    called for a product neither knows before it is refused ``unknown_product``: it may bring
+    the statuses up to date (True when it read the topic) and the product is looked up again."""
 
-    def __init__(self, static: frozenset[str] | None) -> None:
+    def __init__(self, static: frozenset[str] | None,
+                 refresh: Callable[[], bool] | None = None) -> None:
         self.static = static
         self.status: dict[str, str] = {}
+        self.refresh = refresh
 
     def apply(self, pid: str, status: str) -> None:
         self.status[pid] = status
@@ -85,6 +93,9 @@ class LiveProducts:
 
     def _one(self, pid: str, where: str) -> None:
         st = self.status.get(pid)
+        if st is None and self.static is not None and pid not in self.static \
+                and self.refresh is not None and self.refresh():
+            st = self.status.get(pid)
         if st == ACTIVE:
             return
         if st == RETIRED:
@@ -154,9 +165,19 @@ class ValidateWithCatalog(BroadcastProcessFunction):
     the topic holds is dead-lettered ``unknown_product``. That read is newer than a restored
     checkpoint's state, so it is applied over it; catalog records older than the read's
     offset (the source replaying the topic) go to the broadcast state but do not undo the
-    read's status in the dict; records from its offset on apply as usual."""
+    read's status in the dict; records from its offset on apply as usual.
+
+    While the job runs the same race remains for a product added a moment ago: its event can
+    come before its record. So a product neither the dict nor the static list knows makes the
+    subtask read the topic on to its current end (at most once per ``recheck_interval_s``,
+    within ``recheck_timeout_s``, none for ``RETRY_S`` after a failure) and look it up again
+    before it is dead-lettered ``unknown_product``. Such a read applies like the one at open:
+    over the dict (it is newer than what the source delivered, unless a read cut short ends
+    before that: then it is not applied), and the offset guard above moves to its end."""
 
     open_timeout_s = OPEN_TIMEOUT_S
+    recheck_interval_s = RECHECK_INTERVAL_S
+    recheck_timeout_s = RECHECK_TIMEOUT_S
 
     def __init__(self, validate: Any, static: frozenset[str] | None,
                  settings: Any = None) -> None:
@@ -166,17 +187,21 @@ class ValidateWithCatalog(BroadcastProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.validate.open(runtime_context)
-        self.live = LiveProducts(self.static)
-        self.validate.catalog = self.live
         self.loaded = False
         self.updates = 0
         self.invalid = 0
+        self.found = 0
+        self.source_next = 0  # the offset after the last record the catalog source delivered
         self.reader: TopicReader | None = None
         if self.settings is not None:
             self.reader = TopicReader(self.settings, self.open_timeout_s, RETRY_S,
-                                      purpose="events at the start may be dead-lettered "
-                                      "unknown_product until the catalog source catches up")
+                                      purpose="products the catalog source has not delivered "
+                                      "yet are dead-lettered unknown_product")
             self.reader.read()
+            self.reader.timeout_s = self.recheck_timeout_s  # the reads after open
+            self.reader.min_interval_s = self.recheck_interval_s
+        self.live = LiveProducts(self.static, self._recheck if self.reader else None)
+        self.validate.catalog = self.live
         group = runtime_context.get_metrics_group()
         group.gauge("catalog_updates", lambda: self.updates)
         group.gauge("catalog_records_invalid", lambda: self.invalid)
@@ -187,6 +212,7 @@ class ValidateWithCatalog(BroadcastProcessFunction):
         group.gauge("catalog_topic_reads", lambda: self.reader.reads if self.reader else 0)
         group.gauge("catalog_topic_read_failures",
                     lambda: self.reader.failures if self.reader else 0)
+        group.gauge("catalog_products_found_by_read", lambda: self.found)
         self.descriptor = state_descriptor()
 
     def _load(self, ctx: Any) -> None:
@@ -197,17 +223,29 @@ class ValidateWithCatalog(BroadcastProcessFunction):
             self.loaded = True
 
     def _take_read(self) -> None:
-        """Apply what the reader read to the dict (over the broadcast state, which is older),
-        then drop its records: only the statuses are kept, in the dict."""
+        """Apply what the reader read to the dict (over the broadcast state and the source's
+        records, which are older), then drop its records: only the statuses are kept, in the
+        dict. A read that ended before the source's last record (cut short by its timeout)
+        is older than the dict and is not applied: the source delivers the rest in order."""
         if self.reader is None:
             return
         cat = self.reader.catalog
-        for pid in cat.records:
-            self.live.apply(pid, ACTIVE)
-        for pid in cat.retired:
-            self.live.apply(pid, RETIRED)
+        if cat.offset > self.source_next:
+            for pid in cat.records:
+                self.live.apply(pid, ACTIVE)
+            for pid in cat.retired:
+                self.live.apply(pid, RETIRED)
         cat.records.clear()
         cat.retired.clear()
+
+    def _recheck(self) -> bool:
+        """A product is unknown: read the topic on to its end, if the rate limit allows."""
+        assert self.reader is not None
+        known = len(self.live.status)
+        read = self.reader.read()
+        self._take_read()  # a failed read keeps a consistent prefix: applied too
+        self.found += len(self.live.status) - known
+        return read
 
     def process_element(self, value: str, ctx: Any) -> Iterable[Any]:
         self._load(ctx)
@@ -222,7 +260,9 @@ class ValidateWithCatalog(BroadcastProcessFunction):
             log.warning("catalog record refused (%s): %.200s", exc, value)
             return
         ctx.get_broadcast_state(self.descriptor).put(pid, status)
-        if self.reader is not None and _offset(value) < self.reader.catalog.offset:
+        offset = _offset(value)
+        self.source_next = max(self.source_next, offset + 1)
+        if self.reader is not None and offset < self.reader.catalog.offset:
             return  # the read holds this product's latest status up to its offset
         self.live.apply(pid, status)
         self.updates += 1

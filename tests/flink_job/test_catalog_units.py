@@ -214,3 +214,138 @@ def test_open_reads_the_topic_to_its_end(unique_settings: Settings) -> None:
     assert down.reader is not None and (down.reader.failures, down.reader.catalog.offset) == (1, 0)
     assert _validate(down, _BroadcastCtx({}), _events("a", 0)) == \
         (0, [reasons.UNKNOWN_PRODUCT] * 2)
+
+
+def _batch(pids: list[str], offset: int) -> list[str]:
+    return [r for i, pid in enumerate(pids) for r in _events(pid, offset + 2 * i)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_product_added_after_the_read_is_found_in_the_topic_before_its_broadcast_record(
+        unique_settings: Settings, seed: int) -> None:
+    """While the job runs, an event for a product added a moment ago can reach the validator
+    before the catalog source delivers the product's record: the validator reads the topic to
+    its end again rather than dead-letter a learnable event ``unknown_product``. A flood of
+    ids the topic does not hold is still dead-lettered ``unknown_product``, with at most one
+    read of the topic per interval; the records the source delivers afterwards (older than
+    the read) do not undo what the read found, later ones apply."""
+    import random
+
+    s = unique_settings
+    rng = random.Random(seed)
+    old = [f"old{seed}-{i}" for i in range(rng.randint(1, 5))]
+    _write(s, *[(p, ProductRecord(p, "Tea", 1.0)) for p in old])
+    fn = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(), s)
+    fn.recheck_interval_s = 600.0  # no second read within the test unless it allows one
+    fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
+    assert fn.reader is not None
+    ctx = _BroadcastCtx({})
+    assert _validate(fn, ctx, _batch(old, 0)) == (2 * len(old), [])
+    assert fn.reader.reads == 1  # the read at open
+
+    added = [f"added{seed}-{i}" for i in range(rng.randint(2, 6))]
+    gone = f"gone{seed}"
+    _write(s, *[(p, ProductRecord(p, "Tea", 1.0)) for p in added],
+           (gone, ProductRecord(gone, "Tea", 1.0)), (gone, None))
+    offsets = {p: len(old) + i for i, p in enumerate(added)}
+    assert _validate(fn, ctx, _batch(added, 20)) == (2 * len(added), [])
+    assert fn.reader.reads == 2  # one read for the whole batch
+    assert _validate(fn, ctx, _events(gone, 40)) == (0, [reasons.RETIRED_PRODUCT] * 2)
+    assert fn.reader.reads == 2  # the read found it: no other
+
+    unknown = [f"nowhere{seed}-{i}" for i in range(rng.randint(20, 60))]
+    assert _validate(fn, ctx, _batch(unknown, 100)) == \
+        (0, [reasons.UNKNOWN_PRODUCT] * 2 * len(unknown))
+    assert fn.reader.reads == 2  # within the interval: no read
+
+    # the interval has passed: the next unknown id reads the topic once, which finds a
+    # product added since; the ids it does not hold stay unknown_product
+    late = f"late{seed}"
+    _write(s, (late, ProductRecord(late, "Tea", 1.0)))
+    fn.reader.next_at = 0.0
+    assert _validate(fn, ctx, _batch([*unknown[:3], late, *unknown[3:6]], 200)) == \
+        (2, [reasons.UNKNOWN_PRODUCT] * 12)
+    assert fn.reader.reads == 3
+
+    # the catalog source delivers the records now: older than the reads, they do not undo
+    # the retirement the read found; a retirement written after the reads applies
+    end = len(old) + len(added) + 3
+    for p in added:
+        fn.process_broadcast_element(_line(offsets[p], p, ProductRecord(p, "Tea", 1.0)), ctx)
+    fn.process_broadcast_element(_line(end - 3, gone, ProductRecord(gone, "Tea", 1.0)), ctx)
+    assert _validate(fn, ctx, _events(gone, 300)) == (0, [reasons.RETIRED_PRODUCT] * 2)
+    fn.process_broadcast_element(_line(end - 2, gone, None), ctx)
+    fn.process_broadcast_element(_line(end - 1, late, ProductRecord(late, "Tea", 1.0)), ctx)
+    victim = rng.choice(added)
+    _write(s, (victim, None))
+    fn.process_broadcast_element(_line(end, victim, None), ctx)
+    assert _validate(fn, ctx, _batch([*added, late], 400)) == \
+        (2 * len(added), [reasons.RETIRED_PRODUCT] * 2)
+    assert ctx.state[victim] == RETIRED and ctx.state[gone] == RETIRED
+    assert fn.reader.reads == 3
+
+
+@pytest.mark.parametrize("interval_s", [0.1, 0.25])
+def test_a_flood_of_unknown_ids_reads_the_topic_at_most_once_per_interval(
+        unique_settings: Settings, interval_s: float) -> None:
+    """Timed: batches of unknown ids for 1.5 s read the topic about once per interval, never
+    more (each read is counted), and every such event is dead-lettered unknown_product."""
+    import time
+
+    s = unique_settings
+    _write(s, ("a", ProductRecord("a", "Tea", 1.0)))
+    fn = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(), s)
+    fn.recheck_interval_s = interval_s
+    fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
+    assert fn.reader is not None
+    ctx = _BroadcastCtx({})
+    t0, batches = time.monotonic(), 0
+    while time.monotonic() - t0 < 1.5:
+        ids = [f"unknown{batches}-{i}" for i in range(5)]
+        assert _validate(fn, ctx, _batch(ids, 10 * batches)) == \
+            (0, [reasons.UNKNOWN_PRODUCT] * 10)
+        batches += 1
+    elapsed = time.monotonic() - t0
+    reads = fn.reader.reads - 1  # the read at open
+    assert 2 <= reads <= elapsed / interval_s + 1, (reads, elapsed, batches)
+    assert batches > 3 * reads  # most batches did not read
+
+
+def test_a_failed_read_backs_off(unique_settings: Settings) -> None:
+    """Kafka unreachable when an unknown id is met: the event is dead-lettered
+    unknown_product after one bounded read, and no other read is tried during the back-off;
+    afterwards a read finds what the topic holds."""
+    s = unique_settings
+    _write(s, ("a", ProductRecord("a", "Tea", 1.0)))
+    fn = _opened(s)
+    assert fn.reader is not None
+    ctx = _BroadcastCtx({})
+    _write(s, ("b", ProductRecord("b", "Tea", 1.0)))
+    good = fn.reader.settings
+    fn.reader.settings = s.override(RTREC_KAFKA_BOOTSTRAP="127.0.0.1:1")  # nothing listens
+    fn.reader.timeout_s = 0.5
+    fn.reader.next_at = 0.0
+    for i in range(3):
+        assert _validate(fn, ctx, _events("b", 2 * i)) == (0, [reasons.UNKNOWN_PRODUCT] * 2)
+    assert (fn.reader.reads, fn.reader.failures) == (2, 1)
+    fn.reader.settings = good
+    fn.reader.next_at = 0.0  # the back-off has passed
+    assert _validate(fn, ctx, _events("b", 10)) == (2, [])
+    assert (fn.reader.reads, fn.reader.failures) == (3, 1)
+
+
+def test_a_read_behind_the_broadcast_input_does_not_undo_it(unique_settings: Settings) -> None:
+    """A read cut short by its timeout can end before the offset the catalog source has
+    already delivered: what it read is older than the broadcast input and must not undo it.
+    (The source's line is written by hand at an offset past the read's end.)"""
+    s = unique_settings
+    _write(s, ("a", ProductRecord("a", "Tea", 1.0)))
+    fn = _opened(s)
+    ctx = _BroadcastCtx({})
+    fn.process_broadcast_element(_line(9, "y", None), ctx)  # the source: y retired at 9
+    _write(s, ("y", ProductRecord("y", "Tea", 1.0)))  # offset 1: older than 9
+    assert fn.reader is not None
+    fn.reader.next_at = 0.0
+    assert _validate(fn, ctx, _events("z", 0)) == (0, [reasons.UNKNOWN_PRODUCT] * 2)
+    assert fn.reader.reads == 2 and fn.reader.catalog.offset == 2  # it read y's record
+    assert _validate(fn, ctx, _events("y", 2)) == (0, [reasons.RETIRED_PRODUCT] * 2)
