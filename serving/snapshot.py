@@ -241,6 +241,7 @@ class _Rows:
         # top_scores prunes by it
         self.vbound = np.zeros((capacity, 3))
         self.vmax = self.vbound[:, 2]
+        self.unbounded = False  # a row without a finite bound was ever written (never lowered)
         self.exact_hot: dict[int, np.ndarray] = {}
         # a small store also keeps the float64 rows, scored exactly as before: it fits in the
         # cache, where the float32 pass saves nothing and its refinement would cost
@@ -314,7 +315,10 @@ class _Rows:
         self.theta32[rows] = hi[:, :d]
         self.avar32[rows] = hi[:, d:]
         self.low[rows] = low
-        self.vbound[rows] = _vbound(A_invs)
+        vb = _vbound(A_invs)
+        self.vbound[rows] = vb
+        if not self.unbounded and not np.isfinite(vb).all():
+            self.unbounded = True
         if self.hot64 is not None:
             self.hot64[rows] = vals
         for j, q in enumerate(rows.tolist()):
@@ -721,7 +725,7 @@ class Snapshot:
         rows kept, see EXACT_STORE_ROWS) is scored in float64 throughout.
 
         ``only_best`` (a caller that takes the best k and nothing else, as a plain request
-        does): on a big store with an exploration term (alpha, weight >= 0), the A^-1 rows
+        does): on a big store with an exploration term (alpha >= 0), the A^-1 rows
         are not read at all when a bound prunes (see :meth:`_pruned`): the best k, their
         order, scores and ties are float64's as above, and every other score is replaced by
         an upper bound of it that is below the k-th best.
@@ -820,7 +824,8 @@ class Snapshot:
         bounds, _vbound; c, s: x_var along and across _direction), put through
         :func:`_combine` like an exact score (its
         operations are monotone in the mean and v for alpha, weight >= 0, and so are their
-        roundings: the bound holds for the float64 score as computed). The float32 scores'
+        roundings: the bound holds for the float64 score as computed; a negative weight
+        only lowers a score, so it enters the bound as 0). The float32 scores'
         lower bounds of the products whose bound is among the best of an even sample give a
         floor for the k-th best score; only products whose upper bound reaches it can be
         among the best k. Those are scored from their float32 rows with top_scores' error
@@ -828,13 +833,16 @@ class Snapshot:
         Every other product keeps an upper bound (below the k-th best). Prunes well when the
         exploration term is small next to the means' spread (on bench_serving's data: the
         best k alone)."""
-        if alpha < 0 or (weight.min(initial=0.0) < 0 if isinstance(weight, np.ndarray)
-                         else weight < 0):
+        if alpha < 0:
             return None
         rows, m = self._rows, mean.size
         limit = max(4 * k, m // 64)  # beyond this, the float32 pass costs less
         vb = rows.var_bound(xv).take(self._slot[:m])
-        up = _combine(mean + e_mean, vb, alpha, weight)
+        # a negative weight (category_rate: a category whose rate for x is negative) can
+        # only lower a score, weight * max(v, 0) <= 0: its part of the bound is 0
+        up = _combine(mean + e_mean, vb, alpha, np.maximum(weight, 0.0))
+        if rows.unbounded:  # a row's inf bound times a 0 is NaN: no bound
+            np.nan_to_num(up, copy=False, nan=np.inf)
         if plus is not None:
             up += plus
         sample = up[::max(1, m // 4096)] if m >= 8192 else up
@@ -990,7 +998,7 @@ class Snapshot:
         for j, r in enumerate(self._slot.tolist()) if old.exact_hot else ():
             if r in old.exact_hot:
                 rows.exact_hot[int(slot[j])] = old.exact_hot[r]
-        rows.bound = old.bound
+        rows.bound, rows.unbounded = old.bound, old.unbounded
         if m >= 4096:
             trim_heap()
         snap = Snapshot._new(self.product_ids, self._index, rows, slot, rows.head,

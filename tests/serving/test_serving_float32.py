@@ -448,6 +448,45 @@ def test_only_best_ranks_as_float64(float32_rows: None, monkeypatch: pytest.Monk
     assert calls and all(calls)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_only_best_prunes_under_negative_weights(float32_rows: None,
+                                                 monkeypatch: pytest.MonkeyPatch, seed: int
+                                                 ) -> None:
+    """``category_rate`` gives a category a negative weight when its rate ``q_c(x)`` is
+    negative (its pooled click sums point away from x: the bench's synthetic parameters do
+    it for most contexts): a product's variance then only lowers its score, so the mean
+    alone bounds it and the bound still prunes. Weights of both signs per product, and one
+    negative weight; with and without alpha and a popularity term: float64's best k, and
+    the A^-1 rows unread."""
+    rng = np.random.default_rng(900 + seed)
+    snap = _snapshot(_learned_params(rng, 400, 1.0))
+    calls: list[bool] = []
+    pruned = Snapshot._pruned
+
+    def spy(self: Snapshot, *a: object) -> object:
+        out = pruned(self, *a)  # type: ignore[arg-type]
+        calls.append(out is not None)
+        return out
+    monkeypatch.setattr(Snapshot, "_pruned", spy)
+    for _ in range(8):
+        x = rng.uniform(0, 1, D)
+        u = x / np.linalg.norm(x)
+        pop = np.where(rng.uniform(size=400) < 0.1, rng.uniform(0, 0.5, 400), 0.0)
+        mixed = rng.uniform(-0.05, 0.05, 400)
+        mixed[rng.uniform(size=400) < 0.1] = 0.0  # a weight of 0 takes nothing either way
+        for alpha, weight, plus in ((0.0, mixed, None), (0.02, mixed, pop),
+                                    (0.0, -0.03, pop), (0.05, -0.03, None)):
+            ref = _reference_w(snap, x, alpha, np.broadcast_to(weight, (400,)), u, 400)
+            if plus is not None:
+                ref = ref + plus
+            s, _ = snap.top_scores(x, K, alpha, weight, x_var=u, plus=plus, only_best=True)
+            _ranked_alike(s, ref, K)
+            full = snap.top_scores(x, K, alpha, weight, x_var=u, plus=plus)[0]
+            top = linucb.top_k(full, K)
+            assert (linucb.top_k(s, K) == top).all() and (s[top] == full[top]).all()
+    assert calls and all(calls)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_only_best_near_ties_and_a_big_exploration_term(float32_rows: None, seed: int
                                                          ) -> None:
