@@ -38,6 +38,7 @@ clock: seconds, or visits in the benchmark). Every switch is logged and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -229,15 +230,39 @@ def category_rate_scores(M: np.ndarray, t: np.ndarray, groups: np.ndarray, p: fl
     return np.asarray(mean, dtype=np.float64) + w[groups] * np.maximum(var, 0.0)
 
 
-def pool_terms(thetas: np.ndarray, A_invs: np.ndarray, l2: float
-               ) -> tuple[np.ndarray, np.ndarray]:
+def inverses(A_invs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, ok)``: ``A = A_inv^-1`` per matrix, (m, d, d), and (m,) bool, False for a
+    singular one (its ``A`` is NaN: not a valid value, it counts nothing). One inversion
+    call for the batch; each matrix's inverse is the same number whatever is inverted with
+    it (row by row after a singular one), so a caller can compute it once and hand it to
+    :func:`count_terms` and :func:`pool_terms` (serving inverts each changed product once).
+    """
+    A_invs = np.asarray(A_invs, dtype=np.float64)
+    try:
+        return np.linalg.inv(A_invs), np.ones(A_invs.shape[0], dtype=bool)
+    except np.linalg.LinAlgError:
+        A = np.full(A_invs.shape, np.nan)
+        ok = np.zeros(A_invs.shape[0], dtype=bool)
+        for j in range(A_invs.shape[0]):
+            with contextlib.suppress(np.linalg.LinAlgError):
+                A[j] = np.linalg.inv(A_invs[j:j + 1])[0]
+                ok[j] = True
+        return A, ok
+
+
+def pool_terms(thetas: np.ndarray, A_invs: np.ndarray, l2: float,
+               inverse: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each product's share of its category's pool from its published parameters:
     ``(A_i - l2 I, b_i)`` with ``A_i = A_inv_i^-1`` and ``b_i = A_i theta_i``, (m, d, d) and
     (m, d). A category's ``S_c``, ``t_c`` are their sums over its products (what every
     observation of them added to the ridge state: the job starts each product at
-    ``l2 I``)."""
+    ``l2 I``). ``inverse``: ``A_inv^-1`` when the caller has it (:func:`inverses`; not
+    changed), the same numbers as inverting here."""
     thetas = np.asarray(thetas, dtype=np.float64)
-    A = np.linalg.inv(np.asarray(A_invs, dtype=np.float64))
+    if inverse is None:
+        A = np.linalg.inv(np.asarray(A_invs, dtype=np.float64))
+    else:
+        A = np.array(inverse, dtype=np.float64)
     b = (A @ thetas[..., None])[..., 0]
     diag = np.arange(thetas.shape[-1])
     A[..., diag, diag] -= l2
@@ -274,17 +299,19 @@ def counts_from_params(thetas: np.ndarray, A_invs: np.ndarray, l2: float
     return min(max(0.0, clicks), obs), obs
 
 
-def count_terms(thetas: np.ndarray, A_invs: np.ndarray) -> np.ndarray:
+def count_terms(thetas: np.ndarray, A_invs: np.ndarray,
+                inverse: np.ndarray | None = None) -> np.ndarray:
     """(m, 2) per product: the one-hot block's sums of b and of diag A, the terms
     :func:`counts_from_params` adds up (zeros when x is not the shipped layout). A store of
     many products keeps them per product as its parameters change, so the counts cost one sum
-    instead of m inversions (serving/snapshot.py)."""
+    instead of m inversions (serving/snapshot.py). ``inverse``: ``A_inv^-1`` when the caller
+    has it (:func:`inverses`), the same numbers as inverting here."""
     thetas = np.asarray(thetas, dtype=np.float64)
     out = np.zeros((thetas.shape[0], 2))
     block = _one_hot_block(thetas.shape[-1]) if thetas.ndim == 2 else None
     if block is None or thetas.shape[0] == 0:
         return out
-    A = np.linalg.inv(np.asarray(A_invs, dtype=np.float64))
+    A = np.linalg.inv(np.asarray(A_invs, dtype=np.float64)) if inverse is None else inverse
     out[:, 0] = np.einsum("mij,mj->mi", A, thetas)[:, block].sum(axis=1)
     out[:, 1] = np.einsum("mii->mi", A)[:, block].sum(axis=1)
     return out

@@ -33,7 +33,6 @@ afresh by the rounding of the additions, about 1e-16 of the pool's size per upda
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -212,20 +211,15 @@ class CategoryPools:
                  if snap is not None and i.size]
         if not parts:
             return set()
-        read = [snap.params_of(i) for snap, i, _s in parts]
-        thetas = np.concatenate([r[0] for r in read])
-        A_invs = np.concatenate([r[1] for r in read])
+        read = [snap.params_and_inverses(i) for snap, i, _s in parts]
+        thetas, A_invs, A = (np.concatenate([r[j] for r in read]) for j in range(3))
+        ok = np.concatenate([r[3] for r in read])
         codes = np.concatenate([category[i] for _snap, i, _s in parts])
         signs = np.concatenate([np.full(i.size, sign) for _snap, i, sign in parts])
-        try:
-            dS, db = exploration.pool_terms(thetas, A_invs, self.l2)
-        except np.linalg.LinAlgError:  # a singular A^-1 is no valid value: those count nothing
-            dS = np.zeros((codes.size, self.dim, self.dim))
-            db = np.zeros((codes.size, self.dim))
-            for j in range(codes.size):
-                with contextlib.suppress(np.linalg.LinAlgError):
-                    dS[j], db[j] = (v[0] for v in exploration.pool_terms(
-                        thetas[j:j + 1], A_invs[j:j + 1], self.l2))
+        # a singular A^-1 (no valid value, A is NaN) counts nothing
+        dS, db = exploration.pool_terms(thetas, A_invs, self.l2, inverse=A)
+        dS[~ok] = 0.0
+        db[~ok] = 0.0
         cats, where = np.unique(codes, return_inverse=True)
         W = np.zeros((cats.size, codes.size))
         W[where, np.arange(codes.size)] = signs  # one row per category touched: +1 / -1

@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from contract import exploration, linucb
+from contract import exploration
 from contract.codec import Params
 
 _V, _T, _N = 0, 1, 2  # the meta columns: version, updated_at_ms, observations
@@ -90,6 +90,7 @@ def _triangle(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, n
 
 
 EXACT_STORE_ROWS = 16_384  # a store of at most this many rows keeps its float64 rows too
+WRITTEN_KEPT = 1024  # an update of at most this many products keeps their inverses (<= 3.7 MB)
 _EXPONENT = np.int32(0x7F800000)
 _U32 = 2.0 ** -24  # float32's unit roundoff
 
@@ -297,8 +298,9 @@ class _Rows:
         return out
 
     def write(self, rows: np.ndarray, thetas: np.ndarray, A_invs: np.ndarray,
-              meta: np.ndarray) -> None:
-        """Fill these (free) rows: thetas (k, d), A_invs (k, d, d), meta (k, 3)."""
+              meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fill these (free) rows: thetas (k, d), A_invs (k, d, d), meta (k, 3). Returns
+        the inverses it computed, ``exploration.inverses(A_invs)``."""
         d = self.d
         r, c, w, lr, lc = _triangle(d)
         vals = np.empty((rows.size, self.low.shape[1]))
@@ -336,14 +338,14 @@ class _Rows:
             else:
                 self.exact[r] = lower[j].copy()
         self.meta[rows] = meta
-        try:
-            self.terms[rows] = exploration.count_terms(thetas, A_invs)
-        except np.linalg.LinAlgError:  # a singular A^-1 (not a valid value): row by row,
-            for j, r in enumerate(rows.tolist()):  # counting nothing for the singular ones
-                try:
-                    self.terms[r] = exploration.count_terms(thetas[j:j + 1], A_invs[j:j + 1])[0]
-                except np.linalg.LinAlgError:
-                    self.terms[r] = 0.0
+        # A = A_inv^-1, inverted once: the count terms here, the category pools' new shares
+        # (Snapshot.params_and_inverses) after; a singular A^-1 (not a valid value) counts
+        # nothing
+        A, ok = exploration.inverses(A_invs)
+        terms = exploration.count_terms(thetas, A_invs, inverse=A)
+        terms[~ok] = 0.0
+        self.terms[rows] = terms
+        return A, ok
 
     def reclaim(self) -> None:
         """Rows replaced by generation g are free once no snapshot older than g is alive."""
@@ -389,7 +391,7 @@ class Snapshot:
     """
 
     __slots__ = ("__weakref__", "_cache", "_gen", "_hot", "_index", "_rows", "_slot", "_sums",
-                 "model_version", "product_ids", "synced_at")
+                 "_written", "model_version", "product_ids", "synced_at")
 
     def __init__(self, product_ids: Sequence[str], thetas: np.ndarray, A_invs: np.ndarray,
                  versions: np.ndarray, updated_at_ms: np.ndarray,
@@ -441,6 +443,9 @@ class Snapshot:
         # (sum of the rows' count terms, products at the prior, updates since a full sum):
         # kept per update, so a new snapshot costs requests no O(m) pass
         self._sums = self._full_sums() if sums is None else sums
+        # (product indices, thetas, A_invs, their inverses, ok) the update that made this
+        # snapshot wrote, when it wrote at most WRITTEN_KEPT: see params_and_inverses
+        self._written: tuple[np.ndarray, ...] | None = None
         rows.born.append(gen)
 
     def _full_sums(self) -> tuple[np.ndarray, int, int]:
@@ -496,6 +501,7 @@ class Snapshot:
         changes (a wiped or rolled-back store), where versions lower than the ones held are
         the truth and :meth:`with_params` would ignore them.
 
+        >>> from contract import linucb
         >>> from contract.codec import Params
         >>> p = Params(linucb.ArmState(np.eye(2), np.ones(2), 3), updated_at_ms=1)
         >>> Snapshot.from_params(["p0", "p1"], 2, 1.0, {"p1": p}).versions.tolist()
@@ -629,6 +635,34 @@ class Snapshot:
             if lower is not None:
                 out[j, lr, lc] = lower
         return vals[:, :d].copy(), out
+
+    def params_and_inverses(self, idx: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(thetas, A_invs, A, ok) of products ``idx``: :meth:`params_of` and
+        ``exploration.inverses`` of its A_invs. The products the update that made this
+        snapshot wrote come with the inverses it computed for their count terms (the same
+        numbers: each changed product is inverted once, not again by the category pools
+        that follow the update); the others are read and inverted here."""
+        idx = np.asarray(idx, dtype=np.intp)
+        w = self._written
+        if w is None or not idx.size:
+            thetas, A_invs = self.params_of(idx)
+            return (thetas, A_invs, *exploration.inverses(A_invs))
+        widx, wthetas, wA_invs, wA, wok = w
+        order = np.argsort(widx, kind="stable")
+        at = np.minimum(np.searchsorted(widx, idx, sorter=order), widx.size - 1)
+        pos = order[at]
+        found = widx[pos] == idx
+        if found.all():
+            return wthetas[pos], wA_invs[pos], wA[pos], wok[pos]
+        thetas, A_invs = np.empty((idx.size, self.dim)), np.empty((idx.size, self.dim, self.dim))
+        A, ok = np.empty_like(A_invs), np.empty(idx.size, dtype=bool)
+        hit, miss = np.flatnonzero(found), np.flatnonzero(~found)
+        thetas[hit], A_invs[hit], A[hit], ok[hit] = (wthetas[pos[hit]], wA_invs[pos[hit]],
+                                                     wA[pos[hit]], wok[pos[hit]])
+        thetas[miss], A_invs[miss] = self.params_of(idx[miss])
+        A[miss], ok[miss] = exploration.inverses(A_invs[miss])
+        return thetas, A_invs, A, ok
 
     @property
     def clicks(self) -> np.ndarray:
@@ -907,21 +941,32 @@ class Snapshot:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The products of ``params`` to apply (known, of this dimension, strictly newer,
         finite) as (indices, thetas, A_invs, meta), or None."""
-        chosen: list[tuple[int, Params]] = []
+        index, m, d = self._index, len(self.product_ids), self.dim
+        chosen: list[Params] = []
+        where: list[int] = []
         for pid, p in params.items():
-            i = self.index(pid)
-            if i is None or p.state.dim != self.dim or p.version <= self.version_of(pid):  # type: ignore[operator]
-                continue
-            if not (np.isfinite(p.state.A_inv).all() and np.isfinite(p.state.b).all()):
-                continue  # a NaN would poison every ranking it takes part in
-            chosen.append((i, p))
+            i = index.get(pid)
+            if i is not None and i < m and p.state.dim == d:
+                where.append(i)
+                chosen.append(p)
         if not chosen:
             return None
-        idx = np.fromiter((i for i, _ in chosen), dtype=np.intp, count=len(chosen))
-        A_invs = np.stack([p.state.A_inv for _, p in chosen])
-        thetas = np.stack([linucb.theta(p.state) for _, p in chosen])
-        meta = np.array([(p.version, p.updated_at_ms, p.state.n) for _, p in chosen],
+        # one numpy call per check for the batch, not one per product
+        idx = np.array(where, dtype=np.intp)
+        meta = np.array([(p.version, p.updated_at_ms, p.state.n) for p in chosen],
                         dtype=np.int64)
+        A_invs = np.stack([p.state.A_inv for p in chosen])
+        bs = np.stack([p.state.b for p in chosen])
+        # strictly newer only; and finite (a NaN would poison every ranking it takes part in)
+        keep = ((meta[:, _V] > self._rows.meta[self._slot[idx], _V])
+                & np.isfinite(A_invs).all(axis=(1, 2)) & np.isfinite(bs).all(axis=1))
+        if not keep.any():
+            return None
+        if not keep.all():
+            idx, meta, A_invs, bs = idx[keep], meta[keep], A_invs[keep], bs[keep]
+        # linucb.theta (A_inv @ b) of each, in one call: the same numbers (the same
+        # matrix-vector product per product)
+        thetas = np.matmul(A_invs, bs[:, :, None])[:, :, 0]
         return idx, thetas, A_invs, meta
 
     def _rewritten(self, idx: np.ndarray, thetas: np.ndarray, A_invs: np.ndarray,
@@ -944,7 +989,7 @@ class Snapshot:
             gone = self._slot[idx[idx < m_old]]  # the rows replaced
             old_meta = rows.meta[gone, _V]
             old_terms = rows.terms[gone].sum(axis=0)
-            rows.write(new_rows, thetas, A_invs, meta)
+            inv, ok = rows.write(new_rows, thetas, A_invs, meta)
             total, n_prior, steps = self._sums
             sums = (total + rows.terms[new_rows].sum(axis=0) - old_terms,
                     n_prior - int(np.count_nonzero(old_meta == 0))
@@ -963,6 +1008,8 @@ class Snapshot:
             version = self.model_version + int(meta[:, _V].sum()) - int(old_meta.sum())
             snap = Snapshot._new(ids, index, rows, slot, gen, version, stamp,
                                  None if steps >= 1024 else sums)
+            if idx.size <= WRITTEN_KEPT:
+                snap._written = (idx, thetas, A_invs, inv, ok)
             parent = self._cache.get("clicks")
             if parent is not None:  # O(m) copy here, in the writer, not in a request
                 clicks = np.empty(len(ids), dtype=np.int64)

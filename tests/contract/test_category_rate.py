@@ -94,3 +94,29 @@ def test_equals_the_benchmarks_category_rate_learner(seed: int, l2: float) -> No
         assert np.allclose(ours, theirs, rtol=1e-9, atol=1e-12)
         assert np.array_equal(np.argsort(-ours, kind="stable")[:3],
                               np.argsort(-theirs, kind="stable")[:3])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_inverses_once_give_the_same_shares_and_counts(seed: int) -> None:
+    """``inverses`` computed once and handed to ``count_terms`` and ``pool_terms`` give their
+    numbers bit for bit; a singular A^-1 in the batch is marked (not ok) and the others'
+    inverses are those of the whole batch's inversion without it."""
+    rng = np.random.default_rng([seed, 31])
+    d = 15
+    G = rng.normal(0, 0.4, (12, d, d))
+    A_invs = np.linalg.inv(np.eye(d) + G @ G.transpose(0, 2, 1))
+    thetas = rng.normal(0, 0.2, (12, d))
+    A, ok = exploration.inverses(A_invs)
+    assert ok.all() and np.array_equal(A, np.linalg.inv(A_invs))
+    assert np.array_equal(exploration.count_terms(thetas, A_invs, inverse=A),
+                          exploration.count_terms(thetas, A_invs))
+    for got, want in zip(exploration.pool_terms(thetas, A_invs, 1.5, inverse=A),
+                         exploration.pool_terms(thetas, A_invs, 1.5), strict=True):
+        assert np.array_equal(got, want)
+    assert np.array_equal(A, np.linalg.inv(A_invs))  # pool_terms did not write into it
+    bad = A_invs.copy()
+    bad[[3, 7]] = 0.0  # singular
+    A2, ok2 = exploration.inverses(bad)
+    assert ok2.tolist() == [j not in (3, 7) for j in range(12)]
+    assert np.isnan(A2[~ok2]).all()
+    assert np.array_equal(A2[ok2], np.linalg.inv(A_invs[ok2]))

@@ -254,3 +254,71 @@ def test_a_big_store_ranks_by_the_formula(seed: int) -> None:
         got = rec.recommend(1, x=x, k=5, policy="linucb")
         assert [i.product_id for i in got.items] == [ids[j] for j in order]
         assert [i.score for i in got.items] == pytest.approx(score[order].tolist(), rel=1e-9)
+
+
+@pytest.mark.parametrize(("seed", "float32_rows"), [(1, False), (2, False), (3, True),
+                                                    (4, True)])
+def test_each_changed_product_is_inverted_once_and_the_pools_are_unchanged(
+        monkeypatch: pytest.MonkeyPatch, seed: int, float32_rows: bool) -> None:
+    """The pools take each changed product's new share from the inverses the update computed
+    for its count terms (Snapshot.params_and_inverses), and invert only the old shares: the
+    sums, solves and count terms are bit for bit those of the path that reads every share
+    back and inverts it (the update's inverses dropped), on small (float64) and big
+    (float32) stores, through updates that change a product twice in a row."""
+    import serving.snapshot as snapshot_mod
+
+    if float32_rows:
+        monkeypatch.setattr(snapshot_mod, "EXACT_STORE_ROWS", 0)
+    rng = np.random.default_rng([seed, 23])
+    m = 60
+    ids = [f"p{i:03d}" for i in range(m)]
+    cats: list[str | None] = [None if i % 7 == 0 else NAMES[int(rng.integers(0, 4))]
+                              for i in range(m)]
+    states = {p: linucb.init_state(D) for p in ids}
+    lineages = []
+    for _ in range(2):
+        snap = Snapshot.prior(ids, D)
+        pools = CategoryPools(D, 1.0)
+        pools.set_categories(cats)
+        pools.rebuild(snap)
+        lineages.append([snap, pools])
+    inverted: list[int] = []
+    inverses = exploration.inverses
+
+    def counting(A_invs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inverted.append(len(A_invs))
+        return inverses(A_invs)
+    monkeypatch.setattr(exploration, "inverses", counting)
+    last: list[str] = []
+    history: list[list[str]] = []
+    for step in range(30):
+        picked = rng.choice(ids, size=int(rng.integers(1, 9)), replace=False).tolist()
+        picked = list(dict.fromkeys(picked + last[:2]))  # some changed again at once
+        batch = {}
+        for p in picked:
+            states[p], _ = _learn(rng, states[p], int(rng.integers(1, 4)), 0.3)
+            batch[p] = Params(states[p], step + 1)
+        for j, lineage in enumerate(lineages):
+            old, pools = lineage
+            inverted.clear()
+            new, changed = old.with_params(batch)
+            assert inverted == [len(changed)]  # the count terms: each changed one, once
+            if j == 1:
+                new._written = None  # the path before: every share read back and inverted
+            inverted.clear()
+            pools.advance(old, new, changed)
+            lineage[0] = new
+            held = [p for p in changed if cats[ids.index(p)] is not None]
+            # old shares only, but those the previous update wrote come with its inverses
+            again = sum(p in last for p in held)
+            assert sum(inverted) == (len(held) - again if j == 0 else 2 * len(held))
+        last = changed
+        history.append(changed)
+    assert any(set(a) & set(b) for a, b in zip(history, history[1:]))
+    (a, pa), (b, pb) = lineages
+    for name in ("S", "t", "M"):
+        assert np.array_equal(getattr(pa.state, name), getattr(pb.state, name)), name
+    assert np.array_equal(a._sums[0], b._sums[0])
+    S, t = _scratch(a, cats, pa.state.names, 1.0)
+    np.testing.assert_allclose(pa.state.S, S, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(pa.state.t, t, rtol=1e-9, atol=1e-9)
