@@ -432,6 +432,8 @@ def main() -> int:
     parser.add_argument("--parallelism", type=int, default=1, help="job parallelism")
     parser.add_argument("--publish-interval-ms", type=int, default=JobSettings.publish_interval_ms,
                         help="the job's publish (and micro-batch) interval")
+    parser.add_argument("--buffer-timeout-ms", type=int, default=JobSettings.buffer_timeout_ms,
+                        help="RTREC_BUFFER_TIMEOUT_MS of the job")
     parser.add_argument("--out", default="bench_job", help="results/<out>.json")
     parser.add_argument("--no-stages", dest="stages", action="store_false",
                         help="skip the runs of the job cut after validate and after the join")
@@ -450,7 +452,8 @@ def main() -> int:
             "RTREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "RTREC_REDIS_PORT": free_port(),
             "RTREC_STACK_DIR": work / "stack", "RTREC_CHECKPOINT_INTERVAL_MS": 5000,
             "RTREC_PYTHON_MODE": args.mode, "RTREC_JOB_PARALLELISM": args.parallelism,
-            "RTREC_PUBLISH_INTERVAL_MS": args.publish_interval_ms})
+            "RTREC_PUBLISH_INTERVAL_MS": args.publish_interval_ms,
+            "RTREC_BUFFER_TIMEOUT_MS": args.buffer_timeout_ms})
         stack = Stack(base, kafka_controller_port=free_port())
         products = work / "products.txt"
         products.write_text("\n".join(PRODUCTS) + "\n")
@@ -505,6 +508,7 @@ def main() -> int:
         "stages_cpu_s": stages_cpu,
         "parallelism": base.job.parallelism,
         "publish_interval_ms": base.job.publish_interval_ms,
+        "buffer_timeout_ms": base.job.buffer_timeout_ms,
         "modes": modes,
         # other work on this shared 2-core machine changes every figure: say how busy it was
         "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},

@@ -262,6 +262,11 @@ class JobSettings:
                                  "Source records per call of the Python validator (at most).")
     source_batch_ms: int = _var("RTREC_SOURCE_BATCH_MS", 5,
                                 "Longest a source record waits for its batch to fill (ms).")
+    buffer_timeout_ms: int = _var("RTREC_BUFFER_TIMEOUT_MS", 10,
+                                  "Longest a network buffer between the job's operators waits "
+                                  "to fill before it is sent (Flink "
+                                  "execution.buffer-timeout.interval, ms): lower is fresher "
+                                  "and costs CPU.")
     checkpoint_dir: str = _var("RTREC_CHECKPOINT_DIR", "var/checkpoints",
                                "Folder (or URI) of Flink checkpoints.")
     checkpoint_interval_ms: int = _var("RTREC_CHECKPOINT_INTERVAL_MS", 5000,

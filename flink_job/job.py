@@ -92,7 +92,8 @@ def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
         # latency: the default bundles of 1000 ms / 100k records would delay every output
         "python.fn-execution.bundle.time": "20",
         "python.fn-execution.bundle.size": "100",
-        "execution.buffer-timeout.interval": "10 ms",
+        # each network hop between operators waits at most this long (docs/JOB.md)
+        "execution.buffer-timeout.interval": f"{settings.job.buffer_timeout_ms} ms",
         # state and checkpoints
         "state.backend.type": "rocksdb",
         "execution.checkpointing.dir": ckpt_uri,

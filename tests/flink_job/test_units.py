@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from contract.codec import encode
+from contract.config import Settings
 from contract.events import Click, EventError, Impression
 from contract.linucb import init_state, update
 from flink_job import checkpoints
@@ -176,3 +177,11 @@ def test_the_learners_cache_evicts_the_least_recently_learned_and_reads_it_back(
         assert st.n == n and st.version == n + n // 2, pid  # one click a batch
         np.testing.assert_allclose(st.A_inv, A_inv, rtol=0, atol=1e-12, err_msg=pid)
         np.testing.assert_allclose(st.b, b, rtol=0, atol=1e-12, err_msg=pid)
+
+
+@pytest.mark.parametrize("ms", [1, 10, 25])
+def test_the_network_buffer_timeout_follows_its_setting(ms: int) -> None:
+    from flink_job.job import JobOptions, flink_config
+
+    conf = flink_config(Settings.from_env({"RTREC_BUFFER_TIMEOUT_MS": ms}), JobOptions())
+    assert conf["execution.buffer-timeout.interval"] == f"{ms} ms"
