@@ -189,7 +189,8 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
     """In a process of its own (its memory is the serving's alone): a recommender over m
     learned products; requests timed in blocks alternating between no updates (the baseline)
     and ``rate`` product updates/s applied by a thread the way the refresher does (encoded
-    values decoded, :meth:`Snapshot.with_params`, one reference swapped), every 10 ms."""
+    values decoded, :meth:`Snapshot.with_params`, one reference swapped, the GIL given up
+    as the refresher gives it up), every 10 ms."""
     import threading
 
     from contract import codec, linucb
@@ -197,6 +198,7 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
     from serving import Recommender, Snapshot
     from serving.controls import CatalogIndex
     from serving.eventlog import MemoryEventLog
+    from serving.snapshot import APPLY_CHUNK, YIELD_EVERY, yield_gil
 
     rng = np.random.default_rng(seed)
     ids = tuple(f"p{i:06d}" for i in range(m))
@@ -253,14 +255,27 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
                     state = linucb.ArmState(s.A_inv, s.b, min(s.n, v), version=v)
                     blobs[ids[i]] = codec.encode(state, int(time.time() * 1000))
                 c0 = time.thread_time()
-                batch = {p: codec.decode(b, D) for p, b in blobs.items()}
-                new, changed = cur.with_params(batch)
-                rec.set_snapshot(new, changed)  # as the refresher tells its listeners
+                # as the refresher decodes and applies (serving/refresher.py _read, _apply):
+                # the GIL given up every YIELD_EVERY values, in swaps of at most APPLY_CHUNK
+                # products, and between a swap's rows and its listeners
+                batch = {}
+                for j, (p, b) in enumerate(blobs.items()):
+                    if j and j % YIELD_EVERY == 0:
+                        yield_gil()
+                    batch[p] = codec.decode(b, D)
+                items = list(batch.items())
+                del cur
+                for lo in range(0, len(items), APPLY_CHUNK):
+                    if lo:
+                        yield_gil()
+                    new, changed = rec.snapshot.with_params(dict(items[lo:lo + APPLY_CHUNK]))
+                    yield_gil()
+                    rec.set_snapshot(new, changed)  # as the refresher tells its listeners
+                    stores.add(id(new._rows))
+                    del new
+                    applied[0] += len(changed)
                 apply_cpu[0] += time.thread_time() - c0
-                stores.add(id(new._rows))
-                del cur, new
                 done += due
-                applied[0] += len(changed)
             if due < 256:
                 time.sleep(0.01)
 
@@ -323,8 +338,9 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
         "what": f"Recommender.recommend(x given, k={K}, linucb, calibrated alpha) over {m:,} "
                 f"products, timed in {blocks} blocks of {seconds / blocks:g} s alternating "
                 f"between no updates (baseline) and {rate:g} product updates/s applied by a "
-                f"thread every 10 ms, a backlog in swaps of at most 256 (codec encode+decode, "
-                f"Snapshot.with_params, swap); rss_mb "
+                f"thread every 10 ms, a backlog of at most 256 (codec encode+decode, "
+                f"Snapshot.with_params in swaps of at most {APPLY_CHUNK}, swap, the GIL "
+                f"given up as the refresher does); rss_mb "
                 f"is the largest RSS of this process sampled every 0.25 s under updates; "
                 f"params_mb is m x the published value's size (codec.encoded_size)",
     }

@@ -53,7 +53,7 @@ from contract.codec import CodecError, Params, decode
 from contract.config import Settings
 from contract.context_spec import parse_stored, spec_conflict
 from contract.store import EPOCH_CHANGED, ParamStore, redis_client
-from serving.snapshot import Snapshot, trim_heap
+from serving.snapshot import APPLY_CHUNK, YIELD_EVERY, Snapshot, trim_heap, yield_gil
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ class SnapshotRefresher:
         old, self.snapshot = self.snapshot, snap
         listener = self.on_change
         if listener is not None:
+            yield_gil()  # requests run between the new rows and the listener's work
             try:
                 listener(old, snap, changed)
             except Exception:
@@ -376,6 +377,7 @@ class SnapshotRefresher:
         finished.) A corrupt value is skipped."""
         epochs: set[str | None] = set()
         out: dict[str, Params] = {}
+        decoded = 0
         for lo in range(0, max(1, len(product_ids)), TX_PRODUCTS):
             part = product_ids[lo:lo + TX_PRODUCTS]
             pipe = store.client.pipeline(transaction=True)
@@ -395,6 +397,9 @@ class SnapshotRefresher:
                 for pid, blob in zip(chunk, blobs, strict=True):
                     if blob is None:
                         continue
+                    decoded += 1
+                    if decoded % YIELD_EVERY == 0:
+                        yield_gil()  # requests run between the decodes
                     try:
                         out[pid] = decode(blob, self.settings.model.dim)
                     except CodecError as exc:
@@ -421,12 +426,20 @@ class SnapshotRefresher:
         return reason is not None
 
     def _apply(self, params: dict[str, Params], stamp: float) -> None:
-        snap, changed = self.snapshot.with_params(params, synced_at=stamp)
-        if changed:
-            self._swap(snap, changed)
-        else:
-            self.snapshot = snap  # re-stamped: the same parameters
-        self._updates += len(changed)
-        if changed:
-            log.debug("applied %d product updates (model_version %d)", len(changed),
-                      snap.model_version)
+        """Apply in swaps of at most APPLY_CHUNK products, giving the GIL up after each
+        step (serving.snapshot.yield_gil): requests see each swap's snapshot, as they would
+        after as many smaller notification batches."""
+        items = list(params.items())
+        for lo in range(0, max(1, len(items)), APPLY_CHUNK):
+            if lo:
+                yield_gil()
+            snap, changed = self.snapshot.with_params(dict(items[lo:lo + APPLY_CHUNK]),
+                                                      synced_at=stamp)
+            if changed:
+                self._swap(snap, changed)
+            else:
+                self.snapshot = snap  # re-stamped: the same parameters
+            self._updates += len(changed)
+            if changed:
+                log.debug("applied %d product updates (model_version %d)", len(changed),
+                          snap.model_version)

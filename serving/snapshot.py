@@ -221,6 +221,21 @@ def trim_heap() -> None:
 
 _malloc_trim: Any = None
 
+# The writer (the refresher's thread) runs Python under the GIL that requests need: a batch
+# of 20 updates held it ~1.5-2.5 ms in one stretch (its numpy calls are too small to let a
+# waiting thread in), a backlog until the interpreter's 5 ms switch. It gives the GIL up
+# every YIELD_EVERY decoded values, between applying a swap and telling the listeners, and
+# between swaps of at most APPLY_CHUNK products, so a request waits ~1 ms at most.
+YIELD_EVERY = 16
+APPLY_CHUNK = 32
+_YIELD_S = 50e-6  # long enough for a thread waiting on the GIL to take it
+
+
+def yield_gil() -> None:
+    """Let a thread waiting for the GIL run (a sleep releases it; ``sleep(0)`` alone is
+    usually taken back before the waiting thread wakes)."""
+    time.sleep(_YIELD_S)
+
 
 class _Rows:
     """The row store a lineage of snapshots shares (written only under ``lock``, by
