@@ -670,6 +670,9 @@ class Snapshot:
         found = widx[pos] == idx
         if found.all():
             return wthetas[pos], wA_invs[pos], wA[pos], wok[pos]
+        if not found.any():  # the usual old share: written by an earlier update
+            thetas, A_invs = self.params_of(idx)
+            return (thetas, A_invs, *exploration.inverses(A_invs))
         thetas, A_invs = np.empty((idx.size, self.dim)), np.empty((idx.size, self.dim, self.dim))
         A, ok = np.empty_like(A_invs), np.empty(idx.size, dtype=bool)
         hit, miss = np.flatnonzero(found), np.flatnonzero(~found)
