@@ -158,8 +158,9 @@ def _vbound(A_invs: np.ndarray) -> np.ndarray:
     1e-12 vmax |x|^2 for the roundings (of a, r, c, s, this sum and float64's x^T S x: each
     below 1e-13 vmax |x|^2 at d = 15, as |a|, r <= the spectral radius). Not finite for a
     row that is not: no pruning can exclude it."""
-    upper = np.triu(A_invs)
-    sym = upper + np.swapaxes(np.triu(A_invs, 1), 1, 2)
+    _r, _c, _w, lr, lc = _triangle(A_invs.shape[1])
+    sym = A_invs.copy()
+    sym[:, lr, lc] = A_invs[:, lc, lr]  # the upper triangle mirrored (two triu's cost more)
     e = _direction(A_invs.shape[1])
     out = np.empty((A_invs.shape[0], 3))
     with np.errstate(over="ignore", invalid="ignore"):
