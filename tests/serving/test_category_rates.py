@@ -6,6 +6,8 @@ the pools in step with its snapshot without summing afresh."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from serving_helpers import OwnRedis, blob
@@ -314,7 +316,7 @@ def test_each_changed_product_is_inverted_once_and_the_pools_are_unchanged(
             assert sum(inverted) == (len(held) - again if j == 0 else 2 * len(held))
         last = changed
         history.append(changed)
-    assert any(set(a) & set(b) for a, b in zip(history, history[1:]))
+    assert any(set(a) & set(b) for a, b in itertools.pairwise(history))
     (a, pa), (b, pb) = lineages
     for name in ("S", "t", "M"):
         assert np.array_equal(getattr(pa.state, name), getattr(pb.state, name)), name
