@@ -13,11 +13,15 @@ meet only through Redis, and the per-product parameters carry all of it.
 
 Following the snapshots: the refresher tells :meth:`CategoryPools.advance` each replacement
 (the old snapshot, the new one and the products whose parameters changed); the pool takes off
-each changed product's old share (read from the old snapshot's rows, still alive then) and
-adds its new one, and re-solves ``(l2 I + S_c)^-1`` for the categories that changed, all on
-the refresher's thread. A replacement whose changes are unknown (the first load, a new epoch,
-the prior after a feature-spec conflict, a snapshot set by hand) or that does not follow the
-pool's own snapshot is summed afresh (O(m) inversions, chunked). Requests read one immutable
+each changed product's old share (read from the old snapshot's rows, still alive then, and
+inverted) and adds its new one (from the inverse the update computed for its count terms:
+Snapshot.params_and_inverses), and re-solves ``(l2 I + S_c)^-1`` for the categories that
+changed, all on the refresher's thread. A replacement whose changes are unknown (the first
+load, a new epoch, the prior after a feature-spec conflict, a snapshot set by hand) or that
+does not follow the pool's own snapshot is summed afresh: O(m) inversions in chunks of 1,024
+rows with the GIL given up between them (~1 s at 100,000 products: requests keep running,
+on the previous pool state and the new snapshot; the refresher's next update waits for it).
+Requests read one immutable
 :class:`PoolState` (one reference, no lock): ``S``, ``t``, the solved inverses ``M`` and the
 category of each product, consistent with each other. It may be one parameter update apart
 from the snapshot a request reads (the refresher swaps the two one after the other).
