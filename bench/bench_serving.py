@@ -256,8 +256,8 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
                     blobs[ids[i]] = codec.encode(state, int(time.time() * 1000))
                 c0 = time.thread_time()
                 # as the refresher decodes and applies (serving/refresher.py _read, _apply):
-                # the GIL given up every YIELD_EVERY values, in swaps of at most APPLY_CHUNK
-                # products, and between a swap's rows and its listeners
+                # the GIL given up every YIELD_EVERY values and between swaps of at most
+                # APPLY_CHUNK products
                 batch = {}
                 for j, (p, b) in enumerate(blobs.items()):
                     if j and j % YIELD_EVERY == 0:
@@ -269,7 +269,6 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
                     if lo:
                         yield_gil()
                     new, changed = rec.snapshot.with_params(dict(items[lo:lo + APPLY_CHUNK]))
-                    yield_gil()
                     rec.set_snapshot(new, changed)  # as the refresher tells its listeners
                     stores.add(id(new._rows))
                     del new

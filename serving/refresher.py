@@ -164,7 +164,6 @@ class SnapshotRefresher:
         old, self.snapshot = self.snapshot, snap
         listener = self.on_change
         if listener is not None:
-            yield_gil()  # requests run between the new rows and the listener's work
             try:
                 listener(old, snap, changed)
             except Exception:
@@ -426,9 +425,9 @@ class SnapshotRefresher:
         return reason is not None
 
     def _apply(self, params: dict[str, Params], stamp: float) -> None:
-        """Apply in swaps of at most APPLY_CHUNK products, giving the GIL up after each
-        step (serving.snapshot.yield_gil): requests see each swap's snapshot, as they would
-        after as many smaller notification batches."""
+        """Apply in swaps of at most APPLY_CHUNK products, giving the GIL up between them
+        (serving.snapshot.yield_gil): requests see each swap's snapshot, as they would after
+        as many smaller notification batches."""
         items = list(params.items())
         for lo in range(0, max(1, len(items)), APPLY_CHUNK):
             if lo:

@@ -222,13 +222,15 @@ def trim_heap() -> None:
 
 _malloc_trim: Any = None
 
-# The writer (the refresher's thread) runs Python under the GIL that requests need: a batch
-# of 20 updates held it ~1.5-2.5 ms in one stretch (its numpy calls are too small to let a
-# waiting thread in), a backlog until the interpreter's 5 ms switch. It gives the GIL up
-# every YIELD_EVERY decoded values, between applying a swap and telling the listeners, and
-# between swaps of at most APPLY_CHUNK products, so a request waits ~1 ms at most.
-YIELD_EVERY = 16
-APPLY_CHUNK = 32
+# The writer (the refresher's thread) runs Python under the GIL that requests need, and its
+# numpy calls on a few products are too small to let a waiting thread in: a backlog would
+# hold it until the interpreter's 5 ms switch, a sum afresh of the category pools for ~1 s.
+# It gives the GIL up every YIELD_EVERY decoded values, between swaps of at most APPLY_CHUNK
+# products and between a sum's chunks. Not within a steady-state batch (~20 products): each
+# hand-over costs the writer its caches (measured: 15-25% more CPU per update with yields
+# every 16 values and before the listeners, no lower p99; docs/SERVING.md run 11).
+YIELD_EVERY = 64
+APPLY_CHUNK = 64
 _YIELD_S = 50e-6  # long enough for a thread waiting on the GIL to take it
 
 
