@@ -27,6 +27,7 @@ contract.catalog.CatalogError: price: must be a positive finite number, got -1.0
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -491,17 +492,33 @@ def ensure_catalog_topic(settings: Settings, timeout_s: float = 30.0) -> bool:
                         CATALOG_TOPIC_CONFIG, timeout_s)
 
 
+def catalog_consumer(settings: Settings):  # type: ignore[no-untyped-def]
+    """A Kafka consumer for :func:`read_catalog` (assigned, never subscribed: no group
+    membership, nothing committed). A caller that reads the topic again and again keeps one:
+    making it, connecting and closing it is most of a read of a topic with nothing new."""
+    from confluent_kafka import Consumer
+
+    # a short fetch wait: a long-polling fetch holds the broker connection, and the next
+    # read's metadata and offset requests would queue behind it
+    return Consumer({"bootstrap.servers": settings.kafka.bootstrap,
+                     "group.id": "rtrec-catalog-reader", "enable.auto.commit": False,
+                     "enable.partition.eof": True, "auto.offset.reset": "earliest",
+                     "fetch.wait.max.ms": 10})
+
+
 def read_catalog(settings: Settings, timeout_s: float = 10.0,
-                 into: Catalog | None = None) -> Catalog:
+                 into: Catalog | None = None, consumer: Any = None) -> Catalog:
     """The catalog as the topic holds it now: every record up to the end offsets taken at
-    the call (a :class:`TimeoutError` if they cannot be read within ``timeout_s``)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+    the call (a :class:`TimeoutError` if they cannot be read within ``timeout_s``).
+    ``into``: a catalog read before, read on from its offset; ``consumer``: one of
+    :func:`catalog_consumer` kept by the caller (left open), else one made and closed here."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
     cat = into if into is not None else Catalog()
     topic = settings.kafka.topic_catalog
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap,
-                         "group.id": "rtrec-catalog-reader", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    own = consumer is None
+    if own:
+        consumer = catalog_consumer(settings)
     try:
         deadline = time.monotonic() + timeout_s
         while True:  # a topic just created takes a moment to show in the metadata
@@ -544,7 +561,11 @@ def read_catalog(settings: Settings, timeout_s: float = 10.0,
                 todo.discard(msg.partition())
         return cat
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
+        else:  # kept for the next read: no fetching in between
+            with contextlib.suppress(Exception):
+                consumer.unassign()
 
 
 def write_records(producer, topic: str,  # type: ignore[no-untyped-def]

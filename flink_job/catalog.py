@@ -20,6 +20,7 @@ no longer learned, and learning resumes from that state when a record re-adds it
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +28,13 @@ from typing import Any
 
 from pyflink.datastream import BroadcastProcessFunction, RuntimeContext
 
-from contract.catalog import Catalog, CatalogError, parse_record, read_catalog
+from contract.catalog import (
+    Catalog,
+    CatalogError,
+    catalog_consumer,
+    parse_record,
+    read_catalog,
+)
 from contract.events import Click, EventError, Impression
 from contract.reasons import RETIRED_PRODUCT, UNKNOWN_PRODUCT
 
@@ -119,7 +126,11 @@ class TopicReader:
     ``min_interval_s`` after a read and for ``retry_s`` after a failed one (logged), so a
     flood of unknown ids does not become a flood of reads; each read is bounded by
     ``timeout_s``. A failed read keeps what it read (a prefix of the topic: still
-    consistent)."""
+    consistent).
+
+    One consumer is kept from read to read (made at the first, closed after a failed one and
+    by :meth:`close`): a read that finds nothing new is then two requests to the broker, not
+    a new client's connection (measured: p50 61 ms a read with a consumer made per read)."""
 
     def __init__(self, settings: Any, timeout_s: float, retry_s: float,
                  min_interval_s: float = 0.0, purpose: str = "") -> None:
@@ -132,6 +143,8 @@ class TopicReader:
         self.next_at = 0.0
         self.reads = 0
         self.failures = 0
+        self.consumer: Any = None
+        self.consumers_made = 0
 
     def read(self) -> bool:
         """Read the topic to its current end; False when refused (too soon) or failed."""
@@ -139,15 +152,27 @@ class TopicReader:
             return False
         self.reads += 1
         try:
-            read_catalog(self.settings, timeout_s=self.timeout_s, into=self.catalog)
+            if self.consumer is None:
+                self.consumer = catalog_consumer(self.settings)
+                self.consumers_made += 1
+            read_catalog(self.settings, timeout_s=self.timeout_s, into=self.catalog,
+                         consumer=self.consumer)
         except Exception as exc:  # no topic yet, or Kafka down
             self.failures += 1
+            self.close()  # the next read starts from a new client
             self.next_at = time.monotonic() + self.retry_s
             log.warning("catalog topic not read (%s)%s; retrying in %g s at the earliest",
                         exc, f": {self.purpose}" if self.purpose else "", self.retry_s)
             return False
         self.next_at = time.monotonic() + self.min_interval_s
         return True
+
+    def close(self) -> None:
+        """Close the kept consumer (a later read makes a new one)."""
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                consumer.close()
 
 
 class ValidateWithCatalog(BroadcastProcessFunction):
@@ -214,6 +239,10 @@ class ValidateWithCatalog(BroadcastProcessFunction):
                     lambda: self.reader.failures if self.reader else 0)
         group.gauge("catalog_products_found_by_read", lambda: self.found)
         self.descriptor = state_descriptor()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
     def _load(self, ctx: Any) -> None:
         if not self.loaded:

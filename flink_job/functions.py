@@ -228,6 +228,10 @@ class Learn(KeyedProcessFunction):
         if self.starts is not None:
             self.starts.open(runtime_context)
 
+    def close(self) -> None:
+        if self.starts is not None:
+            self.starts.close()
+
     def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
         key, X, rewards, observe, weights = parse_items(value, self.dim)
         st = self.cache.pop(key, None)

@@ -108,6 +108,11 @@ class PriorStarts:
         text = self.redis.get(self.settings.redis.key("prior", category))
         return None if text is None else CategoryPool.from_json(text, self.dim)
 
+    def close(self) -> None:
+        """Close the catalog reader's consumer (the function's close)."""
+        if getattr(self, "reader", None) is not None:
+            self.reader.close()
+
     def start(self, product_id: str) -> ArmState:
         """A new product's state: informed by its category's published pool; the identity
         when there is none, and (degraded, counted, logged) when Redis or the pool fails."""

@@ -323,15 +323,42 @@ def test_a_failed_read_backs_off(unique_settings: Settings) -> None:
     _write(s, ("b", ProductRecord("b", "Tea", 1.0)))
     good = fn.reader.settings
     fn.reader.settings = s.override(RTREC_KAFKA_BOOTSTRAP="127.0.0.1:1")  # nothing listens
+    fn.reader.close()  # the kept consumer is of the good broker: the next read makes one
     fn.reader.timeout_s = 0.5
     fn.reader.next_at = 0.0
     for i in range(3):
         assert _validate(fn, ctx, _events("b", 2 * i)) == (0, [reasons.UNKNOWN_PRODUCT] * 2)
     assert (fn.reader.reads, fn.reader.failures) == (2, 1)
+    assert fn.reader.consumer is None  # a failed read closes its consumer
     fn.reader.settings = good
     fn.reader.next_at = 0.0  # the back-off has passed
     assert _validate(fn, ctx, _events("b", 10)) == (2, [])
     assert (fn.reader.reads, fn.reader.failures) == (3, 1)
+    assert fn.reader.consumers_made == 3  # at open, the failed read, the one after it
+
+
+def test_the_reads_keep_one_consumer(unique_settings: Settings) -> None:
+    """Every read after open uses the consumer the first made (a read with nothing new is two
+    requests to the broker, not a new client) and still finds what was written since;
+    close() closes it and a later read makes a new one."""
+    s = unique_settings
+    _write(s, ("a", ProductRecord("a", "Tea", 1.0)))
+    fn = _opened(s)
+    assert fn.reader is not None and fn.reader.consumers_made == 1
+    kept = fn.reader.consumer
+    ctx = _BroadcastCtx({})
+    for i, pid in enumerate(("b", "c", "d")):
+        _write(s, (pid, ProductRecord(pid, "Tea", 1.0)))
+        fn.reader.next_at = 0.0  # the interval has passed
+        assert _validate(fn, ctx, _events(pid, 2 * i)) == (2, [])
+    assert fn.reader.reads == 4 and fn.reader.consumer is kept
+    assert fn.reader.consumers_made == 1
+    fn.close()
+    assert fn.reader.consumer is None
+    _write(s, ("e", ProductRecord("e", "Tea", 1.0)))
+    fn.reader.next_at = 0.0
+    assert _validate(fn, ctx, _events("e", 20)) == (2, [])
+    assert fn.reader.consumers_made == 2
 
 
 def test_a_read_behind_the_broadcast_input_does_not_undo_it(unique_settings: Settings) -> None:

@@ -107,6 +107,7 @@ def test_a_failed_read_of_the_topic_is_not_kept_as_no_category(
     starts.reader.timeout_s = 0.5
     good = starts.reader.settings
     starts.reader.settings = s.override(RTREC_KAFKA_BOOTSTRAP="127.0.0.1:1")  # nothing listens
+    starts.reader.close()  # the kept consumer is of the good broker: the next read makes one
     new = "added-during-outage"
     write_records(kafka_producer(s.kafka), s.kafka.topic_catalog,
                   [(new, ProductRecord(new, cat, 4.5))])
