@@ -77,8 +77,10 @@ def catalog_update(line: str) -> tuple[str, str]:
 class LiveProducts:
     """Which products an event may name: the catalog topic's statuses over a static list
     (None: no static list, only retired products are refused). ``refresh``, when given, is
-    called for a product neither knows before it is refused ``unknown_product``: it may bring
-    the statuses up to date (True when it read the topic) and the product is looked up again."""
+    called for a product neither knows, or one retired, before it is refused
+    (``unknown_product``, ``retired_product``): it may bring the statuses up to date (True
+    when it read the topic) and the product is looked up again (a product re-added a moment
+    ago is then learned)."""
 
     def __init__(self, static: frozenset[str] | None,
                  refresh: Callable[[], bool] | None = None) -> None:
@@ -100,8 +102,8 @@ class LiveProducts:
 
     def _one(self, pid: str, where: str) -> None:
         st = self.status.get(pid)
-        if st is None and self.static is not None and pid not in self.static \
-                and self.refresh is not None and self.refresh():
+        unknown = st is None and self.static is not None and pid not in self.static
+        if (unknown or st == RETIRED) and self.refresh is not None and self.refresh():
             st = self.status.get(pid)
         if st == ACTIVE:
             return
@@ -192,11 +194,12 @@ class ValidateWithCatalog(BroadcastProcessFunction):
     offset (the source replaying the topic) go to the broadcast state but do not undo the
     read's status in the dict; records from its offset on apply as usual.
 
-    While the job runs the same race remains for a product added a moment ago: its event can
-    come before its record. So a product neither the dict nor the static list knows makes the
-    subtask read the topic on to its current end (at most once per ``recheck_interval_s``,
-    within ``recheck_timeout_s``, none for ``RETRY_S`` after a failure) and look it up again
-    before it is dead-lettered ``unknown_product``. Such a read applies like the one at open:
+    While the job runs the same race remains for a product added (or re-added) a moment ago:
+    its event can come before its record. So a product neither the dict nor the static list
+    knows, or one the dict holds as retired, makes the subtask read the topic on to its
+    current end (at most once per ``recheck_interval_s``, within ``recheck_timeout_s``, none
+    for ``RETRY_S`` after a failure) and look it up again before it is dead-lettered
+    ``unknown_product`` or ``retired_product``. Such a read applies like the one at open:
     over the dict (it is newer than what the source delivered, unless a read cut short ends
     before that: then it is not applied), and the offset guard above moves to its end."""
 
@@ -268,7 +271,8 @@ class ValidateWithCatalog(BroadcastProcessFunction):
         cat.retired.clear()
 
     def _recheck(self) -> bool:
-        """A product is unknown: read the topic on to its end, if the rate limit allows."""
+        """A product is unknown or retired: read the topic on to its end, if the rate limit
+        allows."""
         assert self.reader is not None
         known = len(self.live.status)
         read = self.reader.read()

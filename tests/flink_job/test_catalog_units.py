@@ -4,6 +4,8 @@ lines, the decision per product, and the validator with its broadcast input."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from flink_job.catalog import (
     ACTIVE,
     RETIRED,
     LiveProducts,
+    TopicReader,
     ValidateWithCatalog,
     catalog_update,
 )
@@ -23,6 +26,23 @@ from tests.helpers import FakeRuntimeContext
 
 D = 15
 NOW = 1_700_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def _close_readers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every catalog reader a test makes is closed after it, as the job's close() does (a
+    kept consumer would otherwise retry the session's broker after it stops)."""
+    made: list[TopicReader] = []
+    init = TopicReader.__init__
+
+    def tracked(self: TopicReader, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(TopicReader, "__init__", tracked)
+    yield
+    for reader in made:
+        reader.close()
 
 
 def test_catalog_lines_the_java_deserializer_writes() -> None:
@@ -283,6 +303,40 @@ def test_a_product_added_after_the_read_is_found_in_the_topic_before_its_broadca
         (2 * len(added), [reasons.RETIRED_PRODUCT] * 2)
     assert ctx.state[victim] == RETIRED and ctx.state[gone] == RETIRED
     assert fn.reader.reads == 3
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_product_re_added_is_found_in_the_topic_before_its_broadcast_record(
+        unique_settings: Settings, seed: int) -> None:
+    """A retired product re-added a moment ago: its events are learned once a read of the
+    topic finds the re-add, before the catalog source delivers it; one still retired is
+    refused ``retired_product``, with reads limited to one per interval as for unknown ids."""
+    import random
+
+    s = unique_settings
+    rng = random.Random(seed)
+    back = [f"back{seed}-{i}" for i in range(rng.randint(1, 4))]
+    still = [f"still{seed}-{i}" for i in range(rng.randint(1, 4))]
+    _write(s, *[(p, ProductRecord(p, "Tea", 1.0)) for p in back + still],
+           *[(p, None) for p in back + still])
+    fn = ValidateWithCatalog(Validate(D, None, 65536, clock=lambda: NOW), frozenset(), s)
+    fn.recheck_interval_s = 600.0  # no second read within the test unless it allows one
+    fn.open(FakeRuntimeContext())  # type: ignore[arg-type]
+    assert fn.reader is not None and fn.reader.reads == 1
+    ctx = _BroadcastCtx({})
+    assert _validate(fn, ctx, _batch(back + still, 0)) == \
+        (0, [reasons.RETIRED_PRODUCT] * 2 * len(back + still))
+    assert fn.reader.reads == 2  # the first refusal read once (nothing new), the rest none
+
+    _write(s, *[(p, ProductRecord(p, "Tea", 1.0)) for p in back])  # re-added
+    fn.reader.next_at = 0.0  # the interval has passed
+    assert _validate(fn, ctx, _batch(rng.sample(back + still, len(back + still)), 100)) == \
+        (2 * len(back), [reasons.RETIRED_PRODUCT] * 2 * len(still))
+    assert fn.reader.reads == 3  # one read for the whole batch
+    assert all(fn.live.status[p] == ACTIVE for p in back)
+    assert _validate(fn, ctx, _batch(still, 200)) == \
+        (0, [reasons.RETIRED_PRODUCT] * 2 * len(still))
+    assert fn.reader.reads == 3  # within the interval: no read
 
 
 @pytest.mark.parametrize("interval_s", [0.1, 0.25])
