@@ -406,6 +406,20 @@ def _learned_params(rng: np.random.Generator, m: int, spread: float) -> dict[str
     return out
 
 
+def _spy_pruning(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record, per call of ``Snapshot._pruned``, whether the bound pruned (the A^-1 rows
+    unread)."""
+    calls: list[bool] = []
+    pruned = Snapshot._pruned
+
+    def spy(self: Snapshot, *a: object) -> object:
+        out = pruned(self, *a)  # type: ignore[arg-type]
+        calls.append(out is not None)
+        return out
+    monkeypatch.setattr(Snapshot, "_pruned", spy)
+    return calls
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_only_best_ranks_as_float64(float32_rows: None, monkeypatch: pytest.MonkeyPatch,
                                     seed: int) -> None:
@@ -415,14 +429,7 @@ def test_only_best_ranks_as_float64(float32_rows: None, monkeypatch: pytest.Monk
     float64's."""
     rng = np.random.default_rng(500 + seed)
     snap = _snapshot(_learned_params(rng, 400, 1.0))
-    calls: list[bool] = []
-    pruned = Snapshot._pruned
-
-    def spy(self: Snapshot, *a: object) -> object:
-        out = pruned(self, *a)  # type: ignore[arg-type]
-        calls.append(out is not None)
-        return out
-    monkeypatch.setattr(Snapshot, "_pruned", spy)
+    calls = _spy_pruning(monkeypatch)
     for _ in range(8):
         x = rng.uniform(0, 1, D)
         u = x / np.linalg.norm(x)
@@ -460,14 +467,7 @@ def test_only_best_prunes_under_negative_weights(float32_rows: None,
     the A^-1 rows unread."""
     rng = np.random.default_rng(900 + seed)
     snap = _snapshot(_learned_params(rng, 400, 1.0))
-    calls: list[bool] = []
-    pruned = Snapshot._pruned
-
-    def spy(self: Snapshot, *a: object) -> object:
-        out = pruned(self, *a)  # type: ignore[arg-type]
-        calls.append(out is not None)
-        return out
-    monkeypatch.setattr(Snapshot, "_pruned", spy)
+    calls = _spy_pruning(monkeypatch)
     for _ in range(8):
         x = rng.uniform(0, 1, D)
         u = x / np.linalg.norm(x)
