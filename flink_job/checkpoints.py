@@ -15,8 +15,13 @@ def completed(checkpoint_dir: str | Path) -> list[Path]:
     root = Path(str(checkpoint_dir).removeprefix("file://"))
     if not root.is_dir():
         return []
-    found = [m.parent for m in root.glob("*/chk-*/_metadata")]
-    return sorted(found, key=lambda p: (p / "_metadata").stat().st_mtime_ns)
+    found: list[tuple[int, Path]] = []
+    for m in root.glob("*/chk-*/_metadata"):
+        try:
+            found.append((m.stat().st_mtime_ns, m.parent))
+        except FileNotFoundError:  # deleted by Flink (beyond its retained count) since listed
+            continue
+    return [p for _, p in sorted(found)]
 
 
 def latest(checkpoint_dir: str | Path) -> Path | None:

@@ -123,6 +123,26 @@ def test_latest_checkpoint_is_the_newest_completed_across_job_ids(tmp_path: Path
     assert checkpoints.latest(tmp_path) == tmp_path / "b" / "chk-2"
 
 
+def test_a_checkpoint_retired_between_listing_and_reading_is_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flink deletes checkpoints beyond its retained count at any time: one listed a moment
+    before it is deleted is not there when its time is read, and is skipped (a clean-clone
+    run of test_parallelism failed with FileNotFoundError on such a chk-26)."""
+    for n in (1, 2):
+        d = tmp_path / "j" / f"chk-{n}"
+        d.mkdir(parents=True)
+        (d / "_metadata").write_bytes(b"x")
+        time.sleep(0.01)
+    real_glob = Path.glob
+
+    def glob(self: Path, pattern: str):  # type: ignore[no-untyped-def]
+        yield self / "j" / "chk-0" / "_metadata"  # listed, then deleted by Flink
+        yield from real_glob(self, pattern)
+    monkeypatch.setattr(Path, "glob", glob)
+    assert checkpoints.completed(tmp_path) == [tmp_path / "j" / "chk-1", tmp_path / "j" / "chk-2"]
+    assert checkpoints.latest(tmp_path) == tmp_path / "j" / "chk-2"
+
+
 def test_the_learners_cache_evicts_the_least_recently_learned_and_reads_it_back(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Learn keeps the decoded state of at most CACHE_MAX products (docs/JOB.md): a batch of
