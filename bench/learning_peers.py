@@ -220,12 +220,14 @@ class SelfTuningLinUCB(SharedPriorLinUCB):
         self._pending: tuple[np.ndarray, float] | None = None
         self.live_history: list[tuple[int, str]] = [(0, self.tuner.live)]
 
-    def candidate_scores(self, name: str, x: np.ndarray) -> np.ndarray:
-        """Every product's score under candidate ``name`` on the shared model."""
+    def candidate_scores(self, name: str, x: np.ndarray,
+                         moments: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Every product's score under candidate ``name`` on the shared model (``moments``:
+        :meth:`mean_std` of x when the caller has it: computed once per visit)."""
         rule, alpha = self.candidates[name]
         if rule == "category_rate":
             return SharedPriorLinUCB.scores(self, x)
-        mean, std = self.mean_std(x)
+        mean, std = self.mean_std(x) if moments is None else moments
         if rule == "decaying":
             return exploration.rule_scores(rule, alpha, self.clicks, self.observations, x,
                                            self.l2, mean, std * std)
@@ -239,8 +241,9 @@ class SelfTuningLinUCB(SharedPriorLinUCB):
 
     def rank(self, x: np.ndarray) -> int:
         names = list(self.candidates)
-        picks = np.array([int(np.argmax(self.candidate_scores(n, x))) for n in names],
-                         dtype=np.int64)
+        moments = self.mean_std(x)
+        picks = np.array([int(np.argmax(self.candidate_scores(n, x, moments)))
+                          for n in names], dtype=np.int64)
         shares = self.tuner.shares()
         p = np.array([shares[n] for n in names])
         serving = int(self.rng.choice(len(names), p=p / p.sum()))
