@@ -224,7 +224,7 @@ class ValidateWithCatalog(BroadcastProcessFunction):
         if self.settings is not None:
             self.reader = TopicReader(self.settings, self.open_timeout_s, RETRY_S,
                                       purpose="products the catalog source has not delivered "
-                                      "yet are dead-lettered unknown_product")
+                                      "yet may be dead-lettered")
             self.reader.read()
             self.reader.timeout_s = self.recheck_timeout_s  # the reads after open
             self.reader.min_interval_s = self.recheck_interval_s
@@ -254,30 +254,32 @@ class ValidateWithCatalog(BroadcastProcessFunction):
             self._take_read()
             self.loaded = True
 
-    def _take_read(self) -> None:
+    def _take_read(self) -> int:
         """Apply what the reader read to the dict (over the broadcast state and the source's
         records, which are older), then drop its records: only the statuses are kept, in the
         dict. A read that ended before the source's last record (cut short by its timeout)
-        is older than the dict and is not applied: the source delivers the rest in order."""
+        is older than the dict and is not applied: the source delivers the rest in order.
+        Returns how many statuses it changed (a product new to the dict, or re-added, or
+        retired)."""
         if self.reader is None:
-            return
+            return 0
         cat = self.reader.catalog
+        changed = 0
         if cat.offset > self.source_next:
-            for pid in cat.records:
-                self.live.apply(pid, ACTIVE)
-            for pid in cat.retired:
-                self.live.apply(pid, RETIRED)
+            for pids, status in ((cat.records, ACTIVE), (cat.retired, RETIRED)):
+                for pid in pids:
+                    changed += self.live.status.get(pid) != status
+                    self.live.apply(pid, status)
         cat.records.clear()
         cat.retired.clear()
+        return changed
 
     def _recheck(self) -> bool:
         """A product is unknown or retired: read the topic on to its end, if the rate limit
         allows."""
         assert self.reader is not None
-        known = len(self.live.status)
         read = self.reader.read()
-        self._take_read()  # a failed read keeps a consistent prefix: applied too
-        self.found += len(self.live.status) - known
+        self.found += self._take_read()  # a failed read keeps a consistent prefix: applied
         return read
 
     def process_element(self, value: str, ctx: Any) -> Iterable[Any]:

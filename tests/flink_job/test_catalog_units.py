@@ -327,6 +327,7 @@ def test_a_product_re_added_is_found_in_the_topic_before_its_broadcast_record(
     assert _validate(fn, ctx, _batch(back + still, 0)) == \
         (0, [reasons.RETIRED_PRODUCT] * 2 * len(back + still))
     assert fn.reader.reads == 2  # the first refusal read once (nothing new), the rest none
+    assert fn.found == 0
 
     _write(s, *[(p, ProductRecord(p, "Tea", 1.0)) for p in back])  # re-added
     fn.reader.next_at = 0.0  # the interval has passed
@@ -334,6 +335,7 @@ def test_a_product_re_added_is_found_in_the_topic_before_its_broadcast_record(
         (2 * len(back), [reasons.RETIRED_PRODUCT] * 2 * len(still))
     assert fn.reader.reads == 3  # one read for the whole batch
     assert all(fn.live.status[p] == ACTIVE for p in back)
+    assert fn.found == len(back)  # the gauge counts the re-adds the read found
     assert _validate(fn, ctx, _batch(still, 200)) == \
         (0, [reasons.RETIRED_PRODUCT] * 2 * len(still))
     assert fn.reader.reads == 3  # within the interval: no read
