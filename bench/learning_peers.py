@@ -141,7 +141,7 @@ class SharedPriorLinUCB(ProjectLinUCB):
 
     def __init__(self, name: str, n_products: int, dim: int, centre: str,
                  groups: Sequence[str] | None = None, weight: float | None = None,
-                 l2: float = 1.0) -> None:
+                 l2: float = 1.0, nested: bool = False) -> None:
         super().__init__(name, n_products, dim, "decaying", 0.0, l2)
         if centre not in ("rate", "mean", "mean_p"):
             raise ValueError(f"centre {centre!r}")
@@ -152,6 +152,9 @@ class SharedPriorLinUCB(ProjectLinUCB):
         self.b0 = np.zeros((len(names), dim))
         self.centre, self.dim = centre, dim
         self.weight = l2 if weight is None else float(weight)
+        self.nested = nested  # centre="rate": each group's prior on the shop's shared rate
+        self.A_all = l2 * np.eye(dim)
+        self.b_all = np.zeros(dim)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         xx = float(x @ x)
@@ -167,6 +170,8 @@ class SharedPriorLinUCB(ProjectLinUCB):
         Mx = np.einsum("mij,j->mi", M, x, optimize=False)
         var = np.maximum(Mx @ x, 0.0)
         if self.centre == "rate":
+            if self.nested:  # shop -> category -> product: q_0(x) replaces p
+                p = float(np.linalg.solve(self.A_all, self.b_all + self.l2 * p * x / xx) @ x)
             q = np.linalg.solve(self.A0, (self.b0 + self.l2 * p * x / xx)[..., None])[..., 0] @ x
             return mean + q[self.group] * w * var / xx
         theta_s = np.linalg.solve(self.A0, self.b0[..., None])[..., 0]  # (groups, d)
@@ -180,6 +185,8 @@ class SharedPriorLinUCB(ProjectLinUCB):
         g = int(self.group[item])
         self.A0[g] += np.outer(x, x)
         self.b0[g] += reward * x
+        self.A_all += np.outer(x, x)
+        self.b_all += reward * x
 
 
 class SelfTuningLinUCB(SharedPriorLinUCB):
@@ -468,6 +475,9 @@ def make_learners(n_products: int, dim: int, seed: int,
         "vw_squarecb": lambda: VowpalCB("vw_squarecb", n_products, dim, seed, "--squarecb"),
         "vw_epsilon": lambda: VowpalCB("vw_epsilon", n_products, dim, seed, "--epsilon 0.05"),
     }
+    if shipped:  # shop -> category -> product (opt-in)
+        makers["linucb_nested_rate"] = lambda: SharedPriorLinUCB(
+            "linucb_nested_rate", n_products, dim, "rate", groups=cats, nested=True)
     if shipped:
         makers["linucb_decaying_category"] = lambda: CategoryPriorLinUCB(
             "linucb_decaying_category", n_products, dim, cats, model.prior_pseudo_obs,
@@ -492,7 +502,7 @@ def make_learners(n_products: int, dim: int, seed: int,
     return [makers[n]() for n in names]
 
 
-OPT_IN = ("linucb_decaying_category",
+OPT_IN = ("linucb_decaying_category", "linucb_nested_rate",
           *(f"linucb_{g}_{c}{w}" for g in ("shared", "category")
             for c in ("rate", "mean", "mean_p") for w in ("", "_w10")
             if f"linucb_{g}_{c}{w}" != "linucb_category_rate"),

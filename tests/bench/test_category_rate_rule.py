@@ -65,3 +65,28 @@ def test_self_tuning_without_categories_has_no_category_rate_candidate() -> None
 
     tuned = SelfTuningLinUCB("self_tuning", 10, 3, 1)
     assert "category_rate" not in tuned.candidates and tuned.tuner.live == "decaying"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_nested_rule_centres_an_empty_category_on_the_shops_shared_rate(seed: int) -> None:
+    """``linucb_nested_rate`` (opt-in): a category with no data is worth the shop's shared
+    model's rate for x, ``q_0(x) = x^T (l2 I + S)^-1 (t + l2 p x / x.x)``, computed here by
+    hand from the raw observations; ``linucb_category_rate`` gives it the scalar ``p``."""
+    (nested,) = make_learners(200, 15, seed, only=["linucb_nested_rate"])
+    (flat,) = make_learners(200, 15, seed, only=["linucb_category_rate"])
+    rng = np.random.default_rng(seed)
+    empty = int(nested.group[0])
+    others = np.flatnonzero(nested.group != empty)
+    X = rng.random((200, 15))
+    items = rng.choice(others, 200)
+    rewards = (rng.random(200) < 0.3).astype(float)
+    nested.pretrain(X, items, rewards)
+    flat.pretrain(X, items, rewards)
+    x = rng.random(15)
+    xx = float(x @ x)
+    p = (rewards.sum() + 1.0) / (len(rewards) + 2.0)
+    q0 = x @ np.linalg.solve(np.eye(15) + X.T @ X, X.T @ rewards + p * x / xx)
+    unseen = np.flatnonzero(nested.group == empty)
+    np.testing.assert_allclose(nested.scores(x)[unseen], q0, rtol=1e-9)
+    np.testing.assert_allclose(flat.scores(x)[unseen], p, rtol=1e-9)
+    assert abs(q0 - p) > 1e-3  # the two centres differ on this data
