@@ -141,7 +141,7 @@ class SharedPriorLinUCB(ProjectLinUCB):
 
     def __init__(self, name: str, n_products: int, dim: int, centre: str,
                  groups: Sequence[str] | None = None, weight: float | None = None,
-                 l2: float = 1.0, nested: bool = False) -> None:
+                 l2: float = 1.0, nested: bool = False, optimism: float = 0.0) -> None:
         super().__init__(name, n_products, dim, "decaying", 0.0, l2)
         if centre not in ("rate", "mean", "mean_p"):
             raise ValueError(f"centre {centre!r}")
@@ -153,6 +153,7 @@ class SharedPriorLinUCB(ProjectLinUCB):
         self.centre, self.dim = centre, dim
         self.weight = l2 if weight is None else float(weight)
         self.nested = nested  # centre="rate": each group's prior on the shop's shared rate
+        self.optimism = optimism  # centre="rate": q(x) + optimism * sd of q(x) (category_ucb)
         self.A_all = l2 * np.eye(dim)
         self.b_all = np.zeros(dim)
 
@@ -173,6 +174,9 @@ class SharedPriorLinUCB(ProjectLinUCB):
             if self.nested:  # shop -> category -> product: q_0(x) replaces p
                 p = float(np.linalg.solve(self.A_all, self.b_all + self.l2 * p * x / xx) @ x)
             q = np.linalg.solve(self.A0, (self.b0 + self.l2 * p * x / xx)[..., None])[..., 0] @ x
+            if self.optimism:
+                q = q + self.optimism * exploration.category_rate_sd(
+                    np.linalg.inv(self.A0), x, p)
             return mean + q[self.group] * w * var / xx
         theta_s = np.linalg.solve(self.A0, self.b0[..., None])[..., 0]  # (groups, d)
         s = mean + w * np.einsum("mi,mi->m", Mx, theta_s[self.group], optimize=False)
@@ -196,14 +200,14 @@ class SelfTuningLinUCB(SharedPriorLinUCB):
     SNIPS over the last ``window`` visits go to the controller.
 
     It starts on the system's default rule (``RTREC_EXPLORATION``'s default,
-    :data:`DEFAULT_RULE`), as a shop turning ``RTREC_SELF_TUNE`` on would. ``category_rate``
-    is a candidate when ``categories`` are given (the catalog's, one per product: the pools
-    are those of :class:`SharedPriorLinUCB` ``centre="rate"``, i.e. ``linucb_category_rate``);
-    without them it is not, and the start is ``decaying`` (what ``category_rate`` is with no
-    categories)."""
+    :data:`DEFAULT_RULE`), as a shop turning ``RTREC_SELF_TUNE`` on would. ``category_ucb``
+    and ``category_rate`` are candidates when ``categories`` are given (the catalog's, one per
+    product: the pools are those of :class:`SharedPriorLinUCB` ``centre="rate"``, i.e.
+    ``linucb_category_ucb`` and ``linucb_category_rate``); without them they are not, and the
+    start is ``decaying`` (what both are with no categories)."""
 
     CANDIDATES: ClassVar[dict[str, tuple[str, float]]] = {
-        "category_rate": ("category_rate", 0.0),
+        "category_ucb": ("category_ucb", 0.0), "category_rate": ("category_rate", 0.0),
         "decaying": ("decaying", 0.0), "calibrated": ("calibrated", 0.0),
         "alpha_0.03": ("fixed", 0.03),
         "alpha_0.1": ("fixed", 0.1), "alpha_0.3": ("fixed", 0.3), "alpha_1": ("fixed", 1.0)}
@@ -214,7 +218,8 @@ class SelfTuningLinUCB(SharedPriorLinUCB):
                  min_interval: int = 500, every: int = 250, window: int = 1000) -> None:
         super().__init__(name, n_products, dim, "rate", groups=categories, l2=l2)
         self.candidates = {n: c for n, c in self.CANDIDATES.items()
-                           if categories is not None or c[0] != "category_rate"}
+                           if categories is not None
+                           or c[0] not in exploration.CATEGORY_RULES}
         start = DEFAULT_RULE if DEFAULT_RULE in self.candidates else "decaying"
         self.tuner = exploration.SelfTuner(list(self.candidates), start,
                                            min_explore_share, margin, min_interval)
@@ -232,7 +237,8 @@ class SelfTuningLinUCB(SharedPriorLinUCB):
         """Every product's score under candidate ``name`` on the shared model (``moments``:
         :meth:`mean_std` of x when the caller has it: computed once per visit)."""
         rule, alpha = self.candidates[name]
-        if rule == "category_rate":
+        if rule in exploration.CATEGORY_RULES:
+            self.optimism = exploration.CATEGORY_OPTIMISM[rule]
             return SharedPriorLinUCB.scores(self, x)
         mean, std = self.mean_std(x) if moments is None else moments
         if rule == "decaying":
@@ -453,7 +459,11 @@ def make_learners(n_products: int, dim: int, seed: int,
     cats = [p.category for p in load_catalog()]
     shipped = len(cats) == n_products  # the shipped catalog (the benchmark's worlds)
     makers = {}
-    if shipped:  # the default rule (DEFAULT): the catalog's categories, as a shop has them
+    if shipped:  # the category rules (the default, DEFAULT, among them): the catalog's
+        # categories, as a shop has them
+        makers["linucb_category_ucb"] = lambda: SharedPriorLinUCB(
+            "linucb_category_ucb", n_products, dim, "rate", groups=cats,
+            optimism=exploration.CATEGORY_OPTIMISM["category_ucb"])
         makers["linucb_category_rate"] = lambda: SharedPriorLinUCB(
             "linucb_category_rate", n_products, dim, "rate", groups=cats)
     makers |= {
@@ -508,19 +518,21 @@ OPT_IN = ("linucb_decaying_category", "linucb_nested_rate",
             if f"linucb_{g}_{c}{w}" != "linucb_category_rate"),
           "vw_squarecb_category", "vw_epsilon_category")
 """Learners only run when named (``--only``): variants measured once (docs/EXPLORATION.md
-section 2) and Vowpal Wabbit given the categories. ``linucb_category_rate``, the default,
-runs in every run: it uses the catalog's categories, which the peers do not get, and a shop
-running this system has them."""
+section 2) and Vowpal Wabbit given the categories. ``linucb_category_ucb`` (the default) and
+``linucb_category_rate`` run in every run: they use the catalog's categories, which the peers
+do not get, and a shop running this system has them."""
 PEERS = ("mabwiser_linucb", "river_linucb", "vw_squarecb", "vw_epsilon")
 FIXED = ("linucb_alpha_1", "linucb_alpha_0.3", "linucb_alpha_0.1", "linucb_alpha_0.03")
 DEFAULT_RULE = Settings.from_env({}).model.exploration
 """The system's default exploration rule (``RTREC_EXPLORATION``'s default, contract/config.py)."""
 DEFAULT = f"linucb_{DEFAULT_RULE}"
 """The row the issue's targets are checked on: the project's default rule."""
-RULES = ("linucb_calibrated", "linucb_decaying", "linucb_thompson", "linucb_category_rate")
+RULES = ("linucb_calibrated", "linucb_decaying", "linucb_thompson", "linucb_category_rate",
+         "linucb_category_ucb")
 """The exploration rules of ours without a tuned constant (docs/EXPLORATION.md section 1):
 the default is chosen among them by the stated criterion, from the same run.
-``linucb_category_rate`` is ``RTREC_EXPLORATION=category_rate`` (the catalog's categories)."""
+``linucb_category_ucb`` and ``linucb_category_rate`` are ``RTREC_EXPLORATION=category_ucb``
+and ``category_rate`` (the catalog's categories)."""
 
 __all__ = ["DEFAULT", "FIXED", "OPT_IN", "PEERS", "RULES", "CategoryPriorLinUCB",
            "MabwiserLinUCB", "ProjectLinUCB", "RiverLinUCB", "SelfTuningLinUCB",

@@ -118,12 +118,14 @@ class ModelSettings:
                              "and the time: attributes, encodings, buckets, crosses "
                              "(docs/FEATURES.md); empty: the shipped contract/data/"
                              "context_spec.json. Serving, the job and the tools read the same.")
-    exploration: str = _var("RTREC_EXPLORATION", "category_rate",
-                            "How much LinUCB explores (docs/EXPLORATION.md): category_rate "
+    exploration: str = _var("RTREC_EXPLORATION", "category_ucb",
+                            "How much LinUCB explores (docs/EXPLORATION.md): category_ucb "
                             "(a never-seen product scores its catalog category's click rate "
                             "for x, q_c(x), from the pooled parameters of the category's "
-                            "products; the bonus q_c l2 x'A^-1x / x.x decays like 1/n; a "
-                            "product with no category uses p, the click rate learned so far), "
+                            "products, plus one standard deviation of that rate; the bonus "
+                            "q_c l2 x'A^-1x / x.x decays like 1/n; a product with no category "
+                            "uses p, the click rate learned so far), category_rate (the same "
+                            "without the standard deviation), "
                             "decaying (the same with p for every product), "
                             "calibrated (the same worth as decaying, alpha = p sqrt(l2) / "
                             "norm(x): a bonus decaying like 1/sqrt(n)) or fixed (alpha = "
@@ -132,7 +134,8 @@ class ModelSettings:
                         "fixed (0 = greedy); a request's alpha overrides either rule.")
     self_tune: str = _var("RTREC_SELF_TUNE", "",
                           "Exploration that tunes itself live (docs/EXPLORATION.md section 3): "
-                          "candidate rules, comma-separated, category_rate, decaying, "
+                          "candidate rules, comma-separated, category_ucb, category_rate, "
+                          "decaying, "
                           "calibrated or alpha=X "
                           "(e.g. decaying,calibrated,alpha=0.1); the first is live until the "
                           "job's controller picks another from its off-policy estimates. Empty: "

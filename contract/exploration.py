@@ -50,16 +50,24 @@ from contract.errors import RtrecError
 
 log = logging.getLogger(__name__)
 
-EXPLORATIONS: tuple[str, ...] = ("calibrated", "category_rate", "decaying", "fixed")
-"""Exploration rules ``RTREC_EXPLORATION`` names: ``decaying`` (the default: a never-seen
-product is worth the click rate, the bonus decays like 1/n, :func:`decaying_weight`; chosen
-over ``calibrated`` by the stated criterion of docs/EXPLORATION.md section 2),
-``category_rate`` (``decaying`` with the click rate replaced by the product's catalog
-category's rate for x, :func:`category_rates`), ``calibrated`` (above: the same worth, a
-bonus decaying like 1/sqrt(n)) or ``fixed`` (alpha = ``RTREC_ALPHA`` whatever the data, the
-rule before issue #22)."""
+EXPLORATIONS: tuple[str, ...] = ("calibrated", "category_rate", "category_ucb", "decaying",
+                                  "fixed")
+"""Exploration rules ``RTREC_EXPLORATION`` names: ``decaying`` (a never-seen product is worth
+the click rate, the bonus decays like 1/n, :func:`decaying_weight`), ``category_rate``
+(``decaying`` with the click rate replaced by the product's catalog category's rate for x,
+:func:`category_rates`), ``category_ucb`` (the default: the same with that rate's upper
+bound, one standard deviation above it, :func:`category_rate_sd`), ``calibrated`` (the same
+worth as ``decaying``, a bonus decaying like 1/sqrt(n)) or ``fixed`` (alpha =
+``RTREC_ALPHA`` whatever the data, the rule before issue #22). docs/EXPLORATION.md section 1
+says why the default is the default."""
 
-VARIANCE_RULES: tuple[str, ...] = ("category_rate", "decaying")
+CATEGORY_RULES: tuple[str, ...] = ("category_rate", "category_ucb")
+"""The rules that rank with the catalog categories' pooled rates (:func:`category_rates`)."""
+
+CATEGORY_OPTIMISM: dict[str, float] = {"category_rate": 0.0, "category_ucb": 1.0}
+"""Standard deviations of its category's rate each category rule adds to that rate."""
+
+VARIANCE_RULES: tuple[str, ...] = ("category_rate", "category_ucb", "decaying")
 """The rules that weigh the variance ``x^T A^-1 x`` (no alpha: :func:`exploration_alpha`
 refuses them)."""
 
@@ -137,9 +145,9 @@ def rule_scores(rule: str, fixed_alpha: float, clicks: float, observations: floa
     ``mean + decaying_weight * var`` for ``decaying``."""
     mean = np.asarray(mean, dtype=np.float64)
     var = np.maximum(np.asarray(var, dtype=np.float64), 0.0)
-    if rule == "category_rate":
-        raise ExplorationError("exploration rule 'category_rate' needs each product's "
-                               "category pool: category_rates, category_weights")
+    if rule in CATEGORY_RULES:
+        raise ExplorationError(f"exploration rule {rule!r} needs each product's "
+                               f"category pool: category_rates, category_weights")
     if rule == "decaying":
         return mean + decaying_weight(clicks, observations, x, l2) * var
     return mean + exploration_alpha(rule, fixed_alpha, clicks, observations, x, l2) * \
@@ -163,7 +171,7 @@ def category_solve(S: np.ndarray, l2: float) -> np.ndarray:
 
 
 def category_rates(M: np.ndarray, t: np.ndarray, x: np.ndarray, p: float,
-                   l2: float) -> np.ndarray:
+                   l2: float, optimism: float = 0.0) -> np.ndarray:
     """Each category's click rate for context x, the ``category_rate`` rule's centre:
 
         q_c(x) = x^T (l2 I + S_c)^-1 (t_c + l2 p x / x.x)
@@ -179,8 +187,13 @@ def category_rates(M: np.ndarray, t: np.ndarray, x: np.ndarray, p: float,
     Computed on u = x / |x| (``|x| u^T M t + l2 p u^T M u``), so a large x does not overflow;
     x = 0 has no direction and gets ``p`` (its bonus is 0 whatever the rate).
 
+    ``optimism`` (``category_ucb``: 1, :data:`CATEGORY_OPTIMISM`) adds that many standard
+    deviations of the rate, :func:`category_rate_sd`: the rate's upper bound, so a category
+    whose few observations missed is not written off for good.
+
     Hand computation (tests/contract/test_category_rate.py): one category, d = 2, l2 = 1,
-    ``S = diag(3, 0)``, ``t = (1, 0)``, p = 0.2, x = (1, 0): ``q = (1 + 0.2) / 4 = 0.3``.
+    ``S = diag(3, 0)``, ``t = (1, 0)``, p = 0.2, x = (1, 0): ``q = (1 + 0.2) / 4 = 0.3``;
+    with optimism 1, ``0.3 + sqrt(0.2 * 0.8 / 4) = 0.5``.
 
     >>> M = category_solve(np.array([[[3.0, 0.0], [0.0, 0.0]]]), 1.0)
     >>> category_rates(M, np.array([[1.0, 0.0]]), np.array([1.0, 0.0]), 0.2, 1.0).round(6)
@@ -201,7 +214,23 @@ def category_rates(M: np.ndarray, t: np.ndarray, x: np.ndarray, p: float,
     norm = top * math.sqrt(float(y.dot(y)))
     u = x / norm
     Mu = M @ u  # (C, d): M is symmetric, so u^T M = (M u)^T
-    return norm * np.einsum("cd,cd->c", Mu, t) + l2 * p * (Mu @ u)
+    uMu = Mu @ u
+    q = norm * np.einsum("cd,cd->c", Mu, t) + l2 * p * uMu
+    if optimism:
+        q = q + optimism * norm * np.sqrt(p * (1.0 - p) * np.maximum(uMu, 0.0))
+    return q
+
+
+def category_rate_sd(M: np.ndarray, x: np.ndarray, p: float) -> np.ndarray:
+    """Each category's standard deviation of its rate for x, ``sqrt(p (1 - p) x^T M_c x)``
+    with ``M = category_solve(S, l2)``: the pooled ridge model's posterior deviation of
+    ``x . theta_c`` when the reward noise is a Bernoulli's at the shop's rate ``p`` (the
+    prior's variance ``p (1 - p) / l2``). No data: ``sqrt(p (1 - p) / l2) |x|``; it shrinks
+    like ``1 / sqrt(n)`` with the category's observations in x's direction."""
+    M = np.asarray(M, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    quad = np.einsum("cij,i,j->c", M, x, x, optimize=False)
+    return np.sqrt(p * (1.0 - p) * np.maximum(quad, 0.0))
 
 
 def category_weights(q: np.ndarray, x: np.ndarray, l2: float) -> np.ndarray:
@@ -220,13 +249,13 @@ def category_weights(q: np.ndarray, x: np.ndarray, l2: float) -> np.ndarray:
 
 
 def category_rate_scores(M: np.ndarray, t: np.ndarray, groups: np.ndarray, p: float,
-                         x: np.ndarray, l2: float, mean: np.ndarray, var: np.ndarray
-                         ) -> np.ndarray:
+                         x: np.ndarray, l2: float, mean: np.ndarray, var: np.ndarray,
+                         optimism: float = 0.0) -> np.ndarray:
     """Every product's score under ``category_rate`` from its mean ``x . theta``, variance
     ``x^T A^-1 x`` and category ``groups`` (codes into ``M = category_solve(S, l2)`` and
     ``t``): ``mean + q_c(x) l2 var / x.x`` - what :func:`rule_scores` is for the other
     rules (in-process learners; serving computes the same on u = x / |x|)."""
-    w = category_weights(category_rates(M, t, x, p, l2), x, l2)
+    w = category_weights(category_rates(M, t, x, p, l2, optimism), x, l2)
     return np.asarray(mean, dtype=np.float64) + w[groups] * np.maximum(var, 0.0)
 
 
@@ -505,8 +534,9 @@ def parse_candidates(text: str) -> tuple[Candidate, ...]:
         except ValueError:
             alpha = None
         if alpha is None or not (math.isfinite(alpha) and alpha >= 0):
-            raise ExplorationError(f"self-tune candidate {item!r}: expected 'category_rate', "
-                                   f"'decaying', 'calibrated' or 'alpha=X' with a finite "
+            raise ExplorationError(f"self-tune candidate {item!r}: expected 'category_ucb', "
+                                   f"'category_rate', 'decaying', 'calibrated' or 'alpha=X' "
+                                   f"with a finite "
                                    f"X >= 0")
         out.append(Candidate(f"alpha_{alpha:g}", "fixed", alpha))
     names = [c.name for c in out]

@@ -120,13 +120,13 @@ class ChurnLearner:
 
     def recommend(self, x: np.ndarray, active: np.ndarray, k: int = K) -> list[int]:
         var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
-        if self.exploration == "category_rate":
+        if self.exploration in exploration.CATEGORY_RULES:
             if self._rate_M is None:
                 self._rate_M = exploration.category_solve(self.rate_S, self.l2)
             scores = exploration.category_rate_scores(
                 self._rate_M, self.rate_t, np.asarray(self.categories),
                 exploration.click_rate(self.clicks, self.observations), x, self.l2,
-                self.theta @ x, var)
+                self.theta @ x, var, exploration.CATEGORY_OPTIMISM[self.exploration])
         else:
             scores = exploration.rule_scores(self.exploration, self.alpha, self.clicks,
                                              self.observations, x, self.l2, self.theta @ x,

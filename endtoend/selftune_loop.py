@@ -6,7 +6,8 @@ run alone, and against the best of them chosen in hindsight (issue 22's target: 
 
 - one shared LinUCB model (the job learns every shown list: :class:`InstantLinUCB`, updated
   after each visit, so the job's delay is not modelled), which also pools what it learns per
-  catalog category when a candidate is ``category_rate`` (the default rule; serving derives
+  catalog category when a candidate is ``category_ucb`` (the default rule) or
+  ``category_rate`` (serving derives
   the same pools from the published parameters);
 - every candidate of ``RTREC_SELF_TUNE``'s form ranks every visit with that model
   (:meth:`InstantLinUCB.recommend` under the candidate's rule), one is drawn by the
@@ -53,9 +54,11 @@ class LiveLoop:
     def __init__(self, m: int, dim: int, candidates: Sequence[Candidate], seed: int,
                  min_share: float, margin: float, interval: float, min_matched: int,
                  every: int, categories: Sequence[str] | None = None) -> None:
-        # the category pools are kept whenever a candidate ranks with them (category_rate)
-        pooled = any(c.rule == "category_rate" for c in candidates)
-        self.model = InstantLinUCB(m, dim, exploration="category_rate" if pooled else "fixed",
+        # the category pools are kept whenever a candidate ranks with them (category_ucb,
+        # category_rate)
+        pooled = next((c.rule for c in candidates if c.rule in exploration.CATEGORY_RULES),
+                      None)
+        self.model = InstantLinUCB(m, dim, exploration=pooled or "fixed",
                                    categories=categories if pooled else None)
         self.candidates = list(candidates)
         self.tuner = SelfTuner([c.name for c in candidates], candidates[0].name, min_share,
@@ -106,8 +109,8 @@ class _Shown:
 def fixed_learner(c: Candidate, m: int, dim: int,
                   categories: Sequence[str] | None = None) -> InstantLinUCB:
     """A candidate run alone on all the traffic (``categories``: the catalog's, one per
-    product, what ``category_rate`` pools by)."""
-    if c.rule in ("calibrated", "decaying", "category_rate"):
+    product, what the category rules pool by)."""
+    if c.rule in ("calibrated", *exploration.VARIANCE_RULES):
         return InstantLinUCB(m, dim, exploration=c.rule, categories=categories)
     return InstantLinUCB(m, dim, alpha=float(c.alpha or 0.0), exploration="fixed")
 

@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from contract import exploration, linucb
+from contract.exploration import CATEGORY_RULES
 from contract.features import FeatureSpace, Product, User
 from producer.context import REFERENCE, ContextDistribution
 from producer.oracle import Oracle
@@ -145,9 +146,10 @@ class InstantLinUCB:
     for every other shown item), with the contract's math. Explores as serving does under
     ``exploration`` (RTREC_EXPLORATION, docs/EXPLORATION.md; the closed loop passes the
     setting): ``fixed`` ranks with ``alpha``, ``calibrated`` and ``decaying`` with the click
-    rate it learned, ``category_rate`` with each product's category's rate for x from the
-    pools of what it learned (``categories``: one per product; without them it is
-    ``decaying``, as serving is without catalog categories)."""
+    rate it learned, ``category_ucb`` and ``category_rate`` with each product's category's
+    rate for x (plus the rule's optimism) from the pools of what it learned (``categories``:
+    one per product; without them it is ``decaying``, as serving is without catalog
+    categories)."""
 
     name = "linucb_instant"
 
@@ -159,7 +161,7 @@ class InstantLinUCB:
         # category_rate: every observation of a category's products pooled, S_c = sum x x^T
         # and t_c = sum r x (what serving sums from the published A_i - l2 I and b_i)
         self.groups: np.ndarray | None = None
-        if exploration == "category_rate" and categories is not None:
+        if exploration in CATEGORY_RULES and categories is not None:
             if len(categories) != n_products:
                 raise ValueError("categories: one per product")
             names = sorted(set(categories))
@@ -188,15 +190,15 @@ class InstantLinUCB:
             self._M = None
 
     def recommend(self, visit: Visit, x: np.ndarray, k: int) -> Shown:
-        if self.groups is not None and self.exploration == "category_rate":
-            # category_rate: decaying with p -> q_c(x) per product
+        if self.groups is not None and self.exploration in CATEGORY_RULES:
+            # category_ucb / category_rate: decaying with p -> q_c(x) (+ sd) per product
             if self._M is None:
                 self._M = exploration.category_solve(self.S, self.l2)
             var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
             scores = exploration.category_rate_scores(
                 self._M, self.t, self.groups,
                 exploration.click_rate(self.clicks, self.observations), x, self.l2,
-                self.theta @ x, var)
+                self.theta @ x, var, exploration.CATEGORY_OPTIMISM[self.exploration])
         elif self.exploration in exploration.VARIANCE_RULES:  # no alpha (contract)
             var = np.einsum("mij,i,j->m", self.A_inv, x, x, optimize=False)
             scores = exploration.rule_scores("decaying", self.alpha, self.clicks,

@@ -72,9 +72,10 @@ class PoolState:
     generation: int
     version: int
 
-    def rates(self, x: np.ndarray, p: float, l2: float) -> np.ndarray:
-        """q_c(x) per category (contract.exploration.category_rates)."""
-        return exploration.category_rates(self.M, self.t, x, p, l2)
+    def rates(self, x: np.ndarray, p: float, l2: float, optimism: float = 0.0) -> np.ndarray:
+        """q_c(x) per category, plus ``optimism`` standard deviations of it
+        (contract.exploration.category_rates)."""
+        return exploration.category_rates(self.M, self.t, x, p, l2, optimism)
 
     def per_product(self, per_category: np.ndarray, none: float, m: int) -> np.ndarray:
         """(m,) float64: each of the first m products' category value, ``none`` for a

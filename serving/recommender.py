@@ -214,10 +214,11 @@ class Recommender:
                                       f"RTREC_BOOSTS, ...): {exc}") from exc
         self.product_health = ProductHealth(len(ids))
         self.popularity = Popularity(len(ids), sv.popularity_weight)
-        # RTREC_EXPLORATION=category_rate: each catalog category's pooled sums, derived from
-        # the published parameters and followed update by update (serving/category_rates.py)
+        # RTREC_EXPLORATION=category_ucb or category_rate: each catalog category's pooled
+        # sums, derived from the published parameters and followed update by update
+        # (serving/category_rates.py)
         self.category_pools: CategoryPools | None = None
-        if settings.model.exploration == "category_rate":
+        if settings.model.exploration in exploration.CATEGORY_RULES:
             self.category_pools = CategoryPools(settings.model.dim, settings.model.l2)
             self.category_pools.set_categories(_categories(self.catalog))
             self.category_pools.rebuild(self.snapshot)
@@ -492,7 +493,7 @@ class Recommender:
 
     def _decaying_scores(self, snap: Snapshot, vec: np.ndarray, k: int,
                          pop: np.ndarray | None = None, m: int | None = None,
-                         by_category: bool = False, only_best: bool = False
+                         by_category: str | None = None, only_best: bool = False
                          ) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
         """(scores, means, w) under the decaying rule: ``mean + w x^T A^-1 x`` for the first
         m products (contract.exploration.rule_scores), plus ``pop``, computed on the unit
@@ -501,9 +502,11 @@ class Recommender:
         (Snapshot.top_scores; ``only_best``: a plain request's ranking, which reads the best k
         alone, lets it skip the A^-1 rows where a bound prunes).
 
-        ``by_category`` (``RTREC_EXPLORATION=category_rate``): ``p`` replaced, per product,
-        by its category's rate for x, ``q_c(x)`` (contract.exploration.category_rates, from
-        the pools' cached solve); a product with no category keeps ``p``. Then ``w`` is the
+        ``by_category`` (a rule of contract.exploration.CATEGORY_RULES, the default
+        ``category_ucb``): ``p`` replaced, per product, by its category's rate for x,
+        ``q_c(x)``, plus the rule's optimism in standard deviations of it
+        (contract.exploration.category_rates, from the pools' cached solve); a product with
+        no category keeps ``p``. Then ``w`` is the
         (m,) array of each product's ``q_c l2``. Either way ``w`` is the weight of
         ``u^T A^-1 u`` (``p l2`` under ``decaying``), not of x^T A^-1 x: for an x whose x.x
         underflows the latter is inf and x^T A^-1 x is 0, and an explanation (which computes
@@ -522,7 +525,7 @@ class Recommender:
         if by_category and pools is not None:
             l2 = self.settings.model.l2
             st = pools.state  # one reference: its sums, solves and categories agree
-            q = st.rates(vec, rate / sqrt_l2, l2)
+            q = st.rates(vec, rate / sqrt_l2, l2, exploration.CATEGORY_OPTIMISM[by_category])
             w_u = st.per_product(q * l2, rate * sqrt_l2, len(snap) if m is None else m)
             base, mean = snap.top_scores(vec, k, weight=w_u, x_var=vec / norm, plus=pop,
                                          upto=m, only_best=only_best)
@@ -563,13 +566,13 @@ class Recommender:
         calibrated = (alpha is None and tuned is None
                       and self.settings.model.exploration == "calibrated") \
             or (tuned is not None and tuned.rule == "calibrated")
-        by_category = (alpha is None and tuned is None
-                       and self.settings.model.exploration == "category_rate") \
-            or (tuned is not None and tuned.rule == "category_rate")
-        # the rules that weigh the variance (decaying, category_rate): no alpha
+        rule = self.settings.model.exploration if alpha is None and tuned is None else \
+            tuned.rule if tuned is not None else None
+        by_category = rule if rule in exploration.CATEGORY_RULES else None
+        # the rules that weigh the variance (decaying, category_ucb, category_rate): no alpha
         variance_rule = (alpha is None and tuned is None
                          and self.settings.model.exploration == "decaying") \
-            or (tuned is not None and tuned.rule == "decaying") or by_category
+            or (tuned is not None and tuned.rule == "decaying") or by_category is not None
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
@@ -767,7 +770,8 @@ class Recommender:
             if c.rule in exploration.VARIANCE_RULES:  # mean + w var, as recommend does
                 a = 0.0
                 b, mean, w = self._decaying_scores(snap, vec, k,
-                                                   by_category=c.rule == "category_rate")
+                                                   by_category=c.rule if c.rule in
+                                                   exploration.CATEGORY_RULES else None)
             else:
                 a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" \
                     else float(c.alpha)
@@ -810,9 +814,10 @@ class Recommender:
                 if a is not None:
                     s = snap.top_scores(vec, k, a)[0]
                 elif self.settings.model.exploration in exploration.VARIANCE_RULES:
+                    rule = self.settings.model.exploration
                     s = self._decaying_scores(  # no alpha: the rule's
-                        snap, vec, k, by_category=self.settings.model.exploration
-                        == "category_rate")[0]
+                        snap, vec, k, by_category=rule if rule in exploration.CATEGORY_RULES
+                        else None)[0]
                 else:  # calibrated (fixed has an alpha)
                     s = snap.top_scores(vec, k, self._calibrated_alpha(snap, vec))[0]
                 return s[:pop.shape[0]] + pop if pop is not None else s

@@ -22,6 +22,7 @@ def test_the_criterion_weighs_category_rate_beside_the_other_rules(winner: str) 
     assert "linucb_category_rate" in RULES
     loser = "linucb_decaying" if winner == "linucb_category_rate" else "linucb_category_rate"
     table = {w: {s: {"river_linucb": _row(100.0), "vw_epsilon": _row(150.0),
+                     DEFAULT: _row(105.0),
                      winner: _row(70.0 if s == "cold" else 90.0), loser: _row(110.0)}
                  for s in ("cold", "pretrained")} for w in ("rules", "bench_rules")}
     goals = targets(table)
@@ -32,39 +33,48 @@ def test_the_criterion_weighs_category_rate_beside_the_other_rules(winner: str) 
     assert goals["choice"]["mean_ratio_to_best_peer"][winner] == pytest.approx(0.8)
 
 
-def test_the_row_is_the_category_pooled_learner_and_the_default_in_every_run() -> None:
-    (learner,) = make_learners(200, 15, 1, only=["linucb_category_rate"])
-    assert learner.centre == "rate" and int(learner.group.max()) + 1 == learner.A0.shape[0] > 1
+def test_the_rows_are_the_category_pooled_learners_and_the_default_in_every_run() -> None:
+    rate, ucb = make_learners(200, 15, 1, only=["linucb_category_rate", "linucb_category_ucb"])
+    for learner in (rate, ucb):
+        assert learner.centre == "rate" and int(learner.group.max()) + 1 \
+            == learner.A0.shape[0] > 1
+        assert learner.name not in OPT_IN
+        assert learner.name in [lr.name for lr in make_learners(200, 15, 1)]
+    assert (rate.optimism, ucb.optimism) == (0.0, 1.0)
     assert DEFAULT == f"linucb_{Settings.from_env({}).model.exploration}" \
-        == "linucb_category_rate"
-    assert "linucb_category_rate" not in OPT_IN
-    assert "linucb_category_rate" in [lr.name for lr in make_learners(200, 15, 1)]
+        == "linucb_category_ucb"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_self_tuning_starts_on_the_default_and_its_candidate_is_that_rule(seed: int) -> None:
-    """On the same data, the self-tuner's category_rate candidate ranks as the default row
-    does, and with every share on the live candidate it shows what that row shows."""
-    ref, tuned = make_learners(200, 15, seed, only=["linucb_category_rate", "self_tuning"])
-    assert tuned.tuner.live == "category_rate" and "category_rate" in tuned.candidates
+def test_self_tuning_starts_on_the_default_and_its_candidates_are_those_rules(seed: int) -> None:
+    """On the same data, the self-tuner's category_ucb and category_rate candidates rank as
+    their rows do, and with every share on the live candidate (the default) it shows what the
+    default's row shows."""
+    ref, rate, tuned = make_learners(200, 15, seed, only=[
+        "linucb_category_ucb", "linucb_category_rate", "self_tuning"])
+    assert tuned.tuner.live == "category_ucb" and "category_rate" in tuned.candidates
     rng = np.random.default_rng(seed)
     X = rng.random((300, 15))
     items = rng.integers(0, 200, 300)
     rewards = (rng.random(300) < 0.2).astype(float)
-    ref.pretrain(X, items, rewards)
-    tuned.pretrain(X, items, rewards)
+    for lr in (ref, rate, tuned):
+        lr.pretrain(X, items, rewards)
     tuned.tuner.min_explore_share = 0.0  # every visit served by the live candidate
     for x in rng.random((20, 15)):
-        np.testing.assert_allclose(tuned.candidate_scores("category_rate", x), ref.scores(x),
+        np.testing.assert_allclose(tuned.candidate_scores("category_ucb", x), ref.scores(x),
+                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(tuned.candidate_scores("category_rate", x), rate.scores(x),
                                    rtol=1e-12, atol=1e-15)
         assert tuned.rank(x) == ref.rank(x)
+    assert not np.allclose(ref.scores(x), rate.scores(x))  # the optimism changes scores
 
 
-def test_self_tuning_without_categories_has_no_category_rate_candidate() -> None:
+def test_self_tuning_without_categories_has_no_category_candidate() -> None:
     from bench.learning_peers import SelfTuningLinUCB
 
     tuned = SelfTuningLinUCB("self_tuning", 10, 3, 1)
-    assert "category_rate" not in tuned.candidates and tuned.tuner.live == "decaying"
+    assert not {"category_rate", "category_ucb"} & set(tuned.candidates)
+    assert tuned.tuner.live == "decaying"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -32,6 +32,21 @@ def test_hand_computation() -> None:
     # x = 0 has no direction: the prior rate, and no bonus
     assert exploration.category_rates(M, t, np.zeros(2), 0.25, 2.0).tolist() == [0.25, 0.25]
     assert exploration.category_weights(q, np.zeros(2), 2.0).tolist() == [0.0, 0.0]
+    # category_ucb: plus one standard deviation, sqrt(p (1 - p) x^T M x); p (1 - p) = 3 / 16
+    # category 0: x^T M x = (4 - 2 - 2 + 16) / 15 = 16 / 15, so p (1 - p) x^T M x = 0.2
+    # category 1 (no data): x^T M x = x.x / l2 = 2.5, so 3 / 16 * 2.5 = 0.46875
+    sd = exploration.category_rate_sd(M, x, 0.25)
+    assert sd == pytest.approx([0.2 ** 0.5, 0.46875 ** 0.5], rel=1e-12)
+    ucb = exploration.category_rates(M, t, x, 0.25, 2.0, exploration.CATEGORY_OPTIMISM[
+        "category_ucb"])
+    assert ucb == pytest.approx([7.6 / 15 + 0.2 ** 0.5, 0.25 + 0.46875 ** 0.5], rel=1e-12)
+    # the docstring's example: S = diag(3, 0), t = (1, 0), l2 = 1, p = 0.2, x = (1, 0)
+    M1 = exploration.category_solve(np.array([[[3.0, 0.0], [0.0, 0.0]]]), 1.0)
+    assert exploration.category_rates(M1, np.array([[1.0, 0.0]]), np.array([1.0, 0.0]), 0.2,
+                                      1.0, 1.0) == pytest.approx([0.5], rel=1e-12)
+    # x = 0: no direction, no deviation either
+    assert exploration.category_rates(M, t, np.zeros(2), 0.25, 2.0, 1.0).tolist() == \
+        [0.25, 0.25]
 
 
 def test_pool_terms_by_hand() -> None:
@@ -58,16 +73,19 @@ def test_refuses_what_it_cannot_compute() -> None:
                                 np.ones(3))
 
 
+@pytest.mark.parametrize("rule", ["category_rate", "category_ucb"])
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 @pytest.mark.parametrize("l2", [1.0, 2.0])
-def test_equals_the_benchmarks_category_rate_learner(seed: int, l2: float) -> None:
+def test_equals_the_benchmarks_category_learner(rule: str, seed: int, l2: float) -> None:
     """The pools summed from each product's state as published (A^-1, theta), the contract's
-    q_c(x) and weights, give exactly the scores of the learner the benchmark measured."""
+    q_c(x) (plus the rule's optimism) and weights, give exactly the scores of the learner the
+    benchmark measured."""
+    opt = exploration.CATEGORY_OPTIMISM[rule]
     rng = np.random.default_rng([seed, 2222])
     m, d, n = 12, 5, 300
     names = [("shoes", "hats", "bags")[j % 3] for j in range(m)]
     names[-1] = "scarves"  # a category whose one product is never learned: q = p there
-    learner = SharedPriorLinUCB("category_rate", m, d, "rate", groups=names, l2=l2)
+    learner = SharedPriorLinUCB(rule, m, d, "rate", groups=names, l2=l2, optimism=opt)
     for _ in range(n):
         x = rng.random(d) * rng.choice([0.5, 1.0, 3.0])
         j = int(rng.integers(0, m - 1))
@@ -85,8 +103,9 @@ def test_equals_the_benchmarks_category_rate_learner(seed: int, l2: float) -> No
     p = exploration.click_rate(learner.clicks, learner.observations)
     for _ in range(20):
         x = rng.random(d) * rng.choice([0.1, 1.0, 10.0])
-        q = exploration.category_rates(M, t, x, p, l2)
-        assert q[groups.index("scarves")] == pytest.approx(p, rel=1e-12)
+        q = exploration.category_rates(M, t, x, p, l2, opt)
+        sd_empty = (p * (1 - p) * float(x @ x) / l2) ** 0.5  # no data: M = I / l2
+        assert q[groups.index("scarves")] == pytest.approx(p + opt * sd_empty, rel=1e-12)
         w = exploration.category_weights(q, x, l2)
         var = np.einsum("mij,i,j->m", learner.A_inv, x, x)
         ours = learner.theta @ x + w[code] * var

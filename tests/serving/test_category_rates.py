@@ -127,23 +127,27 @@ def _world(seed: int, m: int = 48) -> tuple[Snapshot, list[str], int, int]:
     return snap, cats, clicks, n
 
 
-def _expected(snap: Snapshot, cats: list[str], x: np.ndarray, p: float, l2: float
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Every product's score and bonus by the formula, solved directly."""
+def _expected(snap: Snapshot, cats: list[str], x: np.ndarray, p: float, l2: float,
+              optimism: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Every product's score and bonus by the formula, solved directly (``optimism``:
+    standard deviations of the category's rate added to it, category_ucb's 1)."""
     names = tuple(sorted(set(cats)))
     S, t = _scratch(snap, list(cats), names, l2)
     xx = float(x @ x)
     q = np.array([x @ np.linalg.solve(l2 * np.eye(D) + S[c], t[c] + l2 * p * x / xx)
+                  + optimism * np.sqrt(p * (1 - p) * x @ np.linalg.solve(
+                      l2 * np.eye(D) + S[c], x))
                   for c in range(len(names))])
     var = np.einsum("mij,i,j->m", snap.A_invs, x, x)
     bonus = q[[names.index(c) for c in cats]] * l2 * var / xx
     return snap.thetas @ x + bonus, bonus
 
 
+@pytest.mark.parametrize("rule", ["category_rate", "category_ucb"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_requests_rank_score_and_explain_by_the_formula(seed: int) -> None:
+def test_requests_rank_score_and_explain_by_the_formula(rule: str, seed: int) -> None:
     snap, cats, clicks, n = _world(seed)
-    settings = Settings.from_env({"RTREC_EXPLORATION": "category_rate"})
+    settings = Settings.from_env({"RTREC_EXPLORATION": rule})
     rec = Recommender(settings, snapshot=snap, catalog=CatalogIndex(snap.product_ids, cats),
                       seed=0)
     plain = Recommender(Settings.from_env({"RTREC_EXPLORATION": "decaying"}), snapshot=snap,
@@ -153,12 +157,17 @@ def test_requests_rank_score_and_explain_by_the_formula(seed: int) -> None:
     differs = 0
     for _ in range(6):
         x = _x(rng)
-        score, bonus = _expected(snap, cats, x, p, 1.0)
+        score, bonus = _expected(snap, cats, x, p, 1.0,
+                                 1.0 if rule == "category_ucb" else 0.0)
         order = np.argsort(-score, kind="stable")[:5]
         got = rec.recommend(1, x=x, k=5, policy="linucb", explain=True)
-        assert [i.product_id for i in got.items] == [snap.product_ids[j] for j in order]
+        # the best five scores; products that tie exactly (never-seen products of one
+        # category) are ordered by serving's per-request tie-break, so compare by product
         assert [i.score for i in got.items] == pytest.approx(score[order].tolist(), rel=1e-9)
-        for e, j in zip(got.explanations or (), order.tolist(), strict=True):
+        index = {pid: j for j, pid in enumerate(snap.product_ids)}
+        shown = [index[i.product_id] for i in got.items]
+        assert score[shown] == pytest.approx(score[order], rel=1e-9)
+        for e, j in zip(got.explanations or (), shown, strict=True):
             assert e["exploration_bonus"] == pytest.approx(bonus[j], rel=1e-9, abs=1e-15)
             assert e["expected_reward"] + e["exploration_bonus"] == pytest.approx(e["score"])
         old = plain.recommend(1, x=x, k=5, policy="linucb")
@@ -166,11 +175,12 @@ def test_requests_rank_score_and_explain_by_the_formula(seed: int) -> None:
     assert differs  # the categories' rates changed some ranking: not the decaying rule's
 
 
-def test_without_categories_it_is_the_decaying_rule() -> None:
+@pytest.mark.parametrize("rule", ["category_rate", "category_ucb"])
+def test_without_categories_it_is_the_decaying_rule(rule: str) -> None:
     snap, _cats, _c, _n = _world(4)
-    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": "category_rate"}), snapshot=snap,
-                      seed=0)
-    plain = Recommender(Settings.from_env({}), snapshot=snap, seed=0)
+    rec = Recommender(Settings.from_env({"RTREC_EXPLORATION": rule}), snapshot=snap, seed=0)
+    plain = Recommender(Settings.from_env({"RTREC_EXPLORATION": "decaying"}), snapshot=snap,
+                        seed=0)
     rng = np.random.default_rng(5)
     for _ in range(4):
         x = _x(rng)
