@@ -8,9 +8,10 @@ An item's score is the sum of its explanation's terms, to rounding::
 ``expected_reward`` is theta.x, itself the sum of the per-feature contributions theta_i * x_i
 (the largest by magnitude are named, the others summed in ``other_features``);
 ``exploration_bonus`` is alpha * sqrt(x' A^-1 x), or w * x' A^-1 x under the decaying and
-category_rate rules (w per product under category_rate: its category's rate q_c(x) l2 / x'x,
-docs/EXPLORATION.md); ``popularity`` the fallback term of a
-product without parameters (:class:`serving.health.Popularity`); ``boost`` what the
+category rules (w per product under category_ucb and category_rate: its category's rate
+q_c(x), plus one standard deviation under category_ucb, times l2 / x'x,
+docs/EXPLORATION.md); ``popularity`` the fallback term of a product without parameters
+(:class:`serving.health.Popularity`); ``boost`` what the
 merchandising boosts added (:mod:`serving.controls`).
 
 >>> from serving.snapshot import Snapshot
@@ -56,7 +57,7 @@ def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: flo
     (m,) fallback term, ``boosts`` what boosting added to each shown score, ``unit_weight``
     the variance rules' weight of ``u^T A^-1 u`` with u = x / |x| (their bonus, computed on u
     as serving ranks with it, so an x whose x.x underflows still gets a finite bonus;
-    docs/EXPLORATION.md), one float or, under category_rate, one per product (indexed like
+    docs/EXPLORATION.md), one float or, under a category rule, one per product (indexed like
     ``popularity``); every term is computed on its own (tests/serving check that they add up
     to the score)."""
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
