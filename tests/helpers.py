@@ -34,18 +34,27 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 5.0,
     """Poll until ``predicate()`` is true and return True; on timeout raise AssertionError
     naming ``what`` (a callable: what it returns then, e.g. the state that was wrong). With
     ``job`` (an endtoend ChildProcess), fail at once, with its log tail, if it exits
-    meanwhile."""
+    meanwhile. A Redis timeout or connection error of one poll is "not yet" (on a loaded
+    machine one read of a healthy Redis can exceed its timeout); still failing at the deadline,
+    it is named in the AssertionError."""
+    import redis
+
     deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
     while True:
-        if predicate():
-            return True
+        try:
+            if predicate():
+                return True
+        except (redis.exceptions.TimeoutError, redis.exceptions.ConnectionError) as exc:
+            last_error = exc
         if job is not None and not job.alive():
             said = what() if callable(what) else what
             raise AssertionError(f"the job exited while waiting for {said}; log tail:\n"
                                  f"{job.log_tail()}")
         if time.monotonic() >= deadline:
             said = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {said}")
+            tail = f" (the last poll: {last_error!r})" if last_error is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {said}{tail}")
         time.sleep(every_s)
 
 
