@@ -252,32 +252,35 @@ def test_metrics_over_http_say_the_live_candidate_the_split_and_the_switch() -> 
         assert f"`rtrec_selftune_{name}`" in doc
 
 
+@pytest.mark.parametrize("rule", ["category_ucb", "category_rate"])
 @pytest.mark.parametrize("seed", [8, 9, 10])
-def test_category_rate_is_a_candidate_and_ranks_as_the_setting_does(seed: int) -> None:
-    """``category_rate`` (the default rule) can be a self-tuning candidate: its logged list
-    is what serving shows under RTREC_EXPLORATION=category_rate on the same snapshot,
-    catalog and x, and as the live rule under merchandising controls it ranks the same."""
+def test_a_category_rule_is_a_candidate_and_ranks_as_the_setting_does(rule: str,
+                                                                         seed: int) -> None:
+    """``category_ucb`` (the default rule) and ``category_rate`` can be self-tuning
+    candidates: the logged list is what serving shows under RTREC_EXPLORATION=<rule> on the
+    same snapshot, catalog and x, and as the live rule under merchandising controls it ranks
+    the same (every product learned at least once: no exact ties for the tie-break)."""
     from contract.catalog import ProductRecord
 
     snap = _learned(np.random.default_rng(seed), 30, least=1)
     catalog = [ProductRecord(p, f"c{i % 4}", 1.0) for i, p in enumerate(snap.product_ids)]
     tuned = Recommender(Settings.from_env(
-        {"RTREC_SELF_TUNE": "category_rate,decaying,alpha=2"}), snapshot=snap, seed=seed,
+        {"RTREC_SELF_TUNE": f"{rule},decaying,alpha=2"}), snapshot=snap, seed=seed,
         catalog=catalog)
-    refs = {rule: Recommender(Settings.from_env({"RTREC_EXPLORATION": rule}), snapshot=snap,
-                              seed=seed, catalog=catalog)
-            for rule in ("category_rate", "decaying")}
+    refs = {r: Recommender(Settings.from_env({"RTREC_EXPLORATION": r}), snapshot=snap,
+                           seed=seed, catalog=catalog)
+            for r in (rule, "decaying")}
     rng = np.random.default_rng(400 + seed)
     differ = 0
     for i in range(60):
         x = _x(rng)
         tuned.recommend(i, x=x)
         lists = dict(tuned.events.events[-1].shadows)
-        for rule in ("category_rate", "decaying"):
-            assert lists[rule] == tuple(it.product_id for it in
-                                        refs[rule].recommend(i, x=x).items), rule
-        differ += lists["category_rate"] != lists["decaying"]
+        for r in (rule, "decaying"):
+            assert lists[r] == tuple(it.product_id for it in
+                                     refs[r].recommend(i, x=x).items), r
+        differ += lists[rule] != lists["decaying"]
         got = tuned.recommend(i, x=x, exclude=["p000"])
-        want = refs["category_rate"].recommend(i, x=x, exclude=["p000"])
+        want = refs[rule].recommend(i, x=x, exclude=["p000"])
         assert [it.product_id for it in got.items] == [it.product_id for it in want.items]
     assert differ > 0
