@@ -493,7 +493,7 @@ class Recommender:
 
     def _decaying_scores(self, snap: Snapshot, vec: np.ndarray, k: int,
                          pop: np.ndarray | None = None, m: int | None = None,
-                         by_category: str | None = None, only_best: bool = False
+                         rule: str = "decaying", only_best: bool = False
                          ) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
         """(scores, means, w) under the decaying rule: ``mean + w x^T A^-1 x`` for the first
         m products (contract.exploration.rule_scores), plus ``pop``, computed on the unit
@@ -502,8 +502,9 @@ class Recommender:
         (Snapshot.top_scores; ``only_best``: a plain request's ranking, which reads the best k
         alone, lets it skip the A^-1 rows where a bound prunes).
 
-        ``by_category`` (a rule of contract.exploration.CATEGORY_RULES, the default
-        ``category_ucb``): ``p`` replaced, per product, by its category's rate for x,
+        ``rule`` one of contract.exploration.VARIANCE_RULES; a category rule (the default
+        ``category_ucb``, or ``category_rate``): ``p`` replaced, per product, by its category's
+        rate for x,
         ``q_c(x)``, plus the rule's optimism in standard deviations of it
         (contract.exploration.category_rates, from the pools' cached solve); a product with
         no category keeps ``p``. Then ``w`` is the
@@ -522,10 +523,10 @@ class Recommender:
         sqrt_l2 = math.sqrt(self.settings.model.l2)
         rate = self._rate_term(snap)  # p sqrt(l2)
         pools = self.category_pools
-        if by_category and pools is not None:
+        if rule in exploration.CATEGORY_RULES and pools is not None:
             l2 = self.settings.model.l2
             st = pools.state  # one reference: its sums, solves and categories agree
-            q = st.rates(vec, rate / sqrt_l2, l2, exploration.CATEGORY_OPTIMISM[by_category])
+            q = st.rates(vec, rate / sqrt_l2, l2, exploration.CATEGORY_OPTIMISM[rule])
             w_u = st.per_product(q * l2, rate * sqrt_l2, len(snap) if m is None else m)
             base, mean = snap.top_scores(vec, k, weight=w_u, x_var=vec / norm, plus=pop,
                                          upto=m, only_best=only_best)
@@ -562,17 +563,13 @@ class Recommender:
         policy = policy or self.settings.serving.policy
         if policy != PLACKETT_LUCE or variant is None:
             check_policy(policy)
-        # no alpha in the request: RTREC_EXPLORATION's rule (docs/EXPLORATION.md)
-        calibrated = (alpha is None and tuned is None
-                      and self.settings.model.exploration == "calibrated") \
-            or (tuned is not None and tuned.rule == "calibrated")
-        rule = self.settings.model.exploration if alpha is None and tuned is None else \
-            tuned.rule if tuned is not None else None
-        by_category = rule if rule in exploration.CATEGORY_RULES else None
+        # the rule that ranks: a self-tuning candidate's, else RTREC_EXPLORATION's unless the
+        # request names an alpha (docs/EXPLORATION.md)
+        rule = tuned.rule if tuned is not None else \
+            self.settings.model.exploration if alpha is None else None
+        calibrated = rule == "calibrated"
         # the rules that weigh the variance (decaying, category_ucb, category_rate): no alpha
-        variance_rule = (alpha is None and tuned is None
-                         and self.settings.model.exploration == "decaying") \
-            or (tuned is not None and tuned.rule == "decaying") or by_category is not None
+        variance_rule = rule in exploration.VARIANCE_RULES
         alpha = self.settings.model.alpha if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise InvalidRequestError(f"alpha: must be a finite number >= 0, got {alpha}")
@@ -628,16 +625,15 @@ class Recommender:
             # top_scores); products without parameters: prior + popularity
             if variance_rule and policy != "greedy":
                 used_alpha = 0.0
-                base, mean, weight = self._decaying_scores(snap, vec, k, pop, m,
-                                                           by_category, only_best=True)
+                base, mean, weight = self._decaying_scores(snap, vec, k, pop, m, rule,
+                                                           only_best=True)
             else:
                 base, mean = snap.top_scores(vec, k, used_alpha, plus=pop, upto=m,
                                              only_best=True)
         elif tuned is None or not plain:  # a self-tuned plain request scores each candidate
             if variance_rule and policy != "greedy":  # below
                 used_alpha = 0.0
-                base, mean, weight = self._decaying_scores(snap, vec, k,
-                                                           by_category=by_category)
+                base, mean, weight = self._decaying_scores(snap, vec, k, rule=rule)
             else:
                 base, mean = snap.top_scores(vec, k, used_alpha)
             if base.shape[0] > m:
@@ -769,9 +765,7 @@ class Recommender:
             w = 0.0
             if c.rule in exploration.VARIANCE_RULES:  # mean + w var, as recommend does
                 a = 0.0
-                b, mean, w = self._decaying_scores(snap, vec, k,
-                                                   by_category=c.rule if c.rule in
-                                                   exploration.CATEGORY_RULES else None)
+                b, mean, w = self._decaying_scores(snap, vec, k, rule=c.rule)
             else:
                 a = self._calibrated_alpha(snap, vec) if c.rule == "calibrated" \
                     else float(c.alpha)
@@ -814,10 +808,8 @@ class Recommender:
                 if a is not None:
                     s = snap.top_scores(vec, k, a)[0]
                 elif self.settings.model.exploration in exploration.VARIANCE_RULES:
-                    rule = self.settings.model.exploration
                     s = self._decaying_scores(  # no alpha: the rule's
-                        snap, vec, k, by_category=rule if rule in exploration.CATEGORY_RULES
-                        else None)[0]
+                        snap, vec, k, rule=self.settings.model.exploration)[0]
                 else:  # calibrated (fixed has an alpha)
                     s = snap.top_scores(vec, k, self._calibrated_alpha(snap, vec))[0]
                 return s[:pop.shape[0]] + pop if pop is not None else s
