@@ -156,6 +156,8 @@ class SharedPriorLinUCB(ProjectLinUCB):
         self.optimism = optimism  # centre="rate": q(x) + optimism * sd of q(x) (category_ucb)
         self.A_all = l2 * np.eye(dim)
         self.b_all = np.zeros(dim)
+        self._A0_inv: np.ndarray | None = None  # optimism: A0^-1, refreshed where A0 changed
+        self._stale: set[int] = set()
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         xx = float(x @ x)
@@ -175,8 +177,7 @@ class SharedPriorLinUCB(ProjectLinUCB):
                 p = float(np.linalg.solve(self.A_all, self.b_all + self.l2 * p * x / xx) @ x)
             q = np.linalg.solve(self.A0, (self.b0 + self.l2 * p * x / xx)[..., None])[..., 0] @ x
             if self.optimism:
-                q = q + self.optimism * exploration.category_rate_sd(
-                    np.linalg.inv(self.A0), x, p)
+                q = q + self.optimism * exploration.category_rate_sd(self._a0_inverse(), x, p)
             return mean + q[self.group] * w * var / xx
         theta_s = np.linalg.solve(self.A0, self.b0[..., None])[..., 0]  # (groups, d)
         s = mean + w * np.einsum("mi,mi->m", Mx, theta_s[self.group], optimize=False)
@@ -184,9 +185,21 @@ class SharedPriorLinUCB(ProjectLinUCB):
             s = s + p * w * var / xx
         return s
 
+    def _a0_inverse(self) -> np.ndarray:
+        """``A0^-1`` per group, inverting again only the groups learned since the last call
+        (each matrix's inverse is the same numbers inverted alone or in the batch)."""
+        if self._A0_inv is None:
+            self._A0_inv = np.linalg.inv(self.A0)
+        else:
+            for g in self._stale:
+                self._A0_inv[g] = np.linalg.inv(self.A0[g])
+        self._stale.clear()
+        return self._A0_inv
+
     def update(self, x: np.ndarray, item: int, reward: float) -> None:
         super().update(x, item, reward)
         g = int(self.group[item])
+        self._stale.add(g)
         self.A0[g] += np.outer(x, x)
         self.b0[g] += reward * x
         self.A_all += np.outer(x, x)
