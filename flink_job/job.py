@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import site
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -337,23 +339,54 @@ def dead_letter_sink(dead, settings: Settings) -> None:  # type: ignore[no-untyp
     dead.sink_to(dl_sink).name("kafka: dead letters").uid("dead-letter-sink")
 
 
-def make_env(settings: Settings, opts: JobOptions):  # type: ignore[no-untyped-def]
-    """A StreamExecutionEnvironment configured for this job (local mini-cluster or client)."""
+def make_env(settings: Settings, opts: JobOptions,  # type: ignore[no-untyped-def]
+             mini_cluster: bool = False):
+    """A StreamExecutionEnvironment configured for this job: a client of a cluster, or with
+    ``mini_cluster`` the local one whose folders :func:`local_dirs` keeps."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
     reporter.plugins_env(os.environ, mini_cluster=True)  # read as the gateway's JVM starts
     config = Configuration()
-    for k, v in flink_config(settings, opts).items():
+    for k, v in {**flink_config(settings, opts), **(local_dirs() if mini_cluster else {})}.items():
         config.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.add_jars(*[p.resolve().as_uri() for p in jars.job_jars()])
     return env
 
 
+def local_dirs(root: Path | None = None) -> dict[str, str]:
+    """The mini-cluster's working, temp and RocksDB folders: ``<tmp>/rtrec-flink-<uid>/<pid>``.
+
+    Flink would make a ``minicluster_*`` folder in /tmp (blobs, local state, RocksDB: ~50 MB),
+    which a killed mini-cluster (the job is unbounded: SIGTERM, SIGKILL) never deletes. Here
+    each run's folder is named by its process id and removed by the next run once that
+    process is gone. The path stays short on purpose: RocksDB names its LOG file after the
+    whole database path, and a name over 255 bytes fails the restore."""
+    root = root or Path(tempfile.gettempdir()) / f"rtrec-flink-{os.getuid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.name.isdigit() and not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    work = root / str(os.getpid())
+    work.mkdir(exist_ok=True)
+    return {"process.working-dir": str(work), "io.tmp.dirs": str(work),
+            "state.backend.rocksdb.localdir": str(work)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def run(settings: Settings, opts: JobOptions) -> None:
     """Build and execute the job; blocks while it runs (it is unbounded)."""
-    env = make_env(settings, opts)
+    env = make_env(settings, opts, mini_cluster=True)
     build(env, settings, opts)
     log.info("starting %s (mode %s, parallelism %d, restore %s)", JOB_NAME,
              settings.job.python_mode, settings.job.parallelism, opts.restore_path or "none")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import signal
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -243,6 +245,10 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
         wait_for(lambda: job_metrics(port).get("source-batch.source_batches", 0) >= 1, 30,
                  "source-batch.source_batches >= 1", job, every_s=1.0)
         assert job.alive(), "the job failed (no restart was allowed)"
+        # the mini-cluster and RocksDB work in the run's own folder, which the next run
+        # removes (a killed one cannot; flink_job/job.py local_dirs)
+        work = Path(tempfile.gettempdir()) / f"rtrec-flink-{os.getuid()}" / str(job.proc.pid)
+        assert list(work.glob("minicluster_*")) and list(work.glob("job_*_op_*")), work
     finally:
         job.kill()
         dead.close()

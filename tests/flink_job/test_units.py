@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 
@@ -205,3 +206,24 @@ def test_the_network_buffer_timeout_follows_its_setting(ms: int) -> None:
 
     conf = flink_config(Settings.from_env({"RTREC_BUFFER_TIMEOUT_MS": ms}), JobOptions())
     assert conf["execution.buffer-timeout.interval"] == f"{ms} ms"
+
+
+def test_local_dirs_remove_only_the_folders_of_runs_that_are_gone(tmp_path: Path) -> None:
+    """A killed mini-cluster leaves its folder; the next run removes it, never a live run's."""
+    import subprocess
+    import sys
+
+    from flink_job.job import local_dirs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for name in (str(gone.pid), str(os.getppid()), "notes"):
+        (tmp_path / name / "minicluster_x").mkdir(parents=True)
+    conf = local_dirs(tmp_path)
+    own = tmp_path / str(os.getpid())
+    assert own.is_dir()
+    assert conf["process.working-dir"] == conf["io.tmp.dirs"] == str(own)
+    assert conf["state.backend.rocksdb.localdir"] == str(own)
+    assert not (tmp_path / str(gone.pid)).exists()
+    assert (tmp_path / str(os.getppid()) / "minicluster_x").is_dir()  # alive: kept
+    assert (tmp_path / "notes" / "minicluster_x").is_dir()  # not a run's: kept
