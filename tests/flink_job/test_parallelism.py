@@ -6,11 +6,11 @@ one is learned by ``python -m flink_job run`` at parallelism 1 (local mini-clust
 by the job submitted with ``flink run`` at parallelism 2 to a standalone cluster started from
 the pip distribution (:mod:`flink_job.cluster`) on free ports, with its conf/logs/pids in this
 test's temp folder. Both run at the same time to keep the test short. Every product's n, A^-1
-and b must agree between the two runs and with batch ridge. Then the cluster job is cancelled
-and the job submitted again (a second thread-mode job on the same session cluster), which
-must learn the whole log again. Last, Flink's in-job failover: a spare TaskManager joins, the
-one running the job is SIGKILLed after a checkpoint while more traffic comes, and the same job
-restarts on the spare (Flink counts the restart) and learns everything exactly once.
+and b must agree between the two runs and with batch ridge. Then Flink's in-job failover: a
+spare TaskManager joins, the one running the job is SIGKILLed after a checkpoint while more
+traffic comes, and the same job restarts on the spare (Flink counts the restart) and learns
+everything exactly once. (A second job deployed to the same session cluster is
+tests/flink_job/test_rollback.py's rollback.)
 """
 
 from __future__ import annotations
@@ -144,31 +144,16 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         assert job1.alive(), "the parallelism-1 job failed (no restart was allowed)"
         time.sleep(1.0)  # nothing more may arrive
         p1, p2 = store1.read_all(s1.model.dim), store2.read_all(s2.model.dim)
-
-        # a second thread-mode job on the same session cluster (fails unless pemja loads
-        # parent-first, flink_job/cluster.py): cancel, resubmit under a new prefix, hence a new
-        # consumer group reading the whole log again, and it learns it all again
-        _cancel(s2, jid)
-        jid = None
-        wait_for(lambda: cluster.rest(s2, "/overview")["slots-available"] == 2, 60,
-                 "the cancelled job's slots")
-        s3 = s2.override(RTREC_REDIS_PREFIX=f"{s2.redis.prefix}b")
-        assert cluster.submit(s3, products=str(products_file)) == 0
-        jid = next(j["jid"] for j in cluster.rest(s2, "/jobs/overview")["jobs"]
-                   if j["name"] == JOB_NAME and j["state"] not in ("CANCELED", "CANCELLING"))
-        store3 = store(s3)
-        wait_for(lambda: store3.versions() == want, 150,
-                 "the resubmitted job: every product at its final version")
-        assert cluster.rest(s2, f"/jobs/{jid}")["state"] == "RUNNING"
+        job1.kill()  # compared: its CPU goes to the failover below
 
         # Flink's own failover: a spare TaskManager, then SIGKILL of the one running the job
         # once a checkpoint holds what it learned; more traffic comes; the same job (same id)
         # restarts on the spare from that checkpoint and learns all of it, once
         cluster.start_taskmanager(s2)
-        before = {str(p) for p in checkpoints.completed(s3.job.checkpoint_dir)}
+        before = {str(p) for p in checkpoints.completed(s2.job.checkpoint_dir)}
         wait_for(lambda: any(str(p) not in before
-                             for p in checkpoints.completed(s3.job.checkpoint_dir)), 60,
-                 "a checkpoint of the resubmitted job")
+                             for p in checkpoints.completed(s2.job.checkpoint_dir)), 60,
+                 "a checkpoint of the parallelism-2 job")
         victim = _running_taskmanager_pid(s2, jid)
         orphans = cluster.descendants([victim])  # its Python workers outlive a SIGKILL
         os.kill(victim, signal.SIGKILL)
@@ -179,7 +164,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
                      for topic, value, ts, p in more.records])
         for pid, obs in more.observations.items():
             traffic.observations[pid].extend(obs)
-        wait_for(lambda: store3.versions() == versions(traffic.observations), 150,
+        wait_for(lambda: store2.versions() == versions(traffic.observations), 150,
                  "the job after failover: every product at its final version")
         assert not alive(victim)
         assert cluster.rest(s2, f"/jobs/{jid}")["state"] == "RUNNING"
@@ -188,7 +173,7 @@ def test_parallelism_2_on_the_standalone_cluster_equals_parallelism_1(
         assert cluster.rest(s2, f"/jobs/{jid}/exceptions")["exceptionHistory"]["entries"]
         wait_for(lambda: int(float(cluster.rest(s2, f"/jobs/{jid}/metrics?get=numRestarts")
                                    [0]["value"])) >= 1, 30, "numRestarts >= 1", every_s=1.0)
-        assert_parity(s3, ridge(traffic.observations, s3.model.dim, s3.model.l2))
+        assert_parity(s2, ridge(traffic.observations, s2.model.dim, s2.model.l2))
     finally:
         job1.kill()
         if jid is not None:
