@@ -140,9 +140,10 @@ class ModelSettings:
                           "(e.g. decaying,calibrated,alpha=0.1); the first is live until the "
                           "job's controller picks another from its off-policy estimates. Empty: "
                           "off.")
-    self_tune_min_share: float = _var("RTREC_SELF_TUNE_MIN_SHARE", 0.1,
+    self_tune_min_share: float = _var("RTREC_SELF_TUNE_MIN_SHARE", 0.05,
                                       "Traffic the candidates other than the live one share "
-                                      "(never less): what keeps their estimates alive.")
+                                      "(never less): what keeps their estimates alive "
+                                      "(0.05: docs/EXPLORATION.md section 3).")
     self_tune_margin: float = _var("RTREC_SELF_TUNE_MARGIN", 0.01,
                                    "A challenger's lower 95% bound must beat the live "
                                    "candidate's upper bound by this (top-1 CTR) to switch.")

@@ -160,7 +160,7 @@ def run_one(world: str, visits: Sequence[Visit], seed: int, candidates: Sequence
 
 
 def run(visits_n: int, seeds: Sequence[int], candidates_text: str, worlds: Sequence[str],
-        results_dir: Path, min_share: float = 0.1, margin: float = 0.01,
+        results_dir: Path, min_share: float = 0.05, margin: float = 0.01,
         interval: float = 500, min_matched: int = 200, every: int = 100) -> dict:
     """Every world x seed; writes results/simulate_selftune.{json,md,png}."""
     t0 = time.monotonic()
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", default="category_ucb,decaying,alpha=0.1",
                         help="RTREC_SELF_TUNE's form; the first (the default rule) starts live")
     parser.add_argument("--worlds", default=",".join(WORLDS))
-    parser.add_argument("--min-share", type=float, default=0.1)
+    parser.add_argument("--min-share", type=float, default=0.05)
     parser.add_argument("--margin", type=float, default=0.01)
     parser.add_argument("--interval", type=float, default=500, help="visits between switches")
     parser.add_argument("--min-matched", type=int, default=200)

@@ -81,6 +81,7 @@ def closed_lines(log_: list[tuple[bytes, int, str]]) -> list[str]:
 
 def _settings(margin: float, interval_s: float = 0.0) -> Settings:
     return Settings.from_env({"RTREC_SELF_TUNE": CANDIDATES, "RTREC_REDIS_PREFIX": "t",
+                              "RTREC_SELF_TUNE_MIN_SHARE": "0.1",  # the 90 / 10 split counted
                               "RTREC_SELF_TUNE_MARGIN": str(margin),
                               "RTREC_SELF_TUNE_INTERVAL_S": str(interval_s)})
 
@@ -243,7 +244,8 @@ def test_the_live_loop_through_the_real_job_switches_and_serving_follows(
     from flink_job import checkpoints
     from tests.helpers import flink_rest_port, job_metrics
 
-    base = job_settings.override(RTREC_SELF_TUNE=CANDIDATES, RTREC_SELF_TUNE_INTERVAL_S=0)
+    base = job_settings.override(RTREC_SELF_TUNE=CANDIDATES, RTREC_SELF_TUNE_INTERVAL_S=0,
+                                 RTREC_SELF_TUNE_MIN_SHARE=0.1)  # the 90 / 10 split counted
     s1 = base.override(RTREC_SELF_TUNE_MARGIN=1.0)
     t0 = now_ms() - 10 * 60_000
     n1, n2 = 800, 200

@@ -22,6 +22,8 @@ from serving.selftune import EXPERIMENT, SelfTuneRouter
 D = CONTEXT_DIM
 TOD = [i for i, n in enumerate(CONTEXT_NAMES) if n.startswith("tod_")]
 CANDIDATES = "calibrated,alpha=0.05,alpha=2"
+# the split these tests count (90 / 5 / 5), whatever the default share is
+PINNED = {"RTREC_SELF_TUNE_MIN_SHARE": "0.1"}
 
 
 def _x(rng: np.random.Generator) -> np.ndarray:
@@ -47,7 +49,7 @@ def _learned(rng: np.random.Generator, m: int, least: int = 0) -> Snapshot:
 
 
 def _rec(seed: int, **env: str) -> Recommender:
-    s = Settings.from_env({"RTREC_SELF_TUNE": CANDIDATES, **env})
+    s = Settings.from_env({"RTREC_SELF_TUNE": CANDIDATES, **PINNED, **env})
     return Recommender(s, snapshot=_learned(np.random.default_rng(seed), 30), seed=seed)
 
 
@@ -136,7 +138,7 @@ def test_requests_that_name_a_policy_or_alpha_or_carry_controls_are_outside_the_
 
 def test_a_missing_unreadable_or_foreign_decision_routes_by_the_default_said_once(
         caplog: pytest.LogCaptureFixture) -> None:
-    router = SelfTuneRouter(Settings.from_env({"RTREC_SELF_TUNE": CANDIDATES}))
+    router = SelfTuneRouter(Settings.from_env({"RTREC_SELF_TUNE": CANDIDATES, **PINNED}))
     caplog.set_level(logging.INFO, logger="serving.selftune")
     for _ in range(3):
         assert not router.apply(None)
@@ -164,7 +166,8 @@ def test_redis_unreachable_keeps_the_last_decision_said_once(
         caplog: pytest.LogCaptureFixture) -> None:
     from devstack.stack import free_port
 
-    s = Settings.from_env({"RTREC_SELF_TUNE": CANDIDATES, "RTREC_REDIS_PORT": str(free_port()),
+    s = Settings.from_env({"RTREC_SELF_TUNE": CANDIDATES, **PINNED,
+                           "RTREC_REDIS_PORT": str(free_port()),
                            "RTREC_REDIS_TIMEOUT_S": "0.2"})
     router = SelfTuneRouter(s)
     router.apply(json.dumps({"live": "alpha_0.05", "generation": 1}))
