@@ -18,7 +18,7 @@ line and counted (``rtrec_selftune_switches_total``).
 >>> from contract.config import Settings
 >>> r = SelfTuneRouter(Settings.from_env({"RTREC_SELF_TUNE": "calibrated,alpha=0.1"}))
 >>> r.live, r.shares()
-('calibrated', {'calibrated': 0.9, 'alpha_0.1': 0.1})
+('calibrated', {'calibrated': 0.95, 'alpha_0.1': 0.05})
 >>> r.apply(b'{"live": "alpha_0.1", "generation": 1}'), r.live, r.switch_count
 (True, 'alpha_0.1', 1)
 """
