@@ -347,8 +347,11 @@ def make_env(settings: Settings, opts: JobOptions,  # type: ignore[no-untyped-de
     from pyflink.datastream import StreamExecutionEnvironment
 
     reporter.plugins_env(os.environ, mini_cluster=True)  # read as the gateway's JVM starts
+    conf = flink_config(settings, opts)
+    if mini_cluster:
+        conf.update(local_dirs())
     config = Configuration()
-    for k, v in {**flink_config(settings, opts), **(local_dirs() if mini_cluster else {})}.items():
+    for k, v in conf.items():
         config.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.add_jars(*[p.resolve().as_uri() for p in jars.job_jars()])
