@@ -29,7 +29,7 @@ from tests.helpers import (
     PRODUCTS,
     assert_parity,
     flink_rest_port,
-    job_metrics,
+    live_metrics,
     rest_get,
     wait_for,
     wait_learned,
@@ -89,7 +89,7 @@ def test_bootstrap_learns_the_history_and_restore_path_resumes_after_it(
         restored = rest_get(port, f"/jobs/{jid}/checkpoints")["latest"]["restored"]
         assert restored is not None, "Flink restored no checkpoint"
         assert restored["external_path"].rstrip("/").endswith(str(chk)), restored
-        wait_for(lambda: job_metrics(port).get("validate.events_in") == len(more.records), 30,
+        wait_for(lambda: live_metrics(job).get("validate.events_in") == len(more.records), 30,
                  "the restored job's events_in: the new traffic only", job, every_s=1.0)
         assert job.alive()
     finally:

@@ -26,9 +26,8 @@ from flink_job import checkpoints
 from tests.helpers import (
     PRODUCTS,
     DeadLetters,
-    flink_rest_port,
     impression_json,
-    job_metrics,
+    live_metrics,
     store,
     wait_for,
 )
@@ -232,7 +231,7 @@ def test_cascade_kinds_and_lateness_learned_exactly_once_across_a_sigkill(
         except AssertionError as exc:  # say what the job did, to read the failure
             time.sleep(3)
             got = Counter((d["reason"], d["message"][:60]) for d in dead.poll())
-            m = {k: v for k, v in job_metrics(flink_rest_port(job)).items()
+            m = {k: v for k, v in live_metrics(job).items()
                  if k.split(".")[0] in ("reward-join", "learn-linucb", "publish-redis",
                                          "validate")}
             raise AssertionError(f"{exc}; dead letters: {dict(got.most_common(8))}; metrics "
@@ -244,7 +243,7 @@ def test_cascade_kinds_and_lateness_learned_exactly_once_across_a_sigkill(
         got_metrics: dict[str, float] = {}
 
         def listed() -> bool:
-            got_metrics.update(job_metrics(flink_rest_port(job)))
+            got_metrics.update(live_metrics(job))
             return {"reward-join.rewards_late",
                     "reward-join.observations_removed"} <= got_metrics.keys()
 

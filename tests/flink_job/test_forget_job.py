@@ -29,8 +29,7 @@ from flink_job import checkpoints
 from tests.helpers import (
     PRODUCTS,
     assert_parity,
-    flink_rest_port,
-    job_metrics,
+    live_metrics,
     store,
     wait_for,
     wait_learned,
@@ -108,28 +107,18 @@ def _forget(s: Settings, *users: int) -> list[str]:
     return ids
 
 
-def _rest_port(job: JobProcess) -> int:
-    """flink_rest_port, asked again while a loaded machine answers too slowly."""
-    found: list[int] = []
-
-    def ask() -> bool:
-        try:
-            found.append(flink_rest_port(job))
-        except AssertionError:
-            return False
-        return True
-
-    wait_for(ask, 300, "the mini-cluster's REST endpoint", job, every_s=1.0)
-    return found[0]
-
-
-def _metrics(port: int) -> dict[str, float]:
-    """job_metrics, or nothing while a loaded machine's REST API does not answer in time or
-    the restored job is not RUNNING yet."""
-    try:
-        return job_metrics(port)
-    except (OSError, AssertionError):
-        return {}
+def _markers(s: Settings) -> list[str]:
+    """One deletion request per partition of the deletions topic, each for a user never seen
+    (appended behind every earlier request in its partition); their request ids."""
+    producer = kafka_producer(s.kafka, **{"enable.idempotence": True})
+    ids = []
+    for partition in range(s.kafka.topic_partitions):
+        req = new_request(990_000 + partition)
+        producer.produce(s.kafka.topic_deletions, key=req.key, value=req.to_json(),
+                         partition=partition)
+        ids.append(req.request_id)
+    assert producer.flush(10) == 0, "the marker requests were not acknowledged"
+    return ids
 
 
 def _checkpoint_after(s: Settings, job: JobProcess) -> Path:
@@ -173,16 +162,15 @@ def test_forgetting_three_users_equals_batch_ridge_without_them(
         assert all(want[p] == before[p] for p in set(want) - touched)
 
         # the audit: four requests applied, one of them empty, every item counted
-        port = _rest_port(job)
         n_items = sum(_items(obs, forgotten).values())
 
         def audited() -> bool:
-            m = _metrics(port)
+            m = live_metrics(job)
             return (m.get("user-index.deletions_applied") == 4
                     and m.get("user-index.deletions_empty") == 1
                     and m.get("user-index.items_unlearned") == n_items)
 
-        wait_for(audited, 60, lambda: {k: v for k, v in _metrics(port).items()
+        wait_for(audited, 60, lambda: {k: v for k, v in live_metrics(job).items()
                                        if k.startswith(("user-index", "parse-deletions"))},
                  job, every_s=1.0)
     finally:
@@ -210,18 +198,18 @@ def test_a_deletion_survives_a_sigkill_and_is_applied_once(
         chk2 = _checkpoint_after(s, job)
         job.kill(signal.SIGKILL)
         job.start("--restore", str(chk2))
-        port = _rest_port(job)
         # the new run's counters start at 0; its source reads the deletions topic from the
-        # checkpoint's offset, after the request: nothing to apply. Flink's REST API refreshes
-        # metric values every 10 s, so the counters are read after two such rounds.
-        wait_for(lambda: "parse-deletions.deletion_requests_read" in _metrics(port), 300,
-                 "the restored job's metrics", job, every_s=1.0)
-        time.sleep(20)
+        # checkpoint's offset, after the request: nothing to apply. A marker request for a user
+        # never seen, one per partition behind the old request, shows where the source is:
+        # once every marker is applied, all before them was read.
+        markers = _markers(s)
         m: dict[str, float] = {}
-        wait_for(lambda: bool(m.update(_metrics(port)) or m), 60, "the job's metrics", job,
-                 every_s=1.0)
-        assert m["parse-deletions.deletion_requests_read"] == 0, m
-        assert m.get("user-index.deletions_applied", 0) == 0, m
+        wait_for(lambda: bool(m.update(live_metrics(job)))
+                 or m.get("user-index.deletions_empty", 0) >= len(markers), 300,
+                 lambda: f"the {len(markers)} markers applied: {m}", job, every_s=0.5)
+        assert m["parse-deletions.deletion_requests_read"] == len(markers), m
+        assert m["user-index.deletions_applied"] == len(markers), m
+        assert m["user-index.items_unlearned"] == 0, m
         assert store(s).versions() == want
         assert_parity(s, ridge(_merge(obs, {user}), s.model.dim, s.model.l2))
     finally:

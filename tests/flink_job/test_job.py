@@ -40,9 +40,8 @@ from tests.helpers import (
     PRODUCTS,
     DeadLetters,
     assert_parity,
-    flink_rest_port,
     impression_json,
-    job_metrics,
+    live_metrics,
     read_topics,
     store,
     wait_for,
@@ -141,14 +140,14 @@ def _join_cases(s: Settings, t0: int, rng: np.random.Generator,
     return recs, dl, refused
 
 
-def _wait_metrics(port: int, want: dict[str, float], job: JobProcess,
+def _wait_metrics(job: JobProcess, want: dict[str, float],
                   timeout_s: float = 45.0) -> dict[str, float]:
-    """Poll the job's metrics (REST, cached up to 10 s) until each named one equals ``want``."""
+    """Poll the job's metrics (its Prometheus endpoint) until each named one equals ``want``."""
     got: dict[str, float] = {}
 
     def settled() -> bool:
         nonlocal got
-        got = job_metrics(port)
+        got = live_metrics(job)
         return all(got.get(k) == v for k, v in want.items())
 
     try:
@@ -228,21 +227,10 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
                                                 if w == where)
             for r in which:
                 want[f"{where}.dead_letters_{r}"] = expected_dl[where, r]
-        found: list[int] = []
-
-        def rest_port() -> bool:  # /overview may take over its 1 s timeout on a loaded machine
-            try:
-                found.append(flink_rest_port(job))
-            except AssertionError:
-                return False
-            return True
-
-        wait_for(rest_port, 60, "the mini-cluster's REST endpoint", job, every_s=1.0)
-        port = found[-1]
-        _wait_metrics(port, want, job)
+        _wait_metrics(job, want)
         # source-batch is in the source's vertex since validate became a two-input operator
-        # (the catalog's broadcast input): its metrics may reach the REST API a fetch later
-        wait_for(lambda: job_metrics(port).get("source-batch.source_batches", 0) >= 1, 30,
+        # (the catalog's broadcast input)
+        wait_for(lambda: live_metrics(job).get("source-batch.source_batches", 0) >= 1, 30,
                  "source-batch.source_batches >= 1", job, every_s=1.0)
         assert job.alive(), "the job failed (no restart was allowed)"
         # the mini-cluster and RocksDB work in the run's own folder, which the next run
@@ -455,13 +443,12 @@ def test_redis_outage_delays_publishing_but_loses_no_learning(
     try:
         chunk(1)
         wait_learned(s, versions(produced.observations), job, timeout_s=120)
-        port = flink_rest_port(job)
         assert redis_stack.services["redis"].stop()
         chunk(2)  # learned while Redis is down
         learned = sum(versions(produced.observations).values())
 
         def held_and_retried() -> bool:
-            m = job_metrics(port)
+            m = live_metrics(job)
             return (m.get("learn-linucb.updates_learned") == learned
                     and m.get("publish-redis.redis_retries", 0) > 0
                     and m.get("publish-redis.publish_pending", 0) > 0)
