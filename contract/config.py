@@ -539,6 +539,22 @@ def env_names() -> list[str]:
     return [name for name, _, _ in _fields()]
 
 
+def port_range(spec: str) -> list[int]:
+    """Ports of a Flink port range such as ``RTREC_METRICS_PORTS``.
+
+    >>> port_range("9250-9252, 9260")
+    [9250, 9251, 9252, 9260]
+    """
+    ports: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        ports.extend(range(int(lo), int(hi or lo) + 1))
+    return ports
+
+
 def _parse(name: str, raw: str, kind: type) -> Any:
     try:
         if kind is bool:

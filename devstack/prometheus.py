@@ -23,25 +23,13 @@ from typing import Any
 
 import yaml
 
-from contract.config import Settings
+from contract.config import Settings, port_range
 from devstack.stack import Service, StackError, port_open
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "monitoring"
-
-
-def port_range(spec: str) -> list[int]:
-    """Ports of a Flink port range (``9250-9259``, ``9250``, ``9250,9260-9261``)."""
-    ports: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        ports.extend(range(int(lo), int(hi or lo) + 1))
-    return ports
 
 
 def config(settings: Settings, rules: Path | str = "rules.yml",

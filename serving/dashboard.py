@@ -35,7 +35,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import Histogram
 
-from contract.config import Settings
+from contract.config import Settings, port_range
 from serving.recommender import Recommender
 
 __all__ = ["Dashboard", "dashboard_router", "job_metrics"]
@@ -52,15 +52,6 @@ JOB_NAME = "rtrec_linucb_learner"
 OPERATOR_PREFIX = "flink_taskmanager_job_task_operator_"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def _ports(spec: str) -> list[int]:
-    ports: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.strip().partition("-")
-        if lo:
-            ports.extend(range(int(lo), int(hi or lo) + 1))
-    return ports
 
 
 def _scrape(port: int, timeout_s: float) -> dict[str, float] | None:
@@ -105,7 +96,7 @@ def job_metrics(ports_spec: str, timeout_s: float = 2.0,
     out: dict[str, float] = {}
     answered = False
     now = time.monotonic()
-    for port in _ports(ports_spec):
+    for port in port_range(ports_spec):
         got = _scrape(port, timeout_s)
         if got is not None and last is not None:
             last[port] = (now, got)

@@ -292,12 +292,12 @@ def live_metrics(job: Any) -> dict[str, float]:
     of the mini-cluster a ``python -m flink_job run`` child started (flink_job/reporter.py):
     the reporter reads each counter when scraped, so a value is current, where the REST API's
     may be up to 10 s old. Empty while no endpoint of the job's process group answers."""
-    from serving.dashboard import _ports
+    from contract.config import port_range
     from serving.dashboard import job_metrics as scrape
 
     assert job.proc is not None and job.alive(), "the job is not running"
     ours = listening_ports(process_group(job.proc.pid))
-    ports = [p for p in _ports(job.settings.job.metrics_ports) if p in ours]
+    ports = [p for p in port_range(job.settings.job.metrics_ports) if p in ours]
     got = scrape(",".join(map(str, ports))) if ports else None
     by_label = {op.replace("-", "_"): op for op in JOB_OPERATORS}
     out: dict[str, float] = {}

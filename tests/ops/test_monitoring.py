@@ -94,10 +94,12 @@ def test_the_prometheus_config_is_valid_and_is_what_monitor_up_writes(tmp_path: 
 
 
 def test_port_ranges() -> None:
-    assert prometheus.port_range("9250-9252") == [9250, 9251, 9252]
-    assert prometheus.port_range("9250") == [9250]
-    assert prometheus.port_range("9250, 9260-9261") == [9250, 9260, 9261]
-    assert prometheus.port_range("") == []
+    from contract.config import port_range
+
+    assert port_range("9250-9252") == [9250, 9251, 9252]
+    assert port_range("9250") == [9250]
+    assert port_range("9250, 9260-9261") == [9250, 9260, 9261]
+    assert port_range("") == []
 
 
 def test_the_chart_library_is_pinned_with_the_registrys_integrity() -> None:
