@@ -5,14 +5,21 @@ process is alive."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from contract.config import Settings
 from contract.store import ParamStore
+
+log = logging.getLogger(__name__)
 
 # The catalogue of the job's tests (tests/flink_job/conftest.py writes it to products_file).
 PRODUCTS = [f"p{i:03d}" for i in range(200)]
@@ -306,6 +313,62 @@ def live_metrics(job: Any) -> dict[str, float]:
         if op in by_label and not name.startswith(FLINK_BUILTIN):
             out[f"{by_label[op]}.{name}"] = value
     return out
+
+
+class SharedCluster:
+    """Where one standalone cluster (:mod:`flink_job.cluster`) lives: its REST port and its
+    folder (conf, logs, pids). A test puts its own settings on it with :meth:`on` and starts it
+    with ``cluster.up`` where it wants the start to overlap its own work (idempotent: the
+    second test finds it running). Starting a cluster costs about a minute here."""
+
+    def __init__(self, root: Path) -> None:
+        from devstack.stack import free_port
+
+        self.rest_port = free_port()
+        self.dir = root
+
+    def on(self, s: Settings, **over: object) -> Settings:
+        """``s`` (a test's topics, prefix, checkpoints), submitted to this cluster."""
+        return s.override(RTREC_FLINK_REST_PORT=self.rest_port, RTREC_STACK_DIR=self.dir, **over)
+
+    def settings(self, stack: Any) -> Settings:
+        return self.on(stack.settings)
+
+    def stop_jobs(self, stack: Any, timeout_s: float = 60.0) -> None:
+        """Cancel every job still running, and wait: the next test finds every slot free."""
+        from flink_job import cluster
+
+        s = self.settings(stack)
+        try:
+            jobs = cluster.rest(s, "/jobs/overview", timeout_s=10)["jobs"]
+        except OSError:  # not started, or already down
+            return
+        for j in jobs:
+            if j["state"] in cluster.ACTIVE:
+                try:
+                    cluster.cancel(s, j["jid"], timeout_s)
+                except (OSError, RuntimeError) as exc:
+                    log.warning("cancel %s: %s", j["jid"], exc)
+
+    def down(self, stack: Any) -> list[int]:
+        """Stop it; its JVMs (by pid) that the stop scripts left are killed. Returns those
+        still alive after that (none expected)."""
+        from flink_job import cluster
+
+        s = self.settings(stack)
+        pids = cluster.pids(s)
+        if not pids:
+            return []
+        cluster.down(s)
+        deadline = time.monotonic() + 30
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for p in pids:
+            if alive(p):
+                with contextlib.suppress(OSError):
+                    os.kill(p, signal.SIGKILL)
+        time.sleep(0.2)
+        return [p for p in pids if alive(p)]
 
 
 class FakeCounter:

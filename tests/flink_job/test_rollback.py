@@ -10,10 +10,7 @@ learned again although the restored source re-reads it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -23,11 +20,18 @@ import pytest
 
 from contract import codec
 from contract.config import Settings
-from devstack.stack import Stack, free_port
 from endtoend.harness import now_ms, produce, ridge, seeded_traffic, sentinels, versions
 from flink_job import cluster, snapshots
 from serving.refresher import SnapshotRefresher
-from tests.helpers import PRODUCTS, alive, assert_parity, job_metrics, store, wait_for, wait_learned
+from tests.helpers import (
+    PRODUCTS,
+    SharedCluster,
+    assert_parity,
+    job_metrics,
+    store,
+    wait_for,
+    wait_learned,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.timeout(1200)]
 log = logging.getLogger(__name__)
@@ -51,10 +55,9 @@ def _serving_state(ref: SnapshotRefresher) -> dict[str, tuple[int, np.ndarray, n
 
 
 def test_snapshot_learn_more_rollback_then_learn_on_top(
-        stack: Stack, job_settings: Settings, products_file: Path, tmp_path: Path) -> None:
-    s = job_settings.override(RTREC_FLINK_REST_PORT=free_port(),
-                              RTREC_STACK_DIR=tmp_path / "stack",
-                              RTREC_SNAPSHOT_DIR=tmp_path / "snapshots",
+        job_settings: Settings, products_file: Path, tmp_path: Path,
+        standalone_cluster: SharedCluster) -> None:
+    s = standalone_cluster.on(job_settings, RTREC_SNAPSHOT_DIR=tmp_path / "snapshots",
                               RTREC_PROBE_INTERVAL_S=0.5)
     dim, l2 = s.model.dim, s.model.l2
     t0 = now_ms() - 30 * MINUTE_MS
@@ -71,11 +74,9 @@ def test_snapshot_learn_more_rollback_then_learn_on_top(
 
     st = store(s)
     ref = SnapshotRefresher(s, PRODUCTS)
-    pids: list[int] = []
     try:
         produce(s, [*a.records, *sentinels(s, t0 + 5 * MINUTE_MS)])
-        cluster.up(s, timeout_s=420)
-        pids = cluster.pids(s)
+        cluster.up(s, timeout_s=420)  # or already up: shared with test_parallelism
         assert cluster.submit(s, products=str(products_file)) == 0
         ref.start(wait_s=10)
         wait_learned(s, versions(a.observations), None, 150)
@@ -158,23 +159,7 @@ def test_snapshot_learn_more_rollback_then_learn_on_top(
                  == b.n_events + 2 * s.kafka.topic_partitions, 30,
                  lambda: f"B's events skipped: {job_metrics(port)}", every_s=1.0)
     finally:
-        ref.stop()
-        jid = None
-        with contextlib.suppress(OSError):
-            jid = cluster.active_job(s)
-        if jid is not None:
-            try:
-                cluster.cancel(s, jid, 30)
-            except (OSError, RuntimeError) as exc:
-                log.warning("cancel: %s", exc)
-        pids = pids or cluster.pids(s)
-        cluster.down(s)
-        deadline = time.monotonic() + 30
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for p in pids:  # our own cluster's JVMs, by pid, if the stop scripts left one
-            if alive(p):
-                os.kill(p, signal.SIGKILL)
+        ref.stop()  # the fixture cancels the job
 
 
 def test_rollback_refuses_a_bad_name_a_missing_and_a_tampered_snapshot(
