@@ -215,7 +215,6 @@ def up(settings: Settings, timeout_s: float = 300.0, taskmanagers: int = 1,
             if overview.get("taskmanagers", 0) >= taskmanagers and \
                     overview.get("slots-total", 0) >= taskmanagers:
                 log.info("Flink web UI: http://127.0.0.1:%d", settings.stack.flink_rest_port)
-                warm(settings)
                 return
         except OSError:
             pass
@@ -225,7 +224,7 @@ def up(settings: Settings, timeout_s: float = 300.0, taskmanagers: int = 1,
 
 
 def start_taskmanager(settings: Settings, timeout_s: float = 60.0) -> None:
-    """One more TaskManager on this host (a spare, or a replacement after a loss), warmed."""
+    """One more TaskManager on this host (a spare, or a replacement after a loss)."""
     def ids() -> set[str]:
         return {tm["id"] for tm in rest(settings, "/taskmanagers")["taskmanagers"]}
 
@@ -237,21 +236,6 @@ def start_taskmanager(settings: Settings, timeout_s: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"no new TaskManager registered in {timeout_s:.0f}s")
         time.sleep(0.5)
-    warm(settings)
-
-
-def warm(settings: Settings) -> int:
-    """Run :mod:`flink_job.warmup` in every free slot, so every TaskManager's embedded Python
-    has imported the learner before a failover needs it. Returns the client's exit code."""
-    slots = int(rest(settings, "/overview").get("slots-available", 0))
-    if slots < 1:
-        return 0
-    cmd = [str(HOME / "bin" / "flink"), "run", "-m", f"127.0.0.1:{settings.stack.flink_rest_port}",
-           "-pym", "flink_job.warmup", "-pyexec", sys.executable,
-           "-pyclientexec", sys.executable, "--slots", str(slots)]
-    log.info("warming the Python of %d free slot(s)", slots)
-    return subprocess.run(cmd, env=_env(settings), cwd=jars.ROOT,
-                          stdout=subprocess.DEVNULL).returncode
 
 
 def submit(settings: Settings, products: str | None = None, restore: str | None = None,
