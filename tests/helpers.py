@@ -1,7 +1,8 @@
 """The helpers every test module shares, in one place so they behave the same everywhere:
 the product ids, a parameter store, a settings object for a Redis of the test's own, waiting
-for a condition, reading a Kafka topic until it is quiet, the dead-letter topic, and whether a
-process is alive."""
+for a condition, reading a Kafka topic until it is quiet, the dead-letter topic, whether a
+process is alive, the job's metrics (through Flink's REST API, or live from its Prometheus
+endpoint) and where the shared standalone cluster lives."""
 
 from __future__ import annotations
 
@@ -319,7 +320,7 @@ class SharedCluster:
     """Where one standalone cluster (:mod:`flink_job.cluster`) lives: its REST port and its
     folder (conf, logs, pids). A test puts its own settings on it with :meth:`on` and starts it
     with ``cluster.up`` where it wants the start to overlap its own work (idempotent: the
-    second test finds it running). Starting a cluster costs about a minute here."""
+    second test finds it running). Starting a cluster costs about 40 s here."""
 
     def __init__(self, root: Path) -> None:
         from devstack.stack import free_port
