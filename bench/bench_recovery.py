@@ -227,9 +227,11 @@ def standalone_cluster(base: Settings, work: Path, products: Path,
     cluster.up(s, taskmanagers=2)
     watch = feed = None
     out: list[float] = []
+    orphans: list[int] = []
     try:
         assert cluster.submit(s, products=str(products)) == 0
-        jid = cluster.rest(s, "/jobs/overview")["jobs"][0]["jid"]
+        jid = cluster.active_job(s)
+        assert jid is not None, "the job is not running on the cluster"
         watch, feed = WriteWatch(s), Feed(s)
         for i in range(kills):
             wait_for(lambda: cluster.rest(s, "/overview")["taskmanagers"] >= 2, 60,
@@ -238,6 +240,7 @@ def standalone_cluster(base: Settings, work: Path, products: Path,
             wait_for(lambda: len(_running_tms(s, jid)) == 1, 60, "every task running")
             victim = _running_tms(s, jid).pop()
             pid = _tm_pids(s)[victim]
+            orphans += cluster.descendants([pid])  # its Python workers outlive a SIGKILL
             t_kill = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             out.append(_measure(store, watch, t_kill, 180))
@@ -252,6 +255,7 @@ def standalone_cluster(base: Settings, work: Path, products: Path,
         if watch is not None:
             watch.close()
         cluster.down(s)
+        cluster.stop_orphans(orphans)
     return out, exact
 
 
