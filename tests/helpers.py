@@ -241,21 +241,28 @@ def process_group(pgid: int) -> list[int]:
     return out
 
 
-def flink_rest_port(job: Any) -> int:
+def flink_rest_port(job: Any, timeout_s: float = 60.0) -> int:
     """The REST port of the Flink mini-cluster a ``python -m flink_job run`` child started
-    (Flink picks a free one): the port of its process group that answers ``/overview``."""
+    (Flink picks a free one): the port of its process group that answers ``/overview``, asked
+    again until ``timeout_s`` (on a loaded machine one answer can take over its 1 s; a single
+    look failed test_ope_state once in a clean-clone run)."""
     import http.client
     import urllib.request
 
-    assert job.proc is not None and job.alive(), "the job is not running"
-    for port in sorted(listening_ports(process_group(job.proc.pid))):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/overview", timeout=1) as r:
-                if "flink-version" in json.loads(r.read()):
-                    return port
-        except (OSError, ValueError, http.client.HTTPException):  # not HTTP (py4j, RPC...)
-            continue
-    raise AssertionError("no Flink REST endpoint among the job's listening ports")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert job.proc is not None and job.alive(), "the job is not running"
+        for port in sorted(listening_ports(process_group(job.proc.pid))):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/overview",
+                                            timeout=1) as r:
+                    if "flink-version" in json.loads(r.read()):
+                        return port
+            except (OSError, ValueError, http.client.HTTPException):  # not HTTP (py4j, RPC)
+                continue
+        if time.monotonic() > deadline:
+            raise AssertionError("no Flink REST endpoint among the job's listening ports")
+        time.sleep(0.5)
 
 
 def rest_get(port: int, path: str) -> Any:
