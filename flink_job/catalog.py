@@ -37,6 +37,7 @@ from contract.catalog import (
 )
 from contract.events import Click, EventError, Impression
 from contract.reasons import RETIRED_PRODUCT, UNKNOWN_PRODUCT
+from flink_job.gauges import Gauges
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,18 @@ class LiveProducts:
                  refresh: Callable[[], bool] | None = None) -> None:
         self.static = static
         self.status: dict[str, str] = {}
+        # products per status, kept as statuses change: the metrics read them from another
+        # thread, where a walk over ``status`` could meet it changing (flink_job/gauges.py)
+        self.counts = {ACTIVE: 0, RETIRED: 0}
         self.refresh = refresh
 
     def apply(self, pid: str, status: str) -> None:
+        old = self.status.get(pid)
+        if old == status:
+            return
+        if old is not None:
+            self.counts[old] -= 1
+        self.counts[status] = self.counts.get(status, 0) + 1
         self.status[pid] = status
 
     def check(self, event: Impression | Click) -> None:
@@ -230,20 +240,21 @@ class ValidateWithCatalog(BroadcastProcessFunction):
             self.reader.min_interval_s = self.recheck_interval_s
         self.live = LiveProducts(self.static, self._recheck if self.reader else None)
         self.validate.catalog = self.live
-        group = runtime_context.get_metrics_group()
-        group.gauge("catalog_updates", lambda: self.updates)
-        group.gauge("catalog_records_invalid", lambda: self.invalid)
-        group.gauge("catalog_products_active",
-                    lambda: sum(1 for s in self.live.status.values() if s == ACTIVE))
-        group.gauge("catalog_products_retired",
-                    lambda: sum(1 for s in self.live.status.values() if s == RETIRED))
-        group.gauge("catalog_topic_reads", lambda: self.reader.reads if self.reader else 0)
-        group.gauge("catalog_topic_read_failures",
-                    lambda: self.reader.failures if self.reader else 0)
-        group.gauge("catalog_products_found_by_read", lambda: self.found)
+        # the validator's own gauges are in its group, which this shares
+        gauges = self.gauges = Gauges(runtime_context.get_metrics_group())
+        gauges.add("catalog_updates", lambda: self.updates)
+        gauges.add("catalog_records_invalid", lambda: self.invalid)
+        gauges.add("catalog_products_active", lambda: self.live.counts[ACTIVE])
+        gauges.add("catalog_products_retired", lambda: self.live.counts[RETIRED])
+        gauges.add("catalog_topic_reads", lambda: self.reader.reads if self.reader else 0)
+        gauges.add("catalog_topic_read_failures",
+                   lambda: self.reader.failures if self.reader else 0)
+        gauges.add("catalog_products_found_by_read", lambda: self.found)
         self.descriptor = state_descriptor()
 
     def close(self) -> None:
+        self.gauges.close()
+        self.validate.close()
         if self.reader is not None:
             self.reader.close()
 

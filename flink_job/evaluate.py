@@ -58,6 +58,7 @@ from contract import SCHEMA_VERSION, exploration, ope
 from contract.config import Settings
 from contract.events import MAX_EVENT_BYTES, Impression, parse_event
 from contract.store import redis_client
+from flink_job.gauges import Gauges
 
 log = logging.getLogger(__name__)
 
@@ -409,17 +410,24 @@ class Evaluate(KeyedProcessFunction):
         # back only from this job's own state; PRIMITIVE_ARRAY(BYTE) fails in thread mode
         # (PyFlink converts bytes to an Object[], not a byte[]).
         self.group = runtime_context.get_metrics_group()
+        self.gauges = Gauges(self.group)
         self.ev: StreamEvaluator | None = None
+        # each batch's estimates, replaced whole: the gauges read them (flink_job/gauges.py)
+        self.latest: dict[str, dict[str, Any]] = {}
         self.redis: Any = None
         self.redis_errors = 0
         self.gauged: set[str] = set()
         self.live: LiveTuner | None = None
-        self.group.gauge("ope_impressions", lambda: self._count("impressions"))
-        self.group.gauge("ope_usable", lambda: self._count("usable"))
-        self.group.gauge("ope_redis_errors", lambda: self.redis_errors)
+        self.gauges.add("ope_impressions", lambda: self._count("impressions"))
+        self.gauges.add("ope_usable", lambda: self._count("usable"))
+        self.gauges.add("ope_redis_errors", lambda: self.redis_errors)
+
+    def close(self) -> None:
+        self.gauges.close()
 
     def _count(self, name: str) -> int:
-        return int(self.ev.counts[name]) if self.ev is not None else 0
+        ev = self.ev
+        return int(ev.counts[name]) if ev is not None else 0
 
     def _gauge_target(self, name: str) -> None:
         """Per target (label ``target``); gauges are integers in PyFlink: estimates in ppm."""
@@ -427,14 +435,14 @@ class Evaluate(KeyedProcessFunction):
 
         def read(field: str, scale: float) -> Any:
             def value() -> int:
-                v = self.ev.sums[name].summary()[field] if self.ev is not None else None
+                v = self.latest.get(name, {}).get(field)
                 return round(v * scale) if v is not None else -1
             return value
 
         for field in ("snips", "dr", "ips"):
-            g.gauge(f"ope_{field}_ppm", read(field, 1e6))
-        g.gauge("ope_ess", read("ess", 1.0))
-        g.gauge("ope_n", read("n", 1.0))
+            self.gauges.add(f"ope_{field}_ppm", read(field, 1e6), g)
+        self.gauges.add("ope_ess", read("ess", 1.0), g)
+        self.gauges.add("ope_n", read("n", 1.0), g)
         self.gauged.add(name)
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
@@ -450,7 +458,8 @@ class Evaluate(KeyedProcessFunction):
         for pid, row in self.ev.take_rows().items():
             self.rows.put(pid, row)
         self.state.update(self.ev.encode_head())
-        for name in self.ev.sums.keys() - self.gauged:
+        self.latest = self.ev.summaries()
+        for name in self.latest.keys() - self.gauged:
             self._gauge_target(name)
         self._publish()
         return iter(())
@@ -491,10 +500,10 @@ class Evaluate(KeyedProcessFunction):
                       "starts again on the first candidate", exc)
             self.live = LiveTuner(self.settings)
         live = self.live
-        self.group.gauge("tuner_switches", lambda: live.tuner.switch_count)
+        self.gauges.add("tuner_switches", lambda: live.tuner.switch_count)
         for name in live.tuner.candidates:
-            self.group.add_group("candidate", name).gauge(
-                "tuner_live", lambda name=name: int(live.tuner.live == name))
+            self.gauges.add("tuner_live", lambda name=name: int(live.tuner.live == name),
+                            self.group.add_group("candidate", name))
         log.info("self-tune: candidates %s, live %s (%d switch(es) so far)",
                  ", ".join(live.tuner.candidates), live.tuner.live, live.tuner.switch_count)
 
@@ -507,7 +516,7 @@ class Evaluate(KeyedProcessFunction):
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(status_key(self.settings.redis.prefix),
                      json.dumps({**self.ev.status(), "updated_ms": now}))
-            for name, summary in self.ev.summaries().items():
+            for name, summary in self.latest.items():
                 pipe.set(redis_key(self.settings.redis.prefix, name),
                          json.dumps({**summary, "updated_ms": now}))
             if self.live is not None:

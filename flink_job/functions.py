@@ -28,6 +28,7 @@ from contract import codec, linucb, reasons
 from contract.config import Settings
 from contract.events import EventError, Impression, check_event_time, parse_event
 from contract.features import check_dim
+from flink_job.gauges import Gauges
 from flink_job.prior import POOL_DELTAS, PriorStarts
 from flink_job.publish import Publisher
 from flink_job.records import (
@@ -111,14 +112,17 @@ class Validate(ProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _tune_interpreter()
-        group = runtime_context.get_metrics_group()
-        # per-record tallies are plain ints read by gauges: a Flink counter's inc() is a call
-        # into the JVM, too dear to make several times per event (a profile showed it)
+        # per-record tallies are plain ints shown as gauges (flink_job/gauges.py): a Flink
+        # counter's inc() is a call into the JVM, too dear several times per event
         self.counts = {"events_in": 0, "impressions_valid": 0, "clicks_valid": 0,
                        "events_skipped_rollback": 0}
+        self.gauges = Gauges(runtime_context.get_metrics_group())
         for name in self.counts:
-            group.gauge(name, lambda name=name: self.counts[name])
+            self.gauges.add(name, lambda name=name: self.counts[name])
         self.dead = _DeadLetterCounters(runtime_context)
+
+    def close(self) -> None:
+        self.gauges.close()
 
     def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterable[Any]:
         lines = []
@@ -216,19 +220,20 @@ class Learn(KeyedProcessFunction):
         _tune_interpreter()
         self.state = runtime_context.get_state(
             ValueStateDescriptor("arm", Types.PICKLED_BYTE_ARRAY()))
-        group = runtime_context.get_metrics_group()
         self.learned = 0
         self.emitted = 0
         self.refused = 0
-        group.gauge("updates_learned", lambda: self.learned)
-        group.gauge("updates_emitted", lambda: self.emitted)
-        group.gauge("dead_letters", lambda: self.refused)
-        group.gauge(f"dead_letters_{reasons.NOT_LEARNABLE}", lambda: self.refused)
+        self.gauges = Gauges(runtime_context.get_metrics_group())
+        self.gauges.add("updates_learned", lambda: self.learned)
+        self.gauges.add("updates_emitted", lambda: self.emitted)
+        self.gauges.add("dead_letters", lambda: self.refused)
+        self.gauges.add(f"dead_letters_{reasons.NOT_LEARNABLE}", lambda: self.refused)
         self.cache: dict[str, linucb.ArmState] = {}
         if self.starts is not None:
             self.starts.open(runtime_context)
 
     def close(self) -> None:
+        self.gauges.close()
         if self.starts is not None:
             self.starts.close()
 
@@ -307,13 +312,14 @@ class PublishToRedis(ProcessFunction):
         self.pending: dict[str, tuple[bytes, int]] = {}
         self.written = 0
         self.lag_ms = 0
-        group = runtime_context.get_metrics_group()
-        group.gauge("updates_published", lambda: self.written)
-        group.gauge("publish_lag_ms", lambda: int(self.lag_ms))
-        group.gauge("redis_retries", lambda: int(self.publisher.retries))
-        group.gauge("updates_refused_older", lambda: int(self.publisher.refused))
-        group.gauge("publish_pending", lambda: len(self.pending))
-        group.gauge("updates_refused_generation", lambda: int(self.store.refused_generation))
+        self.gauges = Gauges(runtime_context.get_metrics_group())
+        self.gauges.add("updates_published", lambda: self.written)
+        self.gauges.add("publish_lag_ms", lambda: int(self.lag_ms))
+        self.gauges.add("redis_retries", lambda: int(self.publisher.retries))
+        self.gauges.add("updates_refused_older", lambda: int(self.publisher.refused))
+        self.gauges.add("publish_pending", lambda: len(self.pending))
+        self.gauges.add("updates_refused_generation",
+                        lambda: int(self.store.refused_generation))
         self.thread = threading.Thread(target=self._drain_forever, name="redis-writer",
                                        daemon=True)
         self.thread.start()
@@ -352,3 +358,4 @@ class PublishToRedis(ProcessFunction):
         self.wake.set()
         self.thread.join(5)
         self._drain_once()
+        self.gauges.close()

@@ -28,6 +28,7 @@ from contract.config import Settings
 from contract.linucb import ArmState, init_state
 from contract.prior import CategoryPool, informed_state, pool_delta
 from flink_job.catalog import TopicReader
+from flink_job.gauges import Gauges
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,9 @@ class PriorStarts:
         self.reader.read()
         self.started = 0
         self.fallbacks = 0
-        group = runtime_context.get_metrics_group()
-        group.gauge("prior_informed_starts", lambda: self.started)
-        group.gauge("prior_fallbacks", lambda: self.fallbacks)
+        self.gauges = Gauges(runtime_context.get_metrics_group())
+        self.gauges.add("prior_informed_starts", lambda: self.started)
+        self.gauges.add("prior_fallbacks", lambda: self.fallbacks)
 
     def category(self, product_id: str) -> str:
         """The product's category: the live catalog topic's record, else the shipped
@@ -110,6 +111,8 @@ class PriorStarts:
 
     def close(self) -> None:
         """Close the catalog reader's consumer (the function's close)."""
+        if getattr(self, "gauges", None) is not None:
+            self.gauges.close()
         if getattr(self, "reader", None) is not None:
             self.reader.close()
 
@@ -147,9 +150,9 @@ class PoolCategory(KeyedProcessFunction):
         self.pending: set[str] = set()
         self.published = 0
         self.failed = 0
-        group = runtime_context.get_metrics_group()
-        group.gauge("prior_pools_published", lambda: self.published)
-        group.gauge("prior_publish_failures", lambda: self.failed)
+        self.gauges = Gauges(runtime_context.get_metrics_group())
+        self.gauges.add("prior_pools_published", lambda: self.published)
+        self.gauges.add("prior_publish_failures", lambda: self.failed)
 
     def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context
                         ) -> Iterable[Any]:
@@ -179,3 +182,6 @@ class PoolCategory(KeyedProcessFunction):
                 return ()
         self.pending.discard(category)
         return ()
+
+    def close(self) -> None:
+        self.gauges.close()

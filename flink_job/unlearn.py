@@ -35,6 +35,7 @@ from pyflink.datastream import ProcessFunction, RuntimeContext
 from contract.events import EventError
 from contract.forget import parse_deletion
 from flink_job.functions import DEAD_LETTERS
+from flink_job.gauges import Gauges
 from flink_job.records import dead_letter, meta_only, split_record
 
 log = logging.getLogger(__name__)
@@ -218,11 +219,14 @@ class ParseDeletions(ProcessFunction):
     with its reason (nothing is unlearned for it)."""
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        group = runtime_context.get_metrics_group()
         self.read = 0
         self.refused = 0
-        group.gauge("deletion_requests_read", lambda: self.read)
-        group.gauge("deletion_requests_refused", lambda: self.refused)
+        self.gauges = Gauges(runtime_context.get_metrics_group())
+        self.gauges.add("deletion_requests_read", lambda: self.read)
+        self.gauges.add("deletion_requests_refused", lambda: self.refused)
+
+    def close(self) -> None:
+        self.gauges.close()
 
     def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterable[Any]:
         try:

@@ -2,7 +2,8 @@
 the product ids, a parameter store, a settings object for a Redis of the test's own, waiting
 for a condition, reading a Kafka topic until it is quiet, the dead-letter topic, whether a
 process is alive, the job's metrics (through Flink's REST API, or live from its Prometheus
-endpoint) and where the shared standalone cluster lives."""
+endpoint), a scraper that keeps that endpoint busy, and where the shared standalone cluster
+lives."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -321,6 +324,50 @@ def live_metrics(job: Any) -> dict[str, float]:
         if op in by_label and not name.startswith(FLINK_BUILTIN):
             out[f"{by_label[op]}.{name}"] = value
     return out
+
+
+class Scraper:
+    """Scrape the job's Prometheus endpoint again and again from a thread of its own while a
+    test runs, as Prometheus, the dashboard and the web UI would together. In thread mode a
+    gauge that ran Python on the reporter's thread crashed the JVM within seconds of this
+    (flink_job/gauges.py). ``scrapes`` counts the answers."""
+
+    def __init__(self, job: Any, threads: int = 3, pause_s: float = 0.0) -> None:
+        self.job = job
+        self.pause_s = pause_s
+        self.scrapes = 0
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, name=f"scraper-{i}", daemon=True)
+                        for i in range(threads)]
+
+    def _run(self) -> None:
+        from contract.config import port_range
+
+        ports: list[int] = []
+        while not self.stopping.is_set():
+            if not ports and self.job.alive():
+                ours = listening_ports(process_group(self.job.proc.pid))
+                ports = [p for p in port_range(self.job.settings.job.metrics_ports)
+                         if p in ours]
+            for port in ports:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                timeout=5) as r:
+                        r.read()
+                    self.scrapes += 1
+                except OSError:
+                    ports = []  # looked up again
+            self.stopping.wait(self.pause_s if ports else 0.5)
+
+    def start(self) -> Scraper:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(10)
 
 
 class SharedCluster:

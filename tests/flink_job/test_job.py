@@ -39,6 +39,7 @@ from flink_job import checkpoints
 from tests.helpers import (
     PRODUCTS,
     DeadLetters,
+    Scraper,
     assert_parity,
     impression_json,
     live_metrics,
@@ -202,6 +203,8 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
     job = JobProcess(s, tmp_path / "job.log",
                      ["--products", str(products_file), "--max-restarts", "0"]).start()
     dead = DeadLetters(s)
+    # the job's endpoint scraped all along: its metrics must be safe to read while it learns
+    scraper = Scraper(job).start()
     try:
         st = store(s)
         wait_for(lambda: bool(st.versions()), 60, "a first update", job, every_s=0.2)
@@ -233,11 +236,14 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
         wait_for(lambda: live_metrics(job).get("source-batch.source_batches", 0) >= 1, 30,
                  "source-batch.source_batches >= 1", job, every_s=1.0)
         assert job.alive(), "the job failed (no restart was allowed)"
+        log.info("%d scrapes", scraper.scrapes)
+        assert scraper.scrapes >= 100, scraper.scrapes
         # the mini-cluster and RocksDB work in the run's own folder, which the next run
         # removes (a killed one cannot; flink_job/job.py local_dirs)
         work = Path(tempfile.gettempdir()) / f"rtrec-flink-{os.getuid()}" / str(job.proc.pid)
         assert list(work.glob("minicluster_*")) and list(work.glob("job_*_op_*")), work
     finally:
+        scraper.stop()
         job.kill()
         dead.close()
     params = assert_parity(s, expected)
