@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -63,24 +62,11 @@ def _fresh(base: Settings, tag: str, **over: Any) -> Settings:
     return s
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-
 def _down(s: Settings) -> None:
-    """Stop this cluster, then SIGKILL any of its own JVMs (by pid) still there after 30 s."""
-    pids = cluster.pids(s)
-    cluster.down(s)
-    deadline = time.monotonic() + 30
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for p in pids:
-        if _alive(p):
-            os.kill(p, signal.SIGKILL)
+    """Stop this cluster (its JVMs gone, by SIGKILL if need be: ``cluster.down``)."""
+    left = cluster.down(s)
+    if left:
+        raise RuntimeError(f"Flink JVM(s) {left} still running after SIGKILL")
 
 
 def _learn(s: Settings, products: Path, want: dict[str, int], timeout_s: float,

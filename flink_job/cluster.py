@@ -346,16 +346,59 @@ def stop_with_savepoint(settings: Settings, jid: str, target: Path,
     return location.removeprefix("file:")
 
 
-def down(settings: Settings) -> None:
-    """Stop every TaskManager (spares and replacements too) and the JobManager."""
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def jvms(settings: Settings) -> list[int]:
+    """This cluster's running JVMs: the pid files' entries whose command line names its log
+    folder. An entry of a JVM that died unannounced (SIGKILL) stays in its pid file, and that
+    pid may be another process's by now."""
+    marker = str(_dirs(settings)["log"]).encode()
+    out = []
+    for p in pids(settings):
+        try:
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline and _running(p):
+            out.append(p)
+    return out
+
+
+def down(settings: Settings, timeout_s: float = 30.0) -> list[int]:
+    """Stop every TaskManager (spares and replacements too) and the JobManager, and return
+    when they are gone: the stop scripts only send SIGTERM, so this waits up to
+    ``timeout_s`` for the JVMs to exit and SIGKILLs the ones still there (a ``cluster up``
+    right after would otherwise meet them on its ports). Then the Python workers a
+    TaskManager left are stopped. Returns the JVMs still running after all that (none
+    expected)."""
+    import signal
+
     prepare(settings)
     env = _env(settings)
-    workers = descendants(pids(settings))
+    ours = jvms(settings)
+    workers = descendants(ours)
     subprocess.run([str(HOME / "bin" / "taskmanager.sh"), "stop-all"], env=env, check=False)
     subprocess.run([str(HOME / "bin" / "jobmanager.sh"), "stop-all"], env=env, check=False)
+    deadline = time.monotonic() + timeout_s
+    while any(_running(p) for p in ours) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for p in ours:
+        if _running(p):
+            log.warning("Flink JVM %d still running %g s after the stop: killed", p, timeout_s)
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
     left = stop_orphans(workers)
     if left:
         log.info("stopped %d Python worker process(es) the cluster left behind", left)
+    time.sleep(0.2 if any(_running(p) for p in ours) else 0)
+    return [p for p in ours if _running(p)]
 
 
 def status(settings: Settings) -> int:
@@ -379,6 +422,8 @@ def main(settings: Settings, action: str, products: str | None = None,
     if action == "submit":
         return submit(settings, products, restore)
     if action == "down":
-        down(settings)
-        return 0
+        left = down(settings)
+        if left:
+            log.error("Flink JVM(s) %s still running after SIGKILL", left)
+        return 1 if left else 0
     return status(settings)

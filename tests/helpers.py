@@ -7,11 +7,9 @@ lives."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
 import threading
 import time
 import urllib.request
@@ -197,8 +195,6 @@ def alive(pid: int) -> bool:
 def listening_ports(pids: Iterable[int]) -> set[int]:
     """The TCP ports the processes ``pids`` listen on (from /proc: their socket inodes, and
     the kernel's table of listening sockets)."""
-    import os
-
     inodes: set[str] = set()
     for pid in pids:
         try:
@@ -228,8 +224,6 @@ def listening_ports(pids: Iterable[int]) -> set[int]:
 
 def process_group(pgid: int) -> list[int]:
     """Every live pid of process group ``pgid``."""
-    import os
-
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -406,24 +400,15 @@ class SharedCluster:
                     log.warning("cancel %s: %s", j["jid"], exc)
 
     def down(self, stack: Any) -> list[int]:
-        """Stop it; its JVMs (by pid) that the stop scripts left are killed. Returns those
-        still alive after that (none expected)."""
+        """Stop it (``cluster.down``: its JVMs gone, by SIGKILL if need be). Returns the
+        processes of its pid files that ran before and still run (none expected): checked
+        apart from ``cluster.down``'s own idea of which JVMs are the cluster's."""
         from flink_job import cluster
 
         s = self.settings(stack)
-        pids = cluster.pids(s)
-        if not pids:
-            return []
-        cluster.down(s)
-        deadline = time.monotonic() + 30
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for p in pids:
-            if alive(p):
-                with contextlib.suppress(OSError):
-                    os.kill(p, signal.SIGKILL)
-        time.sleep(0.2)
-        return [p for p in pids if alive(p)]
+        running = [p for p in cluster.pids(s) if alive(p)]
+        left = cluster.down(s) if running else []
+        return sorted({*left, *(p for p in running if alive(p))})
 
 
 class FakeCounter:

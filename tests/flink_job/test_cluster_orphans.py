@@ -1,12 +1,18 @@
 """A TaskManager's Python workers (process mode) are its child processes and outlive it when it
 is killed; ``flink_job.cluster.descendants`` finds them from /proc and ``stop_orphans`` stops
-them, as ``cluster.down`` does for what its TaskManagers leave (a real process tree here)."""
+them, as ``cluster.down`` does for what its TaskManagers leave (a real process tree here);
+``cluster.down`` itself waits for the cluster's JVMs and kills only its own."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
+from contract.config import Settings
+from devstack.stack import free_port
 from flink_job import cluster
 from tests.helpers import alive as _alive
 
@@ -30,3 +36,36 @@ def test_the_children_of_a_killed_parent_are_found_first_and_stopped_after() -> 
         assert cluster.stop_orphans(found) == 0
     finally:
         parent.kill()
+
+
+def _stubborn(*args: str) -> subprocess.Popen:
+    """A process that ignores SIGTERM, as a JVM stuck in its shutdown would; ``args`` end up
+    in its command line."""
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    return subprocess.Popen([sys.executable, "-c", code, *args])
+
+
+def test_down_waits_for_its_jvms_and_kills_only_its_own(tmp_path: Path) -> None:
+    """``cluster.down`` returns when the cluster's JVMs are gone, SIGKILLing one that ignored
+    the stop scripts' SIGTERM; a pid-file entry that is not the cluster's (a pid reused since
+    its JVM died unannounced) is left alone."""
+    s = Settings.from_env({"RTREC_STACK_DIR": tmp_path / "stack",
+                           "RTREC_FLINK_REST_PORT": free_port()})
+    d = cluster.prepare(s)
+    ours = _stubborn(f"-Dlog.file={d['log']}/flink-taskexecutor-0.log")
+    other = _stubborn("-Dlog.file=/somewhere/else.log")
+    try:
+        (d["pid"] / "flink-test-taskexecutor.pid").write_text(f"{other.pid}\n{ours.pid}\n")
+        time.sleep(0.5)  # both have their handler
+        assert cluster.jvms(s) == [ours.pid]
+        t0 = time.monotonic()
+        assert cluster.down(s, timeout_s=2.0) == []
+        assert 2.0 <= time.monotonic() - t0 < 20
+        assert ours.wait(5) == -signal.SIGKILL
+        assert other.poll() is None and _alive(other.pid)
+        assert cluster.jvms(s) == []
+    finally:
+        ours.kill()
+        other.kill()
+        ours.wait()
+        other.wait()
