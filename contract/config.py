@@ -279,6 +279,13 @@ class JobSettings:
                              "Folder of model snapshots (python -m flink_job snapshot NAME: a "
                              "savepoint and the published parameters; rollback NAME).")
     parallelism: int = _var("RTREC_JOB_PARALLELISM", 1, "Parallelism of the Flink job.")
+    rocksdb_write_buffer_mb: int = _var(
+        "RTREC_ROCKSDB_WRITE_BUFFER_MB", 8,
+        "Size of one RocksDB memtable (Flink state.backend.rocksdb.writebuffer.size, MB; "
+        "Flink's default 64). Every column family with data holds a block of 1/8 of it, "
+        "counted against the slot's write-buffer budget: with the job's 6-8 of them at 64 MB the "
+        "budget is exceeded by empty memtables and RocksDB flushes one-entry memtables "
+        "(docs/SCALING.md).")
     python_mode: str = _var("RTREC_PYTHON_MODE", "thread",
                             "PyFlink Python execution mode: thread or process.")
     max_event_bytes: int = _var("RTREC_MAX_EVENT_BYTES", 65536,
@@ -320,6 +327,9 @@ class JobSettings:
                                 f"got {self.python_mode!r}")
         if self.parallelism < 1:
             raise SettingsError(f"RTREC_JOB_PARALLELISM must be >= 1, got {self.parallelism}")
+        if self.rocksdb_write_buffer_mb < 1:
+            raise SettingsError(f"RTREC_ROCKSDB_WRITE_BUFFER_MB must be >= 1, "
+                                f"got {self.rocksdb_write_buffer_mb}")
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,9 @@ def flink_config(settings: Settings, opts: JobOptions) -> dict[str, str]:
         "execution.buffer-timeout.interval": f"{settings.job.buffer_timeout_ms} ms",
         # state and checkpoints
         "state.backend.type": "rocksdb",
+        # memtables small enough that all the column families' first blocks fit the slot's
+        # write-buffer budget (RTREC_ROCKSDB_WRITE_BUFFER_MB; docs/SCALING.md)
+        "state.backend.rocksdb.writebuffer.size": f"{settings.job.rocksdb_write_buffer_mb} mb",
         "execution.checkpointing.dir": ckpt_uri,
         "execution.checkpointing.interval": f"{settings.job.checkpoint_interval_ms} ms",
         "execution.checkpointing.incremental": "true",

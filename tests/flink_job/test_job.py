@@ -242,6 +242,12 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
         # removes (a killed one cannot; flink_job/job.py local_dirs)
         work = Path(tempfile.gettempdir()) / f"rtrec-flink-{os.getuid()}" / str(job.proc.pid)
         assert list(work.glob("minicluster_*")) and list(work.glob("job_*_op_*")), work
+        # every RocksDB instance took the job's memtable size (RTREC_ROCKSDB_WRITE_BUFFER_MB)
+        logs = list((Path(s.job.checkpoint_dir).parent / "rocksdb-log").glob("*LOG"))
+        sizes = {line.rsplit(":", 1)[1].strip() for f in logs for line in
+                 f.read_text(errors="replace").splitlines()
+                 if "Options.write_buffer_size:" in line}
+        assert len(logs) >= 4 and sizes == {str(s.job.rocksdb_write_buffer_mb << 20)}, sizes
     finally:
         scraper.stop()
         job.kill()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from contract.codec import encode
-from contract.config import Settings
+from contract.config import Settings, SettingsError
 from contract.events import Click, EventError, Impression
 from contract.linucb import init_state, update
 from flink_job import checkpoints
@@ -206,6 +206,20 @@ def test_the_network_buffer_timeout_follows_its_setting(ms: int) -> None:
 
     conf = flink_config(Settings.from_env({"RTREC_BUFFER_TIMEOUT_MS": ms}), JobOptions())
     assert conf["execution.buffer-timeout.interval"] == f"{ms} ms"
+
+
+@pytest.mark.parametrize("mb", [None, 1, 64])
+def test_rocksdbs_write_buffer_follows_its_setting(mb: int | None) -> None:
+    from flink_job.job import JobOptions, flink_config
+
+    env = {} if mb is None else {"RTREC_ROCKSDB_WRITE_BUFFER_MB": mb}
+    conf = flink_config(Settings.from_env(env), JobOptions())
+    assert conf["state.backend.rocksdb.writebuffer.size"] == f"{mb or 8} mb"
+
+
+def test_rocksdbs_write_buffer_must_be_positive() -> None:
+    with pytest.raises(SettingsError, match="RTREC_ROCKSDB_WRITE_BUFFER_MB"):
+        Settings.from_env({"RTREC_ROCKSDB_WRITE_BUFFER_MB": 0})
 
 
 def test_local_dirs_remove_only_the_folders_of_runs_that_are_gone(tmp_path: Path) -> None:
