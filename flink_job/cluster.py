@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -69,8 +70,6 @@ def descendants(roots: list[int]) -> list[int]:
 def stop_orphans(pids_: list[int], timeout_s: float = 10.0) -> int:
     """SIGTERM ``pids_`` still alive (a dead TaskManager's Python workers), SIGKILL what is
     left after ``timeout_s``; returns how many were alive."""
-    import signal
-
     def alive(p: int) -> bool:
         try:
             os.kill(p, 0)
@@ -371,6 +370,14 @@ def jvms(settings: Settings) -> list[int]:
     return out
 
 
+def _still_running(pids_: list[int], timeout_s: float) -> list[int]:
+    """``pids_`` still running once all have exited or ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while (left := [p for p in pids_ if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def down(settings: Settings, timeout_s: float = 30.0) -> list[int]:
     """Stop every TaskManager (spares and replacements too) and the JobManager, and return
     when they are gone: the stop scripts only send SIGTERM, so this waits up to
@@ -378,27 +385,20 @@ def down(settings: Settings, timeout_s: float = 30.0) -> list[int]:
     right after would otherwise meet them on its ports). Then the Python workers a
     TaskManager left are stopped. Returns the JVMs still running after all that (none
     expected)."""
-    import signal
-
     prepare(settings)
     env = _env(settings)
     ours = jvms(settings)
     workers = descendants(ours)
     subprocess.run([str(HOME / "bin" / "taskmanager.sh"), "stop-all"], env=env, check=False)
     subprocess.run([str(HOME / "bin" / "jobmanager.sh"), "stop-all"], env=env, check=False)
-    deadline = time.monotonic() + timeout_s
-    while any(_running(p) for p in ours) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for p in ours:
-        if _running(p):
-            log.warning("Flink JVM %d still running %g s after the stop: killed", p, timeout_s)
-            with contextlib.suppress(OSError):
-                os.kill(p, signal.SIGKILL)
+    for p in _still_running(ours, timeout_s):
+        log.warning("Flink JVM %d still running %g s after the stop: killed", p, timeout_s)
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
     left = stop_orphans(workers)
     if left:
         log.info("stopped %d Python worker process(es) the cluster left behind", left)
-    time.sleep(0.2 if any(_running(p) for p in ours) else 0)
-    return [p for p in ours if _running(p)]
+    return _still_running(ours, 5.0)
 
 
 def status(settings: Settings) -> int:

@@ -97,8 +97,7 @@ class Gauges:
     def close(self) -> None:
         """A last push, then no more."""
         PUSHER.forget(self)
-        if self.values:
-            self.push()
+        self.push()
 
 
 class _Pusher:
@@ -107,12 +106,12 @@ class _Pusher:
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         self.lock = threading.Lock()
-        self.watched: dict[int, Gauges] = {}
+        self.watched: set[Gauges] = set()
         self.thread: threading.Thread | None = None
 
     def watch(self, gauges: Gauges) -> None:
         with self.lock:
-            self.watched[id(gauges)] = gauges
+            self.watched.add(gauges)
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="metrics-pusher",
                                                daemon=True)
@@ -120,11 +119,11 @@ class _Pusher:
 
     def forget(self, gauges: Gauges) -> None:
         with self.lock:
-            self.watched.pop(id(gauges), None)
+            self.watched.discard(gauges)
 
     def push_all(self) -> None:
         with self.lock:
-            watched = list(self.watched.values())
+            watched = list(self.watched)
         for g in watched:
             g.push()
 

@@ -244,7 +244,6 @@ def flink_rest_port(job: Any, timeout_s: float = 60.0) -> int:
     again until ``timeout_s`` (on a loaded machine one answer can take over its 1 s; a single
     look failed test_ope_state once in a clean-clone run)."""
     import http.client
-    import urllib.request
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -299,17 +298,24 @@ def job_metrics(port: int, job_name: str | None = None) -> dict[str, float]:
     return out
 
 
+def metrics_ports(job: Any) -> list[int]:
+    """The ports of ``RTREC_METRICS_PORTS`` the job's process group listens on: its
+    Prometheus endpoints."""
+    from contract.config import port_range
+
+    ours = listening_ports(process_group(job.proc.pid))
+    return [p for p in port_range(job.settings.job.metrics_ports) if p in ours]
+
+
 def live_metrics(job: Any) -> dict[str, float]:
     """The job's own metrics as ``job_metrics`` names them, read from the Prometheus endpoint
     of the mini-cluster a ``python -m flink_job run`` child started (flink_job/reporter.py):
     the reporter reads each counter when scraped, so a value is current, where the REST API's
     may be up to 10 s old. Empty while no endpoint of the job's process group answers."""
-    from contract.config import port_range
     from serving.dashboard import job_metrics as scrape
 
     assert job.proc is not None and job.alive(), "the job is not running"
-    ours = listening_ports(process_group(job.proc.pid))
-    ports = [p for p in port_range(job.settings.job.metrics_ports) if p in ours]
+    ports = metrics_ports(job)
     got = scrape(",".join(map(str, ports))) if ports else None
     by_label = {op.replace("-", "_"): op for op in JOB_OPERATORS}
     out: dict[str, float] = {}
@@ -335,14 +341,10 @@ class Scraper:
                         for i in range(threads)]
 
     def _run(self) -> None:
-        from contract.config import port_range
-
         ports: list[int] = []
         while not self.stopping.is_set():
             if not ports and self.job.alive():
-                ours = listening_ports(process_group(self.job.proc.pid))
-                ports = [p for p in port_range(self.job.settings.job.metrics_ports)
-                         if p in ours]
+                ports = metrics_ports(self.job)
             for port in ports:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
