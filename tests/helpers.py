@@ -310,8 +310,11 @@ def metrics_ports(job: Any) -> list[int]:
 def live_metrics(job: Any) -> dict[str, float]:
     """The job's own metrics as ``job_metrics`` names them, read from the Prometheus endpoint
     of the mini-cluster a ``python -m flink_job run`` child started (flink_job/reporter.py):
-    the reporter reads each counter when scraped, so a value is current, where the REST API's
-    may be up to 10 s old. Empty while no endpoint of the job's process group answers."""
+    the reporter reads each counter when scraped, where the REST API's value may be up to 10 s
+    old. In thread mode a Python tally reaches its counter up to ``PUSH_INTERVAL_S`` later
+    (flink_job/gauges.py), so one scrape may show a Java counter already past an event and a
+    Python one not yet: compare them with :func:`settled_metrics`. Empty while no endpoint of
+    the job's process group answers."""
     from serving.dashboard import job_metrics as scrape
 
     assert job.proc is not None and job.alive(), "the job is not running"
@@ -324,6 +327,21 @@ def live_metrics(job: Any) -> dict[str, float]:
         if op in by_label and not name.startswith(FLINK_BUILTIN):
             out[f"{by_label[op]}.{name}"] = value
     return out
+
+
+def settled_metrics(job: Any, quiet_s: float = 0.5, timeout_s: float = 15.0) -> dict[str, float]:
+    """:func:`live_metrics` once two reads ``quiet_s`` apart (several of flink_job/gauges.py's
+    push intervals) agree: the values of a job with nothing left to do, each operator's tally
+    pushed. Fails after ``timeout_s`` of a job that keeps changing."""
+    deadline = time.monotonic() + timeout_s
+    last = live_metrics(job)
+    while True:
+        time.sleep(quiet_s)
+        now = live_metrics(job)
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, f"the job's metrics kept changing: {last} -> {now}"
+        last = now
 
 
 class Scraper:
