@@ -73,7 +73,7 @@ redis-server:  ## Debian's redis-server, installed when missing
 # every Python child a test starts compiles our modules again
 test: install  ## the whole test suite (starts its own Kafka + Redis + Flink on free ports)
 	mvn -q -B -f jvm/pom.xml -P operators test
-	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -n 2 --dist loadgroup
 
 demo: install  ## the system end to end, the job on a Flink cluster (web UI 127.0.0.1:8081; QUICK=1: short)
 	$(PY) -m endtoend demo --via http $(if $(QUICK),--quick,)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from contract.config import Settings
 from contract.context_spec import read_store_spec
 from contract.features import DATA_DIR, FeatureSpace
@@ -19,6 +21,8 @@ from tests.helpers import PRODUCTS, assert_parity, store, wait_for, wait_learned
 
 ROOT = Path(__file__).resolve().parents[2]
 CROSSES = DATA_DIR / "context_spec_crosses.json"
+
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 
 def test_the_job_learns_under_its_spec_and_guards_the_store(
