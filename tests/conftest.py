@@ -1,4 +1,6 @@
-"""Session fixtures: one real Kafka broker and one real Redis server for the whole test run.
+"""Session fixtures: one real Kafka broker and one real Redis server per pytest process (one
+for a plain run; one per worker under ``make test``, which runs two: see
+``pytest_collection_modifyitems`` below).
 
 Both come from :mod:`devstack` (the same code as ``make stack-up``) on free ports in a temp
 folder, and are stopped at the end of the session whatever happened.
