@@ -90,7 +90,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if recommender is not None:
-            yield
+            try:
+                yield
+            finally:
+                forgetter.close()
             return
         holder["rec"] = Recommender.from_settings(settings, notifications=notifications,
                                                   kafka=kafka)
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             yield
         finally:
             registry.unregister(collector)
+            forgetter.close()
             holder.pop("rec").close()
 
     app = FastAPI(title="rtrec serving", version="1.0",
@@ -171,6 +175,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
     auth = AdminAuth(settings.serving.admin_token)
     forgetter = Forgetter(settings)
+    app.state.forgetter = forgetter  # closed with the app (its own Kafka producer)
 
     @app.delete("/users/{user_id}", status_code=202,
                 responses={c: {"model": ErrorResponse} for c in (401, 403, 422, 503)})

@@ -59,6 +59,20 @@ class Forgetter:
         self._producer = producer
         self._lock = threading.Lock()
         self.requested = 0
+        self.closed = False
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Release the producer (the app's shutdown calls this). Every request it recorded
+        was acknowledged before its answer, so there is nothing to wait for; without this a
+        client of an app that shut down kept reconnecting to its broker for the life of the
+        process (an app is frozen out of the collector's sight at start-up, serving/app.py).
+        A deletion asked after it is refused (503), never recorded by a new producer."""
+        with self._lock:
+            self.closed = True
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(timeout_s)
+            producer.close()
 
     def forget(self, user_id: int, users: dict[int, Any] | None,
                x_cache: dict[tuple[int, int, bool], Any] | None) -> ForgetResult:
@@ -67,6 +81,9 @@ class Forgetter:
         if not 0 <= user_id <= MAX_SAFE_INT:
             raise InvalidRequestError(f"user_id: must be in 0..2**53-1, got {user_id}")
         with self._lock:
+            if self.closed:
+                raise DeletionNotRecordedError("deletion request not recorded: this app is "
+                                               "shutting down")
             if self._producer is None:
                 from contract.kafka import kafka_producer
 

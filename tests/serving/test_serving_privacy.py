@@ -22,6 +22,7 @@ from contract.features import DATA_DIR, load_users
 from contract.forget import parse_deletion
 from devstack.stack import Stack
 from serving.app import create_app
+from serving.errors import DeletionNotRecordedError
 from tests.helpers import read_topics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,8 @@ def test_delete_records_the_request_and_removes_the_profile(unique_settings: Set
     s = _settings(unique_settings, table)
     users_before = {u.user_id for u in load_users(table)}
     assert {3, 4} <= users_before
-    with TestClient(create_app(s, notifications=False)) as c:
+    app = create_app(s, notifications=False)
+    with TestClient(app) as c:
         assert c.post("/recommend", json={"user_id": 3}).status_code == 200
         r = c.delete("/users/3", headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 202, r.text
@@ -79,6 +81,11 @@ def test_delete_records_the_request_and_removes_the_profile(unique_settings: Set
         # at once: this instance no longer knows the user (404, features needed)
         assert c.post("/recommend", json={"user_id": 3}).status_code == 404
         assert c.post("/recommend", json={"user_id": 4}).status_code == 200
+    # the app's shutdown released the deletions' producer (it reconnected to the broker for
+    # the life of the process before), and a late deletion is refused, not recorded
+    assert app.state.forgetter.closed
+    with pytest.raises(DeletionNotRecordedError, match="shutting down"):
+        app.state.forgetter.forget(4, None, None)
     # durable: the table file lost exactly that row, and a new instance does not know them
     assert {u.user_id for u in load_users(table)} == users_before - {3}
     with TestClient(create_app(s, notifications=False)) as c:
