@@ -89,26 +89,25 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if recommender is not None:
+        try:
+            if recommender is not None:
+                yield
+                return
+            holder["rec"] = Recommender.from_settings(settings, notifications=notifications,
+                                                      kafka=kafka)
+            collector = Collector(holder["rec"])
+            registry.register(collector)
+            # Start-up objects (catalog, users, features, arrays) never die: move them out of
+            # the collector's sight so a full collection during a request has less to walk.
+            gc.collect()
+            gc.freeze()
             try:
                 yield
             finally:
-                forgetter.close()
-            return
-        holder["rec"] = Recommender.from_settings(settings, notifications=notifications,
-                                                  kafka=kafka)
-        collector = Collector(holder["rec"])
-        registry.register(collector)
-        # Start-up objects (catalog, users, features, arrays) never die: move them out of the
-        # collector's sight so a full collection during a request has less to walk.
-        gc.collect()
-        gc.freeze()
-        try:
-            yield
+                registry.unregister(collector)
+                holder.pop("rec").close()
         finally:
-            registry.unregister(collector)
-            forgetter.close()
-            holder.pop("rec").close()
+            forgetter.close()  # the app's own, whoever made the recommender
 
     app = FastAPI(title="rtrec serving", version="1.0",
                   description="Real-time LinUCB product recommendations.", lifespan=lifespan)

@@ -61,9 +61,9 @@ class Forgetter:
         self.requested = 0
         self.closed = False
 
-    def close(self, timeout_s: float = 5.0) -> None:
+    def close(self) -> None:
         """Release the producer (the app's shutdown calls this). Every request it recorded
-        was acknowledged before its answer, so there is nothing to wait for; without this a
+        was acknowledged before its answer, so there is nothing to flush; without this a
         client of an app that shut down kept reconnecting to its broker for the life of the
         process (an app is frozen out of the collector's sight at start-up, serving/app.py).
         A deletion asked after it is refused (503), never recorded by a new producer."""
@@ -71,7 +71,6 @@ class Forgetter:
             self.closed = True
             producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(timeout_s)
             producer.close()
 
     def forget(self, user_id: int, users: dict[int, Any] | None,

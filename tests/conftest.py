@@ -95,7 +95,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     flink = [item for item in items if item.get_closest_marker("flink")]
+    rest = [item for item in items if not item.get_closest_marker("flink")]
     for item in flink:
         _set_nodeid(item, f"{item.nodeid}@flink")
-    ids = {id(item) for item in flink}
-    items[:] = flink + [item for item in items if id(item) not in ids]
+    items[:] = flink + rest

@@ -243,7 +243,10 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
         work = Path(tempfile.gettempdir()) / f"rtrec-flink-{os.getuid()}" / str(job.proc.pid)
         assert list(work.glob("minicluster_*")) and list(work.glob("job_*_op_*")), work
         # every RocksDB instance took the job's memtable size (RTREC_ROCKSDB_WRITE_BUFFER_MB)
-        logs = list((Path(s.job.checkpoint_dir).parent / "rocksdb-log").glob("*LOG"))
+        from flink_job.job import JobOptions, flink_config
+
+        log_dir = Path(flink_config(s, JobOptions())["state.backend.rocksdb.log.dir"])
+        logs = list(log_dir.glob("*LOG"))
         sizes = {line.rsplit(":", 1)[1].strip() for f in logs for line in
                  f.read_text(errors="replace").splitlines()
                  if "Options.write_buffer_size:" in line}
