@@ -1,5 +1,7 @@
 """Redis parameter codec: our raw float64 layout against JSON text (the obvious alternative),
-same states, same run. Writes results/bench_codec.json."""
+same states, same run; and decoding many values at once (``decode_many``, what serving's
+refresher uses) against one ``decode`` per value, per value, at batch sizes 64 and 1,024.
+Writes results/bench_codec.json."""
 
 from __future__ import annotations
 
@@ -58,6 +60,19 @@ def main() -> None:
         "decode_p50": result["json"]["decode"]["p50_ms"] / result["binary"]["decode"]["p50_ms"],
         "encode_p50": result["json"]["encode"]["p50_ms"] / result["binary"]["encode"]["p50_ms"],
     }
+    batches = {}
+    items = [(f"p{i}", raw) for i in range(1024)]
+    for size in (64, 1024):
+        part = items[:size]
+        one = [t / size for t in _time(lambda it: [codec.decode(b, d) for _p, b in it], part,
+                                       max(20, repeat // size))]
+        many = [t / size for t in _time(lambda it: codec.decode_many(it, d), part,
+                                        max(20, repeat // size))]
+        per_value = {"decode": percentiles_ms(one), "decode_many": percentiles_ms(many)}
+        per_value["ratio_p50"] = (per_value["decode_many"]["p50_ms"]
+                                  / per_value["decode"]["p50_ms"])
+        batches[str(size)] = per_value
+    result["batch_decode_per_value"] = batches
     path = write_result("bench_codec", result)
     print(
         f"{'format':8} {'bytes':>6} {'enc p50 ms':>11} {'enc p99':>8}"
@@ -73,6 +88,11 @@ def main() -> None:
         f"JSON/binary: size x{result['ratio_json_over_binary']['bytes']:.2f}, decode p50 "
         f"x{result['ratio_json_over_binary']['decode_p50']:.1f}; JSON bit-exact: {exact_json}"
     )
+    for size, r in batches.items():
+        print(f"decoding {size} values, per value: decode p50 {r['decode']['p50_ms'] * 1e3:.1f} us,"
+              f" decode_many p50 {r['decode_many']['p50_ms'] * 1e3:.1f} us "
+              f"(ratio {r['ratio_p50']:.2f}; p99 {r['decode']['p99_ms'] * 1e3:.1f} / "
+              f"{r['decode_many']['p99_ms'] * 1e3:.1f} us)")
     print(f"wrote {path}")
 
 

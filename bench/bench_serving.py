@@ -256,19 +256,20 @@ def scale_worker(m: int, rate: float, seconds: float, seed: int = 7) -> dict[str
                     blobs[ids[i]] = codec.encode(state, int(time.time() * 1000))
                 c0 = time.thread_time()
                 # as the refresher decodes and applies (serving/refresher.py _read, _apply):
-                # the GIL given up every YIELD_EVERY values and between swaps of at most
-                # APPLY_CHUNK products
-                batch = {}
-                for j, (p, b) in enumerate(blobs.items()):
-                    if j and j % YIELD_EVERY == 0:
-                        yield_gil()
-                    batch[p] = codec.decode(b, D)
-                items = list(batch.items())
-                del cur
-                for lo in range(0, len(items), APPLY_CHUNK):
+                # decoded YIELD_EVERY values at a time (codec.decode_many), the GIL given up
+                # between those batches and between swaps of at most APPLY_CHUNK products
+                found = list(blobs.items())
+                parts = []
+                for lo in range(0, len(found), YIELD_EVERY):
                     if lo:
                         yield_gil()
-                    new, changed = rec.snapshot.with_params(dict(items[lo:lo + APPLY_CHUNK]))
+                    parts.append(codec.decode_many(found[lo:lo + YIELD_EVERY], D)[0])
+                batch = codec.ParamBatch.concat(parts, D)
+                del cur
+                for lo in range(0, len(batch), APPLY_CHUNK):
+                    if lo:
+                        yield_gil()
+                    new, changed = rec.snapshot.with_params(batch[lo:lo + APPLY_CHUNK])
                     rec.set_snapshot(new, changed)  # as the refresher tells its listeners
                     stores.add(id(new._rows))
                     del new

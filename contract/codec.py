@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +116,123 @@ def decode(blob: bytes, dim: int | None = None) -> Params:
     except StateError as exc:  # a CRC only says the bytes are those written
         raise CodecError(f"not a valid state: {exc}") from exc
     return Params(state, updated_at_ms=updated_at_ms)
+
+
+_INT64 = 2**63  # a batch keeps counts and times as int64 (what a snapshot's rows hold)
+
+
+@dataclass(frozen=True)
+class ParamBatch:
+    """Many products' decoded parameters as arrays, row i of each being ``product_ids[i]``:
+    what a reader applying thousands of values a second takes instead of a :class:`Params`
+    each (:func:`decode_many` builds one in a few numpy calls; docs/PARAMS_FORMAT.md)."""
+
+    product_ids: tuple[str, ...]
+    A_inv: np.ndarray  # (k, d, d) float64
+    b: np.ndarray  # (k, d) float64
+    version: np.ndarray  # (k,) int64
+    n: np.ndarray  # (k,) int64
+    updated_at_ms: np.ndarray  # (k,) int64
+
+    def __len__(self) -> int:
+        return len(self.product_ids)
+
+    def __getitem__(self, part: slice) -> ParamBatch:
+        return ParamBatch(self.product_ids[part], self.A_inv[part], self.b[part],
+                          self.version[part], self.n[part], self.updated_at_ms[part])
+
+    @classmethod
+    def empty(cls, dim: int) -> ParamBatch:
+        i = np.zeros(0, dtype=np.int64)
+        return cls((), np.zeros((0, dim, dim)), np.zeros((0, dim)), i, i, i)
+
+    @classmethod
+    def of(cls, params: Mapping[str, Params], dim: int) -> ParamBatch:
+        """The values of ``params`` whose dimension is ``dim`` (others are left out)."""
+        chosen = [(pid, p) for pid, p in params.items() if p.state.dim == dim]
+        if not chosen:
+            return cls.empty(dim)
+        meta = np.array([(p.version, p.state.n, p.updated_at_ms) for _pid, p in chosen],
+                        dtype=np.int64)
+        return cls(tuple(pid for pid, _p in chosen),
+                   np.stack([p.state.A_inv for _pid, p in chosen]),
+                   np.stack([p.state.b for _pid, p in chosen]),
+                   meta[:, 0], meta[:, 1], meta[:, 2])
+
+    @classmethod
+    def concat(cls, parts: Sequence[ParamBatch], dim: int) -> ParamBatch:
+        parts = [p for p in parts if len(p)]
+        if len(parts) <= 1:
+            return parts[0] if parts else cls.empty(dim)
+        return cls(tuple(pid for p in parts for pid in p.product_ids),
+                   *(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("A_inv", "b", "version", "n", "updated_at_ms")))
+
+    def params(self) -> dict[str, Params]:
+        """One :class:`Params` per product (checked again, as :func:`decode` checks)."""
+        return {pid: Params(ArmState(self.A_inv[i].copy(), self.b[i].copy(),
+                                     int(self.n[i]), version=int(self.version[i])),
+                            updated_at_ms=int(self.updated_at_ms[i]))
+                for i, pid in enumerate(self.product_ids)}
+
+
+def _record(dim: int) -> np.dtype:
+    """One value's bytes as a numpy record (packed: the same offsets as the format)."""
+    return np.dtype([("magic", "S4"), ("fmt", "u1"), ("flags", "u1"), ("d", "<u2"),
+                     ("version", "<u8"), ("n", "<u8"), ("ms", "<u8"),
+                     ("A_inv", "<f8", (dim, dim)), ("b", "<f8", (dim,)), ("crc", "<u4")])
+
+
+def decode_many(items: Sequence[tuple[str, bytes]], dim: int
+                ) -> tuple[ParamBatch, list[tuple[str, str]]]:
+    """Decode many values of dimension ``dim`` at once: (the batch of the valid ones, in the
+    order given; ``(product_id, reason)`` of each refused one).
+
+    Accepts exactly what :func:`decode` accepts with ``dim`` (and refuses a count or time of
+    2^63 or more, which a batch's int64 cannot hold), each reason being decode's message:
+    the well-formed values are checked in bulk (one record view of their joined bytes: the
+    header fields, NaN and inf, ``version >= n`` compared per column; one CRC call per
+    value), and any value failing a check goes through :func:`decode` for its reason. Per
+    value 0.16-0.19x of decode's time, 3.5-3.9 us against 20-21 at d = 15 in batches of 64
+    and 1,024 (``python -m bench --only codec``, 2026-12-03)."""
+    if not 0 < dim <= MAX_DIM:
+        raise CodecError(f"dimension {dim} is not in 1..{MAX_DIM}")
+    size = encoded_size(dim)
+    ids: list[str] = []
+    blobs: list[bytes] = []
+    refused: list[tuple[str, bytes]] = []
+    for pid, blob in items:
+        if isinstance(blob, bytes) and len(blob) == size:
+            ids.append(pid)
+            blobs.append(blob)
+        else:
+            refused.append((pid, blob))
+    rec = np.frombuffer(b"".join(blobs), dtype=_record(dim))
+    body = size - _CRC.size
+    crc = np.fromiter((zlib.crc32(memoryview(b)[:body]) for b in blobs), dtype=np.uint32,
+                      count=len(blobs))
+    A_inv, b = rec["A_inv"], rec["b"]
+    ok = ((rec["magic"] == MAGIC) & (rec["fmt"] == FORMAT_VERSION) & (rec["flags"] == 0)
+          & (rec["d"] == dim) & (crc == rec["crc"]) & (rec["version"] >= rec["n"])
+          & (rec["version"] < _INT64) & (rec["ms"] < _INT64)
+          & np.isfinite(A_inv).all(axis=(1, 2)) & np.isfinite(b).all(axis=1))
+    keep = np.flatnonzero(ok)
+    if keep.size < len(ids):
+        refused.extend((ids[i], blobs[i]) for i in np.flatnonzero(~ok).tolist())
+        ids = [ids[i] for i in keep.tolist()]
+        rec = rec[keep]
+    errors = []
+    for pid, blob in refused:
+        try:
+            decode(blob, dim)
+        except CodecError as exc:
+            errors.append((pid, str(exc)))
+        else:  # decode's checks passed: only the int64 bound is left
+            errors.append((pid, "a count or time of 2^63 or more (a batch holds int64)"))
+    batch = ParamBatch(tuple(ids), rec["A_inv"].copy(), rec["b"].copy(),
+                       rec["version"].astype(np.int64), rec["n"].astype(np.int64),
+                       rec["ms"].astype(np.int64))
+    return batch, errors
 
 
 def _header(blob: bytes) -> tuple[bytes, int, int, int, int, int, int]:

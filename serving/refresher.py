@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import redis
 
-from contract.codec import CodecError, Params, decode
+from contract.codec import ParamBatch, decode_many
 from contract.config import Settings
 from contract.context_spec import parse_stored, spec_conflict
 from contract.store import EPOCH_CHANGED, ParamStore, redis_client
@@ -320,7 +320,7 @@ class SnapshotRefresher:
             epoch, versions = store.epoch_and_versions()
             stale = self._stale(epoch, versions)
             if not stale:
-                params: dict[str, Params] = {}
+                params = ParamBatch.empty(self.settings.model.dim)
                 break
             read_epoch, params = self._read(store, stale)
             if read_epoch == epoch:
@@ -350,7 +350,7 @@ class SnapshotRefresher:
                 stale.append(pid)
         return stale
 
-    def _replace(self, params: dict[str, Params], epoch: str | None, stamp: float) -> None:
+    def _replace(self, params: ParamBatch, epoch: str | None, stamp: float) -> None:
         """A new epoch: exactly what Redis holds, lower versions included. Should the epoch
         change again during the reads, the next probe sees it and replaces again."""
         old = self._epoch
@@ -367,16 +367,17 @@ class SnapshotRefresher:
                         len(params))
 
     def _read(self, store: ParamStore,
-              product_ids: list[str]) -> tuple[object, dict[str, Params]]:
+              product_ids: list[str]) -> tuple[object, ParamBatch]:
         """The epoch and the values of these products, each ``TX_PRODUCTS`` of them read in
         one MULTI/EXEC with the epoch (MGET chunks), so every value belongs to the epoch
         returned; if two transactions saw different epochs the epoch returned is ``_MIXED``,
         equal to none, and the caller reads again. (One transaction for a whole catalog -
         200 MB at 100,000 products - outlasted the socket timeout: the first load never
-        finished.) A corrupt value is skipped."""
+        finished.) Decoded in batches (contract.codec.decode_many) of ``YIELD_EVERY`` values,
+        the GIL given up between them; a corrupt value is skipped and logged."""
+        dim = self.settings.model.dim
         epochs: set[str | None] = set()
-        out: dict[str, Params] = {}
-        decoded = 0
+        parts: list[ParamBatch] = []
         for lo in range(0, max(1, len(product_ids)), TX_PRODUCTS):
             part = product_ids[lo:lo + TX_PRODUCTS]
             pipe = store.client.pipeline(transaction=True)
@@ -388,22 +389,22 @@ class SnapshotRefresher:
                 pipe.get(self._spec_key)
                 raw_epoch, *results, raw_spec = pipe.execute()
                 if self._spec_blocks(raw_spec, any(b is not None for r in results for b in r)):
-                    return (None if raw_epoch is None else raw_epoch.decode()), {}
+                    return (None if raw_epoch is None else raw_epoch.decode()), \
+                        ParamBatch.empty(dim)
             else:
                 raw_epoch, *results = pipe.execute()
             epochs.add(None if raw_epoch is None else raw_epoch.decode())
-            for chunk, blobs in zip(chunks, results, strict=True):
-                for pid, blob in zip(chunk, blobs, strict=True):
-                    if blob is None:
-                        continue
-                    decoded += 1
-                    if decoded % YIELD_EVERY == 0:
-                        yield_gil()  # requests run between the decodes
-                    try:
-                        out[pid] = decode(blob, self.settings.model.dim)
-                    except CodecError as exc:
-                        log.error("skipping corrupt parameters of %s: %s", pid, exc)
-        return (epochs.pop() if len(epochs) == 1 else _MIXED), out
+            found = [(pid, blob) for chunk, blobs in zip(chunks, results, strict=True)
+                     for pid, blob in zip(chunk, blobs, strict=True) if blob is not None]
+            del results
+            for at in range(0, len(found), YIELD_EVERY):
+                if at or parts:
+                    yield_gil()  # requests run between the batches
+                batch, errors = decode_many(found[at:at + YIELD_EVERY], dim)
+                parts.append(batch)
+                for pid, reason in errors:
+                    log.error("skipping corrupt parameters of %s: %s", pid, reason)
+        return (epochs.pop() if len(epochs) == 1 else _MIXED), ParamBatch.concat(parts, dim)
 
     def _spec_blocks(self, raw_spec: bytes | None, has_params: bool) -> bool:
         """Whether the store's parameters belong to another feature spec than this replica's
@@ -424,15 +425,14 @@ class SnapshotRefresher:
             self._spec_error = reason
         return reason is not None
 
-    def _apply(self, params: dict[str, Params], stamp: float) -> None:
+    def _apply(self, params: ParamBatch, stamp: float) -> None:
         """Apply in swaps of at most APPLY_CHUNK products, giving the GIL up between them
         (serving.snapshot.yield_gil): requests see each swap's snapshot, as they would after
         as many smaller notification batches."""
-        items = list(params.items())
-        for lo in range(0, max(1, len(items)), APPLY_CHUNK):
+        for lo in range(0, max(1, len(params)), APPLY_CHUNK):
             if lo:
                 yield_gil()
-            snap, changed = self.snapshot.with_params(dict(items[lo:lo + APPLY_CHUNK]),
+            snap, changed = self.snapshot.with_params(params[lo:lo + APPLY_CHUNK],
                                                       synced_at=stamp)
             if changed:
                 self._swap(snap, changed)

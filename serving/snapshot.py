@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from contract import exploration
-from contract.codec import Params
+from contract.codec import ParamBatch, Params
 
 _V, _T, _N = 0, 1, 2  # the meta columns: version, updated_at_ms, observations
 _GENERATIONS = itertools.count(1)  # unique across stores: caches key on it
@@ -197,6 +197,13 @@ def _combine(mean: np.ndarray, var: np.ndarray, alpha: float,
     return out
 
 
+def _rows_of(batch: ParamBatch, rows: np.ndarray) -> ParamBatch:
+    """The batch's rows ``rows`` (a gather of each array)."""
+    ids = batch.product_ids
+    return ParamBatch(tuple(ids[j] for j in rows.tolist()), batch.A_inv[rows], batch.b[rows],
+                      batch.version[rows], batch.n[rows], batch.updated_at_ms[rows])
+
+
 def spare_rows(m: int) -> int:
     """Rows kept free beyond the products: updates land there while readers hold the rows they
     replace (m // 64, at least 64: 1,562 rows at 100,000 products, 1.6% more memory). A store
@@ -225,7 +232,8 @@ _malloc_trim: Any = None
 # The writer (the refresher's thread) runs Python under the GIL that requests need, and its
 # numpy calls on a few products are too small to let a waiting thread in: a backlog would
 # hold it until the interpreter's 5 ms switch, a sum afresh of the category pools for ~1 s.
-# It gives the GIL up every YIELD_EVERY decoded values, between swaps of at most APPLY_CHUNK
+# It gives the GIL up after each YIELD_EVERY values decoded (one contract.codec.decode_many
+# call), between swaps of at most APPLY_CHUNK
 # products and between a sum's chunks. Not within a steady-state batch (~20 products): each
 # hand-over costs the writer its caches (measured: 15-25% more CPU per update with yields
 # every 16 values and before the listeners, no lower p99; docs/SERVING.md run 11).
@@ -513,14 +521,15 @@ class Snapshot:
 
     @classmethod
     def from_params(cls, product_ids: Sequence[str], dim: int, l2: float,
-                    params: Mapping[str, Params], synced_at: float | None = None) -> Snapshot:
+                    params: Mapping[str, Params] | ParamBatch,
+                    synced_at: float | None = None) -> Snapshot:
         """Exactly ``params`` over the prior, whatever their versions: what a replica starting
         now builds. The refresher replaces its snapshot with this when the store's epoch
         changes (a wiped or rolled-back store), where versions lower than the ones held are
         the truth and :meth:`with_params` would ignore them.
 
         >>> from contract import linucb
-        >>> from contract.codec import Params
+        >>> from contract.codec import ParamBatch, Params
         >>> p = Params(linucb.ArmState(np.eye(2), np.ones(2), 3), updated_at_ms=1)
         >>> Snapshot.from_params(["p0", "p1"], 2, 1.0, {"p1": p}).versions.tolist()
         [0, 3]
@@ -937,9 +946,12 @@ class Snapshot:
         return got, np.broadcast_to(err, got.shape)
 
     # --- changing (returns a new snapshot) ---------------------------------------------------
-    def with_params(self, params: Mapping[str, Params], synced_at: float | None = None
+    def with_params(self, params: Mapping[str, Params] | ParamBatch,
+                    synced_at: float | None = None
                     ) -> tuple[Snapshot, list[str]]:
-        """A snapshot with these products' parameters applied where strictly newer.
+        """A snapshot with these products' parameters applied where strictly newer
+        (``params``: a :class:`~contract.codec.ParamBatch`, as the refresher decodes them, or
+        one Params per product).
 
         Returns the new snapshot (``self`` when nothing changed, only re-stamped) and the
         product ids that changed. An older or equal version is ignored: a replayed or
@@ -958,26 +970,24 @@ class Snapshot:
         snap = self._rewritten(idx, thetas, A_invs, meta, stamp)
         return snap, [self.product_ids[i] for i in idx.tolist()]
 
-    def _picked(self, params: Mapping[str, Params]
+    def _picked(self, params: Mapping[str, Params] | ParamBatch
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The products of ``params`` to apply (known, of this dimension, strictly newer,
         finite) as (indices, thetas, A_invs, meta), or None."""
         index, m, d = self._index, len(self.product_ids), self.dim
-        chosen: list[Params] = []
-        where: list[int] = []
-        for pid, p in params.items():
-            i = index.get(pid)
-            if i is not None and i < m and p.state.dim == d:
-                where.append(i)
-                chosen.append(p)
-        if not chosen:
+        batch = params if isinstance(params, ParamBatch) else ParamBatch.of(params, d)
+        if not len(batch) or batch.A_inv.shape[1:] != (d, d):
+            return None
+        where = [index.get(pid) for pid in batch.product_ids]
+        rows = [j for j, i in enumerate(where) if i is not None and i < m]
+        if not rows:
             return None
         # one numpy call per check for the batch, not one per product
-        idx = np.array(where, dtype=np.intp)
-        meta = np.array([(p.version, p.updated_at_ms, p.state.n) for p in chosen],
-                        dtype=np.int64)
-        A_invs = np.stack([p.state.A_inv for p in chosen])
-        bs = np.stack([p.state.b for p in chosen])
+        idx = np.array([where[j] for j in rows], dtype=np.intp)
+        if len(rows) < len(where):
+            batch = _rows_of(batch, np.array(rows, dtype=np.intp))
+        meta = np.stack([batch.version, batch.updated_at_ms, batch.n], axis=1)
+        A_invs, bs = batch.A_inv, batch.b
         # strictly newer only; and finite (a NaN would poison every ranking it takes part in)
         keep = ((meta[:, _V] > self._rows.meta[self._slot[idx], _V])
                 & np.isfinite(A_invs).all(axis=(1, 2)) & np.isfinite(bs).all(axis=1))

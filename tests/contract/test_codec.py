@@ -117,3 +117,80 @@ def test_encode_refuses_non_finite_arrays_written_after_construction() -> None:
         getattr(s, where).flat[1] = value
         with pytest.raises(codec.CodecError, match="finite"):
             codec.encode(s)
+
+
+def _corruptions(rng: np.random.Generator, d: int) -> list[tuple[str, bytes]]:
+    """Valid values and one of each way a value can be wrong, in a seeded order."""
+    good = [codec.encode(linucb.ArmState(_state(d, int(s)).A_inv, _state(d, int(s)).b, 50,
+                                         version=50 + int(s)), int(s))
+            for s in rng.integers(0, 1000, 6)]
+    size = codec.encoded_size(d)
+    body = good[0][:-4]
+    A_at, b_at = 32, 32 + 8 * d * d
+    nan_A = bytearray(body)
+    nan_A[A_at:A_at + 8] = struct.pack("<d", float("nan"))
+    inf_b = bytearray(body)
+    inf_b[b_at:b_at + 8] = struct.pack("<d", float("inf"))
+    behind = bytearray(body)
+    behind[8:16] = struct.pack("<Q", 3)  # version 3 < n 50
+    flip = bytearray(good[1])
+    flip[int(rng.integers(0, size - 4))] ^= 1 << int(rng.integers(0, 8))
+    bad = {
+        "truncated": good[2][:-1], "long": good[2] + b"\0", "empty": b"",
+        "magic": _with_crc(b"XUCB" + body[4:]), "format": _with_crc(body[:4] + b"\x02" + body[5:]),
+        "flags": _with_crc(body[:5] + b"\x01" + body[6:]),
+        "other_d": codec.encode(_state(d + 1 if d < 40 else d - 1)),
+        "crc": bytes(flip), "nan": _with_crc(bytes(nan_A)), "inf": _with_crc(bytes(inf_b)),
+        "behind": _with_crc(bytes(behind)),
+    }
+    items = [(f"good{i}", g) for i, g in enumerate(good)] + [(k, v) for k, v in bad.items()]
+    return [items[i] for i in rng.permutation(len(items))]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("d", [1, 15])
+def test_decode_many_accepts_and_refuses_exactly_what_decode_does(seed: int, d: int) -> None:
+    """Every value decode accepts is in the batch, in the order given, with decode's numbers
+    bit for bit; every other one is refused with decode's own message."""
+    items = _corruptions(np.random.default_rng([seed, 8]), d)
+    batch, errors = codec.decode_many(items, d)
+    want_ok, want_err = [], {}
+    for pid, blob in items:
+        try:
+            want_ok.append((pid, codec.decode(blob, d)))
+        except codec.CodecError as exc:
+            want_err[pid] = str(exc)
+    assert batch.product_ids == tuple(pid for pid, _p in want_ok)
+    assert dict(errors) == want_err and len(errors) == len(want_err)
+    for i, (_pid, p) in enumerate(want_ok):
+        assert batch.A_inv[i].tobytes() == p.state.A_inv.tobytes()
+        assert batch.b[i].tobytes() == p.state.b.tobytes()
+        assert (batch.version[i], batch.n[i], batch.updated_at_ms[i]) == (
+            p.version, p.state.n, p.updated_at_ms)
+    assert batch.params().keys() == {pid for pid, _p in want_ok}
+
+
+def test_decode_many_refuses_counts_a_batch_cannot_hold() -> None:
+    """A version of 2^63 is a valid value (uint64) that an int64 batch cannot hold: refused
+    with that reason, not wrapped to a negative version."""
+    s = _state(3)
+    big = codec.encode(linucb.ArmState(s.A_inv, s.b, s.n, version=2**63), 1)
+    ok = codec.encode(s, 1)
+    batch, errors = codec.decode_many([("big", big), ("ok", ok)], 3)
+    assert codec.decode(big, 3).version == 2**63
+    assert batch.product_ids == ("ok",)
+    assert errors == [("big", "a count or time of 2^63 or more (a batch holds int64)")]
+
+
+def test_a_batch_is_the_params_it_was_made_of() -> None:
+    """ParamBatch.of, slicing and concat keep each product's numbers with its id."""
+    params = {f"p{i}": codec.decode(codec.encode(_state(4, i), i), 4) for i in range(5)}
+    params["other"] = codec.decode(codec.encode(_state(2)), 2)  # another dimension: left out
+    batch = codec.ParamBatch.of(params, 4)
+    assert batch.product_ids == ("p0", "p1", "p2", "p3", "p4")
+    again = codec.ParamBatch.concat([batch[:2], batch[2:2], batch[2:]], 4)
+    for pid, p in again.params().items():
+        assert p.state.A_inv.tobytes() == params[pid].state.A_inv.tobytes()
+        assert p.state.b.tobytes() == params[pid].state.b.tobytes()
+        assert (p.version, p.updated_at_ms) == (params[pid].version, params[pid].updated_at_ms)
+    assert len(codec.ParamBatch.concat([], 4)) == 0

@@ -17,7 +17,7 @@ import serving.category_rates as category_rates_module
 import serving.refresher as refresher_module
 import serving.snapshot as snapshot_mod
 from contract import linucb
-from contract.codec import Params
+from contract.codec import ParamBatch, Params
 from contract.features import CONTEXT_DIM
 from contract.store import ParamStore
 from serving import Snapshot
@@ -63,7 +63,7 @@ def test_apply_in_swaps_equals_one_application(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(refresher_module, "APPLY_CHUNK", 32)
     params = _params(rng, list(rng.permutation(ids)[:100]))
     start = ref.snapshot
-    ref._apply(params, stamp=1.0)
+    ref._apply(ParamBatch.of(params, D), stamp=1.0)
     chunk = refresher_module.APPLY_CHUNK
     sizes = [min(chunk, 100 - lo) for lo in range(0, 100, chunk)]
     want: list[tuple[str, int]] = []
@@ -87,8 +87,8 @@ def test_apply_in_swaps_equals_one_application(monkeypatch: pytest.MonkeyPatch,
 
 def test_a_read_yields_every_few_values(own_redis: OwnRedis,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first load through a real Redis: 50 values decoded with a yield every
-    YIELD_EVERY of them (lowered to 16 here: 3 yields)."""
+    """The first load through a real Redis: 50 values decoded in batches of YIELD_EVERY
+    (lowered to 16 here: 4 batches, a yield between two: 3 yields)."""
     rng = np.random.default_rng(5)
     settings = redis_settings(own_redis.port)
     store = ParamStore.from_settings(settings)
