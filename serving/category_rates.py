@@ -37,6 +37,7 @@ afresh by the rounding of the additions, about 1e-16 of the pool's size per upda
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract import exploration
-from serving.snapshot import Snapshot, trim_heap, yield_gil
+from serving.snapshot import GroupWeights, Snapshot, trim_heap, yield_gil
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,23 @@ class PoolState:
         (contract.exploration.category_rates)."""
         return exploration.category_rates(self.M, self.t, x, p, l2, optimism)
 
-    def per_product(self, per_category: np.ndarray, none: float, m: int) -> np.ndarray:
-        """(m,) float64: each of the first m products' category value, ``none`` for a
-        product with no category (one gather: code -1 picks the appended ``none``)."""
+    @functools.cached_property
+    def codes(self) -> np.ndarray:
+        """The category codes some product has (-1 among them when one has none); computed
+        once per state (the state is immutable)."""
+        return np.unique(self.category)
+
+    def weights(self, per_category: np.ndarray, none: float, m: int) -> GroupWeights:
+        """The first m products' category values, ``none`` for a product with no category,
+        as :class:`~serving.snapshot.GroupWeights` (no (m,) array is built: one value per
+        category and the codes the state already holds)."""
         ext = np.empty(per_category.shape[0] + 1)
         ext[:-1] = per_category
         ext[-1] = none
-        cat = self.category
-        if cat.shape[0] >= m:
-            return ext.take(cat[:m])
-        out = np.full(m, none)
-        out[:cat.shape[0]] = ext.take(cat)
-        return out
+        present = self.codes
+        if m > self.category.shape[0] and (not present.size or present[0] != -1):
+            present = np.concatenate([[-1], present])
+        return GroupWeights(ext, self.category, present, m)
 
 
 class CategoryPools:

@@ -14,7 +14,7 @@ docs/EXPLORATION.md); ``popularity`` the fallback term of a product without para
 (:class:`serving.health.Popularity`); ``boost`` what the
 merchandising boosts added (:mod:`serving.controls`).
 
->>> from serving.snapshot import Snapshot
+>>> from serving.snapshot import GroupWeights, Snapshot
 >>> snap = Snapshot.prior(["p0", "p1"], dim=2, l2=1.0)
 >>> e = explain_items(snap, np.array([3.0, 4.0]), np.array([1]), 0.5, np.array([2.5]))[0]
 >>> e["expected_reward"], e["exploration_bonus"], e["observations"]
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.snapshot import Snapshot
+from serving.snapshot import GroupWeights, Snapshot
 
 __all__ = ["explain_items", "feature_names", "product_summary"]
 
@@ -52,13 +52,15 @@ def _top(values: np.ndarray, names: Sequence[str], n: int) -> list[dict[str, Any
 def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: float,
                   scores: np.ndarray, popularity: np.ndarray | None = None,
                   boosts: np.ndarray | None = None, now_ms: int | None = None,
-                  unit_weight: float | np.ndarray = 0.0) -> list[dict[str, Any]]:
+                  unit_weight: float | np.ndarray | GroupWeights = 0.0
+                  ) -> list[dict[str, Any]]:
     """One explanation per shown index. ``scores`` are the shown scores, ``popularity`` the
     (m,) fallback term, ``boosts`` what boosting added to each shown score, ``unit_weight``
     the variance rules' weight of ``u^T A^-1 u`` with u = x / |x| (their bonus, computed on u
     as serving ranks with it, so an x whose x.x underflows still gets a finite bonus;
-    docs/EXPLORATION.md), one float or, under a category rule, one per product (indexed like
-    ``popularity``); every term is computed on its own (tests/serving check that they add up
+    docs/EXPLORATION.md), one float or, under a category rule, one per product (an array or
+    :class:`~serving.snapshot.GroupWeights`, indexed like ``popularity``); every term is
+    computed on its own (tests/serving check that they add up
     to the score)."""
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     names = feature_names(snap.dim)
@@ -71,7 +73,7 @@ def explain_items(snap: Snapshot, x: np.ndarray, indices: np.ndarray, alpha: flo
         mean = float(contrib.sum())
         var = float(x @ snap.A_inv(i) @ x)
         bonus = alpha * float(np.sqrt(max(var, 0.0))) if alpha else 0.0
-        w = float(unit_weight[i]) if isinstance(unit_weight, np.ndarray) else unit_weight
+        w = unit_weight if isinstance(unit_weight, float | int) else float(unit_weight[i])
         if w:
             bonus += w * max(float(u @ snap.A_inv(i) @ u), 0.0)
         pop = float(popularity[i]) if popularity is not None else 0.0

@@ -70,7 +70,7 @@ from serving.policies import POLICIES, check_policy, rank
 from serving.refresher import RefresherHealth, SnapshotRefresher
 from serving.selftune import EXPERIMENT as SELF_TUNE_EXPERIMENT
 from serving.selftune import SelfTuneRouter
-from serving.snapshot import Snapshot
+from serving.snapshot import GroupWeights, Snapshot
 
 if TYPE_CHECKING:  # the feature module is only needed when users are looked up by id
     from contract.catalog import Catalog
@@ -494,7 +494,7 @@ class Recommender:
     def _decaying_scores(self, snap: Snapshot, vec: np.ndarray, k: int,
                          pop: np.ndarray | None = None, m: int | None = None,
                          rule: str = "decaying", only_best: bool = False
-                         ) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
+                         ) -> tuple[np.ndarray, np.ndarray, float | GroupWeights]:
         """(scores, means, w) under the decaying rule: ``mean + w x^T A^-1 x`` for the first
         m products (contract.exploration.rule_scores), plus ``pop``, computed on the unit
         vector u = x / |x| as ``theta.x + p l2 u^T A^-1 u`` (the same number; x^T A^-1 x
@@ -507,8 +507,9 @@ class Recommender:
         rate for x,
         ``q_c(x)``, plus the rule's optimism in standard deviations of it
         (contract.exploration.category_rates, from the pools' cached solve); a product with
-        no category keeps ``p``. Then ``w`` is the
-        (m,) array of each product's ``q_c l2``. Either way ``w`` is the weight of
+        no category keeps ``p``. Then ``w`` is each product's ``q_c l2``, given per category
+        (serving.snapshot.GroupWeights: a plain request gathers only its candidates'). Either
+        way ``w`` is the weight of
         ``u^T A^-1 u`` (``p l2`` under ``decaying``), not of x^T A^-1 x: for an x whose x.x
         underflows the latter is inf and x^T A^-1 x is 0, and an explanation (which computes
         its bonus on u too) would be NaN."""
@@ -527,7 +528,7 @@ class Recommender:
             l2 = self.settings.model.l2
             st = pools.state  # one reference: its sums, solves and categories agree
             q = st.rates(vec, rate / sqrt_l2, l2, exploration.CATEGORY_OPTIMISM[rule])
-            w_u = st.per_product(q * l2, rate * sqrt_l2, len(snap) if m is None else m)
+            w_u = st.weights(q * l2, rate * sqrt_l2, len(snap) if m is None else m)
             base, mean = snap.top_scores(vec, k, weight=w_u, x_var=vec / norm, plus=pop,
                                          upto=m, only_best=only_best)
             return base, mean, w_u
@@ -615,7 +616,7 @@ class Recommender:
         used_alpha = 0.0 if policy == "greedy" else alpha
         # the variance rules' weight of u^T A^-1 u, u = x / |x| (they have no alpha); one per
         # product (m,) under category_rate
-        weight: float | np.ndarray = 0.0
+        weight: float | np.ndarray | GroupWeights = 0.0
         m = len(cat)  # products the snapshot may hold beyond it: not yet in the index
         pop = self.popularity.term(snap)
         if pop is not None and pop.shape[0] > m:
@@ -725,7 +726,7 @@ class Recommender:
                 if len(self._variant_of) > self._recent_max:
                     del self._variant_of[next(iter(self._variant_of))]
         explored = None
-        if policy == "linucb" and (used_alpha > 0 or isinstance(weight, np.ndarray)
+        if policy == "linucb" and (used_alpha > 0 or not isinstance(weight, float)
                                    or weight > 0) and idx_list:
             # the first product is the bonus's choice when another eligible one has a higher
             # expected reward (a pinned first product is nobody's choice: not counted)

@@ -141,6 +141,11 @@ def _weighted(weight: float | np.ndarray) -> bool:
     return bool(weight.any()) if isinstance(weight, np.ndarray) else bool(weight)
 
 
+def _per_product(weight: Any) -> bool:
+    """Whether ``weight`` is one per product (an array, or :class:`GroupWeights`)."""
+    return isinstance(weight, np.ndarray | GroupWeights)
+
+
 @functools.cache
 def _direction(d: int) -> np.ndarray:
     """The unit vector the variance bound splits x along: all features alike (contexts are
@@ -202,6 +207,52 @@ def _rows_of(batch: ParamBatch, rows: np.ndarray) -> ParamBatch:
     ids = batch.product_ids
     return ParamBatch(tuple(ids[j] for j in rows.tolist()), batch.A_inv[rows], batch.b[rows],
                       batch.version[rows], batch.n[rows], batch.updated_at_ms[rows])
+
+
+class GroupWeights:
+    """One weight per product given as one per group (a category rule's weight of v:
+    ``values[codes[i]]``, code -1 or a product beyond ``codes`` taking the last value), so a
+    plain request need not build the (m,) array: :meth:`Snapshot.top_scores` bounds every
+    product with the largest weight and gathers only its candidates' (``w[idx]``); the
+    whole array is made (:meth:`full`) only where every product is scored.
+
+    ``present``: the codes some product of the first m has (-1 included when one has
+    none), so :attr:`top_abs`, :attr:`upper` and :attr:`nonzero` are those of the (m,)
+    array, without a pass over it."""
+
+    __slots__ = ("codes", "m", "nonzero", "present", "top_abs", "upper", "values")
+
+    def __init__(self, values: np.ndarray, codes: np.ndarray, present: np.ndarray,
+                 m: int) -> None:
+        self.values = np.asarray(values, dtype=np.float64)  # (groups + 1,): the last, none
+        self.codes, self.m, self.present = codes, m, present
+        used = self.values[present]
+        self.top_abs = float(np.abs(used).max(initial=0.0))
+        self.upper = float(used.max(initial=0.0))  # of the weights >= 0: the bound's
+        self.nonzero = bool(used.any())
+
+    def __getitem__(self, idx: np.ndarray | int) -> Any:
+        """The weights of products ``idx`` (an index array; one index: one float)."""
+        if isinstance(idx, int | np.integer):
+            return float(self[np.array([idx])][0])
+        idx = np.asarray(idx, dtype=np.intp)
+        n = self.codes.shape[0]
+        if idx.size and int(idx.max()) >= n:
+            code = np.full(idx.size, -1, dtype=np.int64)
+            inside = idx < n
+            code[inside] = self.codes[idx[inside]]
+            return self.values.take(code)
+        return self.values.take(self.codes.take(idx))
+
+    def full(self, m: int | None = None) -> np.ndarray:
+        """(m,) float64: every product's weight (one gather)."""
+        m = self.m if m is None else m
+        n = self.codes.shape[0]
+        if n >= m:
+            return self.values.take(self.codes[:m])
+        out = np.full(m, self.values[-1])
+        out[:n] = self.values.take(self.codes)
+        return out
 
 
 def spare_rows(m: int) -> int:
@@ -798,14 +849,20 @@ class Snapshot:
         rows, slot = self._rows, self._slot[:m]
         d = x.shape[0]
         xv = x if x_var is None else x_var
-        if isinstance(weight, np.ndarray):
+        group = weight if isinstance(weight, GroupWeights) else None
+        if group is not None and not (only_best and rows.hot64 is None and 0 < k < m
+                                      and alpha >= 0 and group.nonzero):
+            weight, group = group.full(m), None  # every product is scored: the array
+        if group is not None:
+            w_top = group.top_abs
+        elif isinstance(weight, np.ndarray):
             if weight.shape[0] < m:
                 raise ValueError(f"weight: {weight.shape[0]} entries for {m} products")
             weight = np.asarray(weight[:m], dtype=np.float64)
             w_top = float(np.abs(weight).max(initial=0.0))
         else:
             w_top = abs(float(weight))
-        with_var = bool(alpha) or _weighted(weight)
+        with_var = bool(alpha) or (group.nonzero if group is not None else _weighted(weight))
         if rows.hot64 is None and 0 < k < m:
             xx = _pairs(xv)
             b_theta, b_a = rows.bound
@@ -825,6 +882,9 @@ class Snapshot:
             pruned = self._pruned(mean, x, xv, xx, k, alpha, weight, plus, e_mean, e_var)
             if pruned is not None:
                 return pruned
+            if group is not None:  # the bound pruned too little: every product is scored
+                weight = group.full(m)
+                w_top = float(np.abs(weight).max(initial=0.0))
         var32 = (rows.avar32 @ xx.astype(np.float32)).take(slot) if with_var else None
         var = var32.astype(np.float64) if var32 is not None else mean  # _combine writes it
         out = _combine(mean, var, alpha, weight)
@@ -872,7 +932,7 @@ class Snapshot:
         same operations as every exact score (equal inputs, equal scores)."""
         exact_mean, exact_var = self._exact_terms(self._slot[idx], x, xx, with_var)
         again = _combine(exact_mean, exact_var, alpha,
-                         weight[idx] if isinstance(weight, np.ndarray) else weight)
+                         weight[idx] if _per_product(weight) else weight)
         if plus is not None:
             again += plus[idx]
         return exact_mean, again
@@ -903,8 +963,11 @@ class Snapshot:
         limit = max(4 * k, m // 64)  # beyond this, the float32 pass costs less
         vb = rows.var_bound(xv).take(self._slot[:m])
         # a negative weight (category_rate: a category whose rate for x is negative) can
-        # only lower a score, weight * max(v, 0) <= 0: its part of the bound is 0
-        up = _combine(mean + e_mean, vb, alpha, np.maximum(weight, 0.0))
+        # only lower a score, weight * max(v, 0) <= 0: its part of the bound is 0; weights
+        # given per group are bounded by the largest (one float, no (m,) array)
+        up = _combine(mean + e_mean, vb, alpha,
+                      weight.upper if isinstance(weight, GroupWeights)
+                      else np.maximum(weight, 0.0))
         if rows.unbounded:  # a row's inf bound times a 0 is NaN: no bound
             np.nan_to_num(up, copy=False, nan=np.inf)
         if plus is not None:
@@ -934,7 +997,7 @@ class Snapshot:
         and float32 means, bounded as top_scores bounds its float32 pass."""
         var = (self._rows.avar32[self._slot[idx]] @ xx32).astype(np.float64)
         v = np.maximum(var, 0.0)
-        w = weight[idx] if isinstance(weight, np.ndarray) else weight
+        w = weight[idx] if _per_product(weight) else weight
         got = _combine(mean[idx], var, alpha, w)
         if plus is not None:
             got += plus[idx]

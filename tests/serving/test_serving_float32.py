@@ -487,6 +487,50 @@ def test_only_best_prunes_under_negative_weights(float32_rows: None,
     assert calls and all(calls)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_weights_per_category_rank_as_the_per_product_array(float32_rows: None,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          seed: int) -> None:
+    """A category rule's weights given per category (GroupWeights: the plain request's
+    path, the bound taken from the largest weight and only the candidates' gathered) rank
+    exactly as the same weights given as the (m,) array: the same best k, bit-equal scores
+    there, float64's order. Categories of both signs, products with no category and beyond
+    the codes, ``upto`` below the store; the bound prunes for small weights, and where it
+    prunes too little (large weights) the array path is taken and agrees too."""
+    rng = np.random.default_rng(1300 + seed)
+    snap = _snapshot(_learned_params(rng, 400, 1.0))
+    codes = rng.integers(-1, 5, 380)  # products 380..399 beyond the codes: no category
+    calls = _spy_pruning(monkeypatch)
+    for scale, prunes in ((0.05, True), (50.0, False)):
+        for _ in range(6):
+            x = rng.uniform(0, 1, D)
+            u = x / np.linalg.norm(x)
+            values = rng.uniform(-0.5, 1.0, 6) * scale  # 5 categories and the last: none
+            pop = np.where(rng.uniform(size=400) < 0.1, rng.uniform(0, 0.5, 400), 0.0)
+            for alpha, plus, upto in ((0.0, None, None), (0.02, pop, None),
+                                      (0.0, pop[:350], 350)):
+                m = 400 if upto is None else upto
+                every = np.concatenate([codes, np.full(20, -1)])[:m]
+                group = snapshot_mod.GroupWeights(values, codes, np.unique(every), m)
+                array = group.full()
+                assert (array == values.take(every)).all()
+                calls.clear()
+                s, mean = snap.top_scores(x, K, alpha, group, x_var=u, plus=plus, upto=upto,
+                                          only_best=True)
+                assert calls == [prunes]
+                a, mean_a = snap.top_scores(x, K, alpha, array, x_var=u, plus=plus,
+                                            upto=upto, only_best=True)
+                top = linucb.top_k(a, K)
+                assert (linucb.top_k(s, K) == top).all() and (s[top] == a[top]).all()
+                assert mean.max() == mean_a.max()
+                ref = _reference_w(snap, x, alpha, np.concatenate([array, np.zeros(400)]),
+                                   u, m)
+                if plus is not None:
+                    ref = ref + plus
+                # pruned: every other value an upper bound below the k-th; else float32's
+                (_ranked_alike if prunes else _check_top)(s, ref, K)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_only_best_near_ties_and_a_big_exploration_term(float32_rows: None, seed: int
                                                          ) -> None:
