@@ -202,7 +202,7 @@ def decode_many(items: Sequence[tuple[str, bytes]], dim: int
     blobs: list[bytes] = []
     refused: list[tuple[str, bytes]] = []
     for pid, blob in items:
-        if isinstance(blob, bytes) and len(blob) == size:
+        if isinstance(blob, bytes | bytearray | memoryview) and len(blob) == size:
             ids.append(pid)
             blobs.append(blob)
         else:
@@ -227,7 +227,7 @@ def decode_many(items: Sequence[tuple[str, bytes]], dim: int
             decode(blob, dim)
         except CodecError as exc:
             errors.append((pid, str(exc)))
-        else:  # decode's checks passed: only the int64 bound is left
+        else:  # decode's checks passed: the int64 bound is the one the bulk check adds
             errors.append((pid, "a count or time of 2^63 or more (a batch holds int64)"))
     batch = ParamBatch(tuple(ids), rec["A_inv"].copy(), rec["b"].copy(),
                        rec["version"].astype(np.int64), rec["n"].astype(np.int64),

@@ -14,7 +14,7 @@ docs/EXPLORATION.md); ``popularity`` the fallback term of a product without para
 (:class:`serving.health.Popularity`); ``boost`` what the
 merchandising boosts added (:mod:`serving.controls`).
 
->>> from serving.snapshot import GroupWeights, Snapshot
+>>> from serving.snapshot import Snapshot
 >>> snap = Snapshot.prior(["p0", "p1"], dim=2, l2=1.0)
 >>> e = explain_items(snap, np.array([3.0, 4.0]), np.array([1]), 0.5, np.array([2.5]))[0]
 >>> e["expected_reward"], e["exploration_bonus"], e["observations"]

@@ -615,7 +615,7 @@ class Recommender:
             alpha = self._calibrated_alpha(snap, vec)
         used_alpha = 0.0 if policy == "greedy" else alpha
         # the variance rules' weight of u^T A^-1 u, u = x / |x| (they have no alpha); one per
-        # product (m,) under category_rate
+        # product, given per category (GroupWeights), under a category rule
         weight: float | np.ndarray | GroupWeights = 0.0
         m = len(cat)  # products the snapshot may hold beyond it: not yet in the index
         pop = self.popularity.term(snap)

@@ -144,6 +144,7 @@ def _corruptions(rng: np.random.Generator, d: int) -> list[tuple[str, bytes]]:
         "behind": _with_crc(bytes(behind)),
     }
     items = [(f"good{i}", g) for i, g in enumerate(good)] + [(k, v) for k, v in bad.items()]
+    items.append(("bytearray", bytearray(good[3])))  # what decode takes besides bytes
     return [items[i] for i in rng.permutation(len(items))]
 
 
