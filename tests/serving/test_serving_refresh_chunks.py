@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from serving_helpers import OwnRedis, blob, learned_state
 
+from contract import linucb
 from contract.features import CONTEXT_DIM
 from contract.store import ParamStore
 from serving import refresher as refresher_module
@@ -66,3 +67,31 @@ def test_values_read_under_two_epochs_are_not_one_read(own_redis: OwnRedis,
     calls[0] = 10  # no more changes: one epoch again
     epoch, params = ref._read(store, ids)
     assert epoch == store.epoch() and len(params) == 12
+
+
+def test_a_value_beyond_int64_is_skipped_not_a_stalled_refresher(own_redis: OwnRedis) -> None:
+    """A value whose version is 2^63 (a valid uint64, put in Redis by hand) is refused with
+    a reason and the other products' values load. Before decode_many it decoded, then its
+    int64 row raised OverflowError in every sync, and no product in the read was applied."""
+    rng = np.random.default_rng(11)
+    settings = redis_settings(own_redis.port)
+    store = ParamStore.from_settings(settings)
+    ids = [f"p{i:03d}" for i in range(6)]
+    states = {p: learned_state(rng, D, 3) for p in ids}
+    store.write_many([(p, blob(s)) for p, s in states.items()])
+    big = states["p002"]
+    huge = blob(linucb.ArmState(big.A_inv, big.b, big.n, version=2**63))
+    store.client.set(store.keys.arm("p002"), huge)
+    store.client.hset(store.keys.versions, "p002", str(2**63))
+    ref = SnapshotRefresher(settings, ids, notifications=False)
+    try:
+        assert ref.start(wait_s=10)
+        snap = ref.snapshot
+        assert snap.version_of("p002") == 0  # skipped: still at the prior
+        for p in ids:
+            if p != "p002":
+                assert snap.version_of(p) == states[p].version
+                np.testing.assert_array_equal(snap.A_inv(snap.index(p)), states[p].A_inv)
+        assert ref.health().last_error is None
+    finally:
+        ref.stop()
