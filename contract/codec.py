@@ -137,9 +137,12 @@ class ParamBatch:
     def __len__(self) -> int:
         return len(self.product_ids)
 
-    def __getitem__(self, part: slice) -> ParamBatch:
-        return ParamBatch(self.product_ids[part], self.A_inv[part], self.b[part],
-                          self.version[part], self.n[part], self.updated_at_ms[part])
+    def __getitem__(self, part: slice | np.ndarray) -> ParamBatch:
+        """The rows ``part``: a slice, or an array of row indices."""
+        ids = self.product_ids
+        ids = ids[part] if isinstance(part, slice) else tuple(ids[j] for j in part.tolist())
+        return ParamBatch(ids, self.A_inv[part], self.b[part], self.version[part],
+                          self.n[part], self.updated_at_ms[part])
 
     @classmethod
     def empty(cls, dim: int) -> ParamBatch:
@@ -167,13 +170,6 @@ class ParamBatch:
         return cls(tuple(pid for p in parts for pid in p.product_ids),
                    *(np.concatenate([getattr(p, f) for p in parts])
                      for f in ("A_inv", "b", "version", "n", "updated_at_ms")))
-
-    def params(self) -> dict[str, Params]:
-        """One :class:`Params` per product (checked again, as :func:`decode` checks)."""
-        return {pid: Params(ArmState(self.A_inv[i].copy(), self.b[i].copy(),
-                                     int(self.n[i]), version=int(self.version[i])),
-                            updated_at_ms=int(self.updated_at_ms[i]))
-                for i, pid in enumerate(self.product_ids)}
 
 
 def _record(dim: int) -> np.dtype:

@@ -202,13 +202,6 @@ def _combine(mean: np.ndarray, var: np.ndarray, alpha: float,
     return out
 
 
-def _rows_of(batch: ParamBatch, rows: np.ndarray) -> ParamBatch:
-    """The batch's rows ``rows`` (a gather of each array)."""
-    ids = batch.product_ids
-    return ParamBatch(tuple(ids[j] for j in rows.tolist()), batch.A_inv[rows], batch.b[rows],
-                      batch.version[rows], batch.n[rows], batch.updated_at_ms[rows])
-
-
 class GroupWeights:
     """One weight per product given as one per group (a category rule's weight of v:
     ``values[codes[i]]``, code -1 or a product beyond ``codes`` taking the last value), so a
@@ -1048,7 +1041,7 @@ class Snapshot:
         # one numpy call per check for the batch, not one per product
         idx = np.array([where[j] for j in rows], dtype=np.intp)
         if len(rows) < len(where):
-            batch = _rows_of(batch, np.array(rows, dtype=np.intp))
+            batch = batch[np.array(rows, dtype=np.intp)]
         meta = np.stack([batch.version, batch.updated_at_ms, batch.n], axis=1)
         A_invs, bs = batch.A_inv, batch.b
         # strictly newer only; and finite (a NaN would poison every ranking it takes part in)
