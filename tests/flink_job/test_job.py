@@ -36,6 +36,7 @@ from endtoend.harness import (
     versions,
 )
 from flink_job import checkpoints
+from flink_job.job import JobOptions, flink_config
 from tests.helpers import (
     PRODUCTS,
     DeadLetters,
@@ -243,8 +244,6 @@ def test_parity_dead_letters_and_reward_join(job_settings: Settings, products_fi
         work = Path(tempfile.gettempdir()) / f"rtrec-flink-{os.getuid()}" / str(job.proc.pid)
         assert list(work.glob("minicluster_*")) and list(work.glob("job_*_op_*")), work
         # every RocksDB instance took the job's memtable size (RTREC_ROCKSDB_WRITE_BUFFER_MB)
-        from flink_job.job import JobOptions, flink_config
-
         log_dir = Path(flink_config(s, JobOptions())["state.backend.rocksdb.log.dir"])
         logs = list(log_dir.glob("*LOG"))
         sizes = {line.rsplit(":", 1)[1].strip() for f in logs for line in
