@@ -275,11 +275,15 @@ def test_the_dashboard_in_headless_chromium(live: LiveJob) -> None:
         shot = live.tmp / "dashboard.png"
         # two browsers at once (a few seconds each on an idle machine; minutes on a loaded
         # one: generous timeouts): one prints the DOM, the other takes the screenshot
+        # each browser its own profile folder: two sharing the default one hand over to each
+        # other through its singleton lock, and the screenshot's once hung for 300 s in make test
         flags = [chromium, *CHROMIUM_FLAGS, "--virtual-time-budget=4000"]
-        shooter = subprocess.Popen([*flags, f"--screenshot={shot}", f"{url}/dashboard"],
+        shooter = subprocess.Popen([*flags, f"--user-data-dir={live.tmp / 'chromium-shot'}",
+                                    f"--screenshot={shot}", f"{url}/dashboard"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            dom = subprocess.run([*flags, "--dump-dom", f"{url}/dashboard"],
+            dom = subprocess.run([*flags, f"--user-data-dir={live.tmp / 'chromium-dom'}",
+                                  "--dump-dom", f"{url}/dashboard"],
                                  capture_output=True, text=True, timeout=300)
             shooter.wait(300)
         finally:
